@@ -1,0 +1,47 @@
+"""Command line: parse arguments, call the core library, map results to exit codes.
+
+Exit codes: 0 every case succeeded, 1 some case failed, 2 usage error.  Each sub-command lives in
+its own module exposing ``add_parser(subparsers)``; the parser's ``func(args) -> int`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .. import __version__
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+#: Sub-command modules, in the order ``endoshare --help`` lists them.
+COMMAND_MODULES = ("process", "inspect", "detect", "eval", "models", "sample")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="endoshare",
+        description="De-identify surgical videos: merge a case's clips, redact out-of-body scenes, "
+                    "strip metadata, pseudonymise and verify the result.")
+    parser.add_argument("--version", action="version", version=f"endoshare {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("endoshare: interrupted; no partial output was published.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The exception tree of Endoshare.
+
+Every error the core raises derives from :class:`EndoshareError` *and* from the built-in exception a
+caller would expect (``FileNotFoundError``, ``ValueError``, ``OSError``...), so that plain ``except
+ValueError`` code keeps working.  Every message names the file concerned and says what to do about it.
+
+::
+
+    EndoshareError
+    ├── InputError (ValueError)              a case or clip cannot be used as given
+    │   ├── NoVideoFilesError                a case folder holds no video file
+    │   ├── EmptyFileError                   a clip is zero bytes long
+    │   ├── UnreadableMediaError             not a media file, truncated (no moov), corrupt
+    │   ├── NoVideoStreamError               e.g. an audio-only file
+    │   └── SegmentsFileError                a --segments file that is malformed or out of range
+    ├── InputPermissionError (PermissionError)  a clip or folder cannot be read
+    ├── OutputError (OSError)                the shared or archive folder cannot take the output
+    │   └── DiskFullError                    no space left while writing
+    ├── VerificationError (RuntimeError)     a written output failed a privacy or integrity check
+    ├── WeightsError (ValueError)            a detector weights file is missing, truncated or mismatched
+    ├── MappingError (OSError)               the pseudonym mapping file is unreadable or corrupt
+    └── CancelledError (RuntimeError)        the user cancelled; no partial output is left
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class EndoshareError(Exception):
+    """Base class of every error Endoshare raises on purpose."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = Path(path) if path is not None else None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(EndoshareError, ValueError):
+    """A case folder or clip cannot be used as given."""
+
+
+class NoVideoFilesError(InputError):
+    pass
+
+
+class EmptyFileError(InputError):
+    pass
+
+
+class UnreadableMediaError(InputError):
+    pass
+
+
+class NoVideoStreamError(InputError):
+    pass
+
+
+class SegmentsFileError(InputError):
+    pass
+
+
+class InputPermissionError(EndoshareError, PermissionError):
+    """A clip or a case folder cannot be read with the current user's rights."""
+
+
+class OutputError(EndoshareError, OSError):
+    """The output (shared) or archive folder cannot take what we must write."""
+
+
+class DiskFullError(OutputError):
+    pass
+
+
+class VerificationError(EndoshareError, RuntimeError):
+    """A freshly written output failed a check; it was deleted and not published."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None,
+                 failed_checks: tuple[str, ...] = ()) -> None:
+        super().__init__(message, path=path)
+        self.failed_checks = failed_checks
+
+
+class WeightsError(EndoshareError, ValueError):
+    """A detector weights file is missing, truncated or does not match the model."""
+
+
+class MappingError(EndoshareError, OSError):
+    """The pseudonym mapping file cannot be read or written."""
+
+
+class CancelledError(EndoshareError, RuntimeError):
+    """Processing was cancelled by the user; nothing partial was published."""

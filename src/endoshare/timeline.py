@@ -1,0 +1,162 @@
+"""Exact time: frame spans on a timeline with an exact (Fraction) frame rate.
+
+All redaction work happens in frame indices of the *merged timeline* (every displayed frame of a
+case, in presentation order, numbered from 0).  Seconds only appear when talking to people, and are
+derived from an exact ``Fraction`` frame rate so that 30000/1001 never becomes 29.97.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from .errors import SegmentsFileError
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    """Frames ``start_frame <= i < end_frame`` (end exclusive)."""
+
+    start_frame: int
+    end_frame: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.start_frame, int) and isinstance(self.end_frame, int)):
+            raise TypeError("Segment bounds must be integers (frame indices)")
+        if self.start_frame < 0 or self.end_frame <= self.start_frame:
+            raise ValueError(
+                f"Segment [{self.start_frame}, {self.end_frame}) is empty or negative; "
+                "start_frame must be >= 0 and end_frame > start_frame")
+
+    @property
+    def length(self) -> int:
+        return self.end_frame - self.start_frame
+
+    def __contains__(self, frame: object) -> bool:
+        return isinstance(frame, int) and self.start_frame <= frame < self.end_frame
+
+    def to_json(self) -> dict[str, int]:
+        return {"start_frame": self.start_frame, "end_frame": self.end_frame}
+
+
+@dataclass(frozen=True)
+class SegmentSet:
+    """Sorted, non-overlapping, non-adjacent spans (adjacent or overlapping spans are merged)."""
+
+    segments: tuple[Segment, ...] = ()
+
+    @classmethod
+    def of(cls, spans: Iterable[Segment | tuple[int, int]]) -> "SegmentSet":
+        items = sorted(s if isinstance(s, Segment) else Segment(int(s[0]), int(s[1])) for s in spans)
+        merged: list[Segment] = []
+        for seg in items:
+            if merged and seg.start_frame <= merged[-1].end_frame:
+                last = merged[-1]
+                merged[-1] = Segment(last.start_frame, max(last.end_frame, seg.end_frame))
+            else:
+                merged.append(seg)
+        return cls(tuple(merged))
+
+    def __iter__(self) -> Iterator[Segment]:
+        return iter(self.segments)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __bool__(self) -> bool:
+        return bool(self.segments)
+
+    @property
+    def frame_count(self) -> int:
+        return sum(s.length for s in self.segments)
+
+    def contains(self, frame: int) -> bool:
+        return any(frame in s for s in self.segments)
+
+    def mask(self, total_frames: int) -> list[bool]:
+        """One bool per frame of a timeline of ``total_frames``: True where redacted."""
+        out = [False] * total_frames
+        for s in self.segments:
+            for i in range(s.start_frame, min(s.end_frame, total_frames)):
+                out[i] = True
+        return out
+
+    def clipped(self, total_frames: int) -> "SegmentSet":
+        return SegmentSet.of(Segment(s.start_frame, min(s.end_frame, total_frames))
+                             for s in self.segments if s.start_frame < total_frames)
+
+    def union(self, other: "SegmentSet") -> "SegmentSet":
+        return SegmentSet.of((*self.segments, *other.segments))
+
+    def shifted(self, offset: int) -> "SegmentSet":
+        return SegmentSet(tuple(Segment(s.start_frame + offset, s.end_frame + offset)
+                                for s in self.segments))
+
+    def to_json(self) -> list[dict[str, int]]:
+        return [s.to_json() for s in self.segments]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Any]) -> "SegmentSet":
+        spans = []
+        for item in data:
+            if not isinstance(item, dict) or "start_frame" not in item or "end_frame" not in item:
+                raise ValueError(f"each segment must be an object with start_frame and end_frame, got {item!r}")
+            start, end = item["start_frame"], item["end_frame"]
+            if not isinstance(start, int) or not isinstance(end, int) or isinstance(start, bool):
+                raise ValueError(f"segment bounds must be integers, got {item!r}")
+            spans.append(Segment(start, end))
+        return cls.of(spans)
+
+
+def load_segments_file(path: str | Path) -> SegmentSet:
+    """Read ``{"segments": [{"start_frame": a, "end_frame": b}, ...]}`` (or a bare list).
+
+    The output of ``endoshare detect --json`` for one input is accepted as is.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SegmentsFileError(f"Segments file {path} does not exist; check the path given to --segments.",
+                                path=path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SegmentsFileError(f"Segments file {path} is not readable JSON ({exc}); write it as "
+                                '{"segments": [{"start_frame": 0, "end_frame": 25}]}.', path=path) from None
+    if isinstance(data, dict):
+        data = data.get("segments")
+    if not isinstance(data, list):
+        raise SegmentsFileError(f"Segments file {path} has no 'segments' list; write it as "
+                                '{"segments": [{"start_frame": 0, "end_frame": 25}]}.', path=path)
+    try:
+        return SegmentSet.from_json(data)
+    except (ValueError, TypeError) as exc:
+        raise SegmentsFileError(f"Segments file {path}: {exc}. Frame indices are integers, "
+                                "start inclusive, end exclusive, counted from 0.", path=path) from None
+
+
+def frames_to_seconds(frames: int, frame_rate: Fraction) -> Fraction:
+    return Fraction(frames) / frame_rate
+
+
+def seconds_to_frames(seconds: Fraction | float, frame_rate: Fraction) -> int:
+    """Number of whole frames that cover ``seconds`` (rounded up: margins never shrink)."""
+    exact = Fraction(seconds) * frame_rate
+    return -((-exact.numerator) // exact.denominator)
+
+
+def format_rate(rate: Fraction) -> str:
+    return f"{rate.numerator}/{rate.denominator}"
+
+
+def parse_rate(text: str) -> Fraction:
+    """``"30000/1001"``, ``"25"`` or ``"29.97"`` → exact Fraction (decimals kept as written)."""
+    try:
+        rate = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{text!r} is not a frame rate; write it as 25, 29.97 or 30000/1001") from None
+    if rate <= 0:
+        raise ValueError(f"frame rate must be positive, got {text!r}")
+    return rate
