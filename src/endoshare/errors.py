@@ -7,6 +7,7 @@ ValueError`` code keeps working.  Every message names the file concerned and say
 ::
 
     EndoshareError
+    ├── MissingInputError (FileNotFoundError)  a case folder or clip does not exist
     ├── InputError (ValueError)              a case or clip cannot be used as given
     │   ├── NoVideoFilesError                a case folder holds no video file
     │   ├── EmptyFileError                   a clip is zero bytes long
@@ -38,6 +39,10 @@ class EndoshareError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class MissingInputError(EndoshareError, FileNotFoundError):
+    """A case folder, clip or file named on the command line does not exist."""
 
 
 class InputError(EndoshareError, ValueError):

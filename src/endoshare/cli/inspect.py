@@ -1,0 +1,63 @@
+"""``endoshare inspect FILE``: everything in a media file that could identify someone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import EndoshareError
+from ..media.isobmff import MP4_EPOCH_OFFSET
+from ..media.probe import MediaInfo, probe
+from . import EXIT_OK, EXIT_SOME_FAILED
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "inspect", help="show the streams, tags, chapters, SEI user data and MP4 times of media files")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file, one per line")
+    parser.set_defaults(func=run)
+
+
+def _text(info: MediaInfo) -> str:
+    lines = [f"{info.path}", f"  container: {info.container}, {info.size_bytes} bytes, "
+             f"{info.duration_seconds if info.duration_seconds is not None else '?'} s"]
+    lines += [f"  tag {k} = {v!r}" for k, v in info.tags]
+    for s in info.streams:
+        desc = f"  stream {s.index}: {s.kind} {s.codec}"
+        if s.kind == "video":
+            desc += (f" {s.profile or ''} {s.width}x{s.height} {s.pix_fmt} {s.frame_rate} fps, "
+                     f"{s.frame_count} frames")
+            if s.hidden_packets:
+                desc += f", {s.hidden_packets} HIDDEN by an edit list"
+        lines.append(desc)
+        lines += [f"    tag {k} = {v!r}" for k, v in s.tags]
+    for c in info.chapters:
+        lines.append(f"  chapter {c.start_seconds:.3f}-{c.end_seconds:.3f} s {dict(c.tags)!r}")
+    for sei in info.sei_user_data:
+        lines.append(f"  SEI user data (type {sei.payload_type}) {sei.uuid} {sei.text!r}")
+    for t in info.mp4_times:
+        if t.creation or t.modification:
+            lines.append(f"  {t.path}: created {t.creation - MP4_EPOCH_OFFSET} modified "
+                         f"{t.modification - MP4_EPOCH_OFFSET} (Unix seconds)")
+        else:
+            lines.append(f"  {t.path}: times zero")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            info = probe(path)
+        except EndoshareError as exc:
+            status = EXIT_SOME_FAILED
+            if args.json:
+                print(json.dumps({"path": str(path), "error": str(exc)}, ensure_ascii=False))
+            else:
+                print(f"endoshare inspect: {exc}", file=sys.stderr)
+            continue
+        print(json.dumps(info.to_json(), ensure_ascii=False) if args.json else _text(info))
+    return status

@@ -1,0 +1,90 @@
+"""``endoshare process CASE_DIR...``: de-identify whole cases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from ..pipeline import MODES, CaseRequest, ProcessOptions, ProgressEvent, process_cases
+from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
+from ..timeline import parse_rate
+from . import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "process", help="de-identify one or more cases (each a folder of clips)",
+        description="Each CASE_DIR is one case: its video files are ordered naturally (VID2 before VID10), "
+                    "merged, redacted, scrubbed of metadata, verified and written as <pseudonym>.mp4 "
+                    "with <pseudonym>.report.json into --out. The patient ID → pseudonym mapping goes "
+                    "into --archive/mapping.csv.")
+    parser.add_argument("cases", nargs="+", type=Path, metavar="CASE_DIR")
+    parser.add_argument("--out", type=Path, required=True, help="shared folder for the de-identified videos")
+    parser.add_argument("--archive", type=Path, required=True,
+                        help="private folder for the mapping file and detection results (never share it)")
+    parser.add_argument("--case-id", help="patient/case identifier (default: the folder name); "
+                                          "only with a single CASE_DIR")
+    parser.add_argument("--mode", choices=MODES, default="fast",
+                        help="fast: stream-copy when nothing must change; advanced: always re-encode")
+    parser.add_argument("--redact", choices=[r.value for r in Redaction], default="black",
+                        help="how out-of-body frames are hidden (default: black)")
+    parser.add_argument("--segments", type=Path, metavar="FILE.json",
+                        help="out-of-body spans in frames of the merged timeline (overrides detection)")
+    parser.add_argument("--detector", default="none",
+                        help="out-of-body detector: none, builtin or oobnet (default: none)")
+    parser.add_argument("--weights", type=Path, help="weights file for the detector")
+    parser.add_argument("--codec", choices=sorted(ENCODERS), default="h264", help="codec when re-encoding")
+    parser.add_argument("--crf", type=int, help="quality when re-encoding (lower is better)")
+    parser.add_argument("--preset", choices=X264_PRESETS, default="fast", help="encoder speed/size trade-off")
+    parser.add_argument("--fps", help="output frame rate when re-encoding, e.g. 25 or 30000/1001")
+    parser.add_argument("--height", type=int, help="output height in pixels when re-encoding")
+    parser.add_argument("--new-pseudonym", action="store_true",
+                        help="give a case that was processed before a new pseudonym")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with every case's result")
+    parser.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> ProcessOptions:
+    encode = EncodeSettings(codec=args.codec, crf=args.crf, preset=args.preset,
+                            frame_rate=parse_rate(args.fps) if args.fps else None, height=args.height)
+    return ProcessOptions(out_dir=args.out, archive_dir=args.archive, mode=args.mode,
+                          redaction=Redaction(args.redact), segments_file=args.segments,
+                          detector=args.detector, weights=args.weights, encode=encode,
+                          new_pseudonym=args.new_pseudonym)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.case_id is not None and len(args.cases) != 1:
+        print("endoshare process: --case-id needs exactly one CASE_DIR", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        print(f"endoshare process: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    requests = [CaseRequest(folder, args.case_id) for folder in args.cases]
+    show_bar = not args.json and sys.stderr.isatty()
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                  disable=not show_bar, transient=True) as bar:
+        tasks = [bar.add_task(f"case {n + 1}/{len(requests)}", total=1.0) for n in range(len(requests))]
+
+        def on_progress(number: int, event: ProgressEvent) -> None:
+            bar.update(tasks[number], completed=event.fraction,
+                       description=f"case {number + 1}/{len(requests)} {event.phase}")
+
+        for result in process_cases(requests, options, on_progress):
+            results.append(result)
+            if not args.json:
+                if result.status == "ok":
+                    note = " (pseudonym reused)" if result.reused_pseudonym else ""
+                    print(f"ok      {result.case_id} → {result.output}{note}")
+                else:
+                    print(f"FAILED  {result.case_id}: {result.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"cases": [r.to_json() for r in results]}, ensure_ascii=False))
+    return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_SOME_FAILED

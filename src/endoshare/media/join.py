@@ -1,0 +1,110 @@
+"""How a case's clips become one timeline: stream copy when they match, otherwise normalise.
+
+The *merged timeline* is what every other step counts frames on: the clips' displayed frames one after
+the other, after normalisation (a clip at another frame rate is resampled to the target rate by
+picking source frames, so its count changes in a way we know exactly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .probe import MediaInfo
+from .scrub import SCRUBBABLE_CODECS
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    width: int
+    height: int
+    pix_fmt: str
+    frame_rate: Fraction
+
+    def to_json(self) -> dict[str, object]:
+        return {"width": self.width, "height": self.height, "pix_fmt": self.pix_fmt,
+                "frame_rate": f"{self.frame_rate.numerator}/{self.frame_rate.denominator}"}
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    info: MediaInfo
+    source_frames: int
+    source_rate: Fraction
+    target_rate: Fraction
+    #: First frame of this clip on the merged timeline.
+    timeline_start: int
+    #: Frames this clip contributes to the merged timeline.
+    timeline_frames: int
+    #: Why this clip cannot be copied as it is (empty when it matches the target).
+    differences: tuple[str, ...]
+
+    def source_index(self, timeline_offset: int) -> int:
+        """Source frame shown at ``timeline_offset`` frames into this clip (frame-rate resampling)."""
+        return min(self.source_frames - 1,
+                   int(Fraction(timeline_offset) * self.source_rate / self.target_rate))
+
+
+@dataclass(frozen=True)
+class JoinPlan:
+    clips: tuple[ClipPlan, ...]
+    target: VideoFormat
+    #: True when every clip can be stream-copied into one MP4 track.
+    copy_compatible: bool
+    #: Human-readable reasons why the clips are not copy-compatible (for the report).
+    reasons: tuple[str, ...]
+
+    @property
+    def total_frames(self) -> int:
+        return sum(c.timeline_frames for c in self.clips)
+
+    @property
+    def codec(self) -> str:
+        return self.clips[0].info.video.codec
+
+
+def timeline_frames_for(source_frames: int, source_rate: Fraction, target_rate: Fraction) -> int:
+    """Frames a clip fills at ``target_rate``: enough to cover its duration, never more."""
+    if source_rate == target_rate:
+        return source_frames
+    exact = Fraction(source_frames) * target_rate / source_rate
+    return max(1, -((-exact.numerator) // exact.denominator))
+
+
+def plan_join(infos: list[MediaInfo]) -> JoinPlan:
+    """Decide the target format (the first clip's, made even and yuv420p) and how each clip gets there."""
+    if not infos:
+        raise ValueError("a case needs at least one clip")
+    first = infos[0].video
+    assert first.width and first.height
+    rate = first.frame_rate or Fraction(25)
+    target = VideoFormat(first.width - first.width % 2, first.height - first.height % 2, "yuv420p", rate)
+    reasons: list[str] = []
+    clips: list[ClipPlan] = []
+    start = 0
+    for n, info in enumerate(infos):
+        video = info.video
+        source_rate = video.frame_rate or rate
+        diffs = []
+        if (video.width, video.height) != (target.width, target.height):
+            diffs.append(f"resolution {video.width}x{video.height} differs from {target.width}x{target.height}")
+        if video.pix_fmt != target.pix_fmt:
+            diffs.append(f"pixel format {video.pix_fmt} differs from {target.pix_fmt}")
+        if source_rate != target.frame_rate:
+            diffs.append(f"frame rate {source_rate} differs from {target.frame_rate}")
+        if video.codec != first.codec:
+            diffs.append(f"codec {video.codec} differs from {first.codec}")
+        elif video.extradata != first.extradata:
+            diffs.append("codec parameter sets (SPS/PPS) differ from the first clip's")
+        if video.hidden_packets:
+            diffs.append(f"{video.hidden_packets} frames hidden by an edit list (they must not be copied)")
+        if video.untimed_packets:
+            diffs.append(f"{video.untimed_packets} packets carry no timestamp (they cannot be copied in order)")
+        frames = video.frame_count or 0
+        timeline = timeline_frames_for(frames, source_rate, target.frame_rate)
+        clips.append(ClipPlan(info, frames, source_rate, target.frame_rate, start, timeline, tuple(diffs)))
+        reasons.extend(f"clip {n + 1}: {d}" for d in diffs)
+        start += timeline
+    if first.codec not in SCRUBBABLE_CODECS:
+        reasons.insert(0, f"codec {first.codec} cannot be scrubbed of SEI in place; re-encoding")
+    return JoinPlan(tuple(clips), target, not reasons, tuple(reasons))

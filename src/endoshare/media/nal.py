@@ -1,0 +1,116 @@
+"""H.264 / HEVC NAL-unit reading, enough to find SEI messages that carry user data.
+
+SEI user data (H.264 NAL type 6, HEVC 39/40; payload types 4 "registered ITU-T T.35", e.g. closed
+captions, and 5 "unregistered", free bytes behind a UUID) survives a stream copy and is where some
+recorders and encoders write text.  We only *read* here; removal is done by FFmpeg's ``filter_units``
+bitstream filter (see :mod:`endoshare.media.scrub`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+H264_SEI = 6
+HEVC_PREFIX_SEI = 39
+HEVC_SUFFIX_SEI = 40
+SEI_USER_DATA_REGISTERED = 4
+SEI_USER_DATA_UNREGISTERED = 5
+
+
+@dataclass(frozen=True)
+class SeiUserData:
+    payload_type: int
+    #: 16-byte UUID of an unregistered payload, hex; empty for registered (T.35) payloads.
+    uuid: str
+    #: The payload bytes after the UUID / country code, shown as text where printable.
+    text: str
+    size: int
+
+
+def nal_length_size(extradata: bytes | None, codec: str) -> int | None:
+    """Bytes of the NAL length prefix in avcC/hvcC extradata, or None when the stream is Annex B."""
+    if not extradata:
+        return None
+    if extradata[:3] == b"\x00\x00\x01" or extradata[:4] == b"\x00\x00\x00\x01":
+        return None
+    if codec == "h264" and len(extradata) >= 5 and extradata[0] == 1:
+        return (extradata[4] & 0x03) + 1
+    if codec == "hevc" and len(extradata) >= 22:
+        return (extradata[21] & 0x03) + 1
+    return None
+
+
+def split_nal_units(data: bytes, length_size: int | None) -> Iterator[bytes]:
+    """NAL units of one access unit, from length-prefixed (MP4/MKV) or Annex B (TS) framing."""
+    if length_size:
+        pos = 0
+        while pos + length_size <= len(data):
+            size = int.from_bytes(data[pos:pos + length_size], "big")
+            pos += length_size
+            if size <= 0 or pos + size > len(data):
+                return
+            yield data[pos:pos + size]
+            pos += size
+        return
+    starts = []
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        starts.append(i + 3)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    for n, start in enumerate(starts):
+        end = starts[n + 1] - 3 if n + 1 < len(starts) else len(data)
+        unit = data[start:end]
+        # A 4-byte start code leaves a trailing zero on the previous unit; trailing zeros are not payload.
+        yield unit.rstrip(b"\x00") if n + 1 < len(starts) else unit
+
+
+def nal_type(unit: bytes, codec: str) -> int:
+    if not unit:
+        return -1
+    return unit[0] & 0x1F if codec == "h264" else (unit[0] >> 1) & 0x3F
+
+
+def is_sei(unit: bytes, codec: str) -> bool:
+    kind = nal_type(unit, codec)
+    return kind == H264_SEI if codec == "h264" else kind in (HEVC_PREFIX_SEI, HEVC_SUFFIX_SEI)
+
+
+def _unescape(rbsp: bytes) -> bytes:
+    return rbsp.replace(b"\x00\x00\x03", b"\x00\x00")
+
+
+def _printable(payload: bytes) -> str:
+    return "".join(chr(b) if 32 <= b < 127 else "." for b in payload)
+
+
+def sei_user_data(unit: bytes, codec: str) -> list[SeiUserData]:
+    """User-data payloads in one SEI NAL unit (other SEI payload types are skipped)."""
+    header = 1 if codec == "h264" else 2
+    body = _unescape(unit[header:])
+    found: list[SeiUserData] = []
+    pos = 0
+    while pos < len(body) and body[pos:] not in (b"\x80", b""):
+        payload_type = 0
+        while pos < len(body) and body[pos] == 0xFF:
+            payload_type += 255
+            pos += 1
+        if pos >= len(body):
+            break
+        payload_type += body[pos]
+        pos += 1
+        size = 0
+        while pos < len(body) and body[pos] == 0xFF:
+            size += 255
+            pos += 1
+        if pos >= len(body):
+            break
+        size += body[pos]
+        pos += 1
+        payload = body[pos:pos + size]
+        pos += size
+        if payload_type == SEI_USER_DATA_UNREGISTERED:
+            found.append(SeiUserData(payload_type, payload[:16].hex(), _printable(payload[16:]), size))
+        elif payload_type == SEI_USER_DATA_REGISTERED:
+            found.append(SeiUserData(payload_type, "", _printable(payload), size))
+    return found

@@ -1,0 +1,265 @@
+"""One frozen record per media file: container, streams, every tag, and the places identifiers hide."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterator
+
+import av
+import av.error
+
+from ..errors import (EmptyFileError, InputPermissionError, MissingInputError, NoVideoStreamError,
+                      UnreadableMediaError)
+from . import isobmff
+from .nal import SeiUserData, is_sei, nal_length_size, sei_user_data, split_nal_units
+
+#: Distinct SEI user-data payloads kept per file (a recorder may repeat the same one every frame).
+MAX_SEI_RECORDS = 64
+
+Tags = tuple[tuple[str, str], ...]
+
+
+def _tags(metadata: dict[str, str] | None) -> Tags:
+    return tuple(sorted((str(k), str(v)) for k, v in (metadata or {}).items()))
+
+
+def _fraction(value: Any) -> Fraction | None:
+    if value is None:
+        return None
+    try:
+        frac = Fraction(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return frac if frac > 0 else None
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    index: int
+    kind: str                      # video, audio, subtitle, data, attachment
+    codec: str
+    profile: str | None
+    width: int | None
+    height: int | None
+    pix_fmt: str | None
+    frame_rate: Fraction | None    # exact average frame rate of a video stream
+    time_base: Fraction | None
+    duration_seconds: float | None
+    #: Displayed frames of a video stream (packets not hidden by an edit list).
+    frame_count: int | None
+    #: Packets present in the file but hidden by an edit list (privacy: they survive a copy).
+    hidden_packets: int
+    #: Packets with no presentation timestamp (some TS recorders): they cannot be stream-copied.
+    untimed_packets: int
+    tags: Tags
+    extradata: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True)
+class ChapterInfo:
+    start_seconds: float
+    end_seconds: float
+    tags: Tags
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    size_bytes: int
+    container: str
+    duration_seconds: float | None
+    tags: Tags
+    streams: tuple[StreamInfo, ...]
+    chapters: tuple[ChapterInfo, ...]
+    sei_user_data: tuple[SeiUserData, ...]
+    mp4_times: tuple[isobmff.BoxTime, ...]
+    mtime: float
+
+    @property
+    def video(self) -> StreamInfo:
+        for stream in self.streams:
+            if stream.kind == "video":
+                return stream
+        raise NoVideoStreamError(f"{self.path} has no video stream (audio-only?); remove it from the case "
+                                 "folder or replace it with the video recording.", path=self.path)
+
+    @property
+    def has_video(self) -> bool:
+        return any(s.kind == "video" for s in self.streams)
+
+    @property
+    def recording_time(self) -> str | None:
+        for key, value in self.tags:
+            if key.lower() in ("creation_time", "date", "com.apple.quicktime.creationdate"):
+                return value
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        def enc(value: Any) -> Any:
+            if isinstance(value, Fraction):
+                return f"{value.numerator}/{value.denominator}"
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, bytes):
+                return value.hex()
+            if isinstance(value, dict):
+                return {k: enc(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [enc(v) for v in value]
+            return value
+
+        data = asdict(self)
+        data["tags"] = dict(self.tags)
+        data["chapters"] = [{**asdict(c), "tags": dict(c.tags)} for c in self.chapters]
+        data["streams"] = [{**{k: v for k, v in asdict(s).items() if k != "extradata"}, "tags": dict(s.tags)}
+                           for s in self.streams]
+        return enc(data)
+
+
+def check_readable(path: Path) -> None:
+    """Raise the typed error that tells the user why ``path`` cannot be used, before FFmpeg tries."""
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist; check the path.", path=path)
+    if path.is_dir():
+        raise UnreadableMediaError(f"{path} is a folder, not a video file.", path=path)
+    if not os.access(path, os.R_OK):
+        raise InputPermissionError(f"{path} cannot be read with your user's rights; ask for read access "
+                                   "(e.g. chmod +r) or copy the file somewhere readable.", path=path)
+    if path.stat().st_size == 0:
+        raise EmptyFileError(f"{path} is empty (0 bytes): the recording was not written. Copy it again from "
+                             "the recorder or remove it from the case folder.", path=path)
+
+
+def open_input(path: Path, options: dict[str, str] | None = None) -> av.container.InputContainer:
+    check_readable(path)
+    try:
+        return av.open(str(path), mode="r", options=options or {})
+    except PermissionError:
+        raise InputPermissionError(f"{path} cannot be read with your user's rights; ask for read access.",
+                                   path=path) from None
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        hint = ("the recording looks truncated (no 'moov' index, e.g. after a power cut or an unplugged "
+                "drive): copy it again from the recorder, or repair it with a tool such as untrunc"
+                if "moov" in str(exc) else
+                "it is not a video file FFmpeg can read, or it is damaged: check that it plays, "
+                "copy it again, or remove it from the case folder")
+        raise UnreadableMediaError(f"{path} cannot be opened ({exc}); {hint}.", path=path) from None
+
+
+def iter_video_packets(container: av.container.InputContainer,
+                       stream: av.video.stream.VideoStream) -> Iterator[av.Packet]:
+    """Real packets of ``stream`` (drops the empty flush packet the demuxer ends with)."""
+    for packet in container.demux(stream):
+        if packet.size == 0 and packet.dts is None:
+            continue
+        yield packet
+
+
+def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaInfo:
+    """Read everything a user needs to judge what a file carries.
+
+    ``scan_packets`` demuxes every video packet (no decoding) to count displayed and edit-list-hidden
+    frames and to find SEI user data; it reads the whole file once.
+    """
+    path = Path(path)
+    with open_input(path) as container:
+        streams: list[StreamInfo] = []
+        sei_found: dict[tuple[int, str, str], SeiUserData] = {}
+        counts: dict[int, tuple[int, int, int]] = {}
+        video = next((s for s in container.streams if s.type == "video"
+                      and not (s.disposition & av.stream.Disposition.attached_pic)), None)
+        if scan_packets and video is not None:
+            try:
+                counts[video.index] = _scan_video(container, video, sei_found)
+            except av.error.FFmpegError as exc:
+                raise UnreadableMediaError(f"{path} is damaged ({exc}); copy it again from the recorder or "
+                                           "remove it from the case folder.", path=path) from None
+        for stream in container.streams:
+            ctx = stream.codec_context if stream.type in ("video", "audio", "subtitle") else None
+            kind = stream.type
+            if kind == "video" and stream.disposition & av.stream.Disposition.attached_pic:
+                kind = "attachment"
+            shown, hidden, untimed = counts.get(stream.index, (None, 0, 0))
+            if shown is None and kind == "video" and stream.frames:
+                shown = int(stream.frames)
+            codec_name = None
+            try:
+                codec_name = stream.codec_context.name if ctx is not None else None
+            except (AttributeError, av.error.FFmpegError):
+                codec_name = None
+            streams.append(StreamInfo(
+                index=stream.index,
+                kind=kind,
+                codec=codec_name or _codec_name(stream),
+                profile=getattr(stream, "profile", None) if kind in ("video", "audio") else None,
+                width=ctx.width if kind == "video" and ctx is not None else None,
+                height=ctx.height if kind == "video" and ctx is not None else None,
+                pix_fmt=(ctx.format.name if kind == "video" and ctx is not None and ctx.format else None),
+                frame_rate=_fraction(stream.average_rate or stream.guessed_rate) if kind == "video" else None,
+                time_base=_fraction(stream.time_base),
+                duration_seconds=(float(stream.duration * stream.time_base)
+                                  if stream.duration is not None and stream.time_base else None),
+                frame_count=shown,
+                hidden_packets=hidden,
+                untimed_packets=untimed,
+                tags=_tags(stream.metadata),
+                extradata=bytes(ctx.extradata or b"") if ctx is not None and kind == "video" else b"",
+            ))
+        chapters = tuple(
+            ChapterInfo(float(ch["start"] * ch["time_base"]), float(ch["end"] * ch["time_base"]),
+                        _tags(ch.get("metadata")))
+            for ch in container.chapters())
+        duration = container.duration / 1_000_000 if container.duration is not None else None
+        info = MediaInfo(
+            path=path,
+            size_bytes=path.stat().st_size,
+            container=container.format.name,
+            duration_seconds=duration,
+            tags=_tags(container.metadata),
+            streams=tuple(streams),
+            chapters=chapters,
+            sei_user_data=tuple(sei_found.values()),
+            mp4_times=tuple(isobmff.box_times(path)) if isobmff.looks_like_isobmff(path) else (),
+            mtime=path.stat().st_mtime,
+        )
+    return info
+
+
+def _codec_name(stream: Any) -> str:
+    try:
+        return str(stream.codec.name)
+    except (AttributeError, av.error.FFmpegError):
+        return "unknown"
+
+
+def _scan_video(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                sei_found: dict[tuple[int, str, str], SeiUserData]) -> tuple[int, int, int]:
+    codec = stream.codec_context.name
+    parse_sei = codec in ("h264", "hevc")
+    length_size = nal_length_size(bytes(stream.codec_context.extradata or b""), codec) if parse_sei else None
+    if parse_sei and stream.codec_context.extradata:
+        _collect_sei(bytes(stream.codec_context.extradata), codec, None, sei_found)
+    shown = hidden = untimed = 0
+    for packet in iter_video_packets(container, stream):
+        if packet.pts is None:
+            untimed += 1
+        if packet.is_discard:
+            hidden += 1
+        else:
+            shown += 1
+        if parse_sei and len(sei_found) < MAX_SEI_RECORDS:
+            _collect_sei(bytes(packet), codec, length_size, sei_found)
+    return shown, hidden, untimed
+
+
+def _collect_sei(data: bytes, codec: str, length_size: int | None,
+                 sei_found: dict[tuple[int, str, str], SeiUserData]) -> None:
+    if length_size is None and data[:1] == b"\x01":
+        return  # avcC/hvcC extradata: parameter-set arrays, scanned through the packets instead
+    for unit in split_nal_units(data, length_size):
+        if is_sei(unit, codec):
+            for item in sei_user_data(unit, codec):
+                sei_found.setdefault((item.payload_type, item.uuid, item.text), item)

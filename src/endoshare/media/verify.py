@@ -1,0 +1,197 @@
+"""Re-open a written output and prove it is safe to share, before it gets its final name.
+
+Checks (each reported by name in the audit report):
+- ``metadata_allow_list``: only technical container/stream tags, one video track (and audio only if
+  asked), no chapters, no subtitle/data/timecode/attachment streams, zero MP4 creation/modification times;
+- ``no_sei_user_data``: no SEI user-data payload in the bitstream;
+- ``no_identifying_strings``: none of the case's identifiers nor an encoder/muxer signature in the bytes;
+- ``no_hidden_samples``: samples in the file (edit lists ignored) == frames displayed;
+- ``decodes_cleanly``: every packet decodes with no FFmpeg error;
+- ``frame_count`` / ``duration``: what the renderer promised;
+- ``redaction``: black frames are black (luma <= 20 everywhere), blurred frames carry little detail.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av
+import av.error
+import av.logging
+
+from ..errors import CancelledError
+from ..render.common import RenderResult
+from .frames import detail_energy, luma_plane
+from .probe import iter_video_packets, open_input, probe
+from .scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS,
+                    GENERIC_HANDLER_NAMES)
+
+BLACK_LUMA_MAX = 20
+#: A blurred frame may keep at most this share of its source's detail energy.
+BLUR_MAX_DETAIL_RATIO = 0.25
+#: Signatures that encoders and muxers leave behind (specific enough not to occur by chance).
+ENCODER_SIGNATURES = (rb"x264 - core", rb"x265 \(build", rb"Lavf\d\d\.", rb"Lavc\d\d\.", rb"SVT-AV1",
+                      rb"HandBrake")
+#: Identifiers shorter than this are not searched for in the bytes: they would match compressed data by chance.
+MIN_SEARCHABLE_IDENTIFIER = 6
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ...] = (),
+                  keep_audio: bool = False, progress: Progress | None = None,
+                  cancel: Callable[[], bool] | None = None) -> tuple[CheckResult, ...]:
+    checks = [
+        _check_metadata(path, keep_audio),
+        _check_identifying_strings(path, identifiers),
+        _check_hidden_samples(path),
+    ]
+    checks.extend(_check_decode(path, expected, progress, cancel))
+    return tuple(checks)
+
+
+def _check_metadata(path: Path, keep_audio: bool) -> CheckResult:
+    info = probe(path)
+    problems = []
+    extra_tags = [k for k, _ in info.tags if k not in ALLOWED_CONTAINER_TAGS]
+    if extra_tags:
+        problems.append(f"container tags not allowed: {', '.join(extra_tags)}")
+    kinds = [s.kind for s in info.streams]
+    allowed_kinds = {"video", "audio"} if keep_audio else {"video"}
+    if kinds.count("video") != 1:
+        problems.append(f"{kinds.count('video')} video streams (expected 1)")
+    if any(k not in allowed_kinds for k in kinds) or (keep_audio and kinds.count("audio") > 1):
+        problems.append(f"streams not allowed: {', '.join(k for k in kinds if k not in allowed_kinds)}")
+    for stream in info.streams:
+        for key, value in stream.tags:
+            if key not in ALLOWED_STREAM_TAGS:
+                problems.append(f"stream {stream.index} tag not allowed: {key}")
+            elif key == "handler_name" and value not in GENERIC_HANDLER_NAMES:
+                problems.append(f"stream {stream.index} handler name is not generic: {value!r}")
+            elif key == "language" and value not in ALLOWED_LANGUAGES:
+                problems.append(f"stream {stream.index} language is set: {value!r}")
+    if info.chapters:
+        problems.append(f"{len(info.chapters)} chapters")
+    nonzero = [t.path for t in info.mp4_times if t.creation or t.modification]
+    if nonzero:
+        problems.append(f"creation/modification times set in {', '.join(nonzero)}")
+    if not info.mp4_times:
+        problems.append("no mvhd/tkhd/mdhd boxes found: not an MP4 we wrote")
+    if info.sei_user_data:
+        problems.append(f"{len(info.sei_user_data)} SEI user-data payloads")
+    detail = "; ".join(problems) if problems else (
+        f"tags {sorted(k for k, _ in info.tags)}; streams {kinds}; times zero; no chapters; no SEI user data")
+    return CheckResult("metadata_allow_list", not problems, detail)
+
+
+def _check_identifying_strings(path: Path, identifiers: tuple[str, ...]) -> CheckResult:
+    needles = [re.escape(i.encode("utf-8")) for i in identifiers
+               if len(i.encode("utf-8")) >= MIN_SEARCHABLE_IDENTIFIER]
+    pattern = re.compile(b"|".join([*needles, *ENCODER_SIGNATURES]))
+    overlap = 256
+    found: set[bytes] = set()
+    with path.open("rb") as fh:
+        tail = b""
+        while chunk := fh.read(8 << 20):
+            window = tail + chunk
+            found.update(m.group(0) for m in pattern.finditer(window))
+            tail = window[-overlap:]
+    if found:
+        return CheckResult("no_identifying_strings", False,
+                           f"{len(found)} identifier or encoder signature(s) found in the file bytes")
+    return CheckResult("no_identifying_strings", True,
+                       f"searched for {len(needles)} identifier(s) and {len(ENCODER_SIGNATURES)} signatures")
+
+
+def _count_packets(path: Path, options: dict[str, str]) -> int:
+    with open_input(path, options) as container:
+        stream = container.streams.video[0]
+        return sum(1 for _ in iter_video_packets(container, stream))
+
+
+def _check_hidden_samples(path: Path) -> CheckResult:
+    with open_input(path) as container:
+        stream = container.streams.video[0]
+        shown = sum(1 for p in iter_video_packets(container, stream) if not p.is_discard)
+    stored = _count_packets(path, {"ignore_editlist": "1"})
+    if stored != shown:
+        return CheckResult("no_hidden_samples", False,
+                           f"{stored} samples stored but {shown} displayed: {stored - shown} hidden by an edit list")
+    return CheckResult("no_hidden_samples", True, f"{stored} samples stored, {shown} displayed")
+
+
+def _check_decode(path: Path, expected: RenderResult, progress: Progress | None,
+                  cancel: Callable[[], bool] | None) -> list[CheckResult]:
+    black = set(expected.black_frames)
+    blurred = expected.blurred_frames
+    bad_black: list[int] = []
+    bad_blur: list[int] = []
+    count = 0
+    errors: list[str] = []
+    previous_level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs, open_input(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            duration = (float(stream.duration * stream.time_base)
+                        if stream.duration is not None and stream.time_base else None)
+            try:
+                for frame in container.decode(stream):
+                    if cancel is not None and cancel():
+                        raise CancelledError("Cancelled by the user; nothing was published.")
+                    if count in black and int(luma_plane(frame).max()) > BLACK_LUMA_MAX:
+                        bad_black.append(count)
+                    elif count in blurred:
+                        if frame.format.name != "yuv420p":
+                            frame = frame.reformat(format="yuv420p")
+                        limit = BLUR_MAX_DETAIL_RATIO * blurred[count] + 0.5
+                        if detail_energy(frame) > limit:
+                            bad_blur.append(count)
+                    count += 1
+                    if progress is not None:
+                        progress(min(count, expected.frame_count), expected.frame_count)
+            except av.error.FFmpegError as exc:
+                errors.append(str(exc))
+            errors.extend(f"{name}: {message.strip()}" for level, name, message in logs
+                          if level <= av.logging.ERROR)
+    finally:
+        av.logging.set_level(previous_level)
+    results = [CheckResult("decodes_cleanly", not errors,
+                           f"{count} frames decoded" + (f"; errors: {'; '.join(errors[:5])}" if errors else ""))]
+    results.append(CheckResult("frame_count", count == expected.frame_count,
+                               f"{count} frames decoded, {expected.frame_count} expected"))
+    expected_seconds = Fraction(expected.frame_count) / expected.frame_rate
+    tolerance = 1.5 / float(expected.frame_rate)
+    duration_ok = duration is not None and abs(duration - float(expected_seconds)) <= tolerance
+    results.append(CheckResult("duration", duration_ok,
+                               f"{duration if duration is not None else 'unknown'} s in the file, "
+                               f"{float(expected_seconds):.3f} s expected"))
+    problems = []
+    if bad_black:
+        problems.append(f"{len(bad_black)} frames meant to be black are not (first: {bad_black[0]})")
+    if bad_blur:
+        problems.append(f"{len(bad_blur)} frames meant to be blurred keep detail (first: {bad_blur[0]})")
+    missing = [i for i in (*black, *blurred) if i >= count]
+    if missing:
+        problems.append(f"{len(missing)} redacted frames missing from the output")
+    results.append(CheckResult(
+        "redaction", not problems,
+        "; ".join(problems) if problems else
+        f"{len(black)} black frames have luma <= {BLACK_LUMA_MAX}; {len(blurred)} blurred frames keep "
+        f"<= {BLUR_MAX_DETAIL_RATIO:.0%} of their detail; {expected.cut_frames} frames cut"))
+    return results

@@ -1,0 +1,295 @@
+"""One case end to end: clips → merged, redacted, scrubbed, verified, pseudonymised output + report.
+
+:func:`process_case` raises the typed errors of :mod:`endoshare.errors`; :func:`process_cases` runs
+several cases, turning each failure into a failed :class:`CaseResult` so that the batch goes on.
+Progress is reported as :class:`ProgressEvent` values through a callback; ``cancel`` is polled often.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import av.error
+
+from .cases import Case, discover_case, natural_key
+from .errors import (CancelledError, DiskFullError, EndoshareError, OutputError, SegmentsFileError,
+                     VerificationError)
+from .identity import MappingRow, MappingStore, new_pseudonym
+from .media.join import JoinPlan, plan_join
+from .media.probe import MediaInfo, probe
+from .media.verify import CheckResult, verify_output
+from .render.common import EncodeSettings, Redaction, RenderResult
+from .render.copy import render_copy
+from .render.reencode import render_reencode
+from .report import input_summary, software_versions, write_json_atomically
+from .timeline import SegmentSet, format_rate, load_segments_file
+
+MODES = ("fast", "advanced")
+#: Share of a case's work per phase, for one overall fraction that only moves forward.
+PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "render": 0.6, "verify": 0.2}
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    out_dir: Path
+    archive_dir: Path
+    mode: str = "fast"
+    redaction: Redaction = Redaction.BLACK
+    segments_file: Path | None = None
+    detector: str = "none"              # "none", or a name from endoshare.detect.registry
+    weights: Path | None = None
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    new_pseudonym: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+
+    def to_json(self) -> dict[str, object]:
+        return {"mode": self.mode, "redaction": self.redaction.value, "detector": self.detector,
+                "segments_from_file": self.segments_file is not None, "encode": self.encode.to_json(),
+                "new_pseudonym": self.new_pseudonym}
+
+
+@dataclass(frozen=True)
+class CaseRequest:
+    folder: Path
+    case_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    phase: str            # probe, detect, render, verify, done
+    done: int
+    total: int
+    #: Whole case, 0..1, never decreasing.
+    fraction: float
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case_id: str
+    status: str                      # "ok" or "failed"
+    pseudonym: str | None = None
+    output: Path | None = None
+    report: Path | None = None
+    error: str | None = None
+    error_type: str | None = None
+    reused_pseudonym: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {"case_id": self.case_id, "pseudonym": self.pseudonym,
+                "output": str(self.output) if self.output else None,
+                "report": str(self.report) if self.report else None,
+                "status": self.status, "error": self.error}
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+Cancel = Callable[[], bool]
+
+
+class _Progress:
+    def __init__(self, callback: ProgressCallback | None, phases: tuple[str, ...]) -> None:
+        self.callback = callback
+        weights = {p: PHASE_WEIGHTS[p] for p in phases}
+        scale = sum(weights.values())
+        self.start: dict[str, float] = {}
+        running = 0.0
+        for phase in phases:
+            self.start[phase] = running
+            running += weights[phase] / scale
+        self.weight = {p: weights[p] / scale for p in phases}
+
+    def phase(self, name: str) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            if self.callback is not None and total > 0:
+                share = min(1.0, done / total)
+                self.callback(ProgressEvent(name, done, total, self.start[name] + share * self.weight[name]))
+        return report
+
+    def finish(self) -> None:
+        if self.callback is not None:
+            self.callback(ProgressEvent("done", 1, 1, 1.0))
+
+
+def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -> list[MediaInfo]:
+    infos = []
+    for number, clip in enumerate(case.clips, start=1):
+        info = probe(clip)
+        info.video  # raises NoVideoStreamError naming the file
+        infos.append(info)
+        if progress is not None:
+            progress(number, len(case.clips))
+    # Names decide the order; the recording time (tag, else file time) breaks ties between equal names.
+    return sorted(infos, key=lambda i: (natural_key(i.path.stem), i.recording_time or "", i.mtime))
+
+
+def _segments(plan: JoinPlan, options: ProcessOptions, case: Case, pseudonym: str,
+              progress: Callable[[int, int], None], cancel: Cancel | None) -> tuple[SegmentSet, str]:
+    total = plan.total_frames
+    if options.segments_file is not None:
+        segments = load_segments_file(options.segments_file)
+        if segments and segments.segments[-1].end_frame > total:
+            raise SegmentsFileError(
+                f"Segments file {options.segments_file} reaches frame {segments.segments[-1].end_frame} but "
+                f"case {case.folder} has {total} frames on its merged timeline; was it made for another "
+                "case or for the clips in another order?", path=options.segments_file)
+        return segments, "segments file"
+    if options.detector == "none":
+        return SegmentSet(), "none"
+    from .detect.case import detect_case
+    result = detect_case(plan, options.detector, options.weights, progress=progress, cancel=cancel)
+    detections = options.archive_dir / "detections"
+    detections.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(detections / f"{pseudonym}.json", result.to_json())
+    return result.segments, f"detector {options.detector}"
+
+
+def _check_out_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe_file = tempfile.NamedTemporaryFile(dir=path, prefix=".endoshare-write-test-", delete=True)
+        probe_file.close()
+    except OSError as exc:
+        raise OutputError(f"Cannot write into the output folder {path} ({exc.strerror or exc}); choose a "
+                          "folder you may write to, or ask for write access.", path=path) from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) == errno.ENOSPC
+
+
+def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_path: Path,
+           progress: Callable[[int, int], None], cancel: Cancel | None) -> RenderResult:
+    """Stream copy when nothing needs to change, else a re-encode (the fast smart render is issue #4)."""
+    if options.mode == "fast" and not segments and plan.copy_compatible:
+        return render_copy(plan, out_path, progress, cancel)
+    result = render_reencode(plan, segments, options.redaction, options.encode, out_path, progress, cancel)
+    if options.mode == "fast":
+        why = "redaction needed" if segments else "; ".join(plan.reasons)
+        result = replace(result, notes=(*result.notes, f"fast mode re-encoded the whole case ({why})"))
+    return result
+
+
+def process_case(request: CaseRequest, options: ProcessOptions, progress: ProgressCallback | None = None,
+                 cancel: Cancel | None = None) -> CaseResult:
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    case = discover_case(request.folder, request.case_id)
+    phases = ("probe", "render", "verify") if options.detector == "none" or options.segments_file \
+        else ("probe", "detect", "render", "verify")
+    tracker = _Progress(progress, phases)
+
+    def step(name: str) -> None:
+        timings[name] = round(time.monotonic() - started - sum(timings.values()), 3)
+        if cancel is not None and cancel():
+            raise CancelledError(f"Cancelled by the user while processing {case.folder}; nothing was published.")
+
+    infos = probe_case(case, tracker.phase("probe"))
+    plan = plan_join(infos)
+    step("probe")
+    _check_out_dir(options.out_dir)
+    mapping = MappingStore(options.archive_dir)
+    previous = None if options.new_pseudonym else mapping.lookup(case.case_id)
+    pseudonym = previous or new_pseudonym()
+    segments, segment_source = _segments(plan, options, case, pseudonym, tracker.phase("detect"), cancel)
+    if "detect" in phases:
+        step("detect")
+
+    final = options.out_dir / f"{pseudonym}.mp4"
+    report_path = options.out_dir / f"{pseudonym}.report.json"
+    fd, temp_name = tempfile.mkstemp(prefix=".endoshare-", suffix=".mp4.partial", dir=options.out_dir)
+    os.close(fd)
+    temp = Path(temp_name)
+    try:
+        try:
+            rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel)
+            step("render")
+            identifiers = (case.case_id, *(p.stem for p in case.clips), case.folder.resolve().name)
+            checks = verify_output(temp, rendered, identifiers, keep_audio=False,
+                                   progress=tracker.phase("verify"), cancel=cancel)
+            step("verify")
+        except (OSError, av.error.FFmpegError) as exc:
+            if _is_disk_full(exc):
+                raise DiskFullError(f"The output folder {options.out_dir} ran out of space while writing case "
+                                    f"{case.folder}; free some space and run again.", path=options.out_dir) from None
+            raise
+        failed = [c for c in checks if not c.passed]
+        if failed:
+            raise VerificationError(
+                f"The output for case {case.folder} failed {len(failed)} check(s) and was not published: "
+                + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+                + ". Please report this with the audit log; try --mode advanced.",
+                path=case.folder, failed_checks=tuple(c.name for c in failed))
+        digest = _sha256(temp)
+        report = _report(case, plan, options, pseudonym, previous is not None, segments, segment_source,
+                         rendered, checks, digest, timings)
+        mapping.record(MappingRow(case_id=case.case_id, pseudonym=pseudonym,
+                                  created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                  source_files=" | ".join(p.name for p in case.clips),
+                                  output_sha256=digest, output_file=final.name))
+        write_json_atomically(report_path, report)
+        os.replace(temp, final)        # the commit point: before it, nothing has the final name
+    finally:
+        temp.unlink(missing_ok=True)
+    tracker.finish()
+    return CaseResult(case.case_id, "ok", pseudonym, final, report_path, reused_pseudonym=previous is not None)
+
+
+def _report(case: Case, plan: JoinPlan, options: ProcessOptions, pseudonym: str, reused: bool,
+            segments: SegmentSet, segment_source: str, rendered: RenderResult,
+            checks: tuple[CheckResult, ...], digest: str, timings: dict[str, float]) -> dict[str, object]:
+    return {
+        "pseudonym": pseudonym,
+        "pseudonym_reused": reused,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "software": software_versions(),
+        "settings": options.to_json(),
+        "inputs": input_summary(plan),
+        "merged_timeline": {"frames": plan.total_frames, **plan.target.to_json(),
+                            "copy_compatible": plan.copy_compatible, "normalised_because": list(plan.reasons)},
+        "redaction": {"source": segment_source, "style": options.redaction.value,
+                      "spans": segments.to_json(), "frames": segments.frame_count},
+        "output": {"file": f"{pseudonym}.mp4", "sha256": digest, "method": rendered.method,
+                   "codec": rendered.codec, "frames": rendered.frame_count,
+                   "frame_rate": format_rate(rendered.frame_rate), "width": rendered.width,
+                   "height": rendered.height, "notes": list(rendered.notes)},
+        "checks": [c.to_json() for c in checks],
+        "timings_seconds": timings,
+    }
+
+
+def process_cases(requests: list[CaseRequest], options: ProcessOptions,
+                  progress: Callable[[int, ProgressEvent], None] | None = None,
+                  cancel: Cancel | None = None) -> Iterator[CaseResult]:
+    """Each case in turn; a failing case yields a failed result and the next one starts."""
+    for number, request in enumerate(requests):
+        callback = (lambda event, n=number: progress(n, event)) if progress is not None else None
+        try:
+            yield process_case(request, options, callback, cancel)
+        except CancelledError:
+            raise
+        except EndoshareError as exc:
+            yield CaseResult(request.case_id or request.folder.name, "failed", error=str(exc),
+                             error_type=type(exc).__name__)
+        except OSError as exc:
+            yield CaseResult(request.case_id or request.folder.name, "failed",
+                             error=f"{request.folder}: {exc}", error_type=type(exc).__name__)
+
+

@@ -1,0 +1,81 @@
+"""Values shared by the renderers: how to redact, how to encode, and what a render promises."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+
+class Redaction(str, enum.Enum):
+    BLACK = "black"   # replace each out-of-body frame with video black
+    BLUR = "blur"     # replace it with an unrecognisable blur of itself (colours only)
+    CUT = "cut"       # drop it; the output is shorter
+
+
+#: FFmpeg encoder and default quality per output codec (CRF scales differ between encoders).
+ENCODERS = {"h264": ("libx264", 20), "hevc": ("libx265", 24), "av1": ("libsvtav1", 32)}
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    codec: str = "h264"
+    crf: int | None = None          # None: the codec's default in ENCODERS
+    preset: str = "fast"            # x264/x265 preset names; mapped to a number for SVT-AV1
+    frame_rate: Fraction | None = None   # None: keep the merged timeline's rate
+    height: int | None = None            # None: keep; otherwise scale keeping the aspect ratio
+
+    def __post_init__(self) -> None:
+        if self.codec not in ENCODERS:
+            raise ValueError(f"codec {self.codec!r} is not supported; choose one of {', '.join(ENCODERS)}")
+        if self.crf is not None and not 0 <= self.crf <= 63:
+            raise ValueError(f"crf {self.crf} is out of range (0-51 for h264/hevc, 0-63 for av1)")
+        if self.preset not in X264_PRESETS:
+            raise ValueError(f"preset {self.preset!r} is not one of {', '.join(X264_PRESETS)}")
+        if self.height is not None and self.height < 16:
+            raise ValueError(f"height {self.height} is too small (at least 16 pixels)")
+
+    @property
+    def encoder(self) -> str:
+        return ENCODERS[self.codec][0]
+
+    @property
+    def effective_crf(self) -> int:
+        return self.crf if self.crf is not None else ENCODERS[self.codec][1]
+
+    def encoder_options(self) -> dict[str, str]:
+        crf = str(self.effective_crf)
+        if self.codec == "h264":
+            return {"crf": crf, "preset": self.preset}
+        if self.codec == "hevc":
+            return {"crf": crf, "preset": self.preset, "x265-params": "log-level=error"}
+        # SVT-AV1 presets run 0 (slowest) to 13 (fastest); map the x264 names onto that range.
+        svt_preset = {"ultrafast": 12, "superfast": 11, "veryfast": 10, "faster": 9, "fast": 8,
+                      "medium": 6, "slow": 5, "slower": 4, "veryslow": 2}[self.preset]
+        return {"crf": crf, "preset": str(svt_preset)}
+
+    def to_json(self) -> dict[str, object]:
+        return {"codec": self.codec, "crf": self.effective_crf, "preset": self.preset,
+                "frame_rate": (f"{self.frame_rate.numerator}/{self.frame_rate.denominator}"
+                               if self.frame_rate else None),
+                "height": self.height}
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What a renderer wrote and what the verifier must find in it."""
+
+    method: str                      # "stream-copy" or "re-encode"
+    codec: str
+    frame_count: int
+    frame_rate: Fraction
+    width: int
+    height: int
+    #: Output frame indices that must be video black.
+    black_frames: tuple[int, ...] = ()
+    #: Output frame index → detail energy of the source frame it replaces (blur check).
+    blurred_frames: dict[int, float] = field(default_factory=dict)
+    #: Timeline frames dropped (cut redaction).
+    cut_frames: int = 0
+    notes: tuple[str, ...] = ()

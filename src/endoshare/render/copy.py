@@ -1,0 +1,89 @@
+"""Stream-copy join of copy-compatible clips into one scrubbed MP4 track (nothing is re-encoded).
+
+Timestamps are rebased so that clip n+1 starts exactly where clip n's last frame ends; every
+packet passes the SEI scrubber.  Only valid when ``JoinPlan.copy_compatible`` and nothing is redacted.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av.error
+
+from ..errors import UnreadableMediaError
+from ..media.frames import Cancel
+from ..errors import CancelledError
+from ..media.join import JoinPlan
+from ..media.probe import iter_video_packets, open_input
+from ..media.scrub import open_output, scrub_packets, sei_filter
+from .common import RenderResult
+
+Progress = Callable[[int, int], None]
+MP4_CODEC_TAGS = {"h264": "avc1", "hevc": "hvc1"}
+
+
+def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None,
+                cancel: Cancel | None = None) -> RenderResult:
+    if not plan.copy_compatible:
+        raise ValueError("render_copy needs copy-compatible clips: " + "; ".join(plan.reasons))
+    total = plan.total_frames
+    frame_duration = 1 / plan.target.frame_rate             # seconds
+    first = plan.clips[0].info
+    inputs = [open_input(clip.info.path) for clip in plan.clips]
+    out = open_output(out_path)
+    try:
+        template = next(s for s in inputs[0].streams.video if s.index == first.video.index)
+        out_stream = out.add_stream_from_template(template)
+        out_stream.metadata.clear()
+        scrubber = sei_filter(plan.codec, template, out_stream)
+        # A TS/MKV source brings its own codec tag; MP4 needs the ISO one (hvc1 also plays in Safari).
+        out_stream.codec_tag = MP4_CODEC_TAGS[plan.codec]
+        out.start_encoding()
+        done = 0
+        for clip, container in zip(plan.clips, inputs):
+            stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
+            time_base = Fraction(stream.time_base)
+            origin = stream.start_time or 0
+            # Where this clip starts on the output, in its own time base (exact when the rates agree).
+            shift = round(clip.timeline_start * frame_duration / time_base) - origin
+
+            def rebased(stream=stream, time_base=time_base, shift=shift):  # type: ignore[no-untyped-def]
+                nonlocal done
+                for packet in iter_video_packets(container, stream):
+                    if cancel is not None and cancel():
+                        raise CancelledError("Cancelled by the user; nothing was published.")
+                    if packet.pts is None:
+                        raise UnreadableMediaError(
+                            f"{clip.info.path} has a video packet without a timestamp; it cannot be joined "
+                            "by copy. Use --mode advanced to re-encode it.", path=clip.info.path)
+                    packet.pts += shift
+                    packet.dts = (packet.dts + shift) if packet.dts is not None else None
+                    packet.time_base = time_base
+                    done += 1
+                    if progress is not None:
+                        progress(min(done, total), total)
+                    yield packet
+
+            for packet in _through(scrubber, rebased()):
+                packet.stream = out_stream
+                out.mux(packet)
+        for packet in scrub_packets(scrubber, ()):
+            packet.stream = out_stream
+            out.mux(packet)
+    except av.error.FFmpegError as exc:
+        raise UnreadableMediaError(f"Joining the clips by copy failed ({exc}); run again with --mode advanced "
+                                   "to re-encode them.", path=first.path) from None
+    finally:
+        out.close()
+        for container in inputs:
+            container.close()
+    video = first.video
+    return RenderResult(method="stream-copy", codec=plan.codec, frame_count=total,
+                        frame_rate=plan.target.frame_rate, width=video.width or 0, height=video.height or 0)
+
+
+def _through(scrubber, packets):  # type: ignore[no-untyped-def]
+    for packet in packets:
+        yield from scrubber.filter(packet)

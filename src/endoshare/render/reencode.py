@@ -1,0 +1,101 @@
+"""Full re-encode of the merged timeline with redaction applied frame by frame (advanced mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import av
+
+from ..media.frames import Cancel, black_frame, blurred_frame, detail_energy, iter_timeline
+from ..media.join import JoinPlan, VideoFormat
+from ..media.scrub import open_output, scrub_packets, sei_filter
+from ..timeline import SegmentSet
+from .common import EncodeSettings, Redaction, RenderResult
+
+Progress = Callable[[int, int], None]
+
+
+def output_format(plan: JoinPlan, settings: EncodeSettings) -> VideoFormat:
+    target = plan.target
+    rate = settings.frame_rate or target.frame_rate
+    if settings.height is None or settings.height == target.height:
+        return VideoFormat(target.width, target.height, "yuv420p", rate)
+    height = settings.height - settings.height % 2
+    width = max(2, round(target.width * height / target.height / 2) * 2)
+    return VideoFormat(width, height, "yuv420p", rate)
+
+
+def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, settings: EncodeSettings,
+                    out_path: Path, progress: Progress | None = None,
+                    cancel: Cancel | None = None) -> RenderResult:
+    """Decode every clip, redact the frames in ``segments``, encode to ``out_path`` (MP4, scrubbed).
+
+    Frame-rate conversion picks timeline frames (no blending), so each output frame is exactly one
+    timeline frame and inherits its redaction; that keeps the redaction check exact.
+    """
+    total = plan.total_frames
+    redacted = segments.clipped(total).mask(total)
+    kept_count = total - (sum(redacted) if redaction is Redaction.CUT else 0)
+    out_fmt = output_format(plan, settings)
+    step = plan.target.frame_rate / out_fmt.frame_rate      # timeline frames per output frame
+    expected = max(0, -((-kept_count * out_fmt.frame_rate.numerator * plan.target.frame_rate.denominator)
+                        // (out_fmt.frame_rate.denominator * plan.target.frame_rate.numerator)))
+    black: list[int] = []
+    blurred: dict[int, float] = {}
+    black_out = black_frame(out_fmt)
+
+    container = open_output(out_path)
+    try:
+        stream = container.add_stream(settings.encoder, rate=out_fmt.frame_rate,
+                                      options=settings.encoder_options())
+        stream.width, stream.height, stream.pix_fmt = out_fmt.width, out_fmt.height, "yuv420p"
+        stream.codec_context.time_base = 1 / out_fmt.frame_rate
+        stream.thread_type = "AUTO"
+        container.start_encoding()
+        scrubber = sei_filter(settings.codec, stream, None) if settings.codec in ("h264", "hevc") else None
+
+        def mux(packets: list[av.Packet]) -> None:
+            if scrubber is not None:
+                packets = [out for packet in packets for out in scrubber.filter(packet)]
+            for packet in packets:
+                container.mux(packet)
+
+        kept_index = -1
+        written = 0
+        for item in iter_timeline(plan, cancel):
+            is_redacted = redacted[item.index]
+            if is_redacted and redaction is Redaction.CUT:
+                continue
+            kept_index += 1
+            while written < expected and int(written * step) == kept_index:
+                frame = item.frame
+                if frame.width != out_fmt.width or frame.height != out_fmt.height:
+                    frame = frame.reformat(width=out_fmt.width, height=out_fmt.height, format="yuv420p")
+                if is_redacted and redaction is Redaction.BLACK:
+                    frame = black_out
+                    black.append(written)
+                elif is_redacted and redaction is Redaction.BLUR:
+                    blurred[written] = detail_energy(frame)
+                    frame = blurred_frame(frame, out_fmt)
+                frame.pts = written
+                frame.time_base = stream.codec_context.time_base
+                mux(stream.encode(frame))
+                written += 1
+            if progress is not None:
+                progress(item.index + 1, total)
+        mux(stream.encode(None))
+        if scrubber is not None:
+            for packet in scrub_packets(scrubber, ()):
+                container.mux(packet)
+    finally:
+        container.close()
+    notes: tuple[str, ...] = ()
+    if out_fmt.frame_rate != plan.target.frame_rate:
+        notes = (f"frame rate converted from {plan.target.frame_rate} to {out_fmt.frame_rate} by picking frames",)
+    return RenderResult(method="re-encode", codec=settings.codec, frame_count=written,
+                        frame_rate=out_fmt.frame_rate, width=out_fmt.width, height=out_fmt.height,
+                        black_frames=tuple(black), blurred_frames=blurred,
+                        cut_frames=sum(redacted) if redaction is Redaction.CUT else 0, notes=notes)
+
+

@@ -1,0 +1,69 @@
+"""Test media built at test time: frames that carry their own index, clips with planted identifiers."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import av
+import imageio_ffmpeg
+import numpy as np
+import numpy.typing as npt
+
+from endoshare.sample import write_clip
+
+BITS = 12          # frame indices up to 4095
+CELL = 16          # pixels per code cell: survives heavy compression
+
+
+def barcode_frame(index: int, width: int = 320, height: int = 180, tint: int = 0) -> npt.NDArray[np.uint8]:
+    """An RGB frame whose top row of cells spells ``index`` in binary (white = 1) over a textured body.
+
+    The texture gives blur something to remove; ``tint`` lets clips differ visibly.
+    """
+    yy, xx = np.mgrid[0:height, 0:width]
+    body = ((xx // 4 + yy // 4 + index) % 2 * 120 + 60).astype(np.uint8)
+    frame = np.stack([body, np.full_like(body, 90 + tint), (255 - body)], axis=-1)
+    frame[:CELL * 2] = 0
+    for bit in range(BITS):
+        if index >> bit & 1:
+            frame[:CELL * 2, bit * CELL:(bit + 1) * CELL] = 255
+    return frame
+
+
+def read_barcode(frame: av.VideoFrame) -> int:
+    rgb = frame.to_ndarray(format="rgb24")
+    value = 0
+    for bit in range(BITS):
+        cell = rgb[2:CELL * 2 - 2, bit * CELL + 2:(bit + 1) * CELL - 2]
+        if cell.mean() > 128:
+            value |= 1 << bit
+    return value
+
+
+def decoded_frames(path: Path) -> list[av.VideoFrame]:
+    with av.open(str(path)) as container:
+        return [f.reformat(format="yuv420p") for f in container.decode(video=0)]
+
+
+def luma_max(frame: av.VideoFrame) -> int:
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+    return int(rows.max())
+
+
+def barcode_clip(path: Path, indices: Iterable[int], *, width: int = 320, height: int = 180,
+                 rate: Fraction = Fraction(25), gop: int = 25, tint: int = 0, codec: str = "libx264",
+                 planted: str | None = None, options: dict[str, str] | None = None) -> Path:
+    write_clip(path, (barcode_frame(i, width, height, tint) for i in indices), rate=rate, gop=gop,
+               codec=codec, planted=planted, options={"crf": "18", **(options or {})})
+    return path
+
+
+def ffmpeg(*args: str | Path) -> None:
+    """Run the ffmpeg binary shipped by imageio-ffmpeg (argument list, never a shell)."""
+    command: Sequence[str] = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+                              *map(str, args)]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)

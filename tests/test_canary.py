@@ -1,0 +1,106 @@
+"""A unique string planted everywhere identifiers hide must not survive into anything we share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from endoshare.media.probe import probe
+from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
+from endoshare.render.common import Redaction
+
+from media import barcode_clip, ffmpeg
+
+CANARY = "ZQXCANARY7731"
+
+
+def planted_clip(folder: Path, container: str, work: Path) -> Path:
+    """A clip carrying CANARY in tags, handler name, SEI user data, subtitles, chapters, attachments,
+    an audio track's tags and its own file name (whatever the container can hold)."""
+    work.mkdir(parents=True, exist_ok=True)
+    base = barcode_clip(work / f"base-{container}.mp4", range(50), planted=CANARY)
+    subtitles = work / "subs.srt"
+    subtitles.write_text(f"1\n00:00:00,000 --> 00:00:01,500\nPatient {CANARY}\n", encoding="utf-8")
+    chapters = work / "chapters.txt"
+    chapters.write_text(f";FFMETADATA1\ntitle={CANARY}\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=1000\n"
+                        f"title=Chapter {CANARY}\n", encoding="utf-8")
+    attachment = work / f"{CANARY}-notes.txt"
+    attachment.write_text(f"Operator notes for {CANARY}\n", encoding="utf-8")
+    out = folder / f"{CANARY} clip 1.{container}"
+    args: list[str | Path] = ["-i", base, "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+                              "-i", chapters]
+    with_subs = container in ("mp4", "mov", "mkv")
+    if with_subs:
+        args += ["-i", subtitles]
+    args += ["-map", "0:v", "-map", "1:a", "-map_metadata", "2", "-map_chapters", "2"]
+    if with_subs:
+        args += ["-map", "3:s"]
+    args += ["-c:v", "copy", "-c:a", "aac",
+             "-metadata", f"comment=Patient {CANARY}", "-metadata", f"artist={CANARY}",
+             "-metadata:s:v:0", f"handler_name={CANARY}", "-metadata:s:v:0", f"title={CANARY}",
+             "-metadata:s:a:0", f"title={CANARY}", "-metadata:s:a:0", f"handler_name={CANARY}"]
+    if with_subs:
+        args += ["-c:s", "mov_text" if container in ("mp4", "mov") else "srt",
+                 "-metadata:s:s:0", f"title={CANARY}"]
+    if container in ("mp4", "mov"):
+        args += ["-timecode", "01:02:03:04"]
+    if container == "ts":
+        args += ["-metadata", f"service_name={CANARY}", "-metadata", f"service_provider={CANARY}"]
+    if container == "mkv":
+        args += ["-attach", attachment, "-metadata:s:t:0", "mimetype=text/plain"]
+    ffmpeg(*args, out)
+    return out
+
+
+@pytest.mark.parametrize("container", ["mp4", "mov", "mkv", "ts"])
+@pytest.mark.parametrize("redact", [False, True], ids=["copy", "reencode"])
+def test_canary_survives_nowhere(tmp_path: Path, container: str, redact: bool) -> None:
+    case = tmp_path / f"case {CANARY}"
+    case.mkdir()
+    clip = planted_clip(case, container, tmp_path / "work")
+    before = probe(clip)
+    # The planted input really carries the canary where we say (else the test proves nothing).
+    assert CANARY.encode() in clip.read_bytes()
+    assert any(CANARY in sei.text for sei in before.sei_user_data)
+    if container != "ts":
+        assert any(CANARY in v for _, v in before.tags)
+        assert any(s.kind == "subtitle" for s in before.streams)
+        assert before.chapters
+    if container == "mkv":
+        assert any(s.kind == "attachment" for s in before.streams)
+
+    options = ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
+                             redaction=Redaction.BLACK)
+    if redact:
+        segments = tmp_path / "segments.json"
+        segments.write_text(json.dumps({"segments": [{"start_frame": 10, "end_frame": 20}]}))
+        options = ProcessOptions(out_dir=options.out_dir, archive_dir=options.archive_dir,
+                                 segments_file=segments)
+    result = process_case(CaseRequest(case), options)
+
+    assert result.status == "ok" and result.output is not None and result.report is not None
+    shared = sorted((tmp_path / "shared").iterdir())
+    assert shared == sorted([result.output, result.report])
+    for path in shared:
+        assert CANARY not in path.name
+        assert CANARY.encode() not in path.read_bytes(), f"canary found in {path.name}"
+    after = probe(result.output)
+    assert [s.kind for s in after.streams] == ["video"]
+    assert after.video.frame_count == 50
+    assert not after.sei_user_data and not after.chapters
+    assert all(t.creation == 0 and t.modification == 0 for t in after.mp4_times)
+    report = json.loads(result.report.read_text())
+    if redact:
+        assert report["output"]["method"] == "re-encode"
+    elif container == "ts" and report["merged_timeline"]["normalised_because"]:
+        # FFmpeg's TS muxer leaves a packet without timestamps here; copying it is impossible, and
+        # the report must say why the case was re-encoded.
+        assert report["output"]["method"] == "re-encode"
+        assert "timestamp" in " ".join(report["merged_timeline"]["normalised_because"])
+    else:
+        assert report["output"]["method"] == "stream-copy"
+    assert all(check["passed"] for check in report["checks"])
+    # The private archive does know the case: that is where the mapping belongs.
+    assert CANARY in (tmp_path / "archive" / "mapping.csv").read_text()
