@@ -15,7 +15,6 @@ import numpy.typing as npt
 from endoshare.sample import write_clip
 
 BITS = 12          # frame indices up to 4095
-CELL = 16          # pixels per code cell: survives heavy compression
 
 
 def barcode_frame(index: int, width: int = 320, height: int = 180, tint: int = 0) -> npt.NDArray[np.uint8]:
@@ -26,18 +25,25 @@ def barcode_frame(index: int, width: int = 320, height: int = 180, tint: int = 0
     yy, xx = np.mgrid[0:height, 0:width]
     body = ((xx // 4 + yy // 4 + index) % 2 * 120 + 60).astype(np.uint8)
     frame = np.stack([body, np.full_like(body, 90 + tint), (255 - body)], axis=-1)
-    frame[:CELL * 2] = 0
+    cell_w, cell_h = _cell(width, height)
+    frame[:cell_h] = 0
     for bit in range(BITS):
         if index >> bit & 1:
-            frame[:CELL * 2, bit * CELL:(bit + 1) * CELL] = 255
+            frame[:cell_h, bit * cell_w:(bit + 1) * cell_w] = 255
     return frame
+
+
+def _cell(width: int, height: int) -> tuple[int, int]:
+    """Code cells scale with the picture, so a clip scaled to another size still reads back."""
+    return width // (BITS + 4), height // 6
 
 
 def read_barcode(frame: av.VideoFrame) -> int:
     rgb = frame.to_ndarray(format="rgb24")
+    cell_w, cell_h = _cell(frame.width, frame.height)
     value = 0
     for bit in range(BITS):
-        cell = rgb[2:CELL * 2 - 2, bit * CELL + 2:(bit + 1) * CELL - 2]
+        cell = rgb[3:cell_h - 3, bit * cell_w + 3:(bit + 1) * cell_w - 3]
         if cell.mean() > 128:
             value |= 1 << bit
     return value

@@ -72,7 +72,7 @@ def test_canary_survives_nowhere(tmp_path: Path, container: str, redact: bool) -
         assert any(s.kind == "attachment" for s in before.streams)
 
     options = ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
-                             redaction=Redaction.BLACK)
+                             redaction=Redaction.BLACK, detector="none")
     if redact:
         segments = tmp_path / "segments.json"
         segments.write_text(json.dumps({"segments": [{"start_frame": 10, "end_frame": 20}]}))

@@ -44,7 +44,7 @@ class ProcessOptions:
     mode: str = "fast"
     redaction: Redaction = Redaction.BLACK
     segments_file: Path | None = None
-    detector: str = "none"              # "none", or a name from endoshare.detect.registry
+    detector: str = "builtin"           # "none", or a name from endoshare.detect.registry
     weights: Path | None = None
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     new_pseudonym: bool = False

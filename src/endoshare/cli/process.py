@@ -34,8 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         help="how out-of-body frames are hidden (default: black)")
     parser.add_argument("--segments", type=Path, metavar="FILE.json",
                         help="out-of-body spans in frames of the merged timeline (overrides detection)")
-    parser.add_argument("--detector", default="none",
-                        help="out-of-body detector: none, builtin or oobnet (default: none)")
+    parser.add_argument("--detector", default="builtin",
+                        help="out-of-body detector: builtin (default), oobnet, or none to skip detection")
     parser.add_argument("--weights", type=Path, help="weights file for the detector")
     parser.add_argument("--codec", choices=sorted(ENCODERS), default="h264", help="codec when re-encoding")
     parser.add_argument("--crf", type=int, help="quality when re-encoding (lower is better)")

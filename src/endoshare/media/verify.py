@@ -21,7 +21,6 @@ from typing import Callable
 
 import av
 import av.error
-import av.logging
 
 from ..errors import CancelledError
 from ..render.common import RenderResult
@@ -142,35 +141,32 @@ def _check_decode(path: Path, expected: RenderResult, progress: Progress | None,
     bad_blur: list[int] = []
     count = 0
     errors: list[str] = []
-    previous_level = av.logging.get_level()
-    av.logging.set_level(av.logging.ERROR)
-    try:
-        with av.logging.Capture() as logs, open_input(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            duration = (float(stream.duration * stream.time_base)
-                        if stream.duration is not None and stream.time_base else None)
-            try:
-                for frame in container.decode(stream):
-                    if cancel is not None and cancel():
-                        raise CancelledError("Cancelled by the user; nothing was published.")
-                    if count in black and int(luma_plane(frame).max()) > BLACK_LUMA_MAX:
-                        bad_black.append(count)
-                    elif count in blurred:
-                        if frame.format.name != "yuv420p":
-                            frame = frame.reformat(format="yuv420p")
-                        limit = BLUR_MAX_DETAIL_RATIO * blurred[count] + 0.5
-                        if detail_energy(frame) > limit:
-                            bad_blur.append(count)
-                    count += 1
-                    if progress is not None:
-                        progress(min(count, expected.frame_count), expected.frame_count)
-            except av.error.FFmpegError as exc:
-                errors.append(str(exc))
-            errors.extend(f"{name}: {message.strip()}" for level, name, message in logs
-                          if level <= av.logging.ERROR)
-    finally:
-        av.logging.set_level(previous_level)
+    with open_input(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        # "explode" turns every error the decoder detects (which it would otherwise conceal and log)
+        # into an exception.  We do not capture FFmpeg's log instead: a Python log callback called
+        # from FFmpeg's decoder threads can deadlock against the GIL while the decoder is freed.
+        stream.codec_context.options = {"err_detect": "explode"}
+        duration = (float(stream.duration * stream.time_base)
+                    if stream.duration is not None and stream.time_base else None)
+        try:
+            for frame in container.decode(stream):
+                if cancel is not None and cancel():
+                    raise CancelledError("Cancelled by the user; nothing was published.")
+                if count in black and int(luma_plane(frame).max()) > BLACK_LUMA_MAX:
+                    bad_black.append(count)
+                elif count in blurred:
+                    if frame.format.name != "yuv420p":
+                        frame = frame.reformat(format="yuv420p")
+                    limit = BLUR_MAX_DETAIL_RATIO * blurred[count] + 0.5
+                    if detail_energy(frame) > limit:
+                        bad_blur.append(count)
+                count += 1
+                if progress is not None:
+                    progress(min(count, expected.frame_count), expected.frame_count)
+        except av.error.FFmpegError as exc:
+            errors.append(f"after frame {count}: {exc}")
     results = [CheckResult("decodes_cleanly", not errors,
                            f"{count} frames decoded" + (f"; errors: {'; '.join(errors[:5])}" if errors else ""))]
     results.append(CheckResult("frame_count", count == expected.frame_count,

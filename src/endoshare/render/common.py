@@ -49,7 +49,7 @@ class EncodeSettings:
         if self.codec == "h264":
             return {"crf": crf, "preset": self.preset}
         if self.codec == "hevc":
-            return {"crf": crf, "preset": self.preset, "x265-params": "log-level=error"}
+            return {"crf": crf, "preset": self.preset, "x265-params": "log-level=error:info=0"}
         # SVT-AV1 presets run 0 (slowest) to 13 (fastest); map the x264 names onto that range.
         svt_preset = {"ultrafast": 12, "superfast": 11, "veryfast": 10, "faster": 9, "fast": 8,
                       "medium": 6, "slow": 5, "slower": 4, "veryslow": 2}[self.preset]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 import av
+from av.video.frame import PictureType
 
 from ..media.frames import Cancel, black_frame, blurred_frame, detail_energy, iter_timeline
 from ..media.join import JoinPlan, VideoFormat
@@ -43,7 +44,6 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
                         // (out_fmt.frame_rate.denominator * plan.target.frame_rate.numerator)))
     black: list[int] = []
     blurred: dict[int, float] = {}
-    black_out = black_frame(out_fmt)
 
     container = open_output(out_path)
     try:
@@ -63,6 +63,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
 
         kept_index = -1
         written = 0
+        previous_redacted = False
         for item in iter_timeline(plan, cancel):
             is_redacted = redacted[item.index]
             if is_redacted and redaction is Redaction.CUT:
@@ -73,11 +74,15 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
                 if frame.width != out_fmt.width or frame.height != out_fmt.height:
                     frame = frame.reformat(width=out_fmt.width, height=out_fmt.height, format="yuv420p")
                 if is_redacted and redaction is Redaction.BLACK:
-                    frame = black_out
+                    frame = black_frame(out_fmt)
                     black.append(written)
                 elif is_redacted and redaction is Redaction.BLUR:
                     blurred[written] = detail_energy(frame)
                     frame = blurred_frame(frame, out_fmt)
+                # An intra frame where redaction starts or ends: no redacted frame is predicted from
+                # the picture it hides, and no ghost of it leaks into the next visible frame.
+                frame.pict_type = PictureType.I if is_redacted != previous_redacted else PictureType.NONE
+                previous_redacted = is_redacted
                 frame.pts = written
                 frame.time_base = stream.codec_context.time_base
                 mux(stream.encode(frame))

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Set up and run Endoshare on a fresh machine that has only Python 3.11+ and pip.
+
+    python3 dev.py demo    # virtualenv + install + generate a sample case + process it
+    python3 dev.py test    # virtualenv + install with test extras + run the whole test suite
+
+The virtual environment lives in .venv beside this file; it is (re)installed only when
+pyproject.toml changed since the last install.  Standard library only: this runs before anything
+is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+EXTRAS = {"demo": "", "test": "[test,oobnet-reference]"}
+
+
+def run(*command: str | Path, **kwargs: object) -> None:
+    print("+", " ".join(str(c) for c in command), flush=True)
+    subprocess.run([str(c) for c in command], check=True, cwd=ROOT, **kwargs)  # type: ignore[call-overload]
+
+
+def ensure_environment(extras: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"Endoshare needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
+    if not PYTHON.exists():
+        print(f"Creating a virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = VENV / f".installed{extras.replace(',', '-') or '-base'}"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", f".{extras}")
+    stamp.write_text(wanted)
+
+
+def demo() -> None:
+    ensure_environment(EXTRAS["demo"])
+    work = ROOT / "demo-output"
+    shutil.rmtree(work, ignore_errors=True)
+    endoshare = VENV / "bin" / "endoshare"
+    run(endoshare, "sample", work / "input")
+    case = next(p for p in (work / "input").iterdir() if p.is_dir())
+    run(endoshare, "process", case, "--out", work / "shared", "--archive", work / "archive",
+        "--detector", "builtin")
+    print("\nDone. Shared (de-identified) output and its audit report:")
+    for path in sorted((work / "shared").iterdir()):
+        print(f"  {path}")
+    print(f"Private mapping (patient ID → pseudonym): {work / 'archive' / 'mapping.csv'}")
+    print(f"Inspect the result:  {endoshare} inspect {work / 'shared'}/*.mp4")
+
+
+def test(pytest_args: list[str]) -> int:
+    ensure_environment(EXTRAS["test"])
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
+        print(__doc__)
+        return 2
+    if sys.argv[1] == "demo":
+        demo()
+        return 0
+    return test(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

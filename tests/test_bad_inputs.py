@@ -1,0 +1,178 @@
+"""Bad input gets a clear, typed error naming the file, and the rest of the batch goes on."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import endoshare.pipeline as pipeline
+from endoshare import errors
+from endoshare.pipeline import CaseRequest, ProcessOptions, process_case, process_cases
+
+from media import barcode_clip, ffmpeg
+
+
+def options(tmp_path: Path, **kwargs: object) -> ProcessOptions:
+    return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
+                          **{"detector": "none", **kwargs})  # type: ignore[arg-type]
+
+
+def case_with(tmp_path: Path, name: str, files: dict[str, bytes | None]) -> Path:
+    """A case folder; a value of None means a real 20-frame clip."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for file_name, content in files.items():
+        if content is None:
+            barcode_clip(folder / file_name, range(20))
+        else:
+            (folder / file_name).write_bytes(content)
+    return folder
+
+
+def truncated_mp4(tmp_path: Path) -> bytes:
+    """An MP4 cut short as by a power cut: the moov index (written last) is missing."""
+    whole = barcode_clip(tmp_path / "whole.mp4", range(40)).read_bytes()
+    assert whole.rfind(b"moov") > len(whole) // 2      # the writer put the index at the end
+    return whole[: len(whole) // 2]
+
+
+def audio_only(tmp_path: Path) -> bytes:
+    path = tmp_path / "audio.mp4"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=1", "-c:a", "aac", path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("kind, error_type, words", [
+    ("empty_folder", errors.NoVideoFilesError, "holds no video file"),
+    ("zero_bytes", errors.EmptyFileError, "is empty"),
+    ("not_video", errors.UnreadableMediaError, "cannot be opened"),
+    ("truncated", errors.UnreadableMediaError, "truncated"),
+    ("audio_only", errors.NoVideoStreamError, "no video stream"),
+    ("missing_folder", errors.MissingInputError, "does not exist"),
+])
+def test_each_bad_input_has_a_typed_error_naming_the_file(tmp_path: Path, kind: str,
+                                                         error_type: type[Exception], words: str) -> None:
+    contents: dict[str, dict[str, bytes | None]] = {
+        "empty_folder": {},
+        "zero_bytes": {"VID1.mp4": b""},
+        "not_video": {"VID1.mp4": b"This is a text file with a video extension.\n" * 50},
+        "truncated": {"VID1.mp4": truncated_mp4(tmp_path)},
+        "audio_only": {"VID1.mp4": audio_only(tmp_path)},
+    }
+    folder = tmp_path / "nowhere" if kind == "missing_folder" else case_with(tmp_path, kind, contents[kind])
+    with pytest.raises(error_type) as caught:
+        process_case(CaseRequest(folder), options(tmp_path))
+    message = str(caught.value)
+    assert words in message
+    assert str(folder) in message
+    assert not (tmp_path / "shared").exists() or not any((tmp_path / "shared").iterdir())
+
+
+def test_batch_goes_on_after_failures_and_hostile_names_work(tmp_path: Path) -> None:
+    hostile = case_with(tmp_path, "-rf 'quoted' \"double\" Ünïcødé ✓", {
+        "-leading dash.mp4": None, "with 'quote' and space.mp4": None, "naïve ✓ clip.MP4": None})
+    requests = [CaseRequest(case_with(tmp_path, "empty", {})), CaseRequest(hostile),
+                CaseRequest(case_with(tmp_path, "zero", {"a.mp4": b""}))]
+    results = list(process_cases(requests, options(tmp_path)))
+    assert [r.status for r in results] == ["failed", "ok", "failed"]
+    assert results[0].error_type == "NoVideoFilesError"
+    assert results[2].error_type == "EmptyFileError" and "a.mp4" in (results[2].error or "")
+    report = json.loads(results[1].report.read_text())
+    assert report["output"]["frames"] == 60
+
+
+def test_segments_beyond_the_case_are_rejected(tmp_path: Path) -> None:
+    folder = case_with(tmp_path, "case", {"a.mp4": None})
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": 10, "end_frame": 25}]}))
+    with pytest.raises(errors.SegmentsFileError, match="has 20 frames"):
+        process_case(CaseRequest(folder), options(tmp_path, segments_file=segments))
+
+
+def test_disk_full_while_writing_is_a_clear_error_and_leaves_nothing(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = case_with(tmp_path, "case", {"a.mp4": None})
+
+    def full_disk(plan, segments, opts, out_path, progress, cancel):  # type: ignore[no-untyped-def]
+        out_path.write_bytes(b"\0" * 1000)              # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(out_path))
+
+    monkeypatch.setattr(pipeline, "render", full_disk)
+    with pytest.raises(errors.DiskFullError, match="ran out of space"):
+        process_case(CaseRequest(folder), options(tmp_path))
+    assert list((tmp_path / "shared").iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["corrupt_bytes", "planted_tag", "unredacted"])
+def test_a_broken_output_fails_verification_and_is_not_published(tmp_path: Path, damage: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection after rendering: the verifier must catch each kind of damage."""
+    folder = case_with(tmp_path, "case", {"a.mp4": None})
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": 5, "end_frame": 10}]}))
+    real_render = pipeline.render
+
+    def damaged(plan, segs, opts, out_path, progress, cancel):  # type: ignore[no-untyped-def]
+        result = real_render(plan, segs, opts, out_path, progress, cancel)
+        if damage == "corrupt_bytes":
+            data = bytearray(out_path.read_bytes())
+            start = data.find(b"mdat") + (len(data) - data.find(b"mdat")) // 3     # inside slice data
+            data[start:start + 2000] = np.random.default_rng(7).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+            out_path.write_bytes(bytes(data))
+        elif damage == "planted_tag":
+            tagged = out_path.with_suffix(".tagged.mp4")
+            ffmpeg("-i", out_path, "-c", "copy", "-metadata", "title=leak", tagged)
+            tagged.replace(out_path)
+        else:
+            ffmpeg("-i", plan.clips[0].info.path, "-c", "copy", "-map_metadata", "-1", "-fflags", "+bitexact",
+                   "-f", "mp4", out_path)
+        return result
+
+    monkeypatch.setattr(pipeline, "render", damaged)
+    with pytest.raises(errors.VerificationError) as caught:
+        process_case(CaseRequest(folder), options(tmp_path, mode="advanced", segments_file=segments))
+    expected_check = {"corrupt_bytes": "decodes_cleanly", "planted_tag": "metadata_allow_list",
+                      "unredacted": "redaction"}[damage]
+    assert expected_check in caught.value.failed_checks
+    assert list((tmp_path / "shared").iterdir()) == []
+    assert not (tmp_path / "archive" / "mapping.csv").exists()
+
+
+def run_cli_without_root_bypass(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI so that file permissions apply even for root (CI runs as root): drop the two
+    capabilities that let root ignore them."""
+    command = [sys.executable, "-m", "endoshare", *map(str, args)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                   "--bounding-set=-dac_override,-dac_read_search", "--", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_unreadable_clip_and_unwritable_output_are_clear_errors(tmp_path: Path) -> None:
+    good = case_with(tmp_path, "good", {"a.mp4": None})
+    locked = case_with(tmp_path, "locked", {"a.mp4": None, "b.mp4": None})
+    (locked / "b.mp4").chmod(0)
+    out = tmp_path / "shared"
+    proc = run_cli_without_root_bypass("process", good, locked, "--out", out, "--archive", tmp_path / "archive",
+                                       "--json")
+    assert proc.returncode == 1, proc.stderr
+    cases = json.loads(proc.stdout)["cases"]
+    assert [c["status"] for c in cases] == ["ok", "failed"]
+    assert "b.mp4" in cases[1]["error"] and "read access" in cases[1]["error"]
+
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    proc = run_cli_without_root_bypass("process", good, "--out", readonly, "--archive", tmp_path / "archive",
+                                       "--json")
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)["cases"][0]["error"]
+    assert str(readonly) in error and "write" in error
+    assert list(readonly.iterdir()) == []
