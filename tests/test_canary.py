@@ -55,8 +55,9 @@ def planted_clip(folder: Path, container: str, work: Path) -> Path:
 
 
 @pytest.mark.parametrize("container", ["mp4", "mov", "mkv", "ts"])
-@pytest.mark.parametrize("redact", [False, True], ids=["copy", "reencode"])
-def test_canary_survives_nowhere(tmp_path: Path, container: str, redact: bool) -> None:
+@pytest.mark.parametrize("render", ["copy", "smart", "advanced"])
+def test_canary_survives_nowhere(tmp_path: Path, container: str, render: str) -> None:
+    redact = render != "copy"
     case = tmp_path / f"case {CANARY}"
     case.mkdir()
     clip = planted_clip(case, container, tmp_path / "work")
@@ -77,7 +78,7 @@ def test_canary_survives_nowhere(tmp_path: Path, container: str, redact: bool) -
         segments = tmp_path / "segments.json"
         segments.write_text(json.dumps({"segments": [{"start_frame": 10, "end_frame": 20}]}))
         options = ProcessOptions(out_dir=options.out_dir, archive_dir=options.archive_dir,
-                                 segments_file=segments)
+                                 segments_file=segments, mode="fast" if render == "smart" else "advanced")
     result = process_case(CaseRequest(case), options)
 
     assert result.status == "ok" and result.output is not None and result.report is not None
@@ -92,7 +93,7 @@ def test_canary_survives_nowhere(tmp_path: Path, container: str, redact: bool) -
     assert not after.sei_user_data and not after.chapters
     assert all(t.creation == 0 and t.modification == 0 for t in after.mp4_times)
     report = json.loads(result.report.read_text())
-    if redact:
+    if render == "advanced":
         assert report["output"]["method"] == "re-encode"
     elif container == "ts" and report["merged_timeline"]["normalised_because"]:
         # FFmpeg's TS muxer leaves a packet without timestamps here; copying it is impossible, and
@@ -100,7 +101,7 @@ def test_canary_survives_nowhere(tmp_path: Path, container: str, redact: bool) -
         assert report["output"]["method"] == "re-encode"
         assert "timestamp" in " ".join(report["merged_timeline"]["normalised_because"])
     else:
-        assert report["output"]["method"] == "stream-copy"
+        assert report["output"]["method"] == ("smart-render" if render == "smart" else "stream-copy")
     assert all(check["passed"] for check in report["checks"])
     # The private archive does know the case: that is where the mapping belongs.
     assert CANARY in (tmp_path / "archive" / "mapping.csv").read_text()

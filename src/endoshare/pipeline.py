@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import av.error
 
@@ -29,10 +29,14 @@ from .media.verify import CheckResult, verify_output
 from .render.common import EncodeSettings, Redaction, RenderResult
 from .render.copy import render_copy
 from .render.reencode import render_reencode
+from .render.smart import NotSpliceable, render_smart
 from .report import input_summary, software_versions, write_json_atomically
 from .timeline import SegmentSet, format_rate, load_segments_file
 
 MODES = ("fast", "advanced")
+#: Unpublished outputs are named like this in the output folder; nothing else there starts with it.
+TEMP_PREFIX = ".endoshare-"
+TEMP_SUFFIX = ".mp4.partial"
 #: Share of a case's work per phase, for one overall fraction that only moves forward.
 PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "render": 0.6, "verify": 0.2}
 
@@ -115,10 +119,6 @@ class _Progress:
                 self.callback(ProgressEvent(name, done, total, self.start[name] + share * self.weight[name]))
         return report
 
-    def finish(self) -> None:
-        if self.callback is not None:
-            self.callback(ProgressEvent("done", 1, 1, 1.0))
-
 
 def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -> list[MediaInfo]:
     infos = []
@@ -132,8 +132,9 @@ def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -
     return sorted(infos, key=lambda i: (natural_key(i.path.stem), i.recording_time or "", i.mtime))
 
 
-def _segments(plan: JoinPlan, options: ProcessOptions, case: Case, pseudonym: str,
-              progress: Callable[[int, int], None], cancel: Cancel | None) -> tuple[SegmentSet, str]:
+def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress: Callable[[int, int], None],
+                  cancel: Cancel | None) -> tuple[SegmentSet, str, dict[str, Any] | None]:
+    """The spans to redact, where they came from, and the detection result (for the archive) if any."""
     total = plan.total_frames
     if options.segments_file is not None:
         segments = load_segments_file(options.segments_file)
@@ -142,18 +143,15 @@ def _segments(plan: JoinPlan, options: ProcessOptions, case: Case, pseudonym: st
                 f"Segments file {options.segments_file} reaches frame {segments.segments[-1].end_frame} but "
                 f"case {case.folder} has {total} frames on its merged timeline; was it made for another "
                 "case or for the clips in another order?", path=options.segments_file)
-        return segments, "segments file"
+        return segments, "segments file", None
     if options.detector == "none":
-        return SegmentSet(), "none"
+        return SegmentSet(), "none", None
     from .detect.case import detect_case
     result = detect_case(plan, options.detector, options.weights, progress=progress, cancel=cancel)
-    detections = options.archive_dir / "detections"
-    detections.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(detections / f"{pseudonym}.json", result.to_json())
-    return result.segments, f"detector {options.detector}"
+    return result.segments, f"detector {options.detector}", result.to_json()
 
 
-def _check_out_dir(path: Path) -> None:
+def check_out_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe_file = tempfile.NamedTemporaryFile(dir=path, prefix=".endoshare-write-test-", delete=True)
@@ -163,7 +161,7 @@ def _check_out_dir(path: Path) -> None:
                           "folder you may write to, or ask for write access.", path=path) from None
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -171,24 +169,48 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_disk_full(exc: BaseException) -> bool:
-    return getattr(exc, "errno", None) == errno.ENOSPC
-
-
 def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_path: Path,
            progress: Callable[[int, int], None], cancel: Cancel | None) -> RenderResult:
-    """Stream copy when nothing needs to change, else a re-encode (the fast smart render is issue #4)."""
-    if options.mode == "fast" and not segments and plan.copy_compatible:
-        return render_copy(plan, out_path, progress, cancel)
+    """Fast mode copies what it can: the whole case when nothing is redacted, else every group of
+    pictures without a redacted frame (smart render); advanced mode, and whatever cannot be spliced,
+    is re-encoded in full."""
+    fallback = ""
+    if options.mode == "fast" and plan.copy_compatible:
+        if not segments:
+            return render_copy(plan, out_path, progress, cancel)
+        try:
+            return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel)
+        except NotSpliceable as exc:
+            fallback = f"fast mode could not splice ({exc}); the whole case was re-encoded"
+    elif options.mode == "fast":
+        fallback = f"fast mode re-encoded the whole case: {'; '.join(plan.reasons)}"
     result = render_reencode(plan, segments, options.redaction, options.encode, out_path, progress, cancel)
-    if options.mode == "fast":
-        why = "redaction needed" if segments else "; ".join(plan.reasons)
-        result = replace(result, notes=(*result.notes, f"fast mode re-encoded the whole case ({why})"))
-    return result
+    return replace(result, notes=(*result.notes, fallback)) if fallback else result
 
 
-def process_case(request: CaseRequest, options: ProcessOptions, progress: ProgressCallback | None = None,
-                 cancel: Cancel | None = None) -> CaseResult:
+@dataclass(frozen=True)
+class RenderedCase:
+    """A verified output under a temporary name, with everything needed to publish it."""
+
+    case_id: str
+    pseudonym: str
+    reused_pseudonym: bool
+    temp: Path
+    output_sha256: str
+    report: dict[str, Any]
+    source_files: tuple[str, ...]
+    #: The detection result to archive for review, when a detector ran.
+    detections: dict[str, Any] | None
+
+
+def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *, reused_pseudonym: bool = False,
+                temp_prefix: str = TEMP_PREFIX, progress: ProgressCallback | None = None,
+                cancel: Cancel | None = None) -> RenderedCase:
+    """Probe, detect, render and verify one case into ``<out>/<temp_prefix>*.mp4.partial``.
+
+    Writes nothing else (no archive, no mapping), so that it can run on any worker; a failure deletes
+    the temporary file and raises the typed error.
+    """
     started = time.monotonic()
     timings: dict[str, float] = {}
     case = discover_case(request.folder, request.case_id)
@@ -201,20 +223,13 @@ def process_case(request: CaseRequest, options: ProcessOptions, progress: Progre
         if cancel is not None and cancel():
             raise CancelledError(f"Cancelled by the user while processing {case.folder}; nothing was published.")
 
-    infos = probe_case(case, tracker.phase("probe"))
-    plan = plan_join(infos)
+    plan = plan_join(probe_case(case, tracker.phase("probe")))
     step("probe")
-    _check_out_dir(options.out_dir)
-    mapping = MappingStore(options.archive_dir)
-    previous = None if options.new_pseudonym else mapping.lookup(case.case_id)
-    pseudonym = previous or new_pseudonym()
-    segments, segment_source = _segments(plan, options, case, pseudonym, tracker.phase("detect"), cancel)
+    check_out_dir(options.out_dir)
+    segments, segment_source, detections = find_segments(plan, options, case, tracker.phase("detect"), cancel)
     if "detect" in phases:
         step("detect")
-
-    final = options.out_dir / f"{pseudonym}.mp4"
-    report_path = options.out_dir / f"{pseudonym}.report.json"
-    fd, temp_name = tempfile.mkstemp(prefix=".endoshare-", suffix=".mp4.partial", dir=options.out_dir)
+    fd, temp_name = tempfile.mkstemp(prefix=temp_prefix, suffix=TEMP_SUFFIX, dir=options.out_dir)
     os.close(fd)
     temp = Path(temp_name)
     try:
@@ -226,7 +241,7 @@ def process_case(request: CaseRequest, options: ProcessOptions, progress: Progre
                                    progress=tracker.phase("verify"), cancel=cancel)
             step("verify")
         except (OSError, av.error.FFmpegError) as exc:
-            if _is_disk_full(exc):
+            if getattr(exc, "errno", None) == errno.ENOSPC:
                 raise DiskFullError(f"The output folder {options.out_dir} ran out of space while writing case "
                                     f"{case.folder}; free some space and run again.", path=options.out_dir) from None
             raise
@@ -237,22 +252,59 @@ def process_case(request: CaseRequest, options: ProcessOptions, progress: Progre
                 + "; ".join(f"{c.name}: {c.detail}" for c in failed)
                 + ". Please report this with the audit log; try --mode advanced.",
                 path=case.folder, failed_checks=tuple(c.name for c in failed))
-        digest = _sha256(temp)
-        report = _report(case, plan, options, pseudonym, previous is not None, segments, segment_source,
-                         rendered, checks, digest, timings)
-        mapping.record(MappingRow(case_id=case.case_id, pseudonym=pseudonym,
-                                  created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                  source_files=" | ".join(p.name for p in case.clips),
-                                  output_sha256=digest, output_file=final.name))
-        write_json_atomically(report_path, report)
-        os.replace(temp, final)        # the commit point: before it, nothing has the final name
-    finally:
+        digest = sha256_of(temp)
+        report = _report(plan, options, pseudonym, reused_pseudonym, segments, segment_source, rendered, checks,
+                         digest, timings)
+    except BaseException:
         temp.unlink(missing_ok=True)
-    tracker.finish()
-    return CaseResult(case.case_id, "ok", pseudonym, final, report_path, reused_pseudonym=previous is not None)
+        raise
+    return RenderedCase(case.case_id, pseudonym, reused_pseudonym, temp, digest, report,
+                        tuple(p.name for p in case.clips), detections)
 
 
-def _report(case: Case, plan: JoinPlan, options: ProcessOptions, pseudonym: str, reused: bool,
+def publish_case(rendered: RenderedCase, options: ProcessOptions) -> CaseResult:
+    """Archive the detection result, record the mapping row and the report, then rename the output into
+    place: the rename is the commit point, so a crash before it leaves no file under a final name, and a
+    redo with the same pseudonym replaces the row instead of adding one."""
+    final = options.out_dir / f"{rendered.pseudonym}.mp4"
+    report_path = options.out_dir / f"{rendered.pseudonym}.report.json"
+    if rendered.detections is not None:
+        detections = options.archive_dir / "detections"
+        detections.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(detections / f"{rendered.pseudonym}.json", rendered.detections)
+    MappingStore(options.archive_dir).record(MappingRow(
+        case_id=rendered.case_id, pseudonym=rendered.pseudonym,
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source_files=" | ".join(rendered.source_files), output_sha256=rendered.output_sha256,
+        output_file=final.name))
+    write_json_atomically(report_path, rendered.report)
+    os.replace(rendered.temp, final)
+    return CaseResult(rendered.case_id, "ok", rendered.pseudonym, final, report_path,
+                      reused_pseudonym=rendered.reused_pseudonym)
+
+
+def choose_pseudonym(case_id: str, options: ProcessOptions) -> tuple[str, bool]:
+    """The case's earlier pseudonym (reused) unless a new one is asked for; (pseudonym, reused)."""
+    previous = None if options.new_pseudonym else MappingStore(options.archive_dir).lookup(case_id)
+    return (previous, True) if previous else (new_pseudonym(), False)
+
+
+def process_case(request: CaseRequest, options: ProcessOptions, progress: ProgressCallback | None = None,
+                 cancel: Cancel | None = None) -> CaseResult:
+    """One case end to end, in this process: render and verify, then publish."""
+    case_id = discover_case(request.folder, request.case_id).case_id
+    pseudonym, reused = choose_pseudonym(case_id, options)
+    rendered = render_case(request, options, pseudonym, reused_pseudonym=reused, progress=progress, cancel=cancel)
+    try:
+        result = publish_case(rendered, options)
+    finally:
+        rendered.temp.unlink(missing_ok=True)
+    if progress is not None:
+        progress(ProgressEvent("done", 1, 1, 1.0))
+    return result
+
+
+def _report(plan: JoinPlan, options: ProcessOptions, pseudonym: str, reused: bool,
             segments: SegmentSet, segment_source: str, rendered: RenderResult,
             checks: tuple[CheckResult, ...], digest: str, timings: dict[str, float]) -> dict[str, object]:
     return {

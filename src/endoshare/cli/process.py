@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from ..pipeline import MODES, CaseRequest, ProcessOptions, ProgressEvent, process_cases
+from ..pipeline import MODES, CaseRequest, CaseResult, ProcessOptions, ProgressEvent, process_cases
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 from ..timeline import parse_rate
 from . import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
@@ -44,6 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--height", type=int, help="output height in pixels when re-encoding")
     parser.add_argument("--new-pseudonym", action="store_true",
                         help="give a case that was processed before a new pseudonym")
+    parser.add_argument("--workers", type=int,
+                        help="cases processed at once when several are given (default: from CPU count and memory)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every case's result")
     parser.set_defaults(func=run)
 
@@ -66,25 +68,48 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"endoshare process: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    requests = [CaseRequest(folder, args.case_id) for folder in args.cases]
     show_bar = not args.json and sys.stderr.isatty()
-    results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
                   disable=not show_bar, transient=True) as bar:
-        tasks = [bar.add_task(f"case {n + 1}/{len(requests)}", total=1.0) for n in range(len(requests))]
-
-        def on_progress(number: int, event: ProgressEvent) -> None:
-            bar.update(tasks[number], completed=event.fraction,
-                       description=f"case {number + 1}/{len(requests)} {event.phase}")
-
-        for result in process_cases(requests, options, on_progress):
-            results.append(result)
-            if not args.json:
-                if result.status == "ok":
-                    note = " (pseudonym reused)" if result.reused_pseudonym else ""
-                    print(f"ok      {result.case_id} → {result.output}{note}")
-                else:
-                    print(f"FAILED  {result.case_id}: {result.error}", file=sys.stderr)
+        if len(args.cases) == 1:
+            results = [_one_case(args, options, bar)]
+        else:
+            results = _several_cases(args, options, bar)
+    for result in results:
+        if args.json:
+            continue
+        if result.status == "ok":
+            note = " (pseudonym reused)" if result.reused_pseudonym else ""
+            print(f"ok      {result.case_id} → {result.output}{note}")
+        else:
+            print(f"FAILED  {result.case_id}: {result.error}", file=sys.stderr)
     if args.json:
         print(json.dumps({"cases": [r.to_json() for r in results]}, ensure_ascii=False))
     return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_SOME_FAILED
+
+
+def _one_case(args: argparse.Namespace, options: ProcessOptions, bar: Progress) -> CaseResult:
+    """A single case runs in this process."""
+    task = bar.add_task("case", total=1.0)
+
+    def on_progress(number: int, event: ProgressEvent) -> None:
+        bar.update(task, completed=event.fraction, description=f"case: {event.phase}")
+
+    return next(process_cases([CaseRequest(args.cases[0], args.case_id)], options, on_progress))
+
+
+def _several_cases(args: argparse.Namespace, options: ProcessOptions, bar: Progress) -> list[CaseResult]:
+    """Several cases go through the archive's job queue and its worker processes: a crash mid-batch
+    loses nothing, and ``endoshare queue run`` finishes what is left."""
+    from ..jobs import QueueEvent, process_batch
+
+    task = bar.add_task(f"{len(args.cases)} cases", total=1.0)
+
+    def on_event(event: QueueEvent) -> None:
+        bar.update(task, completed=event.overall_fraction,
+                   description=f"{event.jobs_finished}/{event.jobs_total} cases done")
+
+    jobs = process_batch(args.cases, options, workers=args.workers, on_event=on_event)
+    return [CaseResult(job.case_id, "ok" if job.state == "done" else "failed", job.pseudonym if job.state == "done"
+                       else None, job.output, job.report, job.error or (None if job.state == "done" else job.state),
+                       job.error_type) for job in jobs]

@@ -33,9 +33,9 @@ import numpy.typing as npt
 from ..timeline import Segment, SegmentSet, seconds_to_frames
 
 #: Exit threshold as a share of the entry threshold when it is not given: hysteresis is opt-in.  The
-#: detectors' thresholds are already chosen for recall (the built-in one flags from about 0.06 while
-#: many in-body views score 0.04-0.05), so a lower exit threshold by default would chain whole in-body
-#: scenes onto a neighbouring out-of-body span; gap filling and margins absorb flicker instead.
+#: detectors' thresholds are already chosen for recall (the built-in one's sits just above the scores
+#: of many in-body views), so a lower exit threshold by default would chain whole in-body scenes onto
+#: a neighbouring out-of-body span; gap filling and margins absorb flicker instead.
 DEFAULT_EXIT_RATIO = 1.0
 
 

@@ -114,3 +114,90 @@ def sei_user_data(unit: bytes, codec: str) -> list[SeiUserData]:
         elif payload_type == SEI_USER_DATA_REGISTERED:
             found.append(SeiUserData(payload_type, "", _printable(payload), size))
     return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter sets and avcC, for splicing re-encoded H.264 pictures into a stream-copied track
+
+H264_IDR = 5
+H264_SPS = 7
+H264_PPS = 8
+H264_AUD = 9
+
+
+def read_ue(data: bytes, bit: int) -> tuple[int, int]:
+    """One unsigned Exp-Golomb number starting at ``bit``; returns (value, next bit)."""
+    zeros = 0
+    while not data[(bit + zeros) // 8] >> (7 - (bit + zeros) % 8) & 1:
+        zeros += 1
+        if zeros > 31:
+            raise ValueError("invalid Exp-Golomb code")
+    bit += zeros + 1
+    value = 0
+    for _ in range(zeros):
+        value = value << 1 | (data[bit // 8] >> (7 - bit % 8) & 1)
+        bit += 1
+    return (1 << zeros) - 1 + value, bit
+
+
+def h264_sps_id(sps: bytes) -> int:
+    """seq_parameter_set_id of an SPS NAL unit (header byte included)."""
+    return read_ue(_unescape(sps[4:]), 0)[0]
+
+
+def h264_pps_ids(pps: bytes) -> tuple[int, int]:
+    """(pic_parameter_set_id, seq_parameter_set_id) of a PPS NAL unit."""
+    body = _unescape(pps[1:])
+    pps_id, bit = read_ue(body, 0)
+    return pps_id, read_ue(body, bit)[0]
+
+
+@dataclass(frozen=True)
+class AvcConfig:
+    """The parts of an avcC box (AVCDecoderConfigurationRecord) that splicing needs."""
+
+    profile: int
+    compatibility: int
+    level: int
+    length_size: int
+    sps: tuple[bytes, ...]
+    pps: tuple[bytes, ...]
+    #: Bytes after the PPS list (High-profile chroma/bit-depth fields and SPS extensions), kept as is.
+    tail: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> "AvcConfig":
+        if len(data) < 7 or data[0] != 1:
+            raise ValueError("not an avcC record")
+        pos = 6
+        sps = []
+        for _ in range(data[5] & 0x1F):
+            size = int.from_bytes(data[pos:pos + 2], "big")
+            sps.append(bytes(data[pos + 2:pos + 2 + size]))
+            pos += 2 + size
+        pps = []
+        count = data[pos]
+        pos += 1
+        for _ in range(count):
+            size = int.from_bytes(data[pos:pos + 2], "big")
+            pps.append(bytes(data[pos + 2:pos + 2 + size]))
+            pos += 2 + size
+        return cls(data[1], data[2], data[3], (data[4] & 0x03) + 1, tuple(sps), tuple(pps), bytes(data[pos:]))
+
+    def with_parameter_sets(self, sps: bytes, pps: bytes) -> "AvcConfig":
+        return AvcConfig(self.profile, self.compatibility, self.level, self.length_size,
+                         (*self.sps, sps), (*self.pps, pps), self.tail)
+
+    def serialize(self) -> bytes:
+        out = bytearray([1, self.profile, self.compatibility, self.level, 0xFC | (self.length_size - 1),
+                         0xE0 | len(self.sps)])
+        for unit in self.sps:
+            out += len(unit).to_bytes(2, "big") + unit
+        out.append(len(self.pps))
+        for unit in self.pps:
+            out += len(unit).to_bytes(2, "big") + unit
+        return bytes(out + self.tail)
+
+
+def to_length_prefixed(units: list[bytes], length_size: int) -> bytes:
+    return b"".join(len(u).to_bytes(length_size, "big") + u for u in units)

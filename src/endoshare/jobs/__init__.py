@@ -1,0 +1,14 @@
+"""Unattended batches: a crash-safe job queue per archive folder, local worker processes, Dask scale-out.
+
+:mod:`.queue` holds the state (SQLite), :mod:`.runner` the coordinator and the local executor,
+:mod:`.cluster` the Dask executor, :mod:`.audit` the append-only audit log.
+"""
+
+from .audit import AuditLog
+from .queue import Job, JobQueue, JobNotFoundError, JobStateError, QueueBusyError, QueueError
+from .runner import (LocalExecutor, QueueEvent, RunSummary, add_job, cancel_job, default_workers, process_batch,
+                     retry_job, run_queue)
+
+__all__ = ["AuditLog", "Job", "JobNotFoundError", "JobQueue", "JobStateError", "LocalExecutor", "QueueBusyError",
+           "QueueError", "QueueEvent", "RunSummary", "add_job", "cancel_job", "default_workers", "process_batch",
+           "retry_job", "run_queue"]

@@ -1,0 +1,65 @@
+"""The audit log of an archive folder: append-only JSON lines, one per job event.
+
+It lives in the private archive (it names cases and folders), never in the shared output folder.  Each
+line is written with one ``write`` on a file opened with ``O_APPEND`` and then fsync'ed, so lines from
+several processes never interleave and a crash can at worst lose the last line, never corrupt an earlier
+one.  The file is never rewritten.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from ..errors import OutputError
+from .queue import Job, options_to_record, utc_now
+
+AUDIT_FILE_NAME = "audit.jsonl"
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):          # no passwd entry and no LOGNAME/USER (some containers)
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+class AuditLog:
+    def __init__(self, archive_dir: Path) -> None:
+        self.path = Path(archive_dir) / AUDIT_FILE_NAME
+        self.user = current_user()
+        self.host = socket.gethostname()
+
+    def append(self, event: str, **fields: Any) -> None:
+        record = {"time_utc": utc_now(), "user": self.user, "host": self.host, "event": event, **fields}
+        data = (json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(f"short write to {self.path}")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise OutputError(f"Cannot append to the audit log {self.path} ({exc}); the archive folder must "
+                              "stay writable while the queue runs.", path=self.path) from None
+
+    def job_event(self, event: str, job: Job, **fields: Any) -> None:
+        """One line describing ``job`` as it is now: settings, state, result, output checksum."""
+        self.append(event, job_id=job.id, case_id=job.case_id, folder=str(job.folder), state=job.state,
+                    attempt=job.attempts, pseudonym=job.pseudonym,
+                    output=str(job.output) if job.output else None, output_sha256=job.output_sha256,
+                    error=job.error, error_type=job.error_type, seconds=job.seconds,
+                    settings=options_to_record(job.options), **fields)
+
+    def records(self) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,104 @@
+"""The queue on a real Dask LocalCluster: worker processes on loopback render, the coordinator publishes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from endoshare.jobs import JobQueue, QueueEvent, add_job, cancel_job, run_queue
+from endoshare.jobs.cluster import DaskExecutor, parse_cluster
+from endoshare.pipeline import ProcessOptions
+from endoshare.render.common import EncodeSettings
+
+from media import barcode_clip, decoded_frames, read_barcode
+
+
+def make_case(root: Path, name: str, frames: int, **clip: int) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    barcode_clip(folder / "VID1.mp4", range(frames), **clip)
+    return folder
+
+
+def options(tmp_path: Path, **kwargs: object) -> ProcessOptions:
+    return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
+                          **{"detector": "none", **kwargs})  # type: ignore[arg-type]
+
+
+def test_local_cluster_processes_cases_and_isolates_a_bad_one(tmp_path: Path) -> None:
+    frames = {"c1": 40, "c2": 55, "c3": 30, "c4": 45}
+    cases = {name: make_case(tmp_path / "in", name, n, width=160, height=90) for name, n in frames.items()}
+    bad = tmp_path / "in" / "broken"
+    bad.mkdir()
+    (bad / "VID1.mp4").write_bytes(b"not a video at all" * 50)
+    queue = JobQueue(tmp_path / "archive")
+    jobs = [add_job(queue, folder, options(tmp_path, mode="advanced")) for folder in cases.values()]
+    bad_job = add_job(queue, bad, options(tmp_path))
+    events: list[QueueEvent] = []
+    executor = DaskExecutor("local:2")
+    try:
+        worker_pids = set(executor.client.run(os.getpid).values())
+        assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+        assert all(address.startswith("tcp://127.0.0.1:") for address in executor.client.nthreads())
+        summary = run_queue(queue, executor, on_event=events.append)
+    finally:
+        executor.close()
+    assert sorted(summary.done) == sorted(j.id for j in jobs) and summary.failed == (bad_job.id,)
+    failed = queue.get(bad_job.id)
+    assert failed.state == "failed" and str(bad / "VID1.mp4") in failed.error
+    assert all(queue.get(j.id).worker.startswith("dask tcp://127.0.0.1:") for j in jobs)
+    with (tmp_path / "archive" / "mapping.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["case_id"] for r in rows) == sorted(frames)
+    for row in rows:
+        output = tmp_path / "shared" / row["output_file"]
+        assert hashlib.sha256(output.read_bytes()).hexdigest() == row["output_sha256"]
+        assert [read_barcode(f) for f in decoded_frames(output)] == list(range(frames[row["case_id"]]))
+    assert not [p for p in (tmp_path / "shared").iterdir() if p.name.startswith(".")]
+    # Progress measured on the workers reaches the coordinator through Dask events.
+    for job in jobs:
+        mine = [e for e in events if e.job_id == job.id and e.kind == "job-progress"]
+        assert {e.phase for e in mine} >= {"render", "verify"}
+        fractions = [e.job_fraction for e in mine]
+        assert fractions == sorted(fractions)
+    overall = [e.overall_fraction for e in events]
+    assert overall == sorted(overall) and overall[-1] == pytest.approx(1.0)
+
+
+def test_cancel_reaches_a_task_on_a_dask_worker(tmp_path: Path) -> None:
+    folder = make_case(tmp_path / "in", "long", 400, width=320, height=180)
+    queue = JobQueue(tmp_path / "archive")
+    job = add_job(queue, folder, options(tmp_path, mode="advanced", encode=EncodeSettings(preset="veryslow")))
+    moments: dict[str, float] = {}
+
+    def on_event(event: QueueEvent) -> None:
+        if event.phase == "render" and "requested" not in moments:
+            assert event.frames_done < event.frames_total
+            cancel_job(JobQueue(tmp_path / "archive"), job.id)
+            moments["requested"] = time.monotonic()
+        if event.kind == "job-cancelled":
+            moments["cancelled"] = time.monotonic()
+
+    executor = DaskExecutor("local:2")
+    try:
+        summary = run_queue(queue, executor, on_event=on_event)
+    finally:
+        executor.close()
+    assert summary.cancelled == (job.id,)
+    assert "after rendering" not in queue.get(job.id).error, "stopped mid-render, not after it"
+    assert moments["cancelled"] - moments["requested"] < 5.0
+    assert list((tmp_path / "shared").iterdir()) == []
+    assert not (tmp_path / "archive" / "mapping.csv").exists()
+
+
+def test_cluster_spec_is_checked() -> None:
+    assert parse_cluster("local:3") == ("local", 3)
+    assert parse_cluster("tcp://10.0.0.5:8786") == ("address", "tcp://10.0.0.5:8786")
+    for wrong in ("local:0", "local:x", "10.0.0.5:8786"):
+        with pytest.raises(ValueError, match="--cluster"):
+            parse_cluster(wrong)
