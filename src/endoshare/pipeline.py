@@ -25,7 +25,7 @@ from .errors import (CancelledError, DiskFullError, EndoshareError, OutputError,
 from .identity import MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
-from .media.verify import CheckResult, verify_output
+from .media.verify import VERIFY_MODES, CheckResult, verify_output
 from .render.common import EncodeSettings, Redaction, RenderResult
 from .render.copy import render_copy
 from .render.reencode import render_reencode
@@ -52,15 +52,19 @@ class ProcessOptions:
     weights: Path | None = None
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     new_pseudonym: bool = False
+    #: "full" decodes every output frame; "splices" only what was re-encoded, its neighbours and keyframes.
+    verify: str = "full"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.verify not in VERIFY_MODES:
+            raise ValueError(f"verify {self.verify!r} is not one of {', '.join(VERIFY_MODES)}")
 
     def to_json(self) -> dict[str, object]:
         return {"mode": self.mode, "redaction": self.redaction.value, "detector": self.detector,
                 "segments_from_file": self.segments_file is not None, "encode": self.encode.to_json(),
-                "new_pseudonym": self.new_pseudonym}
+                "new_pseudonym": self.new_pseudonym, "verify": self.verify}
 
 
 @dataclass(frozen=True)
@@ -237,7 +241,7 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
             rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel)
             step("render")
             identifiers = (case.case_id, *(p.stem for p in case.clips), case.folder.resolve().name)
-            checks = verify_output(temp, rendered, identifiers, keep_audio=False,
+            checks = verify_output(temp, rendered, identifiers, keep_audio=False, mode=options.verify,
                                    progress=tracker.phase("verify"), cancel=cancel)
             step("verify")
         except (OSError, av.error.FFmpegError) as exc:

@@ -23,9 +23,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                     "with <pseudonym>.report.json into --out. The patient ID → pseudonym mapping goes "
                     "into --archive/mapping.csv.")
     parser.add_argument("cases", nargs="+", type=Path, metavar="CASE_DIR")
-    parser.add_argument("--out", type=Path, required=True, help="shared folder for the de-identified videos")
     parser.add_argument("--archive", type=Path, required=True,
                         help="private folder for the mapping file and detection results (never share it)")
+    add_process_arguments(parser)
+    parser.add_argument("--workers", type=int,
+                        help="cases processed at once when several are given (default: from CPU count and memory)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with every case's result")
+    parser.set_defaults(func=run)
+
+
+def add_process_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings of one case's processing, shared by ``process`` and ``queue add``."""
+    parser.add_argument("--out", type=Path, required=True, help="shared folder for the de-identified videos")
     parser.add_argument("--case-id", help="patient/case identifier (default: the folder name); "
                                           "only with a single CASE_DIR")
     parser.add_argument("--mode", choices=MODES, default="fast",
@@ -42,12 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--preset", choices=X264_PRESETS, default="fast", help="encoder speed/size trade-off")
     parser.add_argument("--fps", help="output frame rate when re-encoding, e.g. 25 or 30000/1001")
     parser.add_argument("--height", type=int, help="output height in pixels when re-encoding")
+    parser.add_argument("--verify", choices=("full", "splices"), default="full",
+                        help="full: decode every output frame (default); splices: decode what was re-encoded, "
+                             "both sides of every splice and every keyframe (faster for long cases)")
     parser.add_argument("--new-pseudonym", action="store_true",
                         help="give a case that was processed before a new pseudonym")
-    parser.add_argument("--workers", type=int,
-                        help="cases processed at once when several are given (default: from CPU count and memory)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with every case's result")
-    parser.set_defaults(func=run)
 
 
 def options_from_args(args: argparse.Namespace) -> ProcessOptions:
@@ -56,7 +64,7 @@ def options_from_args(args: argparse.Namespace) -> ProcessOptions:
     return ProcessOptions(out_dir=args.out, archive_dir=args.archive, mode=args.mode,
                           redaction=Redaction(args.redact), segments_file=args.segments,
                           detector=args.detector, weights=args.weights, encode=encode,
-                          new_pseudonym=args.new_pseudonym)
+                          new_pseudonym=args.new_pseudonym, verify=args.verify)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,13 +14,11 @@ from typing import Any, Callable, Sequence
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from ..errors import EndoshareError
-from ..pipeline import MODES
-from ..render.common import ENCODERS, X264_PRESETS, Redaction
 from ..jobs.queue import Job, JobNotFoundError, JobQueue, JobStateError, QueueBusyError
 from ..jobs.runner import (Executor, LocalExecutor, QueueEvent, RunSummary, add_job, cancel_job, default_workers,
                            retry_job, run_queue)
 from . import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
-from .process import options_from_args
+from .process import add_process_arguments, options_from_args
 
 EXIT_INTERRUPTED = 130
 
@@ -40,25 +38,8 @@ def add_queue_commands(parser: argparse.ArgumentParser) -> None:
 
     add = commands.add_parser("add", help="add one job per CASE_DIR, with the given process settings")
     add.add_argument("cases", nargs="+", type=Path, metavar="CASE_DIR")
-    add.add_argument("--out", type=Path, required=True, help="shared folder for the de-identified videos")
     _archive_argument(add)
-    add.add_argument("--case-id", help="patient/case identifier (default: the folder name); only with one CASE_DIR")
-    add.add_argument("--mode", choices=MODES, default="fast",
-                     help="fast: stream-copy when nothing must change; advanced: always re-encode")
-    add.add_argument("--redact", choices=[r.value for r in Redaction], default="black",
-                     help="how out-of-body frames are hidden (default: black)")
-    add.add_argument("--segments", type=Path, metavar="FILE.json",
-                     help="out-of-body spans in frames of the merged timeline (overrides detection)")
-    add.add_argument("--detector", default="builtin",
-                     help="out-of-body detector: builtin (default), oobnet, or none to skip detection")
-    add.add_argument("--weights", type=Path, help="weights file for the detector")
-    add.add_argument("--codec", choices=sorted(ENCODERS), default="h264", help="codec when re-encoding")
-    add.add_argument("--crf", type=int, help="quality when re-encoding (lower is better)")
-    add.add_argument("--preset", choices=X264_PRESETS, default="fast", help="encoder speed/size trade-off")
-    add.add_argument("--fps", help="output frame rate when re-encoding, e.g. 25 or 30000/1001")
-    add.add_argument("--height", type=int, help="output height in pixels when re-encoding")
-    add.add_argument("--new-pseudonym", action="store_true",
-                     help="give a case that was processed before a new pseudonym")
+    add_process_arguments(add)
     add.add_argument("--json", action="store_true", help="print the added jobs as JSON")
     add.set_defaults(func=run_add)
 

@@ -51,15 +51,23 @@ class CheckResult:
         return {"name": self.name, "passed": self.passed, "detail": self.detail}
 
 
+VERIFY_MODES = ("full", "splices")
+
+
 def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ...] = (),
-                  keep_audio: bool = False, progress: Progress | None = None,
+                  keep_audio: bool = False, mode: str = "full", progress: Progress | None = None,
                   cancel: Callable[[], bool] | None = None) -> tuple[CheckResult, ...]:
+    """Run every check; ``mode`` "full" decodes every frame, "splices" only the frames the renderer
+    changed (``expected.check_ranges``: re-encoded groups and their neighbours) plus every keyframe."""
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"verify mode must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
     checks = [
         _check_metadata(path, keep_audio),
         _check_identifying_strings(path, identifiers),
         _check_hidden_samples(path),
     ]
-    checks.extend(_check_decode(path, expected, progress, cancel))
+    checks.extend(_check_decode(path, expected, mode if expected.check_ranges is not None else "full",
+                                progress, cancel))
     return tuple(checks)
 
 
@@ -133,61 +141,124 @@ def _check_hidden_samples(path: Path) -> CheckResult:
     return CheckResult("no_hidden_samples", True, f"{stored} samples stored, {shown} displayed")
 
 
-def _check_decode(path: Path, expected: RenderResult, progress: Progress | None,
+class _FrameChecker:
+    """Checks decoded output frames against what the renderer promised for them."""
+
+    def __init__(self, expected: RenderResult) -> None:
+        self.black = set(expected.black_frames)
+        self.blurred = expected.blurred_frames
+        self.bad_black: list[int] = []
+        self.bad_blur: list[int] = []
+        self.seen: set[int] = set()
+
+    def check(self, index: int, frame: av.VideoFrame) -> None:
+        self.seen.add(index)
+        if index in self.black and int(luma_plane(frame).max()) > BLACK_LUMA_MAX:
+            self.bad_black.append(index)
+        elif index in self.blurred:
+            if frame.format.name != "yuv420p":
+                frame = frame.reformat(format="yuv420p")
+            if detail_energy(frame) > BLUR_MAX_DETAIL_RATIO * self.blurred[index] + 0.5:
+                self.bad_blur.append(index)
+
+    def result(self, cut_frames: int) -> CheckResult:
+        problems = []
+        if self.bad_black:
+            problems.append(f"{len(self.bad_black)} frames meant to be black are not (first: {self.bad_black[0]})")
+        if self.bad_blur:
+            problems.append(f"{len(self.bad_blur)} frames meant to be blurred keep detail "
+                            f"(first: {self.bad_blur[0]})")
+        unchecked = [i for i in (*self.black, *self.blurred) if i not in self.seen]
+        if unchecked:
+            problems.append(f"{len(unchecked)} redacted frames were not found in the output")
+        return CheckResult(
+            "redaction", not problems,
+            "; ".join(problems) if problems else
+            f"{len(self.black)} black frames have luma <= {BLACK_LUMA_MAX}; {len(self.blurred)} blurred frames "
+            f"keep <= {BLUR_MAX_DETAIL_RATIO:.0%} of their detail; {cut_frames} frames cut")
+
+
+def _open_for_checking(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    # "explode" turns every error the decoder detects (which it would otherwise conceal and log) into
+    # an exception.  We do not capture FFmpeg's log instead: a Python log callback called from FFmpeg's
+    # decoder threads can deadlock against the GIL while the decoder is freed.
+    stream.codec_context.options = {"err_detect": "explode"}
+    return stream
+
+
+def _check_decode(path: Path, expected: RenderResult, mode: str, progress: Progress | None,
                   cancel: Callable[[], bool] | None) -> list[CheckResult]:
-    black = set(expected.black_frames)
-    blurred = expected.blurred_frames
-    bad_black: list[int] = []
-    bad_blur: list[int] = []
-    count = 0
+    checker = _FrameChecker(expected)
     errors: list[str] = []
+    count = 0
+
+    def poll() -> None:
+        if cancel is not None and cancel():
+            raise CancelledError("Cancelled by the user; nothing was published.")
+
     with open_input(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        # "explode" turns every error the decoder detects (which it would otherwise conceal and log)
-        # into an exception.  We do not capture FFmpeg's log instead: a Python log callback called
-        # from FFmpeg's decoder threads can deadlock against the GIL while the decoder is freed.
-        stream.codec_context.options = {"err_detect": "explode"}
+        stream = _open_for_checking(container)
         duration = (float(stream.duration * stream.time_base)
                     if stream.duration is not None and stream.time_base else None)
-        try:
-            for frame in container.decode(stream):
-                if cancel is not None and cancel():
-                    raise CancelledError("Cancelled by the user; nothing was published.")
-                if count in black and int(luma_plane(frame).max()) > BLACK_LUMA_MAX:
-                    bad_black.append(count)
-                elif count in blurred:
-                    if frame.format.name != "yuv420p":
-                        frame = frame.reformat(format="yuv420p")
-                    limit = BLUR_MAX_DETAIL_RATIO * blurred[count] + 0.5
-                    if detail_energy(frame) > limit:
-                        bad_blur.append(count)
-                count += 1
-                if progress is not None:
-                    progress(min(count, expected.frame_count), expected.frame_count)
-        except av.error.FFmpegError as exc:
-            errors.append(f"after frame {count}: {exc}")
+        rate = expected.frame_rate
+        if mode == "full":
+            try:
+                for frame in container.decode(stream):
+                    poll()
+                    checker.check(count, frame)
+                    count += 1
+                    if progress is not None:
+                        progress(min(count, expected.frame_count), expected.frame_count)
+            except av.error.FFmpegError as exc:
+                errors.append(f"after frame {count}: {exc}")
+            decoded = f"{count} frames decoded"
+        else:
+            count = sum(1 for p in iter_video_packets(container, stream))
+            ranges = expected.check_ranges
+            work = sum(b - a for a, b in ranges) or 1
+            done = 0
+            for start, end in ranges:
+                # Seek to the keyframe at or before the range and decode up to its end.
+                container.seek(int(Fraction(start) / rate / stream.time_base), stream=stream, backward=True)
+                stream.codec_context.flush_buffers()
+                try:
+                    for frame in container.decode(stream):
+                        poll()
+                        index = round(Fraction(frame.pts) * stream.time_base * rate)
+                        if index >= end:
+                            break
+                        if index >= start:
+                            checker.check(index, frame)
+                            done += 1
+                            if progress is not None:
+                                progress(min(done, work), work)
+                except av.error.FFmpegError as exc:
+                    errors.append(f"in frames [{start}, {end}): {exc}")
+            decoded = f"{done} frames decoded in {len(ranges)} spliced or sampled ranges, {count} packets"
+        if mode != "full":
+            # Every keyframe decodes: the copied groups' entry points and their parameter sets.
+            with open_input(path) as keyframes_container:
+                key_stream = _open_for_checking(keyframes_container)
+                key_stream.codec_context.skip_frame = "NONKEY"
+                keys = 0
+                try:
+                    for _ in keyframes_container.decode(key_stream):
+                        poll()
+                        keys += 1
+                except av.error.FFmpegError as exc:
+                    errors.append(f"keyframe {keys}: {exc}")
+                decoded += f", {keys} keyframes decoded"
     results = [CheckResult("decodes_cleanly", not errors,
-                           f"{count} frames decoded" + (f"; errors: {'; '.join(errors[:5])}" if errors else ""))]
+                           decoded + (f"; errors: {'; '.join(errors[:5])}" if errors else ""))]
     results.append(CheckResult("frame_count", count == expected.frame_count,
-                               f"{count} frames decoded, {expected.frame_count} expected"))
+                               f"{count} frames in the file, {expected.frame_count} expected"))
     expected_seconds = Fraction(expected.frame_count) / expected.frame_rate
     tolerance = 1.5 / float(expected.frame_rate)
     duration_ok = duration is not None and abs(duration - float(expected_seconds)) <= tolerance
     results.append(CheckResult("duration", duration_ok,
                                f"{duration if duration is not None else 'unknown'} s in the file, "
                                f"{float(expected_seconds):.3f} s expected"))
-    problems = []
-    if bad_black:
-        problems.append(f"{len(bad_black)} frames meant to be black are not (first: {bad_black[0]})")
-    if bad_blur:
-        problems.append(f"{len(bad_blur)} frames meant to be blurred keep detail (first: {bad_blur[0]})")
-    missing = [i for i in (*black, *blurred) if i >= count]
-    if missing:
-        problems.append(f"{len(missing)} redacted frames missing from the output")
-    results.append(CheckResult(
-        "redaction", not problems,
-        "; ".join(problems) if problems else
-        f"{len(black)} black frames have luma <= {BLACK_LUMA_MAX}; {len(blurred)} blurred frames keep "
-        f"<= {BLUR_MAX_DETAIL_RATIO:.0%} of their detail; {expected.cut_frames} frames cut"))
+    results.append(checker.result(expected.cut_frames))
     return results

@@ -79,3 +79,6 @@ class RenderResult:
     #: Timeline frames dropped (cut redaction).
     cut_frames: int = 0
     notes: tuple[str, ...] = ()
+    #: Output frame ranges [start, end) that a "splices" verification must decode: what was re-encoded
+    #: and the copied groups on either side of each splice.  None: this render must be decoded in full.
+    check_ranges: tuple[tuple[int, int], ...] | None = None

@@ -80,8 +80,19 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
         for container in inputs:
             container.close()
     video = first.video
+    # A "splices" verification decodes the first and last seconds and both sides of every clip join.
+    reach = max(1, int(2 * plan.target.frame_rate))
+    joins = [0, *(c.timeline_start for c in plan.clips[1:]), total]
+    ranges: list[tuple[int, int]] = []
+    for join in joins:
+        start, end = max(0, join - reach), min(total, join + reach)
+        if ranges and start <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(end, ranges[-1][1]))
+        elif end > start:
+            ranges.append((start, end))
     return RenderResult(method="stream-copy", codec=plan.codec, frame_count=total,
-                        frame_rate=plan.target.frame_rate, width=video.width or 0, height=video.height or 0)
+                        frame_rate=plan.target.frame_rate, width=video.width or 0, height=video.height or 0,
+                        check_ranges=tuple(ranges))
 
 
 def _through(scrubber, packets):  # type: ignore[no-untyped-def]

@@ -298,11 +298,33 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
             container.close()
     cut = int(sum(redacted)) if redaction is Redaction.CUT else 0
     return RenderResult(
+        check_ranges=_splice_ranges(smart, out_index),
         method="smart-render", codec="h264", frame_count=written, frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(black), blurred_frames=blurred,
         cut_frames=cut,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
                f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",))
+
+
+def _splice_ranges(smart: SmartPlan, out_index: Callable[[int], int]) -> tuple[tuple[int, int], ...]:
+    """Output frames of every re-encoded group and of the groups on either side of each splice
+    (re-encoded/copied and clip/clip), merged: what a "splices" verification decodes."""
+    units = smart.units
+    marked: set[int] = set()
+    for n in range(len(units)):
+        if n in smart.dirty or (n > 0 and units[n - 1].clip != units[n].clip):
+            marked.update(m for m in (n - 1, n, n + 1) if 0 <= m < len(units))
+    ranges: list[tuple[int, int]] = []
+    for n in sorted(marked):
+        unit = units[n]
+        start, end = out_index(unit.first_frame), out_index(unit.first_frame + unit.packet_count)
+        if end <= start:
+            continue
+        if ranges and start <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(end, ranges[-1][1]))
+        else:
+            ranges.append((start, end))
+    return tuple(ranges)
 
 
 def _display_origin(clip: ClipPlan, unit: Unit, smart: SmartPlan) -> int:

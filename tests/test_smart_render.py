@@ -1,0 +1,163 @@
+"""Fast mode: only the groups of pictures that show a redacted frame are re-encoded, frame-exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import av
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from endoshare.media.join import plan_join
+from endoshare.media.probe import probe
+from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
+from endoshare.render.common import Redaction
+from endoshare.render.smart import plan_smart
+from endoshare.timeline import SegmentSet
+
+from media import barcode_clip, decoded_frames, luma_max, read_barcode
+
+GOP = 25
+# First frame; inside one GOP (shorter than a GOP); across the clip boundary at 100; two adjacent
+# spans that meet at a GOP boundary (150); the very last frame.
+SPANS = [(0, 1), (33, 40), (95, 108), (140, 150), (150, 153), (199, 200)]
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("smart") / "case"
+    folder.mkdir()
+    # x264 defaults: B-frames with pyramid, so presentation and decoding order differ.
+    barcode_clip(folder / "clip1.mp4", range(0, 100), gop=GOP, options={"x264-params": "scenecut=0"})
+    barcode_clip(folder / "clip2.mp4", range(100, 200), gop=GOP, options={"x264-params": "scenecut=0"})
+    return folder
+
+
+def render(tmp_path: Path, case: Path, redaction: Redaction) -> tuple[Path, dict]:
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in SPANS]}))
+    result = process_case(CaseRequest(case), ProcessOptions(out_dir=tmp_path / "shared",
+                                                            archive_dir=tmp_path / "archive", detector="none",
+                                                            redaction=redaction, segments_file=segments))
+    return result.output, json.loads(result.report.read_text())
+
+
+def source_frames(case: Path) -> list[np.ndarray]:
+    frames = []
+    for clip in sorted(case.glob("clip*.mp4")):
+        frames += [f.to_ndarray() for f in decoded_frames(clip)]
+    return frames
+
+
+def test_plan_reencodes_only_the_groups_that_show_a_redacted_frame(case: Path) -> None:
+    plan = plan_join([probe(p) for p in sorted(case.glob("clip*.mp4"))])
+    smart = plan_smart(plan, SegmentSet.of(SPANS))
+    starts = [u.first_frame for u in smart.units]
+    assert starts == list(range(0, 200, GOP))
+    dirty_starts = sorted(smart.units[i].first_frame for i in smart.dirty)
+    assert dirty_starts == [0, 25, 75, 100, 125, 150, 175]
+    assert smart.delay_ticks > 0            # the source has B-frames
+
+
+def test_black_is_frame_exact_and_copied_groups_are_bit_identical(tmp_path: Path, case: Path) -> None:
+    output, report = render(tmp_path, case, Redaction.BLACK)
+    assert report["output"]["method"] == "smart-render"
+    assert all(c["passed"] for c in report["checks"])
+    redacted = SegmentSet.of(SPANS)
+    frames = decoded_frames(output)
+    assert len(frames) == 200
+    sources = source_frames(case)
+    for index, frame in enumerate(frames):
+        if redacted.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+        if 50 <= index < 75:                      # the one clean group: copied, not re-encoded
+            assert np.array_equal(frame.to_ndarray(), sources[index]), f"copied frame {index} changed"
+
+
+def test_no_hidden_samples_and_ffmpeg_decodes_cleanly(tmp_path: Path, case: Path) -> None:
+    output, _ = render(tmp_path, case, Redaction.BLACK)
+    with av.open(str(output), options={"ignore_editlist": "1"}) as container:
+        stored = sum(1 for p in container.demux(video=0) if p.size)
+    assert stored == 200
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-xerror", "-err_detect", "explode",
+                           "-i", str(output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        assert float(stream.duration * stream.time_base) == pytest.approx(8.0, abs=0.041)
+        packets = [p for p in container.demux(stream) if p.size]
+    dts = [p.dts for p in packets]
+    assert all(b > a for a, b in zip(dts, dts[1:])), "decoding timestamps must rise strictly"
+    assert all(p.dts <= p.pts for p in packets)
+
+
+def test_cut_keeps_the_exact_frame_count(tmp_path: Path, case: Path) -> None:
+    output, report = render(tmp_path, case, Redaction.CUT)
+    redacted = SegmentSet.of(SPANS)
+    codes = [read_barcode(f) for f in decoded_frames(output)]
+    assert codes == [i for i in range(200) if not redacted.contains(i)]
+    assert report["output"]["frames"] == 200 - redacted.frame_count
+
+
+def test_blur_is_frame_exact(tmp_path: Path, case: Path) -> None:
+    output, report = render(tmp_path, case, Redaction.BLUR)
+    assert report["output"]["method"] == "smart-render"
+    redacted = SegmentSet.of(SPANS)
+    for index, frame in enumerate(decoded_frames(output)):
+        if not redacted.contains(index):
+            assert read_barcode(frame) == index
+
+
+def test_sources_that_cannot_be_spliced_fall_back_to_a_full_reencode(tmp_path: Path) -> None:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    barcode_clip(folder / "clip.mp4", range(60), codec="libx265", options={"x265-params": "log-level=error"})
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": 10, "end_frame": 20}]}))
+    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
+                                                              archive_dir=tmp_path / "archive", detector="none",
+                                                              segments_file=segments))
+    report = json.loads(result.report.read_text())
+    assert report["output"]["method"] == "re-encode"
+    assert any("could not splice" in note for note in report["output"]["notes"])
+    assert [read_barcode(f) for i, f in enumerate(decoded_frames(result.output)) if not 10 <= i < 20] == \
+        [i for i in range(60) if not 10 <= i < 20]
+
+
+def test_splices_verification_decodes_only_what_changed_and_still_catches_damage(
+        tmp_path: Path, case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import endoshare.pipeline as pipeline
+    from endoshare.errors import VerificationError
+
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": 60, "end_frame": 64}]}))
+    options = ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive", detector="none",
+                             segments_file=segments, verify="splices")
+    report = json.loads(process_case(CaseRequest(case), options).report.read_text())
+    decode = next(c for c in report["checks"] if c["name"] == "decodes_cleanly")
+    assert decode["passed"] and "spliced or sampled ranges" in decode["detail"]
+    decoded = int(decode["detail"].split(" frames decoded")[0])
+    # Groups [25, 50) [50, 75) [75, 100) around the re-encoded one, and both sides of the clip join at 100.
+    assert 75 <= decoded < 200
+
+    real_render = pipeline.render
+
+    def damaged(plan, segs, opts, out_path, progress, cancel):  # type: ignore[no-untyped-def]
+        result = real_render(plan, segs, opts, out_path, progress, cancel)
+        data = bytearray(out_path.read_bytes())
+        with av.open(str(out_path)) as container:         # damage a picture of the re-encoded group
+            packet = [p for p in container.demux(video=0) if p.size][62]
+            offset = packet.pos + packet.size // 2
+        data[offset:offset + 64] = bytes(64)
+        out_path.write_bytes(bytes(data))
+        return result
+
+    monkeypatch.setattr(pipeline, "render", damaged)
+    with pytest.raises(VerificationError) as caught:
+        process_case(CaseRequest(case), ProcessOptions(**{**options.__dict__, "new_pseudonym": True}))
+    assert "decodes_cleanly" in caught.value.failed_checks
