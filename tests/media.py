@@ -62,9 +62,11 @@ def luma_max(frame: av.VideoFrame) -> int:
 
 def barcode_clip(path: Path, indices: Iterable[int], *, width: int = 320, height: int = 180,
                  rate: Fraction = Fraction(25), gop: int = 25, tint: int = 0, codec: str = "libx264",
-                 planted: str | None = None, options: dict[str, str] | None = None) -> Path:
+                 planted: str | None = None, options: dict[str, str] | None = None,
+                 container_format: str | None = None) -> Path:
     write_clip(path, (barcode_frame(i, width, height, tint) for i in indices), rate=rate, gop=gop,
-               codec=codec, planted=planted, options={"crf": "18", **(options or {})})
+               codec=codec, planted=planted, options={"crf": "18", **(options or {})},
+               container_format=container_format)
     return path
 
 

@@ -113,10 +113,42 @@ def test_blur_is_frame_exact(tmp_path: Path, case: Path) -> None:
             assert read_barcode(frame) == index
 
 
+def test_hevc_is_spliced_with_inband_parameter_sets(tmp_path: Path) -> None:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for name, frames in (("clip1.mp4", range(0, 60)), ("clip2.mp4", range(60, 120))):
+        barcode_clip(folder / name, frames, codec="libx265", gop=GOP,
+                     options={"x265-params": "log-level=error:keyint=25:min-keyint=25:scenecut=0:open-gop=0"})
+    spans = [(0, 3), (30, 34), (58, 62), (119, 120)]
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in spans]}))
+    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
+                                                              archive_dir=tmp_path / "archive", detector="none",
+                                                              segments_file=segments))
+    report = json.loads(result.report.read_text())
+    assert report["output"]["method"] == "smart-render" and report["output"]["codec"] == "hevc"
+    assert all(c["passed"] for c in report["checks"])
+    redacted = SegmentSet.of(spans)
+    frames = decoded_frames(result.output)
+    assert len(frames) == 120
+    sources = source_frames(folder)
+    for index, frame in enumerate(frames):
+        if redacted.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+        if 85 <= index < 110:                     # a group copied right after a re-encoded one
+            assert np.array_equal(frame.to_ndarray(), sources[index])
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-err_detect", "explode",
+                           "-i", str(result.output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
 def test_sources_that_cannot_be_spliced_fall_back_to_a_full_reencode(tmp_path: Path) -> None:
     folder = tmp_path / "case"
     folder.mkdir()
-    barcode_clip(folder / "clip.mp4", range(60), codec="libx265", options={"x265-params": "log-level=error"})
+    # MPEG-TS carries H.264 as Annex B, without the avcC record that splicing extends.
+    barcode_clip(folder / "clip.ts", range(60), container_format="mpegts")
     segments = tmp_path / "segments.json"
     segments.write_text(json.dumps({"segments": [{"start_frame": 10, "end_frame": 20}]}))
     result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",

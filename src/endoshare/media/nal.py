@@ -201,3 +201,71 @@ class AvcConfig:
 
 def to_length_prefixed(units: list[bytes], length_size: int) -> bytes:
     return b"".join(len(u).to_bytes(length_size, "big") + u for u in units)
+
+
+HEVC_VPS = 32
+HEVC_SPS = 33
+HEVC_PPS = 34
+HEVC_AUD = 35
+HEVC_IDR_TYPES = (19, 20)
+#: Offset of numOfArrays in an hvcC record (HEVCDecoderConfigurationRecord).
+_HVCC_ARRAYS = 22
+
+
+def hvcc_parameter_sets(data: bytes) -> tuple[bytes, ...]:
+    """The VPS, SPS and PPS NAL units listed in an hvcC record, in order."""
+    if len(data) <= _HVCC_ARRAYS or data[0] != 1:
+        raise ValueError("not an hvcC record")
+    units = []
+    pos = _HVCC_ARRAYS + 1
+    for _ in range(data[_HVCC_ARRAYS]):
+        kind = data[pos] & 0x3F
+        count = int.from_bytes(data[pos + 1:pos + 3], "big")
+        pos += 3
+        for _ in range(count):
+            size = int.from_bytes(data[pos:pos + 2], "big")
+            if kind in (HEVC_VPS, HEVC_SPS, HEVC_PPS):
+                units.append(bytes(data[pos + 2:pos + 2 + size]))
+            pos += 2 + size
+    return tuple(units)
+
+
+def hvcc_for_inband_track(data: bytes) -> bytes:
+    """The same hvcC holding only its VPS/SPS/PPS arrays (SEI arrays, where encoders write their
+    version, are dropped), each marked incomplete: parameter sets may also come in-band, as the
+    'hev1' sample entry allows, so that a re-encoded group can bring its own."""
+    out = bytearray(data[:_HVCC_ARRAYS + 1])
+    kept = 0
+    pos = _HVCC_ARRAYS + 1
+    for _ in range(data[_HVCC_ARRAYS]):
+        kind = data[pos] & 0x3F
+        count = int.from_bytes(data[pos + 1:pos + 3], "big")
+        end = pos + 3
+        for _ in range(count):
+            end += 2 + int.from_bytes(data[end:end + 2], "big")
+        if kind in (HEVC_VPS, HEVC_SPS, HEVC_PPS):
+            out += bytes([kind]) + data[pos + 1:end]
+            kept += 1
+        pos = end
+    out[_HVCC_ARRAYS] = kept
+    return bytes(out)
+
+
+def is_length_prefixed(data: bytes, length_size: int) -> bool:
+    """True when ``data`` is exactly a run of length-prefixed NAL units with valid headers (MP4/MKV
+    framing).  Annex B data stored in an MP4 by mistake fails this: its start code reads as a length
+    of 1, which only FFmpeg's lenient H.264 decoder tolerates."""
+    pos = 0
+    while pos < len(data):
+        if pos + length_size > len(data):
+            return False
+        size = int.from_bytes(data[pos:pos + length_size], "big")
+        pos += length_size
+        if size < 2 or pos + size > len(data) or data[pos] & 0x80:
+            return False
+        pos += size
+    return pos == len(data) and pos > 0
+
+
+def annexb_to_length_prefixed(data: bytes, length_size: int) -> bytes:
+    return to_length_prefixed(list(split_nal_units(data, None)), length_size)

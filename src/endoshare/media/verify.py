@@ -25,6 +25,7 @@ import av.error
 from ..errors import CancelledError
 from ..render.common import RenderResult
 from .frames import detail_energy, luma_plane
+from .nal import is_length_prefixed, nal_length_size
 from .probe import iter_video_packets, open_input, probe
 from .scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS,
                     GENERIC_HANDLER_NAMES)
@@ -64,7 +65,7 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
     checks = [
         _check_metadata(path, keep_audio),
         _check_identifying_strings(path, identifiers),
-        _check_hidden_samples(path),
+        *_check_samples(path),
     ]
     checks.extend(_check_decode(path, expected, mode if expected.check_ranges is not None else "full",
                                 progress, cancel))
@@ -130,15 +131,31 @@ def _count_packets(path: Path, options: dict[str, str]) -> int:
         return sum(1 for _ in iter_video_packets(container, stream))
 
 
-def _check_hidden_samples(path: Path) -> CheckResult:
+def _check_samples(path: Path) -> list[CheckResult]:
+    """No sample hidden by an edit list, and every H.264/HEVC sample framed as MP4 requires."""
     with open_input(path) as container:
         stream = container.streams.video[0]
-        shown = sum(1 for p in iter_video_packets(container, stream) if not p.is_discard)
+        codec = stream.codec_context.name
+        length_size = nal_length_size(bytes(stream.codec_context.extradata or b""), codec)
+        shown = 0
+        misframed = 0
+        for packet in iter_video_packets(container, stream):
+            shown += not packet.is_discard
+            if codec in ("h264", "hevc") and not is_length_prefixed(bytes(packet), length_size or 0):
+                misframed += 1
     stored = _count_packets(path, {"ignore_editlist": "1"})
+    results = []
     if stored != shown:
-        return CheckResult("no_hidden_samples", False,
-                           f"{stored} samples stored but {shown} displayed: {stored - shown} hidden by an edit list")
-    return CheckResult("no_hidden_samples", True, f"{stored} samples stored, {shown} displayed")
+        results.append(CheckResult("no_hidden_samples", False, f"{stored} samples stored but {shown} displayed: "
+                                   f"{stored - shown} hidden by an edit list"))
+    else:
+        results.append(CheckResult("no_hidden_samples", True, f"{stored} samples stored, {shown} displayed"))
+    if codec in ("h264", "hevc"):
+        results.append(CheckResult(
+            "sample_framing", misframed == 0 and length_size is not None,
+            f"{misframed} of {shown} samples are not length-prefixed NAL units" if misframed or length_size is None
+            else f"all {shown} samples are length-prefixed NAL units ({length_size}-byte lengths)"))
+    return results
 
 
 class _FrameChecker:

@@ -33,8 +33,9 @@ from av.video.frame import PictureType
 from ..errors import CancelledError, UnreadableMediaError
 from ..media.frames import black_frame, blurred_frame, detail_energy
 from ..media.join import ClipPlan, JoinPlan
-from ..media.nal import (H264_AUD, H264_IDR, H264_PPS, H264_SPS, AvcConfig, h264_sps_id, is_sei,
-                         nal_type, split_nal_units, to_length_prefixed)
+from ..media.nal import (H264_AUD, H264_IDR, H264_PPS, H264_SPS, HEVC_AUD, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
+                         HEVC_VPS, AvcConfig, annexb_to_length_prefixed, h264_sps_id, hvcc_for_inband_track, hvcc_parameter_sets, is_sei,
+                         nal_length_size, nal_type, split_nal_units, to_length_prefixed)
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, sei_filter
 from ..timeline import SegmentSet
@@ -73,7 +74,10 @@ class SmartPlan:
     frame_ticks: int                 # ticks of the clips' time base per frame
     time_base: Fraction
     delay_ticks: int                 # how far decoding runs ahead of display (B-frame reordering)
-    config: AvcConfig
+    codec: str                       # h264 or hevc
+    #: The source's avcC/hvcC record and its NAL length size.
+    extradata: bytes
+    length_size: int
     #: Presentation timestamp of each clip's first displayed frame.
     clip_origins: tuple[int, ...]
     #: Each clip's presentation timestamps in display order (the i-th packet decodes at the i-th).
@@ -84,8 +88,11 @@ class SmartPlan:
         return sum(self.units[i].packet_count for i in self.dirty)
 
 
-def _is_idr(data: bytes, length_size: int) -> bool:
-    return any(nal_type(u, "h264") == H264_IDR for u in split_nal_units(data, length_size))
+def _is_idr(data: bytes, length_size: int, codec: str) -> bool:
+    """An IDR picture starts a coded video sequence that refers to nothing before it (a CRA may not:
+    its leading pictures can, so a group that starts with one is merged with the previous group)."""
+    idr = (H264_IDR,) if codec == "h264" else HEVC_IDR_TYPES
+    return any(nal_type(u, codec) in idr for u in split_nal_units(data, length_size))
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,8 @@ class _ClipIndex:
     reorder_ticks: int
 
 
-def _clip_units(clip_number: int, clip: ClipPlan, length_size: int, cancel: Cancel | None) -> _ClipIndex:
+def _clip_units(clip_number: int, clip: ClipPlan, length_size: int, codec: str,
+                cancel: Cancel | None) -> _ClipIndex:
     """Closed groups of one clip from one demux pass (no decoding)."""
     with open_input(clip.info.path) as container:
         stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
@@ -110,7 +118,7 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int, cancel: Canc
                 raise CancelledError("Cancelled by the user; nothing was published.")
             if packet.pts is None:
                 raise NotSpliceable("packets without timestamps")
-            if packet.is_keyframe and _is_idr(bytes(packet), length_size):
+            if packet.is_keyframe and _is_idr(bytes(packet), length_size, codec):
                 starts.append(number)
             pts.append(packet.pts)
     if not starts or starts[0] != 0:
@@ -140,15 +148,14 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
     if not plan.copy_compatible:
         raise NotSpliceable("; ".join(plan.reasons))
     video = plan.clips[0].info.video
-    if plan.codec != "h264":
-        raise NotSpliceable(f"splicing is implemented for H.264, not {plan.codec}")
+    if plan.codec not in ("h264", "hevc"):
+        raise NotSpliceable(f"splicing is implemented for H.264 and HEVC, not {plan.codec}")
     if video.pix_fmt not in ("yuv420p", "yuvj420p"):
-        raise NotSpliceable(f"pixel format {video.pix_fmt} (x264 splices only 8-bit 4:2:0 here)")
-    try:
-        config = AvcConfig.parse(video.extradata)
-    except (ValueError, IndexError):
-        raise NotSpliceable("the stream has no avcC record (Annex B source)") from None
-    indexes = [_clip_units(number, clip, config.length_size, cancel) for number, clip in enumerate(plan.clips)]
+        raise NotSpliceable(f"pixel format {video.pix_fmt} (only 8-bit 4:2:0 is spliced)")
+    length_size = nal_length_size(video.extradata, plan.codec)
+    if length_size is None:
+        raise NotSpliceable("the stream has no avcC/hvcC record (Annex B source)")
+    indexes = [_clip_units(number, clip, length_size, plan.codec, cancel) for number, clip in enumerate(plan.clips)]
     units = [unit for index in indexes for unit in index.units]
     time_bases = {index.time_base for index in indexes}
     if len(time_bases) != 1:
@@ -162,46 +169,62 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
                              for s in segments))
     # One delay for the whole output keeps decoding timestamps rising across clip boundaries too.
     delay = max(index.reorder_ticks for index in indexes)
-    return SmartPlan(tuple(units), dirty, int(ticks), time_base, delay, config,
+    return SmartPlan(tuple(units), dirty, int(ticks), time_base, delay, plan.codec, video.extradata, length_size,
                      tuple(int(index.pts.min()) for index in indexes),
                      tuple(np.sort(index.pts) for index in indexes))
 
 
 class _Splicer:
-    """Re-encodes one group at a time with x264 under a parameter-set id of its own."""
+    """Re-encodes one group at a time into pictures that can sit in the source's track."""
+
+    encoder_name = ""
+    codec = ""
 
     def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings) -> None:
-        used = {h264_sps_id(s) for s in smart.config.sps}
-        self.sps_id = next(i for i in range(32) if i not in used)
         self.plan, self.smart, self.settings = plan, smart, settings
-        self.length_size = smart.config.length_size
-        self.parameter_sets: tuple[bytes, bytes] | None = None
+        self.length_size = smart.length_size
+        self.parameter_sets: tuple[bytes, ...] | None = None
+
+    def encoder_options(self, crf: int) -> dict[str, str]:
+        raise NotImplementedError
+
+    def parameter_set_types(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def track_extradata(self) -> bytes:
+        """The avcC/hvcC record of the output track."""
+        raise NotImplementedError
+
+    def prefix_reencoded(self) -> bytes:
+        """Length-prefixed NAL units to put before the first picture of a re-encoded group."""
+        return b""
+
+    def prefix_after_reencoded(self) -> bytes:
+        """Length-prefixed NAL units to put before the first copied picture after a re-encoded group."""
+        return b""
 
     def _encoder(self) -> av.CodecContext:
-        encoder = av.CodecContext.create("libx264", "w")
+        encoder = av.CodecContext.create(self.encoder_name, "w")
         target = self.plan.target
         encoder.width, encoder.height, encoder.pix_fmt = target.width, target.height, "yuv420p"
         encoder.time_base = 1 / target.frame_rate
         encoder.framerate = target.frame_rate
         encoder.flags |= av.codec.context.Flags.global_header
-        crf = self.settings.crf if self.settings.crf is not None else SPLICE_CRF
-        encoder.options = {"crf": str(crf), "preset": self.settings.preset,
-                           "x264-params": f"sps-id={self.sps_id}:bframes=0:scenecut=0:keyint=infinite"}
+        encoder.options = self.encoder_options(self.settings.crf if self.settings.crf is not None else SPLICE_CRF)
         encoder.open()
-        units = list(split_nal_units(bytes(encoder.extradata or b""), None))
-        sps = next(u for u in units if nal_type(u, "h264") == H264_SPS)
-        pps = next(u for u in units if nal_type(u, "h264") == H264_PPS)
+        units = [u for u in split_nal_units(bytes(encoder.extradata or b""), None)
+                 if nal_type(u, self.codec) in self.parameter_set_types()]
         if self.parameter_sets is None:
-            self.parameter_sets = (sps, pps)
-        elif self.parameter_sets != (sps, pps):
-            raise NotSpliceable("x264 changed its parameter sets between groups")
+            self.parameter_sets = tuple(units)
+        elif self.parameter_sets != tuple(units):
+            raise NotSpliceable("the encoder changed its parameter sets between groups")
         return encoder
 
-    def avcc(self) -> bytes:
+    def _encoder_parameter_sets(self) -> tuple[bytes, ...]:
         if self.parameter_sets is None:
             self._encoder()
         assert self.parameter_sets is not None
-        return self.smart.config.with_parameter_sets(*self.parameter_sets).serialize()
+        return self.parameter_sets
 
     def encode(self, frames: list[av.VideoFrame]) -> Iterator[tuple[bytes, bool]]:
         """(length-prefixed picture, is keyframe) per frame, in order (no B-frames)."""
@@ -214,13 +237,61 @@ class _Splicer:
             packets.extend(encoder.encode(frame))
         packets.extend(encoder.encode(None))
         if len(packets) != len(frames):
-            raise NotSpliceable(f"x264 returned {len(packets)} pictures for {len(frames)} frames")
+            raise NotSpliceable(f"{self.encoder_name} returned {len(packets)} pictures for {len(frames)} frames")
+        dropped = (*self.parameter_set_types(), H264_AUD if self.codec == "h264" else HEVC_AUD)
         for packet in packets:
             data = bytes(packet)
             framing = None if data[:3] == b"\0\0\1" or data[:4] == b"\0\0\0\1" else 4
             units = [u for u in split_nal_units(data, framing)
-                     if not is_sei(u, "h264") and nal_type(u, "h264") not in (H264_SPS, H264_PPS, H264_AUD)]
+                     if not is_sei(u, self.codec) and nal_type(u, self.codec) not in dropped]
             yield to_length_prefixed(units, self.length_size), packet.is_keyframe
+
+
+class _H264Splicer(_Splicer):
+    """x264 writes its SPS/PPS under an id the source does not use; both pairs go into one avcC."""
+
+    encoder_name, codec = "libx264", "h264"
+
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings) -> None:
+        super().__init__(plan, smart, settings)
+        self.config = AvcConfig.parse(smart.extradata)
+        used = {h264_sps_id(s) for s in self.config.sps}
+        self.sps_id = next(i for i in range(32) if i not in used)
+
+    def encoder_options(self, crf: int) -> dict[str, str]:
+        return {"crf": str(crf), "preset": self.settings.preset,
+                "x264-params": f"sps-id={self.sps_id}:bframes=0:scenecut=0:keyint=infinite"}
+
+    def parameter_set_types(self) -> tuple[int, ...]:
+        return (H264_SPS, H264_PPS)
+
+    def track_extradata(self) -> bytes:
+        sps, pps = self._encoder_parameter_sets()
+        return self.config.with_parameter_sets(sps, pps).serialize()
+
+
+class _HevcSplicer(_Splicer):
+    """x265 has no parameter-set id option, so the parameter sets travel in-band ('hev1' track): x265's
+    before each re-encoded group, the source's again before the copied group that follows it."""
+
+    encoder_name, codec = "libx265", "hevc"
+
+    def encoder_options(self, crf: int) -> dict[str, str]:
+        return {"crf": str(crf), "preset": self.settings.preset,
+                "x265-params": "log-level=error:info=0:bframes=0:scenecut=0:open-gop=0:keyint=-1:repeat-headers=0"}
+
+    def parameter_set_types(self) -> tuple[int, ...]:
+        return (HEVC_VPS, HEVC_SPS, HEVC_PPS)
+
+    def track_extradata(self) -> bytes:
+        self._encoder_parameter_sets()
+        return hvcc_for_inband_track(self.smart.extradata)
+
+    def prefix_reencoded(self) -> bytes:
+        return to_length_prefixed(list(self._encoder_parameter_sets()), self.length_size)
+
+    def prefix_after_reencoded(self) -> bytes:
+        return to_length_prefixed(list(hvcc_parameter_sets(self.smart.extradata)), self.length_size)
 
 
 def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, settings: EncodeSettings,
@@ -229,13 +300,12 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     smart = plan_smart(plan, segments, cancel)
     total = plan.total_frames
     redacted = segments.clipped(total).mask(total)
-    splicer = _Splicer(plan, smart, settings)
-    avcc = splicer.avcc()
+    splicer = (_H264Splicer if smart.codec == "h264" else _HevcSplicer)(plan, smart, settings)
+    extradata = splicer.track_extradata()
     cut_before = np.concatenate(([0], np.cumsum(redacted))) if redaction is Redaction.CUT else None
     ticks, delay = smart.frame_ticks, smart.delay_ticks
     black: list[int] = []
     blurred: dict[int, float] = {}
-    written = 0
 
     def out_index(frame: int) -> int:
         return frame - int(cut_before[frame]) if cut_before is not None else frame
@@ -246,9 +316,9 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         template = next(s for s in inputs[0].streams.video if s.index == plan.clips[0].info.video.index)
         out_stream = out.add_stream_from_template(template)
         out_stream.metadata.clear()
-        out_stream.codec_tag = "avc1"
-        out_stream.codec_context.extradata = avcc
-        scrubber = sei_filter("h264", template, None)
+        out_stream.codec_tag = "avc1" if smart.codec == "h264" else "hev1"
+        out_stream.codec_context.extradata = extradata
+        scrubber = sei_filter(smart.codec, template, None)
         out.start_encoding()
 
         def mux(packet: av.Packet) -> None:
@@ -256,6 +326,16 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
             packet.time_base = smart.time_base
             out.mux(packet)
 
+        def mux_scrubbed(packet: av.Packet) -> None:
+            # FFmpeg's filter_units writes Annex B; the track keeps the source's length-prefixed framing.
+            framed = av.Packet(annexb_to_length_prefixed(bytes(packet), smart.length_size))
+            framed.pts, framed.dts, framed.is_keyframe = packet.pts, packet.dts, packet.is_keyframe
+            mux(framed)
+
+        #: Pictures written so far (a list, so that _finish_unit can add to it).
+        counter = [0]
+        #: True after a re-encoded group put the encoder's parameter sets in-band (HEVC).
+        inband_changed = False
         units_by_clip: dict[int, list[tuple[int, Unit]]] = {}
         for number, unit in enumerate(smart.units):
             units_by_clip.setdefault(unit.clip, []).append((number, unit))
@@ -268,8 +348,9 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                 if cancel is not None and cancel():
                     raise CancelledError("Cancelled by the user; nothing was published.")
                 if packet_number >= unit.first_packet + unit.packet_count:
-                    written += _finish_unit(unit, number, buffered, smart, splicer, clip, redacted, redaction,
-                                            out_index, black, blurred, mux)
+                    if _finish_unit(unit, number, buffered, smart, splicer, clip, redacted, redaction,
+                                    out_index, black, blurred, mux, counter):
+                        inband_changed = True
                     buffered = []
                     number, unit = next(pending)
                 if number in smart.dirty:
@@ -277,18 +358,23 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                 else:
                     # Rebase: the clip's first displayed frame lands on its place in the output.
                     shift = out_index(unit.first_frame) * ticks - _display_origin(clip, unit, smart)
-                    packet.pts += shift
-                    packet.dts = int(smart.clip_sorted_pts[clip_number][packet_number]) - delay + shift
-                    packet.time_base = smart.time_base
+                    pts = packet.pts + shift
+                    dts = int(smart.clip_sorted_pts[clip_number][packet_number]) - delay + shift
+                    if inband_changed and splicer.prefix_after_reencoded():
+                        packet = _with_prefix(packet, splicer.prefix_after_reencoded())
+                    inband_changed = False
+                    packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
                     for clean in scrubber.filter(packet):
-                        mux(clean)
-                    written += 1
+                        mux_scrubbed(clean)
+                    counter[0] += 1
                 if progress is not None:
-                    progress(min(total, unit.first_frame + 1), total)
-            written += _finish_unit(unit, number, buffered, smart, splicer, clip, redacted, redaction,
-                                    out_index, black, blurred, mux)
+                    progress(min(total, unit.first_frame + packet_number - unit.first_packet + 1), total)
+            if _finish_unit(unit, number, buffered, smart, splicer, clip, redacted, redaction,
+                            out_index, black, blurred, mux, counter):
+                inband_changed = True
         for clean in scrubber.filter(None):
-            mux(clean)
+            mux_scrubbed(clean)
+        written = counter[0]
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
                                    path=plan.clips[0].info.path) from None
@@ -299,7 +385,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     cut = int(sum(redacted)) if redaction is Redaction.CUT else 0
     return RenderResult(
         check_ranges=_splice_ranges(smart, out_index),
-        method="smart-render", codec="h264", frame_count=written, frame_rate=plan.target.frame_rate,
+        method="smart-render", codec=smart.codec, frame_count=written, frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(black), blurred_frames=blurred,
         cut_frames=cut,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
@@ -334,12 +420,13 @@ def _display_origin(clip: ClipPlan, unit: Unit, smart: SmartPlan) -> int:
 
 def _finish_unit(unit: Unit, number: int, packets: list[av.Packet], smart: SmartPlan, splicer: _Splicer,
                  clip: ClipPlan, redacted: list[bool], redaction: Redaction, out_index: Callable[[int], int],
-                 black: list[int], blurred: dict[int, float], mux: Callable[[av.Packet], None]) -> int:
-    """Re-encode a dirty unit from its buffered packets; returns the pictures written."""
+                 black: list[int], blurred: dict[int, float], mux: Callable[[av.Packet], None],
+                 counter: list[int]) -> bool:
+    """Re-encode a dirty unit from its buffered packets; True when it wrote any picture."""
     if number not in smart.dirty:
-        return 0
-    decoder = av.CodecContext.create("h264", "r")
-    decoder.extradata = smart.config.serialize()
+        return False
+    decoder = av.CodecContext.create(smart.codec, "r")
+    decoder.extradata = smart.extradata
     frames: list[av.VideoFrame] = []
     for packet in packets:
         frames.extend(decoder.decode(packet))
@@ -364,13 +451,21 @@ def _finish_unit(unit: Unit, number: int, packets: list[av.Packet], smart: Smart
                 frame = blurred_frame(frame, fmt)
         kept.append(frame)
     if not kept:
-        return 0
+        return False
     first_out = out_index(next(unit.first_frame + o for o in range(unit.packet_count)
                                if not (redaction is Redaction.CUT and redacted[unit.first_frame + o])))
     for n, (data, keyframe) in enumerate(splicer.encode(kept)):
-        packet = av.Packet(data)
+        packet = av.Packet((splicer.prefix_reencoded() if n == 0 else b"") + data)
         packet.pts = (first_out + n) * smart.frame_ticks
         packet.dts = packet.pts - smart.delay_ticks
         packet.is_keyframe = keyframe
         mux(packet)
-    return len(kept)
+    counter[0] += len(kept)
+    return True
+
+
+def _with_prefix(packet: av.Packet, prefix: bytes) -> av.Packet:
+    """A copy of ``packet`` whose data starts with ``prefix`` (whole NAL units)."""
+    copy = av.Packet(prefix + bytes(packet))
+    copy.pts, copy.dts, copy.is_keyframe = packet.pts, packet.dts, packet.is_keyframe
+    return copy
