@@ -22,7 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
-EXTRAS = {"demo": "", "test": "[test,oobnet-reference]"}
+EXTRAS = {"demo": "", "test": "[test,gui,oobnet-reference]"}
+#: Debian packages the browser playback and GUI tests need (installed only when run as root with apt).
+TEST_SYSTEM_PACKAGES = ("chromium", "libegl1", "libgl1", "libfontconfig1", "libxkbcommon0", "libglib2.0-0",
+                        "libdbus-1-3", "fonts-dejavu-core")
 
 
 def run(*command: str | Path, **kwargs: object) -> None:
@@ -61,7 +64,25 @@ def demo() -> None:
     print(f"Inspect the result:  {endoshare} inspect {work / 'shared'}/*.mp4")
 
 
+def ensure_system_packages(packages: tuple[str, ...]) -> None:
+    """apt-get install what is missing, when we may (root on Debian/Ubuntu); otherwise say what is skipped."""
+    missing = [p for p in packages
+               if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True)
+               .stdout.strip() != "install ok installed"] if shutil.which("dpkg-query") else list(packages)
+    if not missing:
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run("apt-get", "update", "-qq", env=env)
+        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, env=env,
+            stdout=subprocess.DEVNULL)
+    else:
+        print(f"Not installing {', '.join(missing)} (needs root and apt-get): the browser and GUI tests that "
+              "need them will be skipped.", flush=True)
+
+
 def test(pytest_args: list[str]) -> int:
+    ensure_system_packages(TEST_SYSTEM_PACKAGES)
     ensure_environment(EXTRAS["test"])
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode

@@ -18,7 +18,7 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 
 #: Sub-command modules, in the order ``endoshare --help`` lists them.
-COMMAND_MODULES = ("process", "queue", "inspect", "detect", "eval", "models", "sample")
+COMMAND_MODULES = ("process", "queue", "inspect", "detect", "eval", "models", "sample", "gui")
 
 
 def build_parser() -> argparse.ArgumentParser:

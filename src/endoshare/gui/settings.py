@@ -1,0 +1,310 @@
+"""App settings: one frozen value, stored with QSettings, checked before it is saved."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..detect.registry import create_detector
+from ..errors import EndoshareError
+from ..pipeline import MODES, ProcessOptions
+from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
+
+DETECTOR_CHOICES = (("builtin", "Built-in model (no download)"), ("oobnet", "OOBNet (weights file)"),
+                    ("none", "None (no automatic redaction)"))
+MAX_WORKERS = 16
+#: Outputs held back until a person marked the case reviewed (setting "require review").
+HOLDING_FOLDER = "awaiting-review"
+
+
+@dataclass(frozen=True)
+class GuiSettings:
+    archive_dir: Path
+    shared_dir: Path
+    mode: str = "fast"
+    redaction: Redaction = Redaction.BLACK
+    detector: str = "builtin"
+    weights: Path | None = None
+    workers: int = 1
+    codec: str = "h264"
+    crf: int | None = None
+    preset: str = "fast"
+    height: int | None = None
+    require_review: bool = False
+
+    @classmethod
+    def defaults(cls) -> GuiSettings:
+        home = Path.home() / "Endoshare"
+        return cls(archive_dir=home / "archive", shared_dir=home / "shared")
+
+    def encode(self) -> EncodeSettings:
+        return EncodeSettings(codec=self.codec, crf=self.crf, preset=self.preset, height=self.height)
+
+    def output_dir(self) -> Path:
+        """Where a run writes: the shared folder, or a private holding folder while review is pending."""
+        return self.archive_dir / HOLDING_FOLDER if self.require_review else self.shared_dir
+
+    def process_options(self, segments_file: Path | None = None) -> ProcessOptions:
+        return ProcessOptions(out_dir=self.output_dir(), archive_dir=self.archive_dir, mode=self.mode,
+                              redaction=self.redaction, segments_file=segments_file, detector=self.detector,
+                              weights=self.weights, encode=self.encode())
+
+
+def _writable(path: Path, label: str) -> str | None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".endoshare-write-test-"):
+            pass
+    except OSError as exc:
+        return f"The {label} {path} is not writable ({exc.strerror or exc}); choose another folder or ask for access."
+    return None
+
+
+def validate_settings(settings: GuiSettings, load_weights: bool = True) -> tuple[str, ...]:
+    """Every problem that would make a run fail, as sentences for the user (empty: all good).
+
+    ``load_weights=False`` skips loading the detector (OOBNet's file is 68 MB): for checks that must
+    not hold up the window; a weights file that broke since it was saved then fails each case with the
+    loader's message.
+    """
+    problems = []
+    for path, label in ((settings.archive_dir, "archive folder"), (settings.shared_dir, "shared folder")):
+        if not str(path).strip() or str(path) == ".":
+            problems.append(f"Choose a {label}.")
+        elif (problem := _writable(path, label)) is not None:
+            problems.append(problem)
+    if settings.archive_dir.resolve() == settings.shared_dir.resolve():
+        # The archive holds the pseudonym mapping: sharing it would undo the de-identification.
+        problems.append("The archive folder must not be the shared folder: the archive keeps the list that "
+                        "links pseudonyms to patients.")
+    if not 1 <= settings.workers <= MAX_WORKERS:
+        problems.append(f"Workers must be between 1 and {MAX_WORKERS}.")
+    if settings.mode not in MODES:
+        problems.append(f"Mode must be one of {', '.join(MODES)}.")
+    try:
+        settings.encode()
+    except ValueError as exc:
+        problems.append(f"Encoding: {exc}.")
+    if settings.detector == "oobnet" and settings.weights is None:
+        problems.append("OOBNet needs its weights file (oobnet_weights.h5): choose it, or pick the built-in model.")
+    elif settings.detector != "none" and load_weights:
+        try:
+            create_detector(settings.detector, settings.weights)
+        except (EndoshareError, OSError, ValueError) as exc:
+            problems.append(str(exc))
+    return tuple(problems)
+
+
+def _text(store: QSettings, key: str, default: str) -> str:
+    value = store.value(key, default)
+    return default if value is None else str(value)
+
+
+def _optional_int(text: str) -> int | None:
+    return int(text) if text.strip().lstrip("-").isdigit() else None
+
+
+def load_settings(store: QSettings) -> GuiSettings:
+    """The saved settings; anything missing or unusable falls back to its default."""
+    base = GuiSettings.defaults()
+    weights = _text(store, "detector/weights", "")
+    settings = GuiSettings(
+        archive_dir=Path(_text(store, "folders/archive", str(base.archive_dir))),
+        shared_dir=Path(_text(store, "folders/shared", str(base.shared_dir))),
+        mode=_text(store, "render/mode", base.mode),
+        redaction=Redaction(_text(store, "render/redaction", base.redaction.value))
+        if _text(store, "render/redaction", "") in {r.value for r in Redaction} else base.redaction,
+        detector=_text(store, "detector/name", base.detector),
+        weights=Path(weights) if weights else None,
+        workers=_optional_int(_text(store, "run/workers", "1")) or 1,
+        codec=_text(store, "render/codec", base.codec),
+        crf=_optional_int(_text(store, "render/crf", "")),
+        preset=_text(store, "render/preset", base.preset),
+        height=_optional_int(_text(store, "render/height", "")),
+        require_review=_text(store, "review/required", "false").lower() == "true")
+    if settings.mode not in MODES:
+        settings = replace(settings, mode=base.mode)
+    if settings.detector not in {name for name, _ in DETECTOR_CHOICES}:
+        settings = replace(settings, detector=base.detector)
+    try:
+        settings.encode()
+    except ValueError:
+        settings = replace(settings, codec=base.codec, crf=None, preset=base.preset, height=None)
+    return settings
+
+
+def save_settings(store: QSettings, settings: GuiSettings) -> None:
+    store.setValue("folders/archive", str(settings.archive_dir))
+    store.setValue("folders/shared", str(settings.shared_dir))
+    store.setValue("render/mode", settings.mode)
+    store.setValue("render/redaction", settings.redaction.value)
+    store.setValue("render/codec", settings.codec)
+    store.setValue("render/crf", "" if settings.crf is None else str(settings.crf))
+    store.setValue("render/preset", settings.preset)
+    store.setValue("render/height", "" if settings.height is None else str(settings.height))
+    store.setValue("detector/name", settings.detector)
+    store.setValue("detector/weights", "" if settings.weights is None else str(settings.weights))
+    store.setValue("run/workers", str(settings.workers))
+    store.setValue("review/required", "true" if settings.require_review else "false")
+    store.sync()
+
+
+def settings_store(path: Path | None) -> QSettings:
+    """An INI file at ``path`` (tests, portable installs) or the user's standard settings location."""
+    if path is not None:
+        return QSettings(str(path), QSettings.Format.IniFormat)
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "Endoshare", "endoshare-gui")
+
+
+class _FolderField(QWidget):
+    def __init__(self, caption: str, pick_file: bool = False, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.caption = caption
+        self.pick_file = pick_file
+        self.edit = QLineEdit()
+        self.browse = QPushButton("Browse…")
+        self.browse.clicked.connect(self._browse)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(self.browse)
+
+    def _browse(self) -> None:
+        if self.pick_file:
+            chosen, _ = QFileDialog.getOpenFileName(self, self.caption, self.edit.text(),
+                                                    "Keras weights (*.h5 *.hdf5 *.npz);;All files (*)")
+        else:
+            chosen = QFileDialog.getExistingDirectory(self, self.caption, self.edit.text())
+        if chosen:
+            self.edit.setText(chosen)
+
+
+class SettingsDialog(QDialog):
+    """Edits the settings; Save checks them first and stays open, listing the problems, if any."""
+
+    def __init__(self, store: QSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Endoshare settings")
+        self.store = store
+        current = load_settings(store)
+        self.archive = _FolderField("Archive folder (private: mapping, detections)")
+        self.shared = _FolderField("Shared folder (de-identified videos)")
+        self.mode = QComboBox()
+        self.mode.addItem("Fast (copy what needs no change)", "fast")
+        self.mode.addItem("Advanced (re-encode with the options below)", "advanced")
+        self.redaction = QComboBox()
+        for style, label in ((Redaction.BLACK, "Black frames"), (Redaction.BLUR, "Blur"),
+                             (Redaction.CUT, "Cut (the output is shorter)")):
+            self.redaction.addItem(label, style.value)
+        self.detector = QComboBox()
+        for name, label in DETECTOR_CHOICES:
+            self.detector.addItem(label, name)
+        self.weights = _FolderField("Detector weights file", pick_file=True)
+        self.workers = QSpinBox()
+        self.workers.setRange(1, MAX_WORKERS)
+        self.require_review = QCheckBox("Hold each output until a person has reviewed the case")
+        self.codec = QComboBox()
+        for codec in ENCODERS:
+            self.codec.addItem(codec.upper() if codec != "hevc" else "HEVC (H.265)", codec)
+        self.crf = QSpinBox()
+        self.crf.setRange(-1, 63)
+        self.crf.setSpecialValueText("codec default")
+        self.preset = QComboBox()
+        self.preset.addItems(list(X264_PRESETS))
+        self.height = QSpinBox()
+        self.height.setRange(0, 4320)
+        self.height.setSingleStep(2)
+        self.height.setSpecialValueText("keep")
+        self.advanced = QGroupBox("Advanced mode")
+        advanced_form = QFormLayout(self.advanced)
+        advanced_form.addRow("Codec", self.codec)
+        advanced_form.addRow("Quality (CRF)", self.crf)
+        advanced_form.addRow("Speed preset", self.preset)
+        advanced_form.addRow("Output height", self.height)
+        self.problems = QLabel()
+        self.problems.setWordWrap(True)
+        self.problems.setStyleSheet("color: #b00020;")
+        self.problems.hide()
+
+        form = QFormLayout()
+        form.addRow("Archive folder", self.archive)
+        form.addRow("Shared folder", self.shared)
+        form.addRow("Mode", self.mode)
+        form.addRow("Redaction", self.redaction)
+        form.addRow("Detector", self.detector)
+        form.addRow("Weights file", self.weights)
+        form.addRow("Cases at once", self.workers)
+        form.addRow("Review", self.require_review)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.save_button = buttons.button(QDialogButtonBox.StandardButton.Save)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced)
+        layout.addWidget(self.problems)
+        layout.addWidget(buttons)
+        self.mode.currentIndexChanged.connect(self._update_enabled)
+        self.detector.currentIndexChanged.connect(self._update_enabled)
+        self.show_settings(current)
+
+    def show_settings(self, settings: GuiSettings) -> None:
+        self.archive.edit.setText(str(settings.archive_dir))
+        self.shared.edit.setText(str(settings.shared_dir))
+        self.mode.setCurrentIndex(self.mode.findData(settings.mode))
+        self.redaction.setCurrentIndex(self.redaction.findData(settings.redaction.value))
+        self.detector.setCurrentIndex(self.detector.findData(settings.detector))
+        self.weights.edit.setText(str(settings.weights) if settings.weights else "")
+        self.workers.setValue(settings.workers)
+        self.require_review.setChecked(settings.require_review)
+        self.codec.setCurrentIndex(self.codec.findData(settings.codec))
+        self.crf.setValue(-1 if settings.crf is None else settings.crf)
+        self.preset.setCurrentText(settings.preset)
+        self.height.setValue(settings.height or 0)
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        self.advanced.setEnabled(self.mode.currentData() == "advanced")
+        self.weights.setEnabled(self.detector.currentData() != "none")
+
+    def chosen_settings(self) -> GuiSettings:
+        advanced = self.mode.currentData() == "advanced"
+        weights = self.weights.edit.text().strip()
+        return GuiSettings(
+            archive_dir=Path(self.archive.edit.text().strip()), shared_dir=Path(self.shared.edit.text().strip()),
+            mode=self.mode.currentData(), redaction=Redaction(self.redaction.currentData()),
+            detector=self.detector.currentData(), weights=Path(weights) if weights else None,
+            workers=self.workers.value(), require_review=self.require_review.isChecked(),
+            codec=self.codec.currentData() if advanced else "h264",
+            crf=(self.crf.value() if self.crf.value() >= 0 else None) if advanced else None,
+            preset=self.preset.currentText() if advanced else "fast",
+            height=(self.height.value() or None) if advanced else None)
+
+    def accept(self) -> None:
+        settings = self.chosen_settings()
+        problems = validate_settings(settings)
+        if problems:
+            self.problems.setText("Not saved:\n• " + "\n• ".join(problems))
+            self.problems.show()
+            return
+        save_settings(self.store, settings)
+        super().accept()

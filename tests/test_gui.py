@@ -1,0 +1,337 @@
+"""The desktop app, driven through its real widgets with pytest-qt on the offscreen Qt platform."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from media import barcode_clip, decoded_frames, luma_max, read_barcode
+from PySide6.QtCore import QModelIndex, QSettings, Qt
+from PySide6.QtWidgets import QMessageBox
+
+from endoshare.cli import gui as gui_command
+from endoshare.gui.app import MainWindow
+from endoshare.gui.frames import FrameSource
+from endoshare.gui.queue_view import AWAITING_REVIEW, DONE, FAILED, RUNNING, STATUS_COLOURS, STOPPED
+from endoshare.gui.review import load_plan
+from endoshare.gui.settings import GuiSettings, load_settings, save_settings
+from endoshare.render.common import Redaction
+from endoshare.sample import make_sample_case
+
+RUN_TIMEOUT_MS = 60_000
+#: Video black is Y=16; a barcode frame has white cells (Y≈235) in its top row.
+BLACK_LUMA_MAX = 40
+
+
+@pytest.fixture(scope="module")
+def barcode_case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two clips whose frames spell their merged-timeline index: c1 holds 0..39, c2 holds 40..79."""
+    folder = tmp_path_factory.mktemp("barcode") / "case-7"
+    folder.mkdir()
+    barcode_clip(folder / "c1.mp4", range(0, 40), width=160, height=96)
+    barcode_clip(folder / "c2.mp4", range(40, 80), width=160, height=96)
+    return folder
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path: Path):
+    windows = []
+
+    def make(**overrides: object) -> MainWindow:
+        path = tmp_path / "settings.ini"
+        values = {"archive_dir": tmp_path / "archive", "shared_dir": tmp_path / "shared", "detector": "none",
+                  **overrides}
+        save_settings(QSettings(str(path), QSettings.Format.IniFormat), GuiSettings(**values))  # type: ignore[arg-type]
+        window = MainWindow(path)
+        qtbot.addWidget(window)
+        window.show()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.queue.cancel_all()
+        window.queue.wait()
+        window.builder.tasks.wait()
+        window.review.tasks.wait()
+
+
+def build_case(qtbot, window: MainWindow, folder: Path, patient: str) -> None:
+    builder = window.builder
+    builder.load_folder(folder)
+    qtbot.waitUntil(lambda: not builder.busy and builder.clips.count() > 0, timeout=20_000)
+    builder.patient_id.setText(patient)
+
+
+def run_queue(qtbot, window: MainWindow) -> None:
+    qtbot.mouseClick(window.queue.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.queue.runs, timeout=RUN_TIMEOUT_MS)
+
+
+def entry_for(window: MainWindow, patient: str):
+    return next(e for e in window.queue.entries.values() if e.case_id == patient)
+
+
+REFCOUNT_SCRIPT = """
+import sys
+from PySide6.QtCore import QCoreApplication, QObject, Signal
+app = QCoreApplication([])
+class Pinger(QObject):
+    ping = Signal(str, float, str)
+pinger = Pinger()
+received = []
+pinger.ping.connect(lambda *args: received.append(args))
+before = [sys.getrefcount(value) for value in (True, False, None)]
+for _ in range(500):
+    pinger.ping.emit("entry", 0.5, "render")
+after = [sys.getrefcount(value) for value in (True, False, None)]
+print(len(received), *(a - b for a, b in zip(after, before)))
+"""
+
+
+def test_qt_signals_keep_python_refcounts() -> None:
+    """PySide6 6.12.0 on Python 3.11 loses a reference to ``True`` on every emit(): after a few thousand
+    progress signals the app aborts (``bool_dealloc``).  The pinned PySide6 range must not have that bug.
+    Measured in a fresh interpreter, where no other thread moves these counts."""
+    done = subprocess.run([sys.executable, "-c", REFCOUNT_SCRIPT], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["500", "0", "0", "0"]
+
+
+def test_gui_command_parses_its_settings_file(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    gui_command.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["gui", "--settings", str(tmp_path / "s.ini")])
+    assert args.func is gui_command.run and args.settings == tmp_path / "s.ini"
+
+
+def test_frame_source_is_frame_accurate_in_any_order(barcode_case: Path) -> None:
+    plan = load_plan(barcode_case, "case-7")
+    order = list(range(plan.total_frames))
+    random.Random(3).shuffle(order)
+    with FrameSource(plan) as source:
+        assert [read_barcode(source.frame(i)) for i in order] == order
+
+
+def test_build_reordered_case_and_run_it_to_done(qtbot, make_window, barcode_case: Path, tmp_path: Path) -> None:
+    window = make_window()
+    builder = window.builder
+    build_case(qtbot, window, barcode_case, "PATIENT-42")
+    texts = [builder.clips.item(i).text() for i in range(builder.clips.count())]
+    assert texts == ["c1.mp4 — 0:01.60 — 160×96 @ 25 fps", "c2.mp4 — 0:01.60 — 160×96 @ 25 fps"]
+    qtbot.waitUntil(lambda: builder.preview.pixmap() is not None and not builder.preview.pixmap().isNull())
+
+    # A clip of another size brings the mismatch warning; removing it takes the warning away.
+    odd = barcode_clip(tmp_path / "odd.mp4", range(5), width=128, height=72)
+    builder.add_clips([odd])
+    qtbot.waitUntil(lambda: not builder.busy)
+    assert builder.warning.isVisible() and "resolution 128x72" in builder.warning.text()
+    builder.clips.setCurrentRow(2)
+    qtbot.mouseClick(builder.remove_button, Qt.MouseButton.LeftButton)
+    assert not builder.warning.isVisible()
+
+    # The buttons move the selected clip; a drop moves the model's row, as the list's drag and drop does.
+    builder.clips.setCurrentRow(0)
+    qtbot.mouseClick(builder.down_button, Qt.MouseButton.LeftButton)
+    assert [p.name for p in builder.clip_paths()] == ["c2.mp4", "c1.mp4"]
+    qtbot.mouseClick(builder.up_button, Qt.MouseButton.LeftButton)
+    assert [p.name for p in builder.clip_paths()] == ["c1.mp4", "c2.mp4"]
+    # Recorded the other way round: c2 goes first.
+    assert builder.clips.model().moveRow(QModelIndex(), 1, QModelIndex(), 0)
+    assert [p.name for p in builder.clip_paths()] == ["c2.mp4", "c1.mp4"]
+    qtbot.mouseClick(builder.confirm_button, Qt.MouseButton.LeftButton)
+    entry = entry_for(window, "PATIENT-42")
+    assert entry.status == "pending" and window.tabs.currentWidget() is window.queue
+
+    # The same patient cannot be queued twice while the first is still to run.
+    build_case(qtbot, window, barcode_case, "PATIENT-42")
+    assert not builder.confirm() and "already waiting" in builder.warning.text()
+    assert len(window.queue.entries) == 1
+    builder.clear()
+
+    seen: list[float] = []
+    window.queue.entry_changed.connect(lambda _id: seen.append(entry.fraction) if entry.status == RUNNING else None)
+    run_queue(qtbot, window)
+
+    assert entry.status == DONE, entry.error
+    row = window.queue.row_of(entry.entry_id)
+    assert window.queue.table.item(row, 2).text() == "done"
+    assert window.queue.table.item(row, 2).background().color().name() == STATUS_COLOURS[DONE]
+    assert window.queue.table.cellWidget(row, 3).value() == 100
+    assert any(0 < f < 1 for f in seen) and seen == sorted(seen)      # real, forward-only progress
+    output = entry.result.output
+    assert output.parent == tmp_path / "shared" and output.exists()
+    assert "PATIENT-42" not in output.name
+    frames = decoded_frames(output)
+    assert [read_barcode(f) for f in frames] == [*range(40, 80), *range(0, 40)]
+    assert window.queue.output_folder(entry) == tmp_path / "shared"
+
+
+def test_review_edit_span_rerender_then_publish(qtbot, make_window, barcode_case: Path, tmp_path: Path) -> None:
+    window = make_window(require_review=True)
+    build_case(qtbot, window, barcode_case, "P-REVIEW")
+    qtbot.mouseClick(window.builder.confirm_button, Qt.MouseButton.LeftButton)
+    run_queue(qtbot, window)
+    entry = entry_for(window, "P-REVIEW")
+    assert entry.status == AWAITING_REVIEW, entry.error
+    assert not list((tmp_path / "shared").glob("*.mp4"))             # held back until reviewed
+
+    window.queue.select(entry.entry_id)
+    review = window.review
+    with qtbot.waitSignal(review.loaded, timeout=20_000):
+        qtbot.mouseClick(window.queue.review_button, Qt.MouseButton.LeftButton)
+    assert window.tabs.currentWidget() is review and len(review.spans) == 0
+    qtbot.waitUntil(lambda: len(review.timeline.thumbnails) > 0, timeout=20_000)
+
+    review.frame_box.setValue(10)
+    assert review.current == 10 and "shown in the output" in review.frame_state.text()
+    qtbot.mouseClick(review.add_button, Qt.MouseButton.LeftButton)
+    assert [(s.start_frame, s.end_frame) for s in review.spans] == [(10, 35)]
+    # Move both edges frame-accurately: the span now covers 38..44, across the clip boundary.
+    review.start_box.setValue(38)
+    review.end_box.setValue(45)
+    qtbot.mouseClick(review.apply_button, Qt.MouseButton.LeftButton)
+    assert [(s.start_frame, s.end_frame) for s in review.spans] == [(38, 45)]
+    review.slider.setValue(44)
+    assert "REDACTED" in review.frame_state.text()
+    qtbot.mouseClick(review.reviewed_button, Qt.MouseButton.LeftButton)
+    assert entry.status == AWAITING_REVIEW                            # edited spans need a re-render first
+
+    with qtbot.waitSignal(review.loaded, timeout=RUN_TIMEOUT_MS):
+        qtbot.mouseClick(review.rerender_button, Qt.MouseButton.LeftButton)
+    assert entry.status == AWAITING_REVIEW and entry.segments_file is not None
+    assert [(s.start_frame, s.end_frame) for s in review.spans] == [(38, 45)]   # read back from the new report
+    qtbot.mouseClick(review.reviewed_button, Qt.MouseButton.LeftButton)
+    assert entry.status == DONE and entry.reviewed
+
+    output = entry.result.output
+    assert output.parent == tmp_path / "shared" and output.exists() and entry.result.report.exists()
+    frames = decoded_frames(output)
+    assert len(frames) == 80
+    assert all(luma_max(frames[i]) <= BLACK_LUMA_MAX for i in range(38, 45))
+    assert read_barcode(frames[37]) == 37 and read_barcode(frames[45]) == 45
+    report = json.loads(entry.result.report.read_text(encoding="utf-8"))
+    assert report["redaction"]["spans"] == [{"start_frame": 38, "end_frame": 45}]
+    assert report["redaction"]["source"] == "segments file"
+
+
+def test_unreadable_file_shows_error_and_queue_goes_on(qtbot, make_window, barcode_case: Path,
+                                                       tmp_path: Path) -> None:
+    window = make_window(workers=2)
+    broken = tmp_path / "broken-case"
+    broken.mkdir()
+    (broken / "clip.mp4").write_bytes(b"this is not a video" * 100)
+
+    # The builder refuses it and says why...
+    build_case(qtbot, window, broken, "BROKEN")
+    assert "⚠" in window.builder.clips.item(0).text()
+    assert not window.builder.confirm_button.isEnabled() and "clip.mp4" in window.builder.warning.text()
+    # ...and a case that breaks after it was queued fails alone.
+    window.builder.clear()
+    window.queue.add_case("BROKEN", broken, ("clip.mp4",))
+    for patient in ("GOOD", "GOOD-2"):
+        build_case(qtbot, window, barcode_case, patient)
+        qtbot.mouseClick(window.builder.confirm_button, Qt.MouseButton.LeftButton)
+    run_queue(qtbot, window)
+
+    bad, good, other = entry_for(window, "BROKEN"), entry_for(window, "GOOD"), entry_for(window, "GOOD-2")
+    assert bad.status == FAILED and "clip.mp4" in bad.error
+    assert window.queue.table.item(window.queue.row_of(bad.entry_id), 2).text().startswith("failed: ")
+    dialog = window.queue.error_dialog
+    assert dialog is not None and dialog.isVisible() and "clip.mp4" in dialog.text()
+    assert good.status == DONE and good.result.output.exists()
+    assert other.status == DONE and other.result.output.exists() and other.result.pseudonym != good.result.pseudonym
+
+
+def test_stop_asks_first_and_cancels(qtbot, make_window, tmp_path: Path, monkeypatch) -> None:
+    sample = make_sample_case(tmp_path / "sample", width=160, height=96)
+    window = make_window(detector="builtin")
+    build_case(qtbot, window, sample.folder, "STOP-ME")
+    qtbot.mouseClick(window.builder.confirm_button, Qt.MouseButton.LeftButton)
+    entry = entry_for(window, "STOP-ME")
+    answers = iter([QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes])
+    monkeypatch.setattr(QMessageBox, "question", lambda *_args, **_kwargs: next(answers))
+    asked: list[bool] = []
+
+    def on_change(_id: str) -> None:
+        if entry.status == RUNNING and not asked:
+            asked.append(window.queue.stop())                 # answered "No": it keeps running
+            asked.append(bool(window.queue.runs))
+            asked.append(window.queue.stop())                 # answered "Yes": cancelled
+
+    window.queue.entry_changed.connect(on_change)
+    run_queue(qtbot, window)
+    assert asked == [False, True, True]
+    assert entry.status == STOPPED
+    assert not list((tmp_path / "shared").glob("*.mp4")) and not list((tmp_path / "shared").glob(".*partial"))
+
+
+def test_builtin_detector_spans_show_in_review(qtbot, make_window, tmp_path: Path) -> None:
+    sample = make_sample_case(tmp_path / "sample", width=160, height=96)
+    window = make_window(detector="builtin")
+    build_case(qtbot, window, sample.folder, "DETECT")
+    qtbot.mouseClick(window.builder.confirm_button, Qt.MouseButton.LeftButton)
+    run_queue(qtbot, window)
+    entry = entry_for(window, "DETECT")
+    assert entry.status == DONE, entry.error
+    detections = json.loads((tmp_path / "archive" / "detections" / f"{entry.result.pseudonym}.json")
+                            .read_text(encoding="utf-8"))
+    window.queue.select(entry.entry_id)
+    with qtbot.waitSignal(window.review.loaded, timeout=20_000):
+        qtbot.mouseClick(window.queue.review_button, Qt.MouseButton.LeftButton)
+    shown = window.review.spans.to_json()
+    assert shown and shown == detections["segments"]
+    assert window.review.span_table.rowCount() == len(shown)
+    first = shown[0]
+    window.review.show_frame(first["start_frame"])
+    assert "REDACTED" in window.review.frame_state.text()
+
+
+def test_settings_are_validated_then_persisted(qtbot, make_window, tmp_path: Path) -> None:
+    window = make_window()
+    dialog = window.settings_dialog()
+    qtbot.addWidget(dialog)
+    dialog.show()
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    broken_weights = tmp_path / "oobnet_weights.h5"
+    broken_weights.write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    dialog.archive.edit.setText(str(not_a_folder))
+    dialog.detector.setCurrentIndex(dialog.detector.findData("oobnet"))
+    dialog.weights.edit.setText(str(broken_weights))
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert dialog.isVisible() and dialog.problems.isVisible()
+    assert "not writable" in dialog.problems.text() and str(broken_weights) in dialog.problems.text()
+    assert load_settings(window.store).archive_dir == tmp_path / "archive"     # nothing saved
+
+    dialog.archive.edit.setText(str(tmp_path / "shared"))
+    dialog.detector.setCurrentIndex(dialog.detector.findData("builtin"))
+    dialog.weights.edit.clear()
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert "must not be the shared folder" in dialog.problems.text()
+
+    dialog.archive.edit.setText(str(tmp_path / "new-archive"))
+    dialog.mode.setCurrentIndex(dialog.mode.findData("advanced"))
+    dialog.crf.setValue(30)
+    dialog.workers.setValue(2)
+    dialog.redaction.setCurrentIndex(dialog.redaction.findData("blur"))
+    dialog.require_review.setChecked(True)
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert not dialog.isVisible()
+    saved = load_settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    assert saved == GuiSettings(archive_dir=tmp_path / "new-archive", shared_dir=tmp_path / "shared", mode="advanced",
+                                redaction=Redaction.BLUR, detector="builtin", workers=2, crf=30, require_review=True)
+    window.reload_settings()
+    assert window.settings().process_options().out_dir == tmp_path / "new-archive" / "awaiting-review"
