@@ -26,6 +26,7 @@ from .identity import MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
 from .media.verify import VERIFY_MODES, CheckResult, verify_output
+from .render.audio import add_audio, has_audio
 from .render.common import EncodeSettings, Redaction, RenderResult
 from .render.copy import render_copy
 from .render.reencode import render_reencode
@@ -54,6 +55,9 @@ class ProcessOptions:
     new_pseudonym: bool = False
     #: "full" decodes every output frame; "splices" only what was re-encoded, its neighbours and keyframes.
     verify: str = "full"
+    #: Keep the clips' audio (re-encoded, silenced or cut with the redacted video); dropped by default
+    #: because operating-room audio carries names.
+    keep_audio: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -64,7 +68,7 @@ class ProcessOptions:
     def to_json(self) -> dict[str, object]:
         return {"mode": self.mode, "redaction": self.redaction.value, "detector": self.detector,
                 "segments_from_file": self.segments_file is not None, "encode": self.encode.to_json(),
-                "new_pseudonym": self.new_pseudonym, "verify": self.verify}
+                "new_pseudonym": self.new_pseudonym, "verify": self.verify, "keep_audio": self.keep_audio}
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,23 @@ def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_pa
     return replace(result, notes=(*result.notes, fallback)) if fallback else result
 
 
+def _with_audio(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, video: Path,
+                rendered: RenderResult, cancel: Cancel | None) -> RenderResult:
+    """Remux ``video`` with the case's audio (silenced/cut like the video) in place of itself."""
+    if not has_audio(plan):
+        return replace(rendered, notes=(*rendered.notes, "--keep-audio: no clip has audio; none written"))
+    with_audio = video.with_name(video.name + ".audio")
+    try:
+        audio = add_audio(video, plan, segments, options.redaction, with_audio, cancel)
+        os.replace(with_audio, video)
+    finally:
+        with_audio.unlink(missing_ok=True)
+    notes = rendered.notes
+    if audio.clips_without_audio:
+        notes = (*notes, f"{audio.clips_without_audio} clip(s) without audio filled with silence")
+    return replace(rendered, audio_samples=audio.samples, audio_silent=audio.silent, notes=notes)
+
+
 @dataclass(frozen=True)
 class RenderedCase:
     """A verified output under a temporary name, with everything needed to publish it."""
@@ -239,9 +260,12 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     try:
         try:
             rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel)
+            if options.keep_audio:
+                rendered = _with_audio(plan, segments, options, temp, rendered, cancel)
             step("render")
             identifiers = (case.case_id, *(p.stem for p in case.clips), case.folder.resolve().name)
-            checks = verify_output(temp, rendered, identifiers, keep_audio=False, mode=options.verify,
+            checks = verify_output(temp, rendered, identifiers, keep_audio=rendered.audio_samples is not None,
+                                   mode=options.verify,
                                    progress=tracker.phase("verify"), cancel=cancel)
             step("verify")
         except (OSError, av.error.FFmpegError) as exc:

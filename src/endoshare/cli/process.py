@@ -54,6 +54,9 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify", choices=("full", "splices"), default="full",
                         help="full: decode every output frame (default); splices: decode what was re-encoded, "
                              "both sides of every splice and every keyframe (faster for long cases)")
+    parser.add_argument("--keep-audio", action="store_true",
+                        help="keep the clips' audio, silenced (or cut) wherever the video is redacted; "
+                             "dropped by default because operating-room audio carries names")
     parser.add_argument("--new-pseudonym", action="store_true",
                         help="give a case that was processed before a new pseudonym")
 
@@ -64,7 +67,7 @@ def options_from_args(args: argparse.Namespace) -> ProcessOptions:
     return ProcessOptions(out_dir=args.out, archive_dir=args.archive, mode=args.mode,
                           redaction=Redaction(args.redact), segments_file=args.segments,
                           detector=args.detector, weights=args.weights, encode=encode,
-                          new_pseudonym=args.new_pseudonym, verify=args.verify)
+                          new_pseudonym=args.new_pseudonym, verify=args.verify, keep_audio=args.keep_audio)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -101,7 +101,7 @@ def options_to_record(options: ProcessOptions) -> dict[str, Any]:
         "encode": {"codec": encode.codec, "crf": encode.crf, "preset": encode.preset,
                    "frame_rate": str(encode.frame_rate) if encode.frame_rate is not None else None,
                    "height": encode.height},
-        "new_pseudonym": options.new_pseudonym, "verify": options.verify,
+        "new_pseudonym": options.new_pseudonym, "verify": options.verify, "keep_audio": options.keep_audio,
     }
 
 
@@ -115,7 +115,8 @@ def options_from_record(record: dict[str, Any]) -> ProcessOptions:
         encode=EncodeSettings(codec=encode["codec"], crf=encode["crf"], preset=encode["preset"],
                               frame_rate=Fraction(encode["frame_rate"]) if encode["frame_rate"] else None,
                               height=encode["height"]),
-        new_pseudonym=bool(record["new_pseudonym"]), verify=record.get("verify", "full"))
+        new_pseudonym=bool(record["new_pseudonym"]), verify=record.get("verify", "full"),
+        keep_audio=bool(record.get("keep_audio", False)))
 
 
 @dataclass(frozen=True)

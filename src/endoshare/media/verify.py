@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import av
+import numpy as np
 import av.error
 
 from ..errors import CancelledError
@@ -69,6 +70,8 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
     ]
     checks.extend(_check_decode(path, expected, mode if expected.check_ranges is not None else "full",
                                 progress, cancel))
+    if expected.audio_samples is not None:
+        checks.append(_check_audio(path, expected))
     return tuple(checks)
 
 
@@ -119,8 +122,13 @@ def _check_identifying_strings(path: Path, identifiers: tuple[str, ...]) -> Chec
             found.update(m.group(0) for m in pattern.finditer(window))
             tail = window[-overlap:]
     if found:
+        signatures = sorted({m.decode("latin-1") for m in found
+                             if any(re.fullmatch(sig, m) for sig in ENCODER_SIGNATURES)})
+        identifiers_found = len(found) - len(signatures)
+        # The identifiers themselves are not repeated here: this text goes into logs and reports.
         return CheckResult("no_identifying_strings", False,
-                           f"{len(found)} identifier or encoder signature(s) found in the file bytes")
+                           f"{identifiers_found} case identifier(s) and the encoder signature(s) "
+                           f"{signatures or 'none'} found in the file bytes")
     return CheckResult("no_identifying_strings", True,
                        f"searched for {len(needles)} identifier(s) and {len(ENCODER_SIGNATURES)} signatures")
 
@@ -156,6 +164,42 @@ def _check_samples(path: Path) -> list[CheckResult]:
             f"{misframed} of {shown} samples are not length-prefixed NAL units" if misframed or length_size is None
             else f"all {shown} samples are length-prefixed NAL units ({length_size}-byte lengths)"))
     return results
+
+
+#: AAC spreads a transition over about one frame (1024 samples): silence is checked this far inside.
+AUDIO_EDGE_SAMPLES = 2048
+SILENCE_MAX = 1e-3
+
+
+def _check_audio(path: Path, expected: RenderResult) -> CheckResult:
+    """The audio track decodes, lasts as long as the video, and is silent where the video is redacted."""
+    loud: list[tuple[int, int]] = []
+    position = 0
+    try:
+        with open_input(path) as container:
+            if len(container.streams.audio) != 1:
+                return CheckResult("audio", False, f"{len(container.streams.audio)} audio streams, expected 1")
+            inner = [(a + AUDIO_EDGE_SAMPLES, b - AUDIO_EDGE_SAMPLES) for a, b in expected.audio_silent
+                     if b - a > 2 * AUDIO_EDGE_SAMPLES]
+            for frame in container.decode(container.streams.audio[0]):
+                samples = frame.to_ndarray()
+                count = samples.shape[-1]
+                for a, b in inner:
+                    lo, hi = max(a, position), min(b, position + count)
+                    if lo < hi and float(np.abs(samples[..., lo - position:hi - position]).max()) > SILENCE_MAX:
+                        loud.append((a, b))
+                position += count
+    except av.error.FFmpegError as exc:
+        return CheckResult("audio", False, f"audio does not decode: {exc}")
+    assert expected.audio_samples is not None
+    length_ok = abs(position - expected.audio_samples) <= AUDIO_EDGE_SAMPLES
+    problems = []
+    if not length_ok:
+        problems.append(f"{position} samples decoded, {expected.audio_samples} expected")
+    if loud:
+        problems.append(f"{len(set(loud))} redacted stretches are not silent")
+    return CheckResult("audio", not problems, "; ".join(problems) if problems else
+                       f"{position} samples; {len(expected.audio_silent)} redacted stretches silent")
 
 
 class _FrameChecker:

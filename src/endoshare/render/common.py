@@ -82,3 +82,6 @@ class RenderResult:
     #: Output frame ranges [start, end) that a "splices" verification must decode: what was re-encoded
     #: and the copied groups on either side of each splice.  None: this render must be decoded in full.
     check_ranges: tuple[tuple[int, int], ...] | None = None
+    #: With --keep-audio: samples of the 48 kHz audio track, and the sample ranges that must be silent.
+    audio_samples: int | None = None
+    audio_silent: tuple[tuple[int, int], ...] = ()
