@@ -18,6 +18,7 @@ from typing import Any, Callable, TextIO
 
 from ..errors import EndoshareError
 from ..timeline import format_rate
+from .argtypes import probability
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -61,16 +62,6 @@ def _seconds(text: str) -> Fraction:
     return value
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"threshold must lie between 0 and 1, got {text!r}")
-    return value
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -106,9 +97,9 @@ def add_parser(subparsers: Any) -> None:
     _add_detector_arguments(detect)
     detect.add_argument("--fill-gap", type=_seconds, default=Fraction(1), metavar="SECONDS",
                         help="also redact in-body gaps of at most this long between two spans (default 1)")
-    detect.add_argument("--threshold", type=_probability, metavar="P",
+    detect.add_argument("--threshold", type=probability, metavar="P",
                         help="score at which a frame counts as out of body (default: the detector's)")
-    detect.add_argument("--exit-threshold", type=_probability, metavar="P",
+    detect.add_argument("--exit-threshold", type=probability, metavar="P",
                         help="hysteresis: a span continues while scores stay at or above P (lower than "
                              "--threshold); default: no hysteresis")
     detect.add_argument("--step", type=_positive_int, default=1, metavar="N",
@@ -246,7 +237,12 @@ def _print_table(result: Any, out: TextIO) -> None:
 
 def eval_command(command: EvalCommand, out: TextIO, err: TextIO) -> int:
     from ..detect.registry import create_detector
-    from ..detect.run import DetectOptions, detect_video, evaluate_segments, load_truth_labels
+    from ..detect.run import (
+        DetectOptions,
+        detect_video,
+        evaluate_segments,
+        load_truth_labels,
+    )
     from ..detect.smooth import SmoothingOptions
 
     try:

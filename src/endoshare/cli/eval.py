@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from ..errors import EndoshareError
+from .argtypes import probability
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -31,16 +32,6 @@ class StillsEvalCommand:
     show_progress: bool
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"threshold must lie between 0 and 1, got {text!r}")
-    return value
-
-
 def add_parser(subparsers: Any) -> None:
     from ..detect.registry import DETECTOR_NAMES
 
@@ -54,7 +45,7 @@ def add_parser(subparsers: Any) -> None:
                         help="out-of-body detector (default: builtin)")
     parser.add_argument("--weights", type=Path, metavar="PATH",
                         help="weights file of the detector (default: its usual place; see `endoshare models`)")
-    parser.add_argument("--threshold", type=_probability, metavar="P",
+    parser.add_argument("--threshold", type=probability, metavar="P",
                         help="score at which a frame counts as out of body (default: the detector's)")
     parser.add_argument("--json", action="store_true", dest="as_json", help="print the figures as one JSON object")
     parser.set_defaults(func=run)

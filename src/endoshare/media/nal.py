@@ -84,6 +84,18 @@ def _printable(payload: bytes) -> str:
     return "".join(chr(b) if 32 <= b < 127 else "." for b in payload)
 
 
+def _sei_number(body: bytes, pos: int) -> tuple[int, int] | None:
+    """An SEI payload type or size (a run of 0xFF bytes adding 255 each, then the last byte); with the
+    position after it, or None when the message is truncated."""
+    value = 0
+    while pos < len(body) and body[pos] == 0xFF:
+        value += 255
+        pos += 1
+    if pos >= len(body):
+        return None
+    return value + body[pos], pos + 1
+
+
 def sei_user_data(unit: bytes, codec: str) -> list[SeiUserData]:
     """User-data payloads in one SEI NAL unit (other SEI payload types are skipped)."""
     header = 1 if codec == "h264" else 2
@@ -91,22 +103,14 @@ def sei_user_data(unit: bytes, codec: str) -> list[SeiUserData]:
     found: list[SeiUserData] = []
     pos = 0
     while pos < len(body) and body[pos:] not in (b"\x80", b""):
-        payload_type = 0
-        while pos < len(body) and body[pos] == 0xFF:
-            payload_type += 255
-            pos += 1
-        if pos >= len(body):
+        header_fields = _sei_number(body, pos)
+        if header_fields is None:
             break
-        payload_type += body[pos]
-        pos += 1
-        size = 0
-        while pos < len(body) and body[pos] == 0xFF:
-            size += 255
-            pos += 1
-        if pos >= len(body):
+        payload_type, pos = header_fields
+        header_fields = _sei_number(body, pos)
+        if header_fields is None:
             break
-        size += body[pos]
-        pos += 1
+        size, pos = header_fields
         payload = body[pos:pos + size]
         pos += size
         if payload_type == SEI_USER_DATA_UNREGISTERED:
@@ -143,13 +147,6 @@ def read_ue(data: bytes, bit: int) -> tuple[int, int]:
 def h264_sps_id(sps: bytes) -> int:
     """seq_parameter_set_id of an SPS NAL unit (header byte included)."""
     return read_ue(_unescape(sps[4:]), 0)[0]
-
-
-def h264_pps_ids(pps: bytes) -> tuple[int, int]:
-    """(pic_parameter_set_id, seq_parameter_set_id) of a PPS NAL unit."""
-    body = _unescape(pps[1:])
-    pps_id, bit = read_ue(body, 0)
-    return pps_id, read_ue(body, bit)[0]
 
 
 @dataclass(frozen=True)
