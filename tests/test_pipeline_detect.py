@@ -36,3 +36,25 @@ def test_default_detection_redacts_every_planted_oob_frame(tmp_path: Path) -> No
                          ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
                                         segments_file=segments_file))
     assert json.loads(again.report.read_text())["redaction"]["spans"] == archived["segments"]
+
+
+def test_safety_margin_widens_every_detected_span(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from endoshare.pipeline import RenderedCase, render_case
+
+    sample = make_sample_case(tmp_path / "in", width=160, height=96)
+    spans = {}
+    for margin in (Fraction(0), Fraction(1)):
+        options = ProcessOptions(out_dir=tmp_path / f"shared-{margin}", archive_dir=tmp_path / "archive",
+                                 margin_seconds=margin)
+        rendered: RenderedCase = render_case(CaseRequest(sample.folder), options, f"p-{margin}")
+        rendered.temp.unlink()
+        spans[margin] = SegmentSet.from_json(rendered.report["redaction"]["spans"])
+        assert rendered.report["settings"]["margin_seconds"] == f"{margin.numerator}/{margin.denominator}"
+    total = len(sample.labels)
+    for span in spans[Fraction(0)]:
+        # One second at 25 fps is 25 frames on each side, clipped to the case.
+        assert all(spans[Fraction(1)].contains(i) for i in range(max(0, span.start_frame - 25),
+                                                                  min(total, span.end_frame + 25)))
+    assert spans[Fraction(1)].frame_count > spans[Fraction(0)].frame_count

@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -58,17 +59,23 @@ class ProcessOptions:
     #: Keep the clips' audio (re-encoded, silenced or cut with the redacted video); dropped by default
     #: because operating-room audio carries names.
     keep_audio: bool = False
+    #: Detected spans are widened by this much on each side (seconds, exact).
+    margin_seconds: Fraction = Fraction(1, 2)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.verify not in VERIFY_MODES:
             raise ValueError(f"verify {self.verify!r} is not one of {', '.join(VERIFY_MODES)}")
+        object.__setattr__(self, "margin_seconds", Fraction(self.margin_seconds))
+        if self.margin_seconds < 0:
+            raise ValueError(f"the safety margin must not be negative, got {self.margin_seconds} s")
 
     def to_json(self) -> dict[str, object]:
         return {"mode": self.mode, "redaction": self.redaction.value, "detector": self.detector,
                 "segments_from_file": self.segments_file is not None, "encode": self.encode.to_json(),
-                "new_pseudonym": self.new_pseudonym, "verify": self.verify, "keep_audio": self.keep_audio}
+                "new_pseudonym": self.new_pseudonym, "verify": self.verify, "keep_audio": self.keep_audio,
+                "margin_seconds": format_rate(self.margin_seconds)}
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,10 @@ def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress:
     if options.detector == "none":
         return SegmentSet(), "none", None
     from .detect.case import detect_case
-    result = detect_case(plan, options.detector, options.weights, progress=progress, cancel=cancel)
+    from .detect.run import DetectOptions
+    from .detect.smooth import SmoothingOptions
+    detect_options = DetectOptions(smoothing=SmoothingOptions(margin_seconds=options.margin_seconds))
+    result = detect_case(plan, options.detector, options.weights, detect_options, progress=progress, cancel=cancel)
     return result.segments, f"detector {options.detector}", result.to_json()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -46,6 +47,8 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default="builtin",
                         help="out-of-body detector: builtin (default), oobnet, or none to skip detection")
     parser.add_argument("--weights", type=Path, help="weights file for the detector")
+    parser.add_argument("--margin", type=Fraction, default=Fraction(1, 2), metavar="SECONDS",
+                        help="widen each detected span by this much on both sides (default 0.5)")
     parser.add_argument("--codec", choices=sorted(ENCODERS), default="h264", help="codec when re-encoding")
     parser.add_argument("--crf", type=int, help="quality when re-encoding (lower is better)")
     parser.add_argument("--preset", choices=X264_PRESETS, default="fast", help="encoder speed/size trade-off")
@@ -67,7 +70,8 @@ def options_from_args(args: argparse.Namespace) -> ProcessOptions:
     return ProcessOptions(out_dir=args.out, archive_dir=args.archive, mode=args.mode,
                           redaction=Redaction(args.redact), segments_file=args.segments,
                           detector=args.detector, weights=args.weights, encode=encode,
-                          new_pseudonym=args.new_pseudonym, verify=args.verify, keep_audio=args.keep_audio)
+                          new_pseudonym=args.new_pseudonym, verify=args.verify, keep_audio=args.keep_audio,
+                          margin_seconds=args.margin)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -102,6 +102,7 @@ def options_to_record(options: ProcessOptions) -> dict[str, Any]:
                    "frame_rate": str(encode.frame_rate) if encode.frame_rate is not None else None,
                    "height": encode.height},
         "new_pseudonym": options.new_pseudonym, "verify": options.verify, "keep_audio": options.keep_audio,
+        "margin_seconds": str(options.margin_seconds),
     }
 
 
@@ -116,7 +117,8 @@ def options_from_record(record: dict[str, Any]) -> ProcessOptions:
                               frame_rate=Fraction(encode["frame_rate"]) if encode["frame_rate"] else None,
                               height=encode["height"]),
         new_pseudonym=bool(record["new_pseudonym"]), verify=record.get("verify", "full"),
-        keep_audio=bool(record.get("keep_audio", False)))
+        keep_audio=bool(record.get("keep_audio", False)),
+        margin_seconds=Fraction(record.get("margin_seconds", "1/2")))
 
 
 @dataclass(frozen=True)
