@@ -8,15 +8,18 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from media import barcode_clip, decoded_frames, luma_max, read_barcode
+from media import barcode_clip, decoded_frames, ffmpeg, luma_max, read_barcode
 from PySide6.QtCore import QModelIndex, QSettings, Qt
 from PySide6.QtWidgets import QMessageBox
 
@@ -25,7 +28,7 @@ from endoshare.gui.app import MainWindow
 from endoshare.gui.frames import FrameSource
 from endoshare.gui.queue_view import AWAITING_REVIEW, DONE, FAILED, RUNNING, STATUS_COLOURS, STOPPED
 from endoshare.gui.review import load_plan
-from endoshare.gui.settings import GuiSettings, load_settings, save_settings
+from endoshare.gui.settings import GuiSettings, load_settings, save_settings, validate_settings
 from endoshare.render.common import Redaction
 from endoshare.sample import make_sample_case
 
@@ -328,10 +331,87 @@ def test_settings_are_validated_then_persisted(qtbot, make_window, tmp_path: Pat
     dialog.workers.setValue(2)
     dialog.redaction.setCurrentIndex(dialog.redaction.findData("blur"))
     dialog.require_review.setChecked(True)
+    assert dialog.margin.toolTip() and dialog.keep_audio.toolTip()
+    dialog.margin.setValue(1.5)
+    dialog.keep_audio.setChecked(True)
     qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
     assert not dialog.isVisible()
-    saved = load_settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    store = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    assert store.value("detector/margin_seconds") == "3/2"                 # exact, not a float
+    saved = load_settings(store)
     assert saved == GuiSettings(archive_dir=tmp_path / "new-archive", shared_dir=tmp_path / "shared", mode="advanced",
-                                redaction=Redaction.BLUR, detector="builtin", workers=2, crf=30, require_review=True)
+                                redaction=Redaction.BLUR, detector="builtin", workers=2, crf=30, require_review=True,
+                                keep_audio=True, margin_seconds=Fraction(3, 2))
     window.reload_settings()
-    assert window.settings().process_options().out_dir == tmp_path / "new-archive" / "awaiting-review"
+    options = window.settings().process_options()
+    assert options.out_dir == tmp_path / "new-archive" / "awaiting-review"
+    assert options.keep_audio and options.margin_seconds == Fraction(3, 2)
+
+    # A margin the box cannot show exactly survives the dialog untouched; a changed one is exact tenths.
+    save_settings(window.store, replace(saved, margin_seconds=Fraction(1, 3)))
+    dialog = window.settings_dialog()
+    qtbot.addWidget(dialog)
+    assert dialog.chosen_settings().margin_seconds == Fraction(1, 3)
+    dialog.margin.setValue(0.3)
+    assert dialog.chosen_settings().margin_seconds == Fraction(3, 10)
+
+
+def test_unusable_margins_are_refused(tmp_path: Path) -> None:
+    good = GuiSettings(archive_dir=tmp_path / "archive", shared_dir=tmp_path / "shared", detector="none")
+    assert validate_settings(good) == ()
+    assert any("0 seconds or more" in p for p in validate_settings(replace(good, margin_seconds=Fraction(-1, 10))))
+    assert any("number of seconds" in p for p in validate_settings(replace(good, margin_seconds="soon")))
+    store = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    for stored in ("-1", "abc", "1/0", "1e9"):
+        store.setValue("detector/margin_seconds", stored)
+        assert load_settings(store).margin_seconds == Fraction(1, 2), stored     # falls back to the default
+    store.setValue("detector/margin_seconds", "0.25")
+    assert load_settings(store).margin_seconds == Fraction(1, 4)
+
+
+def test_keep_audio_reaches_the_output(qtbot, make_window, tmp_path: Path) -> None:
+    folder = tmp_path / "audio-case"
+    folder.mkdir()
+    video = barcode_clip(tmp_path / "video.mp4", range(50), width=160, height=96)
+    ffmpeg("-i", video, "-f", "lavfi", "-i", "sine=frequency=440:duration=2:sample_rate=44100",
+           "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest", folder / "c1.mp4")
+    window = make_window(keep_audio=True)
+    build_case(qtbot, window, folder, "AUDIO")
+    qtbot.mouseClick(window.builder.confirm_button, Qt.MouseButton.LeftButton)
+    run_queue(qtbot, window)
+    entry = entry_for(window, "AUDIO")
+    assert entry.status == DONE, entry.error
+    with av.open(str(entry.result.output)) as container:
+        assert [s.codec_context.name for s in container.streams.audio] == ["aac"]
+    report = json.loads(entry.result.report.read_text(encoding="utf-8"))
+    assert report["settings"]["keep_audio"] is True
+    assert [c["passed"] for c in report["checks"] if c["name"] == "audio"] == [True]
+
+
+def test_margin_setting_widens_detected_spans(qtbot, make_window, tmp_path: Path) -> None:
+    sample = make_sample_case(tmp_path / "sample", width=160, height=96)
+    window = make_window(detector="builtin", margin_seconds=Fraction(0))
+    reports = {}
+    for patient, margin in (("NARROW", 0.0), ("WIDE", 1.5)):
+        dialog = window.settings_dialog()
+        qtbot.addWidget(dialog)
+        dialog.margin.setValue(margin)
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+        assert not dialog.isVisible(), dialog.problems.text()
+        window.reload_settings()
+        build_case(qtbot, window, sample.folder, patient)
+        qtbot.mouseClick(window.builder.confirm_button, Qt.MouseButton.LeftButton)
+        run_queue(qtbot, window)
+        entry = entry_for(window, patient)
+        assert entry.status == DONE, entry.error
+        reports[patient] = json.loads(entry.result.report.read_text(encoding="utf-8"))
+    assert reports["NARROW"]["settings"]["margin_seconds"] == "0/1"
+    assert reports["WIDE"]["settings"]["margin_seconds"] == "3/2"
+    narrow = [(s["start_frame"], s["end_frame"]) for s in reports["NARROW"]["redaction"]["spans"]]
+    wide = [(s["start_frame"], s["end_frame"]) for s in reports["WIDE"]["redaction"]["spans"]]
+    total = reports["WIDE"]["merged_timeline"]["frames"]
+    assert narrow
+    # 1.5 s at 25 fps is 37.5 frames, rounded up: every narrow span grows by 38 frames on each side.
+    for start, end in narrow:
+        assert any(a <= max(0, start - 38) and min(total, end + 38) <= b for a, b in wide), (start, end, wide)
+    assert reports["WIDE"]["redaction"]["frames"] > reports["NARROW"]["redaction"]["frames"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
@@ -12,6 +13,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -32,6 +34,9 @@ from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 DETECTOR_CHOICES = (("builtin", "Built-in model (no download)"), ("oobnet", "OOBNet (weights file)"),
                     ("none", "None (no automatic redaction)"))
 MAX_WORKERS = 16
+#: The margin box's usual range and step; a larger margin saved by hand is kept (the box grows to show it).
+MAX_MARGIN_SECONDS = 10.0
+MARGIN_STEP_SECONDS = 0.1
 #: Outputs held back until a person marked the case reviewed (setting "require review").
 HOLDING_FOLDER = "awaiting-review"
 
@@ -50,6 +55,9 @@ class GuiSettings:
     preset: str = "fast"
     height: int | None = None
     require_review: bool = False
+    keep_audio: bool = False
+    #: Seconds added before and after every detected span.
+    margin_seconds: Fraction = Fraction(1, 2)
 
     @classmethod
     def defaults(cls) -> GuiSettings:
@@ -66,7 +74,13 @@ class GuiSettings:
     def process_options(self, segments_file: Path | None = None) -> ProcessOptions:
         return ProcessOptions(out_dir=self.output_dir(), archive_dir=self.archive_dir, mode=self.mode,
                               redaction=self.redaction, segments_file=segments_file, detector=self.detector,
-                              weights=self.weights, encode=self.encode())
+                              weights=self.weights, encode=self.encode(), keep_audio=self.keep_audio,
+                              margin_seconds=self.margin_seconds)
+
+
+def margin_from_seconds(seconds: float) -> Fraction:
+    """The exact margin a spin box's value stands for: 0.1 s is 1/10, not the nearest binary float."""
+    return Fraction(str(seconds)).limit_denominator(1000)
 
 
 def _writable(path: Path, label: str) -> str | None:
@@ -76,6 +90,16 @@ def _writable(path: Path, label: str) -> str | None:
             pass
     except OSError as exc:
         return f"The {label} {path} is not writable ({exc.strerror or exc}); choose another folder or ask for access."
+    return None
+
+
+def _margin_problem(margin: object) -> str | None:
+    try:
+        exact = Fraction(margin)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return f"The safety margin must be a number of seconds such as 0.5, got {margin!r}."
+    if exact < 0:
+        return f"The safety margin must be 0 seconds or more, got {float(exact):g} s."
     return None
 
 
@@ -96,6 +120,8 @@ def validate_settings(settings: GuiSettings, load_weights: bool = True) -> tuple
         # The archive holds the pseudonym mapping: sharing it would undo the de-identification.
         problems.append("The archive folder must not be the shared folder: the archive keeps the list that "
                         "links pseudonyms to patients.")
+    if (problem := _margin_problem(settings.margin_seconds)) is not None:
+        problems.append(problem)
     if not 1 <= settings.workers <= MAX_WORKERS:
         problems.append(f"Workers must be between 1 and {MAX_WORKERS}.")
     if settings.mode not in MODES:
@@ -123,6 +149,15 @@ def _optional_int(text: str) -> int | None:
     return int(text) if text.strip().lstrip("-").isdigit() else None
 
 
+def _margin(text: str, default: Fraction) -> Fraction:
+    try:
+        margin = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        return default
+    # An hour is far beyond any sensible margin; a bigger number is a typo (and may not fit a float).
+    return margin if 0 <= margin <= 3600 else default
+
+
 def load_settings(store: QSettings) -> GuiSettings:
     """The saved settings; anything missing or unusable falls back to its default."""
     base = GuiSettings.defaults()
@@ -140,7 +175,9 @@ def load_settings(store: QSettings) -> GuiSettings:
         crf=_optional_int(_text(store, "render/crf", "")),
         preset=_text(store, "render/preset", base.preset),
         height=_optional_int(_text(store, "render/height", "")),
-        require_review=_text(store, "review/required", "false").lower() == "true")
+        require_review=_text(store, "review/required", "false").lower() == "true",
+        keep_audio=_text(store, "render/keep_audio", "false").lower() == "true",
+        margin_seconds=_margin(_text(store, "detector/margin_seconds", ""), base.margin_seconds))
     if settings.mode not in MODES:
         settings = replace(settings, mode=base.mode)
     if settings.detector not in {name for name, _ in DETECTOR_CHOICES}:
@@ -163,6 +200,9 @@ def save_settings(store: QSettings, settings: GuiSettings) -> None:
     store.setValue("render/height", "" if settings.height is None else str(settings.height))
     store.setValue("detector/name", settings.detector)
     store.setValue("detector/weights", "" if settings.weights is None else str(settings.weights))
+    # "3/2", not 1.5: read back as the same exact Fraction.
+    store.setValue("detector/margin_seconds", str(Fraction(settings.margin_seconds)))
+    store.setValue("render/keep_audio", "true" if settings.keep_audio else "false")
     store.setValue("run/workers", str(settings.workers))
     store.setValue("review/required", "true" if settings.require_review else "false")
     store.sync()
@@ -219,6 +259,18 @@ class SettingsDialog(QDialog):
         for name, label in DETECTOR_CHOICES:
             self.detector.addItem(label, name)
         self.weights = _FolderField("Detector weights file", pick_file=True)
+        self.margin = QDoubleSpinBox()
+        self.margin.setRange(0.0, MAX_MARGIN_SECONDS)
+        self.margin.setSingleStep(MARGIN_STEP_SECONDS)
+        self.margin.setDecimals(2)
+        self.margin.setSuffix(" s")
+        self.margin.setToolTip("Extra time redacted before and after every span the detector finds, so the "
+                               "first and last frames outside the patient are covered too. Spans you set "
+                               "by hand in Review are used as they are.")
+        self.keep_audio = QCheckBox("Keep the clips' audio")
+        self.keep_audio.setToolTip("Off: the output has no sound (operating-room audio often carries names). "
+                                   "On: the sound is kept, re-encoded to AAC, silent wherever the video is "
+                                   "redacted (or cut with it), and checked in the report.")
         self.workers = QSpinBox()
         self.workers.setRange(1, MAX_WORKERS)
         self.require_review = QCheckBox("Hold each output until a person has reviewed the case")
@@ -252,6 +304,8 @@ class SettingsDialog(QDialog):
         form.addRow("Redaction", self.redaction)
         form.addRow("Detector", self.detector)
         form.addRow("Weights file", self.weights)
+        form.addRow("Safety margin", self.margin)
+        form.addRow("Audio", self.keep_audio)
         form.addRow("Cases at once", self.workers)
         form.addRow("Review", self.require_review)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
@@ -276,6 +330,11 @@ class SettingsDialog(QDialog):
         self.weights.edit.setText(str(settings.weights) if settings.weights else "")
         self.workers.setValue(settings.workers)
         self.require_review.setChecked(settings.require_review)
+        self.margin.setMaximum(max(MAX_MARGIN_SECONDS, float(settings.margin_seconds)))
+        self.margin.setValue(float(settings.margin_seconds))
+        # The box shows two decimals: an untouched margin such as 1/3 is saved as it was, not as 33/100.
+        self._shown_margin = (self.margin.value(), settings.margin_seconds)
+        self.keep_audio.setChecked(settings.keep_audio)
         self.codec.setCurrentIndex(self.codec.findData(settings.codec))
         self.crf.setValue(-1 if settings.crf is None else settings.crf)
         self.preset.setCurrentText(settings.preset)
@@ -285,6 +344,11 @@ class SettingsDialog(QDialog):
     def _update_enabled(self) -> None:
         self.advanced.setEnabled(self.mode.currentData() == "advanced")
         self.weights.setEnabled(self.detector.currentData() != "none")
+        self.margin.setEnabled(self.detector.currentData() != "none")
+
+    def _chosen_margin(self) -> Fraction:
+        shown_value, shown_margin = self._shown_margin
+        return shown_margin if self.margin.value() == shown_value else margin_from_seconds(self.margin.value())
 
     def chosen_settings(self) -> GuiSettings:
         advanced = self.mode.currentData() == "advanced"
@@ -294,6 +358,7 @@ class SettingsDialog(QDialog):
             mode=self.mode.currentData(), redaction=Redaction(self.redaction.currentData()),
             detector=self.detector.currentData(), weights=Path(weights) if weights else None,
             workers=self.workers.value(), require_review=self.require_review.isChecked(),
+            keep_audio=self.keep_audio.isChecked(), margin_seconds=self._chosen_margin(),
             codec=self.codec.currentData() if advanced else "h264",
             crf=(self.crf.value() if self.crf.value() >= 0 else None) if advanced else None,
             preset=self.preset.currentText() if advanced else "fast",
