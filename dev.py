@@ -12,6 +12,7 @@ is installed.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,15 @@ def demo() -> None:
     print("\nDone. Shared (de-identified) output and its audit report:")
     for path in sorted((work / "shared").iterdir()):
         print(f"  {path}")
+    report = json.loads(next((work / "shared").glob("*.report.json")).read_text(encoding="utf-8"))
+    truth = json.loads((work / "input" / "truth.json").read_text(encoding="utf-8"))["labels"]
+    spans = [(s["start_frame"], s["end_frame"]) for s in report["redaction"]["spans"]]
+    oob = [i for i, label in enumerate(truth) if label == "oob"]
+    found = sum(1 for i in oob if any(a <= i < b for a, b in spans))
+    print(f"Redacted {report['redaction']['frames']} of {report['merged_timeline']['frames']} frames in "
+          f"{len(spans)} spans ({report['output']['method']}); planted out-of-body frames covered: "
+          f"{found}/{len(oob)}")
+    print("Checks: " + ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}" for c in report["checks"]))
     print(f"Private mapping (patient ID → pseudonym): {work / 'archive' / 'mapping.csv'}")
     print(f"Inspect the result:  {endoshare} inspect {work / 'shared'}/*.mp4")
 
