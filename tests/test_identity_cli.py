@@ -114,3 +114,14 @@ def test_cli_inspect_shows_every_hiding_place(tmp_path: Path, capsys: pytest.Cap
     assert any(t["box"] == "mvhd" and t["creation"] > 0 for t in info["mp4_times"])
     assert main(["inspect", str(tmp_path / "missing.mp4")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_rewrite_removes_temp_files_of_crashed_writers(tmp_path: Path) -> None:
+    store = MappingStore(tmp_path)
+    row = MappingRow("case", new_pseudonym(), "2026-01-01T00:00:00+00:00", "a.mp4", "00", "x.mp4")
+    store.record(row)
+    stale = tmp_path / ".mapping.csv.99999.tmp"
+    stale.write_text("half a rewrite")
+    store.record(MappingRow(*[*row.__dict__.values()][:4], "11", "x.mp4"))    # same case+pseudonym: rewrite
+    assert not stale.exists()
+    assert [r.output_sha256 for r in store.rows()] == ["11"]

@@ -131,6 +131,9 @@ class MappingStore:
             os.close(fd)
 
     def _rewrite(self, rows: list[MappingRow]) -> None:
+        # We hold the lock: any temp file from an earlier rewrite belongs to a process that died.
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         data = self._encode([HEADER, *(astuple(r) for r in rows)])
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
