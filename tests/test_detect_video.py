@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -23,7 +24,8 @@ from endoshare.cli import detect as detect_cli
 from endoshare.detect import registry
 from endoshare.detect.base import Detector
 from endoshare.detect.run import DetectOptions, detect_video, evaluate_segments
-from endoshare.detect.sampling import DetectProgress, ReadSettings
+from endoshare.detect.sampling import (CueSettings, DetectProgress, PacketIndex, ReadSettings,
+                                       suspicious_gops)
 from endoshare.detect.smooth import SmoothingOptions
 from endoshare.errors import (CancelledError, EmptyFileError, InputError, MissingInputError,
                               NoVideoStreamError, UnreadableMediaError, WeightsError)
@@ -119,13 +121,17 @@ def truth_labels() -> list[str]:
     return labels
 
 
-def encode_video(path: Path, scenes: Scenes, *, scenecut: bool) -> Path:
-    options = {"preset": "veryfast"}
-    if not scenecut:
-        options["x264-params"] = "scenecut=0"
+def encode_video(path: Path, scenes: Scenes, *, scenecut: bool, codec: str = "libx264") -> Path:
+    if codec == "libx265":
+        options = {"preset": "ultrafast",
+                   "x265-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:log-level=error"}
+    else:
+        options = {"preset": "veryfast"}
+        if not scenecut:
+            options["x264-params"] = "scenecut=0"
     labels = truth_labels()
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=RATE, options=options)
+        stream = out.add_stream(codec, rate=RATE, options=options)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         stream.codec_context.gop_size = GOP
         for i, label in enumerate(labels):
@@ -166,12 +172,22 @@ def red_scenes() -> Scenes:
     return Scenes(tuple(load_scene(f) for f in chosen_inbody), tuple(load_scene(f) for f in chosen_oob))
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["scenecut-off", "scenecut-on"])
-def red_video(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-              red_scenes: Scenes) -> tuple[Path, bool]:
-    scenecut = bool(request.param)
-    path = tmp_path_factory.mktemp("video") / f"case-{'sc' if scenecut else 'nosc'}.mp4"
-    return encode_video(path, red_scenes, scenecut=scenecut), scenecut
+@pytest.fixture(scope="module")
+def red_videos(tmp_path_factory: pytest.TempPathFactory, red_scenes: Scenes) -> Callable[[bool], Path]:
+    """The test video with or without x264 scene-cut keyframes, each encoded once per module."""
+    made: dict[bool, Path] = {}
+
+    def get(scenecut: bool) -> Path:
+        if scenecut not in made:
+            path = tmp_path_factory.mktemp("video") / f"case-{'sc' if scenecut else 'nosc'}.mp4"
+            made[scenecut] = encode_video(path, red_scenes, scenecut=scenecut)
+        return made[scenecut]
+    return get
+
+
+@pytest.fixture(params=[False, True], ids=["scenecut-off", "scenecut-on"])
+def red_video(request: pytest.FixtureRequest, red_videos: Callable[[bool], Path]) -> tuple[Path, bool]:
+    return red_videos(bool(request.param)), bool(request.param)
 
 
 def expected_segments(margin: int, frame_count: int = FRAMES) -> SegmentSet:
@@ -202,6 +218,8 @@ def test_coarse_to_fine_is_frame_exact_and_decodes_few_frames(red_video: tuple[P
     assert result.stats.strategy == "coarse-to-fine"
     assert result.stats.frames_decoded <= FRAMES // 4, result.stats
     assert detector.frames_scored == result.stats.frames_scored < FRAMES // 4
+    # Refined GOPs end early once the rest is settled by the samples around it (see RefinePlan).
+    assert result.stats.frames_decoded < result.stats.keyframes + result.stats.gops_refined * GOP
 
 
 def test_boundaries_are_exact_without_margin(red_video: tuple[Path, bool]) -> None:
@@ -209,6 +227,56 @@ def test_boundaries_are_exact_without_margin(red_video: tuple[Path, bool]) -> No
     options = DetectOptions(smoothing=SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0)))
     result = detect_video(path, RedTissueDetector(), options)
     assert [(s.start_frame, s.end_frame) for s in result.segments] == [EXCURSION, STRETCH]
+
+
+def test_hevc_excursion_between_keyframes_is_found(red_scenes: Scenes, tmp_path: Path) -> None:
+    """The compressed-domain cues only use packet sizes, flags and timestamps: HEVC works the same."""
+    path = encode_video(tmp_path / "case-hevc.mp4", red_scenes, scenecut=False, codec="libx265")
+    assert not any(EXCURSION[0] <= k < EXCURSION[1] for k in keyframe_indices(path))
+    options = DetectOptions(smoothing=SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0)))
+    result = detect_video(path, RedTissueDetector(), options)
+    assert result.frame_count == FRAMES
+    assert [(s.start_frame, s.end_frame) for s in result.segments] == [EXCURSION, STRETCH]
+    assert result.stats.frames_decoded <= FRAMES // 4
+
+
+def test_without_size_cues_the_excursion_between_keyframes_would_be_missed(
+        red_videos: Callable[[bool], Path]) -> None:
+    """Proof that the excursion in the fixed-GOP video is found by the compressed-domain cues."""
+    path = red_videos(False)
+    blind = DetectOptions(cues=CueSettings(spike_ratio=float("inf"), level_ratio=float("inf")))
+    result = detect_video(path, RedTissueDetector(), blind)
+    assert not any(result.segments.contains(i) for i in range(*EXCURSION))
+    assert detect_video(path, RedTissueDetector()).stats.scene_changes > 0
+
+
+def test_gop_plan_rules_on_a_synthetic_packet_index() -> None:
+    """Which GOPs are decoded in full, from keyframe scores and packet sizes alone."""
+    frames = 50  # keyframes at 0, 10, 20, 30, 40; no B-frames
+    sizes = [1000 if i % 10 == 0 else 50 for i in range(frames)]
+    sizes[45] = 300  # a scene change inside the last GOP (a spike, too short for a level shift)
+    index = PacketIndex.from_decode_order(list(range(frames)), sizes, [i % 10 == 0 for i in range(frames)])
+    keys = np.array([0, 10, 20, 30, 40])
+    scores = np.array([0.0, 0.0, 0.9, 0.0, 0.0], dtype=np.float32)
+    plan = suspicious_gops(index, keys, scores, 0.5, 0.5, CueSettings())
+    # body|body: trusted; body|oob and oob|body: boundaries inside; body|end with a spike: decoded.
+    assert plan.ranges == ((10, 30), (40, 50))
+    assert plan.scene_changes == 1 and plan.gops_flagged == 3
+    assert plan.stop_at_oob_from == (None, None)
+    assert plan.stop_at_inbody_from == (20, 45)
+    both_oob = suspicious_gops(index, keys, np.array([0.9, 0.9, 0.9, 0.0, 0.0], np.float32), 0.5, 0.5,
+                               CueSettings())
+    assert both_oob.ranges == ((20, 30), (40, 50))  # GOPs 0 and 1 lie between out-of-body keyframes
+    assert both_oob.stop_at_oob_from[0] is None and both_oob.stop_at_inbody_from[0] == 20
+    entering = suspicious_gops(index, keys, np.array([0.0, 0.0, 0.0, 0.9, 0.9], np.float32), 0.5, 0.5,
+                               CueSettings())
+    # The last GOP starts out of body and runs to the end: redacted whole, its spike notwithstanding.
+    assert entering.ranges == ((20, 30),) and entering.stop_at_oob_from == (20,)
+    uncertain = suspicious_gops(index, keys, np.array([0.0, 0.3, 0.0, 0.0, 0.0], np.float32), 0.5, 0.2,
+                                CueSettings())
+    assert uncertain.ranges == ((0, 20), (40, 50))
+    unscored = suspicious_gops(index, keys[1:], scores[1:], 0.5, 0.5, CueSettings())
+    assert unscored.ranges[0][0] == 0  # a keyframe without a score is never trusted
 
 
 def test_sequential_strategy_agrees_and_decodes_everything(red_video: tuple[Path, bool]) -> None:

@@ -182,8 +182,8 @@ def _coarse_to_fine(path: Path, detector: Detector, options: DetectOptions, prog
     index_done = time.perf_counter()
     plan = suspicious_gops(coarse.index, coarse.key_frames, coarse.key_scores, smoothing.enter_threshold,
                            options.suspect_threshold, options.cues)
-    fine = score_ranges(path, coarse.index, plan, detector, options.read, smoothing.enter_threshold, progress,
-                        cancel, skip=frozenset(coarse.key_frames.tolist()))
+    fine = score_ranges(path, coarse.index, plan, detector, options.read, smoothing.enter_threshold,
+                        options.suspect_threshold, progress, cancel, skip=frozenset(coarse.key_frames.tolist()))
     refine_done = time.perf_counter()
 
     frames = np.concatenate((coarse.key_frames, fine.frames))

@@ -56,6 +56,9 @@ class ReadSettings:
     interpolation: str = "AREA"
     #: Decoder threads (0 = FFmpeg decides; a frame-threaded decoder keeps both cores busy).
     threads: int = 0
+    #: swscale threads for the shrink: one, because the output is tiny and the decoder threads already
+    #: use the cores (slice threads here cost ~15 % more CPU and 2-3x the wall time per frame).
+    scale_threads: int = 1
 
 
 class _Reader:
@@ -88,7 +91,8 @@ class _Reader:
     def add(self, key: int, frame: av.VideoFrame) -> None:
         """Queue one decoded frame, identified by ``key`` (a pts or a frame index), for scoring."""
         self._batch_frames.append(frame.to_ndarray(width=self.width, height=self.height, format="rgb24",
-                                                   interpolation=self.settings.interpolation))
+                                                   interpolation=self.settings.interpolation,
+                                                   threads=self.settings.scale_threads))
         self._batch_keys.append(key)
         if len(self._batch_frames) >= self.settings.batch_size:
             self.flush()
@@ -356,6 +360,11 @@ class RefinePlan:
     #: None).  Decoding may stop at the first out-of-body frame found from there: every frame between it
     #: and that keyframe is redacted anyway, and the boundary it marks is already frame-exact.
     stop_at_oob_from: tuple[int | None, ...]
+    #: Per range: from which frame decoding may stop once the latest frame scored is clearly in body
+    #: (below the suspect threshold), when the keyframe after the range is in body or the video ends
+    #: there, and no size spike or level shift lies further on.  The frames skipped then sit between
+    #: two in-body samples with no compressed-domain cue, exactly like those of an unflagged GOP.
+    stop_at_inbody_from: tuple[int | None, ...]
     gops_total: int
     gops_flagged: int
     scene_changes: int
@@ -381,7 +390,9 @@ def suspicious_gops(index: PacketIndex, key_frames: npt.NDArray[np.int64], key_s
     changes = scene_change_frames(index, cues)
     if changes.size:
         cue_gops[np.searchsorted(starts, changes, side="right") - 1] = True
-    cue_gops[level_shift_gops(index, cues)] = True
+    level_gops = np.zeros(n_gops, dtype=bool)
+    level_gops[level_shift_gops(index, cues)] = True
+    cue_gops |= level_gops
 
     def state(frame: int | None) -> str:
         if frame is None:
@@ -404,18 +415,28 @@ def suspicious_gops(index: PacketIndex, key_frames: npt.NDArray[np.int64], key_s
         flagged[gop] = True
 
     ranges: list[tuple[int, int]] = []
-    stops: list[int | None] = []
+    oob_stops: list[int | None] = []
+    inbody_stops: list[int | None] = []
     for gop in np.flatnonzero(flagged):
         start = int(starts[gop])
         end = int(starts[gop + 1]) if gop + 1 < n_gops else index.frame_count
-        stop = start if gop + 1 < n_gops and state(end) == "oob" else None
+        right = state(end if gop + 1 < n_gops else None)
+        oob_stop = start if right == "oob" else None
+        inbody_stop = None
+        if right in ("body", "end") and not level_gops[gop]:
+            # Past the last size spike of this GOP, an in-body frame followed by nothing but an in-body
+            # keyframe (or the end) is the situation of an unflagged GOP: it is trusted the same way.
+            spikes = changes[(changes >= start) & (changes < end)]
+            inbody_stop = int(spikes[-1]) if spikes.size else start
         if ranges and ranges[-1][1] == start:
             ranges[-1] = (ranges[-1][0], end)
-            stops[-1] = stop
+            oob_stops[-1], inbody_stops[-1] = oob_stop, inbody_stop
         else:
             ranges.append((start, end))
-            stops.append(stop)
-    return RefinePlan(ranges=tuple(ranges), stop_at_oob_from=tuple(stops), gops_total=n_gops,
+            oob_stops.append(oob_stop)
+            inbody_stops.append(inbody_stop)
+    return RefinePlan(ranges=tuple(ranges), stop_at_oob_from=tuple(oob_stops),
+                      stop_at_inbody_from=tuple(inbody_stops), gops_total=n_gops,
                       gops_flagged=int(flagged.sum()), scene_changes=int(changes.size))
 
 
@@ -435,13 +456,14 @@ STOP_CHECK_BATCH = 4
 
 
 def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Detector, settings: ReadSettings,
-                 enter_threshold: float, progress: ProgressCallback | None = None,
+                 enter_threshold: float, suspect_threshold: float, progress: ProgressCallback | None = None,
                  cancel: CancelCallback | None = None, skip: set[int] | frozenset[int] = frozenset()
                  ) -> ScoredFrames:
     """Decode every frame of each planned range (seeking to its keyframe) and score those not in ``skip``.
 
-    A range ends early at the first frame scoring ``>= enter_threshold`` in its last GOP when the plan
-    allows it (see :attr:`RefinePlan.stop_at_oob_from`).
+    A range ends early, when the plan allows it, at the first frame scoring ``>= enter_threshold``
+    (:attr:`RefinePlan.stop_at_oob_from`) or once the latest frame scored is below
+    ``suspect_threshold`` (:attr:`RefinePlan.stop_at_inbody_from`).
     """
     reader = _Reader(path, detector, settings, progress, cancel)
     total = plan.frames
@@ -450,19 +472,26 @@ def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Det
         stream = _video_stream(container, path)
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.thread_count = settings.threads
-        for (start, end), stop_from in zip(plan.ranges, plan.stop_at_oob_from):
+        for (start, end), oob_from, inbody_from in zip(plan.ranges, plan.stop_at_oob_from,
+                                                        plan.stop_at_inbody_from):
             wanted = end - start
             seen: set[int] = set()
             checked = len(reader.scored_values)
+            zone = min((z for z in (oob_from, inbody_from) if z is not None), default=None)
 
-            def found_oob() -> bool:
-                """Score what is queued and tell whether an out-of-body frame showed up in the stop zone."""
+            def may_stop() -> bool:
+                """Score what is queued; tell whether the rest of the range is settled without decoding."""
                 nonlocal checked
                 reader.flush()
-                hit = any(key >= stop_from and value >= enter_threshold  # type: ignore[operator]
-                          for key, value in zip(reader.scored_keys[checked:], reader.scored_values[checked:]))
+                keys, values = reader.scored_keys[checked:], reader.scored_values[checked:]
                 checked = len(reader.scored_values)
-                return hit
+                if oob_from is not None and any(k >= oob_from and v >= enter_threshold
+                                                for k, v in zip(keys, values)):
+                    return True
+                if inbody_from is not None and keys:
+                    latest = max(range(len(keys)), key=keys.__getitem__)
+                    return keys[latest] > inbody_from and values[latest] < suspect_threshold
+                return False
             try:
                 container.seek(int(index.pts[start]), stream=stream, backward=True, any_frame=False)
             except av.error.FFmpegError as exc:
@@ -488,14 +517,13 @@ def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Det
                     if fidx not in skip:
                         reader.add(fidx, frame)
                     reader.report("refine", done, total, "frames")
-                    if (stop_from is not None and fidx >= stop_from
-                            and len(reader.pending) >= STOP_CHECK_BATCH and found_oob()):
+                    if (zone is not None and fidx >= zone and len(reader.pending) >= STOP_CHECK_BATCH
+                            and may_stop()):
                         stop_now = True
                 if len(seen) >= wanted:
                     break
                 if stop_now:
-                    # The frames left in this range lie between an out-of-body frame and an out-of-body
-                    # keyframe: the smoothing redacts them without looking.
+                    # The frames left are settled by the samples around them (see RefinePlan).
                     done += wanted - len(seen)
                     break
             else:
