@@ -542,3 +542,25 @@ def test_builtin_detector_on_assembled_video(builtin_detector: Detector, tmp_pat
     code, out, _ = cli(["detect", str(path), "--json"])
     assert code == 0
     assert json.loads(out)["segments"] == result.segments.to_json()
+
+
+def test_reference_coarse_pass_sees_an_excursion_without_size_cues(tmp_path: Path) -> None:
+    """With the size cues switched off, keyframes alone miss a short excursion between them; decoding
+    every reference picture finds it anyway."""
+    from endoshare.detect.registry import create_detector
+    from endoshare.detect.run import DetectOptions, detect_video
+    from endoshare.detect.sampling import CueSettings
+    from endoshare.sample import synthetic_frames, write_clip
+
+    labels = [False] * 150
+    labels[63:73] = [True] * 10                 # strictly between the keyframes at 50 and 100
+    video = tmp_path / "excursion.mp4"
+    write_clip(video, synthetic_frames(labels, 160, 96, seed=3), gop=50,
+               options={"x264-params": "scenecut=0"})
+    no_cues = CueSettings(spike_ratio=1e9, level_ratio=1e9)
+    detector = create_detector("builtin")
+    keyframes_only = detect_video(video, detector, DetectOptions(cues=no_cues))
+    assert not any(keyframes_only.segments.contains(i) for i in range(63, 73))
+    reference = detect_video(video, detector, DetectOptions(cues=no_cues, coarse_frames="reference"))
+    assert all(reference.segments.contains(i) for i in range(63, 73))
+    assert reference.options.coarse_frames == "reference"

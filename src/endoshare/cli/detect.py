@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from ..detect.sampling import COARSE_FRAMES
 from ..errors import EndoshareError
 from ..timeline import format_rate
 from .argtypes import probability
@@ -39,6 +40,7 @@ class DetectCommand:
     scores: bool
     as_json: bool
     show_progress: bool
+    coarse_frames: str = "keyframes"
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ def add_parser(subparsers: Any) -> None:
     detect.add_argument("--exit-threshold", type=probability, metavar="P",
                         help="hysteresis: a span continues while scores stay at or above P (lower than "
                              "--threshold); default: no hysteresis")
+    detect.add_argument("--coarse", choices=COARSE_FRAMES, default="keyframes", dest="coarse_frames",
+                        help="coarse-to-fine: decode keyframes only and trust packet-size cues between them "
+                             "(default), or every reference picture (slower, sees a short excursion directly)")
     detect.add_argument("--step", type=_positive_int, default=1, metavar="N",
                         help="sequential strategy: score one frame out of N (default 1 = every frame)")
     detect.add_argument("--scores", action="store_true",
@@ -129,7 +134,7 @@ def run_detect(args: argparse.Namespace) -> int:
         fill_gap_seconds=args.fill_gap, enter_threshold=args.threshold, exit_threshold=args.exit_threshold,
         strategy=args.strategy,
         step=args.step, scores=bool(args.scores), as_json=bool(args.as_json),
-        show_progress=not args.as_json and sys.stderr.isatty())
+        show_progress=not args.as_json and sys.stderr.isatty(), coarse_frames=args.coarse_frames)
     return detect_command(command, sys.stdout, sys.stderr)
 
 
@@ -180,7 +185,7 @@ def detect_command(command: DetectCommand, out: TextIO, err: TextIO) -> int:
                                        margin_seconds=command.margin_seconds,
                                        fill_gap_seconds=command.fill_gap_seconds),
             strategy=command.strategy,  # type: ignore[arg-type]
-            sequential_step=command.step)
+            sequential_step=command.step, coarse_frames=command.coarse_frames)
     except ValueError as exc:
         err.write(f"endoshare detect: {exc}\n")
         return EXIT_USAGE

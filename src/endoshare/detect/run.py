@@ -30,8 +30,18 @@ import numpy.typing as npt
 from ..errors import InputError, MissingInputError
 from ..timeline import SegmentSet, format_rate
 from .base import Detector
-from .sampling import (CancelCallback, CoarseScan, CueSettings, ProgressCallback, PtsUnusableError,
-                       ReadSettings, coarse_scan, score_ranges, score_sequential, suspicious_gops)
+from .sampling import (
+    CancelCallback,
+    CoarseScan,
+    CueSettings,
+    ProgressCallback,
+    PtsUnusableError,
+    ReadSettings,
+    coarse_scan,
+    score_ranges,
+    score_sequential,
+    suspicious_gops,
+)
 from .smooth import SmoothingOptions, smooth_scores
 
 Strategy = Literal["auto", "coarse-to-fine", "sequential"]
@@ -49,6 +59,8 @@ class DetectOptions:
     #: and their GOPs are decoded in full.  None: the resolved exit threshold.
     suspect_threshold: float | None = None
     cues: CueSettings = field(default_factory=CueSettings)
+    #: Coarse-to-fine: what the first pass decodes ("keyframes" or "reference"; see sampling.COARSE_FRAMES).
+    coarse_frames: str = "keyframes"
     read: ReadSettings = field(default_factory=ReadSettings)
 
     def __post_init__(self) -> None:
@@ -62,6 +74,7 @@ class DetectOptions:
     def to_json(self) -> dict[str, Any]:
         return {"smoothing": self.smoothing.to_json(), "strategy": self.strategy,
                 "sequential_step": self.sequential_step, "suspect_threshold": self.suspect_threshold,
+                "coarse_frames": self.coarse_frames,
                 "cues": asdict(self.cues), "read": asdict(self.read)}
 
     @classmethod
@@ -178,7 +191,7 @@ def _coarse_to_fine(path: Path, detector: Detector, options: DetectOptions, prog
                     cancel: CancelCallback | None, started: float) -> DetectionResult:
     smoothing = options.smoothing
     assert smoothing.enter_threshold is not None and options.suspect_threshold is not None
-    coarse: CoarseScan = coarse_scan(path, detector, options.read, progress, cancel)
+    coarse: CoarseScan = coarse_scan(path, detector, options.read, progress, cancel, options.coarse_frames)
     index_done = time.perf_counter()
     plan = suspicious_gops(coarse.index, coarse.key_frames, coarse.key_scores, smoothing.enter_threshold,
                            options.suspect_threshold, options.cues)

@@ -213,13 +213,23 @@ class CoarseScan:
     frames_decoded: int
 
 
+#: What the coarse pass decodes: keyframes only (fastest, relies on packet-size cues between them), or
+#: every reference picture (a short excursion is seen directly, whatever the packet sizes say).
+COARSE_FRAMES = ("keyframes", "reference")
+
+
 class PtsUnusableError(Exception):
     """The packets lack unique timestamps; frame indices must come from a sequential decode."""
 
 
 def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
-                progress: ProgressCallback | None = None, cancel: CancelCallback | None = None) -> CoarseScan:
-    """Demux every packet of the video stream; decode and score the keyframes only."""
+                progress: ProgressCallback | None = None, cancel: CancelCallback | None = None,
+                frames: str = "keyframes") -> CoarseScan:
+    """Demux every packet of the video stream; decode and score the keyframes only, or (``frames=
+    "reference"``) every picture that others are predicted from (all but the disposable B-frames)."""
+    if frames not in COARSE_FRAMES:
+        raise ValueError(f"coarse frames must be one of {', '.join(COARSE_FRAMES)}, got {frames!r}")
+    every_reference = frames == "reference"
     reader = _Reader(path, detector, settings, progress, cancel)
     pts_list: list[int] = []
     sizes: list[int] = []
@@ -228,7 +238,7 @@ def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
         stream = _video_stream(container, path)
         rate = _frame_rate(stream, path)
         total = int(stream.frames) if stream.frames else None
-        stream.codec_context.skip_frame = "NONKEY"
+        stream.codec_context.skip_frame = "NONREF" if every_reference else "NONKEY"
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.thread_count = settings.threads
         for packet in _packets(container, stream, path):
@@ -239,7 +249,7 @@ def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
             pts_list.append(int(packet.pts))
             sizes.append(int(packet.size))
             keys.append(bool(packet.is_keyframe))
-            if packet.is_keyframe:
+            if packet.is_keyframe or every_reference:
                 for frame in _decode(packet, stream):
                     reader.frames_decoded += 1
                     if frame.pts is not None:
@@ -275,7 +285,7 @@ class CueSettings:
     """Thresholds of the compressed-domain cues that mark a GOP as worth decoding in full."""
 
     #: A packet this many times larger than the median of its neighbours of the same class...
-    spike_ratio: float = 2.0
+    spike_ratio: float = 1.5
     #: ...and at least this fraction of its GOP's keyframe size is a scene change (intra-coded picture).
     spike_min_key_fraction: float = 0.15
     #: Packets on each side (same class, decode order) that make up the local median.
@@ -404,13 +414,18 @@ def suspicious_gops(index: PacketIndex, key_frames: npt.NDArray[np.int64], key_s
             return "oob"
         return "body" if score < suspect_threshold else "uncertain"
 
+    sample_frames = np.sort(key_frames)
     flagged = np.zeros(n_gops, dtype=bool)
     for gop in range(n_gops):
         left = state(int(starts[gop]))
         right = state(int(starts[gop + 1]) if gop + 1 < n_gops else None)
-        if left == "oob" and right in ("oob", "end"):
+        # Samples inside the GOP (the coarse pass may score more than keyframes) must agree too.
+        end = int(starts[gop + 1]) if gop + 1 < n_gops else index.frame_count
+        lo, hi = np.searchsorted(sample_frames, [int(starts[gop]) + 1, end])
+        inside = {state(int(f)) for f in sample_frames[lo:hi]}
+        if left == "oob" and right in ("oob", "end") and inside <= {"oob"}:
             continue
-        if left == "body" and right in ("body", "end") and not cue_gops[gop]:
+        if left == "body" and right in ("body", "end") and not cue_gops[gop] and inside <= {"body"}:
             continue
         flagged[gop] = True
 
