@@ -39,13 +39,16 @@ from ..media.nal import (H264_AUD, H264_IDR, H264_PPS, H264_SPS, HEVC_AUD, HEVC_
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, sei_filter
 from ..timeline import SegmentSet
-from .common import EncodeSettings, Redaction, RenderResult
+from .common import X264_PRESETS, EncodeSettings, Redaction, RenderResult
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
 
 #: Quality of re-encoded groups: close to transparent, as they sit between copied ones.
 SPLICE_CRF = 16
+#: Re-encoded groups use at most this slow a preset: at CRF 16 a slower one buys little for groups that
+#: mostly show black or blurred frames, and the re-encode is most of fast mode's render time.
+SPLICE_SLOWEST_PRESET = "veryfast"
 
 
 class NotSpliceable(Exception):
@@ -184,6 +187,7 @@ class _Splicer:
         self.plan, self.smart, self.settings = plan, smart, settings
         self.length_size = smart.length_size
         self.parameter_sets: tuple[bytes, ...] | None = None
+        self.preset = min(settings.preset, SPLICE_SLOWEST_PRESET, key=X264_PRESETS.index)
 
     def encoder_options(self, crf: int) -> dict[str, str]:
         raise NotImplementedError
@@ -259,7 +263,7 @@ class _H264Splicer(_Splicer):
         self.sps_id = next(i for i in range(32) if i not in used)
 
     def encoder_options(self, crf: int) -> dict[str, str]:
-        return {"crf": str(crf), "preset": self.settings.preset,
+        return {"crf": str(crf), "preset": self.preset,
                 "x264-params": f"sps-id={self.sps_id}:bframes=0:scenecut=0:keyint=infinite"}
 
     def parameter_set_types(self) -> tuple[int, ...]:
@@ -277,7 +281,7 @@ class _HevcSplicer(_Splicer):
     encoder_name, codec = "libx265", "hevc"
 
     def encoder_options(self, crf: int) -> dict[str, str]:
-        return {"crf": str(crf), "preset": self.settings.preset,
+        return {"crf": str(crf), "preset": self.preset,
                 "x265-params": "log-level=error:info=0:bframes=0:scenecut=0:open-gop=0:keyint=-1:repeat-headers=0"}
 
     def parameter_set_types(self) -> tuple[int, ...]:
