@@ -207,7 +207,8 @@ class PacketIndex:
 class CoarseScan:
     index: PacketIndex
     frame_rate: Fraction
-    #: Presentation indices of the scored keyframes, and their scores.
+    #: Presentation indices of the frames the coarse pass scored (the keyframes, or every reference
+    #: picture with coarse_frames="reference"), and their scores.
     key_frames: npt.NDArray[np.int64]
     key_scores: npt.NDArray[np.float32]
     frames_decoded: int
