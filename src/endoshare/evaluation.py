@@ -6,7 +6,7 @@ the table's folder, or absolute) and ``label``; other columns (source, licence, 
 share of its frames the detector flags, because those frames have no single right answer.
 
 Images are resized exactly as the video path does it: PyAV ``reformat`` of the full frame to the
-detector's ``input_size`` (default bicubic interpolation), so figures measured here carry over.
+detector's ``input_size`` (PyAV's default, bilinear, interpolation), so figures measured here carry over.
 """
 
 from __future__ import annotations

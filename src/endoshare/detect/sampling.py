@@ -49,11 +49,11 @@ class ReadSettings:
     """How frames are decoded and shrunk for the detector."""
 
     batch_size: int = 64
-    #: swscale scaler used to shrink decoded frames to the detector's input size.  AREA averages like
-    #: the antialiased BILINEAR (PyAV's default, used by the stills evaluation), gives the same built-in
-    #: scores to within 0.04 (one decision flip in ~150 development stills) and is a little cheaper
-    #: (about 1.4 vs 1.8 ms per 1080p frame here); FAST_BILINEAR/POINT are 3x cheaper but alias: 11 flips.
-    interpolation: str = "AREA"
+    #: swscale scaler used to shrink decoded frames to the detector's input size: PyAV's default
+    #: (BILINEAR, antialiased when shrinking), the one the built-in model was trained and evaluated with,
+    #: so the stills figures carry over.  AREA is ~0.4 ms per 1080p frame cheaper but shifts built-in
+    #: scores by up to 0.04 (one decision flip in ~150 development stills).
+    interpolation: str = "BILINEAR"
     #: Decoder threads (0 = FFmpeg decides; a frame-threaded decoder keeps both cores busy).
     threads: int = 0
     #: swscale threads for the shrink: one, because the output is tiny and the decoder threads already
