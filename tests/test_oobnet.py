@@ -315,3 +315,21 @@ def test_models_says_how_to_get_missing_weights(monkeypatch: pytest.MonkeyPatch,
     assert f"weights: {missing}" in block
     assert "problem:" in block and "--weights" in block
     assert "builtin:" in text
+
+
+def test_video_path_resizes_like_tensorflow(tmp_path: Path, detector: OOBNetDetector) -> None:
+    """Scores over a video equal OOBNet fed every decoded frame resized by tf.image.resize's rule."""
+    import av
+
+    from endoshare.detect.run import detect_video
+    from endoshare.sample import synthetic_frames, write_clip
+
+    video = tmp_path / "clip.mp4"
+    write_clip(video, synthetic_frames([False] * 12 + [True] * 12, 320, 180, seed=5))
+    result = detect_video(video, detector)
+    with av.open(str(video)) as container:
+        full = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    detector.reset()
+    expected = detector.score(oobnet.resize_like_tensorflow(full))
+    assert result.sample_frames.tolist() == list(range(24))
+    assert np.abs(result.sample_scores - expected).max() < 1e-5

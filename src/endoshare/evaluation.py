@@ -20,7 +20,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from .detect.base import Detector
+from .detect.base import SHRINK_HOOK, Detector
 from .errors import CancelledError, InputError, MissingInputError, UnreadableMediaError
 
 POSITIVE_LABEL = "oob"
@@ -107,13 +107,15 @@ def read_stills_table(table: str | Path) -> tuple[LabelledStill, ...]:
     return tuple(stills)
 
 
-def load_still(path: str | Path, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-    """Decode an image file and resize the whole picture to ``size`` = (width, height), RGB uint8."""
-    width, height = size
+def load_still(path: str | Path, size: tuple[int, int] | None) -> npt.NDArray[np.uint8]:
+    """Decode an image file and resize the whole picture to ``size`` = (width, height) (None: keep
+    its size), RGB uint8."""
     try:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
-            return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+            if size is None:
+                return frame.to_ndarray(format="rgb24")
+            return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
     except (av.FFmpegError, StopIteration, IndexError, ValueError) as exc:
         raise UnreadableMediaError(f"image {path} cannot be decoded ({exc}); replace it with a valid "
                                    "PNG or JPEG file or remove it from the table", path=path) from exc
@@ -184,7 +186,10 @@ def score_stills(stills: Sequence[LabelledStill], detector: Detector,
         chunk = stills[start:start + batch]
         if detector.stateful:
             detector.reset()
-        scores.append(np.asarray(detector.score(load_stills(chunk, detector.input_size)), np.float32))
+        shrink = getattr(detector, SHRINK_HOOK, None)
+        batch = (np.stack([shrink(load_still(s.path, None)[None])[0] for s in chunk]) if shrink is not None
+                 else load_stills(chunk, detector.input_size))
+        scores.append(np.asarray(detector.score(batch), np.float32))
         if progress is not None:
             progress(start + len(chunk), len(stills))
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)

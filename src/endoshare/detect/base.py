@@ -33,3 +33,9 @@ class Detector(Protocol):
 
     def score(self, frames: FrameBatch) -> Scores:
         """Probability of out-of-body for each frame of the batch."""
+
+
+#: A detector may also define ``shrink(frames)``: full-size RGB frames (N, H, W, 3) → what ``score`` takes.
+#: Video readers then pass it whole decoded frames instead of shrinking them with swscale, for a model that
+#: was trained on another resize (OOBNet: TensorFlow's bilinear resize without antialiasing).
+SHRINK_HOOK = "shrink"

@@ -499,6 +499,10 @@ class OOBNetDetector:
         """Copies of the LSTM (hidden, cell) state."""
         return self._hidden.copy(), self._cell.copy()
 
+    def shrink(self, frames: npt.NDArray[Any]) -> Array:
+        """Full-size RGB frames → 64×64 as the original OOBNet resized them (``tf.image.resize``)."""
+        return resize_like_tensorflow(frames, self.input_size)
+
     def score(self, frames: FrameBatch) -> Scores:
         """Probability of out-of-body per frame.
 

@@ -15,7 +15,7 @@ from array import array
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import av
 import av.error
@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from ..errors import CancelledError, NoVideoStreamError, UnreadableMediaError
 from ..media.probe import open_input
-from .base import Detector
+from .base import SHRINK_HOOK, Detector
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class _Reader:
         self.cancel = cancel
         self.width, self.height = detector.input_size
         self.frames_decoded = 0
-        self._batch_frames: list[npt.NDArray[np.uint8]] = []
+        self._batch_frames: list[npt.NDArray[Any]] = []
         self._batch_keys: list[int] = []
         # Compact typed arrays: an every-frame scan of a 10-hour video keeps ~1 M of each.
         self.scored_keys = array("q")
@@ -90,9 +90,14 @@ class _Reader:
 
     def add(self, key: int, frame: av.VideoFrame) -> None:
         """Queue one decoded frame, identified by ``key`` (a pts or a frame index), for scoring."""
-        self._batch_frames.append(frame.to_ndarray(width=self.width, height=self.height, format="rgb24",
-                                                   interpolation=self.settings.interpolation,
-                                                   threads=self.settings.scale_threads))
+        shrink = getattr(self.detector, SHRINK_HOOK, None)
+        if shrink is not None:
+            # The detector shrinks whole frames itself, exactly as it was trained.
+            self._batch_frames.append(shrink(frame.to_ndarray(format="rgb24")[None])[0])
+        else:
+            self._batch_frames.append(frame.to_ndarray(width=self.width, height=self.height, format="rgb24",
+                                                       interpolation=self.settings.interpolation,
+                                                       threads=self.settings.scale_threads))
         self._batch_keys.append(key)
         if len(self._batch_frames) >= self.settings.batch_size:
             self.flush()
