@@ -187,9 +187,9 @@ def score_stills(stills: Sequence[LabelledStill], detector: Detector,
         if detector.stateful:
             detector.reset()
         shrink = getattr(detector, SHRINK_HOOK, None)
-        batch = (np.stack([shrink(load_still(s.path, None)[None])[0] for s in chunk]) if shrink is not None
-                 else load_stills(chunk, detector.input_size))
-        scores.append(np.asarray(detector.score(batch), np.float32))
+        frames = (np.stack([shrink(load_still(s.path, None)[None])[0] for s in chunk]) if shrink is not None
+                  else load_stills(chunk, detector.input_size))
+        scores.append(np.asarray(detector.score(frames), np.float32))
         if progress is not None:
             progress(start + len(chunk), len(stills))
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
