@@ -333,3 +333,22 @@ def test_video_path_resizes_like_tensorflow(tmp_path: Path, detector: OOBNetDete
     expected = detector.score(oobnet.resize_like_tensorflow(full))
     assert result.sample_frames.tolist() == list(range(24))
     assert np.abs(result.sample_scores - expected).max() < 1e-5
+
+
+def test_stills_are_resized_like_tensorflow_too(tmp_path: Path, detector: OOBNetDetector) -> None:
+    import av
+
+    from endoshare.evaluation import read_stills_table, score_stills
+    from endoshare.synthetic import oob_frame
+
+    image = oob_frame(np.random.default_rng(2), 200, 120, 0.0)
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+    with av.open(str(tmp_path / "still.png"), "w", format="image2") as container:
+        stream = container.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 200, 120, "rgb24"
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    (tmp_path / "frames.tsv").write_text("file\tlabel\nstill.png\toob\n")
+    scores = score_stills(read_stills_table(tmp_path / "frames.tsv"), detector)
+    detector.reset()
+    assert scores[0] == pytest.approx(float(detector.score(oobnet.resize_like_tensorflow(image[None]))[0]), abs=1e-6)
