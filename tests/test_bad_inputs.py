@@ -176,3 +176,23 @@ def test_unreadable_clip_and_unwritable_output_are_clear_errors(tmp_path: Path) 
     error = json.loads(proc.stdout)["cases"][0]["error"]
     assert str(readonly) in error and "write" in error
     assert list(readonly.iterdir()) == []
+
+
+def test_temp_files_of_killed_runs_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    import socket
+    import subprocess as sp
+
+    from endoshare.pipeline import TEMP_SUFFIX, process_temp_prefix
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    dead = sp.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = shared / f".endoshare-process-{host}-{int(dead.stdout)}-abc{TEMP_SUFFIX}"
+    live = shared / f"{process_temp_prefix()}def{TEMP_SUFFIX}"           # this very process: alive
+    elsewhere = shared / f".endoshare-process-otherhost-{int(dead.stdout)}-ghi{TEMP_SUFFIX}"
+    for path in (stale, live, elsewhere):
+        path.write_bytes(b"half a video")
+    process_case(CaseRequest(case_with(tmp_path, "case", {"a.mp4": None})), options(tmp_path))
+    assert not stale.exists()
+    assert live.exists() and elsewhere.exists()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -21,8 +23,14 @@ from typing import Any, Callable, Iterator
 import av.error
 
 from .cases import Case, discover_case, natural_key
-from .errors import (CancelledError, DiskFullError, EndoshareError, OutputError, SegmentsFileError,
-                     VerificationError)
+from .errors import (
+    CancelledError,
+    DiskFullError,
+    EndoshareError,
+    OutputError,
+    SegmentsFileError,
+    VerificationError,
+)
 from .identity import MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
@@ -327,12 +335,47 @@ def choose_pseudonym(case_id: str, options: ProcessOptions) -> tuple[str, bool]:
     return (previous, True) if previous else (new_pseudonym(), False)
 
 
+_PROCESS_TEMP = re.compile(r"^\.endoshare-process-(?P<host>.+)-(?P<pid>\d+)-.*" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def process_temp_prefix() -> str:
+    """Temp names of this process: whoever finds one whose process is gone knows it is debris."""
+    return f"{TEMP_PREFIX}process-{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_stale_temps(out_dir: Path) -> list[Path]:
+    """Delete unpublished outputs left in ``out_dir`` by killed ``process`` runs of this machine.
+
+    Only files whose writer's host is this one and whose process no longer exists are touched (a
+    reused process id keeps a file, the safe direction); the queue cleans its own temp files.
+    """
+    removed = []
+    try:
+        candidates = list(out_dir.glob(f"{TEMP_PREFIX}process-*{TEMP_SUFFIX}"))
+    except OSError:
+        return removed
+    for path in candidates:
+        match = _PROCESS_TEMP.match(path.name)
+        if match is None or match["host"] != socket.gethostname():
+            continue
+        try:
+            os.kill(int(match["pid"]), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        except PermissionError:
+            continue            # alive, another user's
+    return removed
+
+
 def process_case(request: CaseRequest, options: ProcessOptions, progress: ProgressCallback | None = None,
                  cancel: Cancel | None = None) -> CaseResult:
     """One case end to end, in this process: render and verify, then publish."""
     case_id = discover_case(request.folder, request.case_id).case_id
     pseudonym, reused = choose_pseudonym(case_id, options)
-    rendered = render_case(request, options, pseudonym, reused_pseudonym=reused, progress=progress, cancel=cancel)
+    remove_stale_temps(options.out_dir)
+    rendered = render_case(request, options, pseudonym, reused_pseudonym=reused, temp_prefix=process_temp_prefix(),
+                           progress=progress, cancel=cancel)
     try:
         result = publish_case(rendered, options)
     finally:
