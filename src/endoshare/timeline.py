@@ -91,10 +91,6 @@ class SegmentSet:
     def union(self, other: "SegmentSet") -> "SegmentSet":
         return SegmentSet.of((*self.segments, *other.segments))
 
-    def shifted(self, offset: int) -> "SegmentSet":
-        return SegmentSet(tuple(Segment(s.start_frame + offset, s.end_frame + offset)
-                                for s in self.segments))
-
     def to_json(self) -> list[dict[str, int]]:
         return [s.to_json() for s in self.segments]
 
@@ -135,10 +131,6 @@ def load_segments_file(path: str | Path) -> SegmentSet:
     except (ValueError, TypeError) as exc:
         raise SegmentsFileError(f"Segments file {path}: {exc}. Frame indices are integers, "
                                 "start inclusive, end exclusive, counted from 0.", path=path) from None
-
-
-def frames_to_seconds(frames: int, frame_rate: Fraction) -> Fraction:
-    return Fraction(frames) / frame_rate
 
 
 def seconds_to_frames(seconds: Fraction | float, frame_rate: Fraction) -> int:

@@ -19,14 +19,6 @@ MP4_EPOCH_OFFSET = 2082844800
 
 
 @dataclass(frozen=True)
-class Box:
-    kind: str
-    path: str
-    offset: int
-    size: int
-
-
-@dataclass(frozen=True)
 class BoxTime:
     box: str
     path: str
@@ -64,14 +56,6 @@ def _walk(fh: BinaryIO, start: int, end: int, parent: str) -> Iterator[tuple[byt
             inner = 0 if first[4:8] == b"hdlr" else 4
             yield from _walk(fh, pos + header + inner, pos + size, path)
         pos += size
-
-
-def list_boxes(path: str | Path) -> list[Box]:
-    p = Path(path)
-    with p.open("rb") as fh:
-        total = p.stat().st_size
-        return [Box(kind.decode("latin-1"), bpath, offset, size)
-                for kind, bpath, offset, size, _ in _walk(fh, 0, total, "")]
 
 
 def box_times(path: str | Path) -> list[BoxTime]:

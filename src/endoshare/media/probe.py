@@ -87,10 +87,6 @@ class MediaInfo:
                                  "folder or replace it with the video recording.", path=self.path)
 
     @property
-    def has_video(self) -> bool:
-        return any(s.kind == "video" for s in self.streams)
-
-    @property
     def recording_time(self) -> str | None:
         for key, value in self.tags:
             if key.lower() in ("creation_time", "date", "com.apple.quicktime.creationdate"):

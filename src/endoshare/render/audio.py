@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import CancelledError
 from ..media.join import ClipPlan, JoinPlan
-from ..media.probe import open_input
+from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output
 from ..timeline import SegmentSet
 from .common import Redaction
@@ -121,9 +121,7 @@ def add_audio(video_path: Path, plan: JoinPlan, segments: SegmentSet, redaction:
             # Without bit-exact, FFmpeg's AAC encoder writes its name and version into the bitstream.
             audio_out.codec_context.flags |= av.codec.context.Flags.bitexact
             out.start_encoding()
-            for packet in source.demux(video_in):
-                if packet.size == 0 and packet.dts is None:
-                    continue
+            for packet in iter_video_packets(source, video_in):
                 packet.stream = video_out
                 out.mux(packet)
             fifo = av.audio.fifo.AudioFifo()

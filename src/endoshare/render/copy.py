@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import av
 import av.error
 
-from ..errors import UnreadableMediaError
+from ..errors import CancelledError, UnreadableMediaError
 from ..media.frames import Cancel
-from ..errors import CancelledError
 from ..media.join import JoinPlan
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, scrub_packets, sei_filter
@@ -41,16 +41,15 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
         # A TS/MKV source brings its own codec tag; MP4 needs the ISO one (hvc1 also plays in Safari).
         out_stream.codec_tag = MP4_CODEC_TAGS[plan.codec]
         out.start_encoding()
-        done = 0
-        for clip, container in zip(plan.clips, inputs):
-            stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
-            time_base = Fraction(stream.time_base)
-            origin = stream.start_time or 0
-            # Where this clip starts on the output, in its own time base (exact when the rates agree).
-            shift = round(clip.timeline_start * frame_duration / time_base) - origin
 
-            def rebased(stream=stream, time_base=time_base, shift=shift):  # type: ignore[no-untyped-def]
-                nonlocal done
+        def rebased() -> Iterator[av.Packet]:
+            """Every clip's packets in turn, moved to where the clip starts on the output."""
+            done = 0
+            for clip, container in zip(plan.clips, inputs):
+                stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
+                time_base = Fraction(stream.time_base)
+                # Where this clip starts on the output, in its own time base (exact when the rates agree).
+                shift = round(clip.timeline_start * frame_duration / time_base) - (stream.start_time or 0)
                 for packet in iter_video_packets(container, stream):
                     if cancel is not None and cancel():
                         raise CancelledError("Cancelled by the user; nothing was published.")
@@ -66,10 +65,7 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
                         progress(min(done, total), total)
                     yield packet
 
-            for packet in _through(scrubber, rebased()):
-                packet.stream = out_stream
-                out.mux(packet)
-        for packet in scrub_packets(scrubber, ()):
+        for packet in scrub_packets(scrubber, rebased()):
             packet.stream = out_stream
             out.mux(packet)
     except av.error.FFmpegError as exc:
@@ -94,7 +90,3 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
                         frame_rate=plan.target.frame_rate, width=video.width or 0, height=video.height or 0,
                         check_ranges=tuple(ranges))
 
-
-def _through(scrubber, packets):  # type: ignore[no-untyped-def]
-    for packet in packets:
-        yield from scrubber.filter(packet)

@@ -34,8 +34,9 @@ from ..errors import CancelledError, UnreadableMediaError
 from ..media.frames import black_frame, blurred_frame, detail_energy
 from ..media.join import ClipPlan, JoinPlan
 from ..media.nal import (H264_AUD, H264_IDR, H264_PPS, H264_SPS, HEVC_AUD, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
-                         HEVC_VPS, AvcConfig, annexb_to_length_prefixed, h264_sps_id, hvcc_for_inband_track, hvcc_parameter_sets, is_sei,
-                         nal_length_size, nal_type, split_nal_units, to_length_prefixed)
+                         HEVC_VPS, AvcConfig, annexb_to_length_prefixed, h264_sps_id, hvcc_for_inband_track,
+                         hvcc_parameter_sets, is_sei, nal_length_size, nal_type, split_nal_units,
+                         to_length_prefixed)
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, sei_filter
 from ..timeline import SegmentSet
@@ -332,9 +333,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
 
         def mux_scrubbed(packet: av.Packet) -> None:
             # FFmpeg's filter_units writes Annex B; the track keeps the source's length-prefixed framing.
-            framed = av.Packet(annexb_to_length_prefixed(bytes(packet), smart.length_size))
-            framed.pts, framed.dts, framed.is_keyframe = packet.pts, packet.dts, packet.is_keyframe
-            mux(framed)
+            mux(_with_data(packet, annexb_to_length_prefixed(bytes(packet), smart.length_size)))
 
         #: Pictures written so far (a list, so that _finish_unit can add to it).
         counter = [0]
@@ -365,7 +364,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                     pts = packet.pts + shift
                     dts = int(smart.clip_sorted_pts[clip_number][packet_number]) - delay + shift
                     if inband_changed and splicer.prefix_after_reencoded():
-                        packet = _with_prefix(packet, splicer.prefix_after_reencoded())
+                        packet = _with_data(packet, splicer.prefix_after_reencoded() + bytes(packet))
                     inband_changed = False
                     packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
                     for clean in scrubber.filter(packet):
@@ -468,8 +467,8 @@ def _finish_unit(unit: Unit, number: int, packets: list[av.Packet], smart: Smart
     return True
 
 
-def _with_prefix(packet: av.Packet, prefix: bytes) -> av.Packet:
-    """A copy of ``packet`` whose data starts with ``prefix`` (whole NAL units)."""
-    copy = av.Packet(prefix + bytes(packet))
+def _with_data(packet: av.Packet, data: bytes) -> av.Packet:
+    """``packet``'s timing and keyframe flag around other bytes (reframed, or with NAL units added)."""
+    copy = av.Packet(data)
     copy.pts, copy.dts, copy.is_keyframe = packet.pts, packet.dts, packet.is_keyframe
     return copy
