@@ -1,4 +1,9 @@
-"""A unique string planted everywhere identifiers hide must not survive into anything we share."""
+"""A unique string planted everywhere identifiers hide must not survive into anything we share.
+
+The bitstream carries it too: in SEI, and in NAL units a decoder skips (H.264 filler, reserved,
+unspecified and data-partition units; HEVC filler, reserved, unspecified units and a layer-1 slice),
+in every sample and in the avcC/hvcC record.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,40 @@ from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction
 
 from media import barcode_clip, ffmpeg
+from nal_media import h264_unit, hevc_sei, inject_units, planted_units, record_holds, strict_decode
 
 CANARY = "ZQXCANARY7731"
+ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 
 
-def planted_clip(folder: Path, container: str, work: Path) -> Path:
-    """A clip carrying CANARY in tags, handler name, SEI user data, subtitles, chapters, attachments,
-    an audio track's tags and its own file name (whatever the container can hold)."""
+def planted_bitstream(work: Path, codec: str, annexb: bool = False) -> Path:
+    """An MP4 clip whose bitstream carries CANARY in SEI user data and in NAL units a decoder skips,
+    in every sample and in its avcC/hvcC record."""
+    plain = barcode_clip(work / f"plain-{codec}.mp4", range(50), codec=ENCODERS[codec], planted=CANARY,
+                         options={"x265-params": "log-level=error"} if codec == "hevc" else None)
+    # FFmpeg's MP4 muxer keeps an SEI array in an hvcC, but no other non-parameter-set unit.
+    record_unit = h264_unit(12, CANARY.encode()) if codec == "h264" else hevc_sei(CANARY.encode())
+    units = planted_units(codec, CANARY.encode(), data_partition=not annexb)
+    return inject_units(plain, work / f"planted-{codec}.mp4", units, record_unit)
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_planted_units_are_valid_input(tmp_path: Path, codec: str) -> None:
+    """The decoder ignores the planted units (same pictures, no error): the input is a valid clip."""
+    planted = planted_bitstream(tmp_path, codec)
+    plain = tmp_path / f"plain-{codec}.mp4"
+    assert record_holds(planted, h264_unit(12, CANARY.encode()) if codec == "h264" else hevc_sei(CANARY.encode()))
+    before, after = strict_decode(plain), strict_decode(planted)
+    assert len(before) == len(after) == 50
+    assert all((a == b).all() for a, b in zip(before, after))
+
+
+def planted_clip(folder: Path, container: str, work: Path, codec: str = "h264") -> Path:
+    """A clip carrying CANARY in tags, handler name, SEI user data and other skipped NAL units,
+    subtitles, chapters, attachments, an audio track's tags and its own file name (whatever the
+    container can hold)."""
     work.mkdir(parents=True, exist_ok=True)
-    base = barcode_clip(work / f"base-{container}.mp4", range(50), planted=CANARY)
+    base = planted_bitstream(work, codec, annexb=container == "ts")
     subtitles = work / "subs.srt"
     subtitles.write_text(f"1\n00:00:00,000 --> 00:00:01,500\nPatient {CANARY}\n", encoding="utf-8")
     chapters = work / "chapters.txt"
@@ -54,13 +84,14 @@ def planted_clip(folder: Path, container: str, work: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("container", ["mp4", "mov", "mkv", "ts"])
+@pytest.mark.parametrize("codec, container", [("h264", "mp4"), ("h264", "mov"), ("h264", "mkv"), ("h264", "ts"),
+                                              ("hevc", "mp4"), ("hevc", "mkv"), ("hevc", "ts")])
 @pytest.mark.parametrize("render", ["copy", "smart", "advanced"])
-def test_canary_survives_nowhere(tmp_path: Path, container: str, render: str) -> None:
+def test_canary_survives_nowhere(tmp_path: Path, codec: str, container: str, render: str) -> None:
     redact = render != "copy"
     case = tmp_path / f"case {CANARY}"
     case.mkdir()
-    clip = planted_clip(case, container, tmp_path / "work")
+    clip = planted_clip(case, container, tmp_path / "work", codec)
     before = probe(clip)
     # The planted input really carries the canary where we say (else the test proves nothing).
     assert CANARY.encode() in clip.read_bytes()
@@ -100,8 +131,12 @@ def test_canary_survives_nowhere(tmp_path: Path, container: str, render: str) ->
         # the report must say why the case was re-encoded.
         assert report["output"]["method"] == "re-encode"
         assert "timestamp" in " ".join(report["merged_timeline"]["normalised_because"])
+    elif container == "ts" and render == "smart" and report["output"]["method"] == "re-encode":
+        # Annex B (no avcC/hvcC) is not spliced; the report says so.
+        assert "could not splice" in " ".join(report["output"]["notes"])
     else:
         assert report["output"]["method"] == ("smart-render" if render == "smart" else "stream-copy")
     assert all(check["passed"] for check in report["checks"])
+    assert "bitstream_allow_list" in {check["name"] for check in report["checks"]}
     # The private archive does know the case: that is where the mapping belongs.
     assert CANARY in (tmp_path / "archive" / "mapping.csv").read_text()

@@ -1,15 +1,17 @@
-"""H.264 / HEVC NAL-unit reading, enough to find SEI messages that carry user data.
+"""H.264 / HEVC NAL units: the bitstream allow-list, and reading what it removes.
 
-SEI user data (H.264 NAL type 6, HEVC 39/40; payload types 4 "registered ITU-T T.35", e.g. closed
-captions, and 5 "unregistered", free bytes behind a UUID) survives a stream copy and is where some
-recorders and encoders write text.  We only *read* here; removal is done by FFmpeg's ``filter_units``
-bitstream filter (see :mod:`endoshare.media.scrub`).
+Only the NAL unit types a decoder needs to rebuild the pictures pass into a shared output
+(:data:`ALLOWED_NAL_TYPES`); everything else is dropped, whatever it is: SEI (H.264 type 6, HEVC 39/40,
+where recorders write user data and closed captions), filler, access unit delimiters, reserved and
+unspecified types, and units a plain decoder skips (SVC/MVC extensions, HEVC layers above 0).  The same
+definition is used by the scrubber (:func:`scrub_access_unit`, :func:`clean_record`) and by the
+verifier (:func:`disallowed_units`, :func:`record_units`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 H264_SEI = 6
 HEVC_PREFIX_SEI = 39
@@ -210,42 +212,18 @@ _HVCC_ARRAYS = 22
 
 
 def hvcc_parameter_sets(data: bytes) -> tuple[bytes, ...]:
-    """The VPS, SPS and PPS NAL units listed in an hvcC record, in order."""
+    """The VPS, SPS and PPS NAL units listed in an hvcC record, in order (judged by their own NAL
+    header, not by the array they claim to be in)."""
     if len(data) <= _HVCC_ARRAYS or data[0] != 1:
         raise ValueError("not an hvcC record")
-    units = []
-    pos = _HVCC_ARRAYS + 1
-    for _ in range(data[_HVCC_ARRAYS]):
-        kind = data[pos] & 0x3F
-        count = int.from_bytes(data[pos + 1:pos + 3], "big")
-        pos += 3
-        for _ in range(count):
-            size = int.from_bytes(data[pos:pos + 2], "big")
-            if kind in (HEVC_VPS, HEVC_SPS, HEVC_PPS):
-                units.append(bytes(data[pos + 2:pos + 2 + size]))
-            pos += 2 + size
-    return tuple(units)
+    return tuple(u for u in record_units(data, "hevc").units if unit_allowed(u, "hevc", RECORD_TYPES["hevc"]))
 
 
 def hvcc_for_inband_track(data: bytes) -> bytes:
-    """The same hvcC holding only its VPS/SPS/PPS arrays (SEI arrays, where encoders write their
-    version, are dropped), each marked incomplete: parameter sets may also come in-band, as the
-    'hev1' sample entry allows, so that a re-encoded group can bring its own."""
-    out = bytearray(data[:_HVCC_ARRAYS + 1])
-    kept = 0
-    pos = _HVCC_ARRAYS + 1
-    for _ in range(data[_HVCC_ARRAYS]):
-        kind = data[pos] & 0x3F
-        count = int.from_bytes(data[pos + 1:pos + 3], "big")
-        end = pos + 3
-        for _ in range(count):
-            end += 2 + int.from_bytes(data[end:end + 2], "big")
-        if kind in (HEVC_VPS, HEVC_SPS, HEVC_PPS):
-            out += bytes([kind]) + data[pos + 1:end]
-            kept += 1
-        pos = end
-    out[_HVCC_ARRAYS] = kept
-    return bytes(out)
+    """The same hvcC holding only its VPS/SPS/PPS (see :func:`clean_hvcc`), each array marked
+    incomplete: parameter sets may also come in-band, as the 'hev1' sample entry allows, so that a
+    re-encoded group can bring its own."""
+    return clean_hvcc(data, complete=False)
 
 
 def is_length_prefixed(data: bytes, length_size: int) -> bool:
@@ -264,5 +242,238 @@ def is_length_prefixed(data: bytes, length_size: int) -> bool:
     return pos == len(data) and pos > 0
 
 
-def annexb_to_length_prefixed(data: bytes, length_size: int) -> bytes:
-    return to_length_prefixed(list(split_nal_units(data, None)), length_size)
+# --------------------------------------------------------------------------------------------------
+# The bitstream allow-list
+
+#: H.264 NAL unit types kept in shared outputs: coded slices (1 non-IDR, 5 IDR), SPS 7, PPS 8, end of
+#: sequence 10 and end of stream 11 (kept as a bare header byte).  Dropped among others: data
+#: partitions 2-4 (Extended profile; FFmpeg cannot decode them, so they could never be verified), SEI 6,
+#: access unit delimiter 9 (an MP4 sample is already one access unit), filler 12, SPS extension 13 and
+#: auxiliary slices 19 (alpha planes, ignored by decoders), SVC/MVC units 14, 15, 20, 21 (a plain
+#: decoder shows the base layer without them), reserved 16-18, 22-23 and unspecified 0, 24-31.
+H264_ALLOWED_TYPES = frozenset({1, 5, 7, 8, 10, 11})
+#: HEVC NAL unit types kept: VCL 0-9 (trailing, TSA, STSA, RADL, RASL pictures) and 16-21 (BLA, IDR,
+#: CRA), VPS 32, SPS 33, PPS 34, end of sequence 36 and end of bitstream 37 (kept as a bare header: an
+#: end of sequence changes how the next CRA's leading pictures are decoded).  Dropped: reserved VCL
+#: 10-15 and 22-31, access unit delimiter 35, filler 38, SEI 39/40, reserved 41-47, unspecified 48-63,
+#: and every unit of a layer above 0 (a single-layer decoder skips those).
+HEVC_ALLOWED_TYPES = frozenset({*range(0, 10), *range(16, 22), 32, 33, 34, 36, 37})
+ALLOWED_NAL_TYPES = {"h264": H264_ALLOWED_TYPES, "hevc": HEVC_ALLOWED_TYPES}
+#: Allowed types whose payload is empty: they are rewritten as their bare NAL header.
+HEADER_ONLY_TYPES = {"h264": frozenset({10, 11}), "hevc": frozenset({36, 37})}
+#: The only types a parameter-set record (avcC / hvcC) may hold.
+RECORD_TYPES = {"h264": frozenset({H264_SPS, H264_PPS}), "hevc": frozenset({HEVC_VPS, HEVC_SPS, HEVC_PPS})}
+H264_SPS_EXT = 13
+
+
+def _header_size(codec: str) -> int:
+    return 1 if codec == "h264" else 2
+
+
+def unit_allowed(unit: bytes, codec: str, types: frozenset[int] | None = None) -> bool:
+    """True when ``unit`` is a well-formed NAL unit header of an allowed type (``types``, by default the
+    codec's allow-list): forbidden bit clear and, for HEVC, base layer with a valid temporal id."""
+    if len(unit) < _header_size(codec) or unit[0] & 0x80:
+        return False
+    if codec == "hevc" and (((unit[0] & 1) << 5 | unit[1] >> 3) != 0 or unit[1] & 0x07 == 0):
+        return False
+    return nal_type(unit, codec) in (ALLOWED_NAL_TYPES[codec] if types is None else types)
+
+
+def allowed_unit(unit: bytes, codec: str) -> bytes | None:
+    """``unit`` as it may appear in a shared output, or None when it must be dropped."""
+    if not unit_allowed(unit, codec):
+        return None
+    kind = nal_type(unit, codec)
+    if kind in HEADER_ONLY_TYPES[codec]:
+        return bytes([kind]) if codec == "h264" else bytes([kind << 1, 1])
+    return unit
+
+
+def _frame(units: Iterable[bytes], length_size: int | None) -> bytes:
+    if length_size:
+        return to_length_prefixed(list(units), length_size)
+    return b"".join(b"\x00\x00\x00\x01" + u for u in units)
+
+
+def scrub_access_unit(data: bytes, codec: str, length_size: int | None) -> bytes:
+    """One sample rebuilt from its allowed NAL units only, in the same framing (length-prefixed with
+    ``length_size`` bytes, or Annex B when None).  Bytes outside any NAL unit are dropped too."""
+    kept = (allowed_unit(u, codec) for u in split_nal_units(data, length_size))
+    return _frame((u for u in kept if u is not None), length_size)
+
+
+def disallowed_units(data: bytes, codec: str, length_size: int | None) -> list[bytes]:
+    """The NAL units of one sample that the allow-list does not admit (or that are not in their
+    canonical form), for the verifier and ``inspect``."""
+    return [u for u in split_nal_units(data, length_size) if allowed_unit(u, codec) != u]
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter-set records (avcC / hvcC / Annex B extradata)
+
+
+@dataclass(frozen=True)
+class RecordUnits:
+    """What a parameter-set record holds: every NAL unit (with the array it sits in) and how many bytes
+    lie outside the record's known fields."""
+
+    units: tuple[bytes, ...]
+    leftover_bytes: int
+
+
+def _read_units(data: bytes, pos: int, count: int) -> tuple[list[bytes], int] | None:
+    units = []
+    for _ in range(count):
+        if pos + 2 > len(data):
+            return None
+        size = int.from_bytes(data[pos:pos + 2], "big")
+        if pos + 2 + size > len(data):
+            return None
+        units.append(bytes(data[pos + 2:pos + 2 + size]))
+        pos += 2 + size
+    return units, pos
+
+
+#: H.264 profiles whose avcC carries chroma format, bit depths and SPS extensions after the PPS list.
+_AVCC_EXTENDED_PROFILES = frozenset({100, 110, 122, 144})
+
+
+def record_units(extradata: bytes, codec: str) -> RecordUnits:
+    """Every NAL unit of an avcC/hvcC record or of Annex B extradata."""
+    data = bytes(extradata or b"")
+    if not data:
+        return RecordUnits((), 0)
+    if data[0] != 1:
+        return RecordUnits(tuple(split_nal_units(data, None)), 0)
+    if codec == "h264":
+        if len(data) < 7:
+            return RecordUnits((), len(data))
+        read = _read_units(data, 6, data[5] & 0x1F)
+        if read is None or read[1] >= len(data):
+            return RecordUnits(tuple(read[0]) if read else (), len(data))
+        sps, pos = read
+        read = _read_units(data, pos + 1, data[pos])
+        if read is None:
+            return RecordUnits(tuple(sps), len(data) - pos)
+        pps, pos = read
+        units = [*sps, *pps]
+        if pos + 4 <= len(data) and data[1] in _AVCC_EXTENDED_PROFILES:
+            read = _read_units(data, pos + 4, data[pos + 3])
+            if read is not None:
+                units += read[0]
+                pos = read[1]
+        return RecordUnits(tuple(units), len(data) - pos)
+    if len(data) <= _HVCC_ARRAYS:
+        return RecordUnits((), len(data))
+    units = []
+    pos = _HVCC_ARRAYS + 1
+    for _ in range(data[_HVCC_ARRAYS]):
+        if pos + 3 > len(data):
+            return RecordUnits(tuple(units), len(data) - pos)
+        read = _read_units(data, pos + 3, int.from_bytes(data[pos + 1:pos + 3], "big"))
+        if read is None:
+            return RecordUnits(tuple(units), len(data) - pos)
+        units += read[0]
+        pos = read[1]
+    return RecordUnits(tuple(units), len(data) - pos)
+
+
+def disallowed_record_units(extradata: bytes, codec: str) -> list[bytes]:
+    """Units of a parameter-set record that are not parameter sets."""
+    return [u for u in record_units(extradata, codec).units if not unit_allowed(u, codec, RECORD_TYPES[codec])]
+
+
+def _h264_chroma_and_depths(sps: bytes) -> tuple[int, int, int]:
+    """chroma_format_idc and bit depths (minus 8) of an H.264 SPS; (1, 0, 0) when it does not say."""
+    if sps[1] not in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+        return 1, 0, 0
+    try:
+        body = _unescape(sps[4:])
+        _, bit = read_ue(body, 0)
+        chroma, bit = read_ue(body, bit)
+        if chroma == 3:
+            bit += 1
+        luma, bit = read_ue(body, bit)
+        chroma_depth, _ = read_ue(body, bit)
+    except (ValueError, IndexError):
+        return 1, 0, 0
+    return chroma & 3, luma & 7, chroma_depth & 7
+
+
+def clean_avcc(data: bytes) -> bytes:
+    """The avcC record rebuilt from its SPS and PPS units only; its header fields come from the first
+    SPS, SPS extensions are dropped, and nothing follows the known fields."""
+    found = record_units(data, "h264").units
+    sps = [u for u in found if unit_allowed(u, "h264", frozenset({H264_SPS})) and len(u) >= 4]
+    pps = [u for u in found if unit_allowed(u, "h264", frozenset({H264_PPS}))]
+    if not sps:
+        raise ValueError("the avcC record holds no SPS")
+    length_size = (data[4] & 0x03) + 1
+    tail = b""
+    if sps[0][1] in _AVCC_EXTENDED_PROFILES:
+        chroma, luma, chroma_depth = _h264_chroma_and_depths(sps[0])
+        tail = bytes([0xFC | chroma, 0xF8 | luma, 0xF8 | chroma_depth, 0])
+    return AvcConfig(sps[0][1], sps[0][2], sps[0][3], length_size, tuple(sps[:31]), tuple(pps[:255]),
+                     tail).serialize()
+
+
+def clean_hvcc(data: bytes, complete: bool | None = None) -> bytes:
+    """The hvcC record rebuilt with one array each of VPS, SPS and PPS units (by their real NAL type),
+    its profile/tier/level copied from the first SPS and the optional hints (segmentation, parallelism,
+    frame rate) cleared.  ``complete`` sets array_completeness; None keeps the source's."""
+    if len(data) <= _HVCC_ARRAYS or data[0] != 1:
+        raise ValueError("not an hvcC record")
+    found = record_units(data, "hevc").units
+    completeness: dict[int, int] = {}
+    pos = _HVCC_ARRAYS + 1
+    for _ in range(data[_HVCC_ARRAYS]):
+        if pos + 3 > len(data):
+            break
+        completeness.setdefault(data[pos] & 0x3F, data[pos] & 0x80)
+        read = _read_units(data, pos + 3, int.from_bytes(data[pos + 1:pos + 3], "big"))
+        if read is None:
+            break
+        pos = read[1]
+    header = bytearray(data[:_HVCC_ARRAYS])
+    sps = [u for u in found if unit_allowed(u, "hevc", frozenset({HEVC_SPS}))]
+    if sps:
+        body = _unescape(sps[0][2:])
+        if len(body) >= 13:
+            header[1:13] = body[1:13]
+            sub_layers, nested = (body[0] >> 1 & 7) + 1, body[0] & 1
+        else:
+            sub_layers, nested = 1, 0
+    else:
+        sub_layers, nested = 1, 0
+    header[13:16] = b"\xf0\x00\xfc"
+    header[16] = 0xFC | header[16] & 0x03
+    header[17] = 0xF8 | header[17] & 0x07
+    header[18] = 0xF8 | header[18] & 0x07
+    header[19:21] = b"\x00\x00"
+    header[21] = (sub_layers & 7) << 3 | nested << 2 | header[21] & 0x03
+    out = bytearray(header)
+    arrays = 0
+    out.append(0)
+    for kind in (HEVC_VPS, HEVC_SPS, HEVC_PPS):
+        units = [u for u in found if unit_allowed(u, "hevc", frozenset({kind}))]
+        if not units:
+            continue
+        flag = (0x80 if complete else 0) if complete is not None else completeness.get(kind, 0)
+        out += bytes([flag | kind]) + len(units).to_bytes(2, "big")
+        for unit in units:
+            out += len(unit).to_bytes(2, "big") + unit
+        arrays += 1
+    out[_HVCC_ARRAYS] = arrays
+    return bytes(out)
+
+
+def clean_record(extradata: bytes | None, codec: str) -> bytes:
+    """A parameter-set record holding parameter sets only, in the same form (avcC, hvcC or Annex B)."""
+    data = bytes(extradata or b"")
+    if not data:
+        return b""
+    if data[0] != 1:
+        return _frame((u for u in split_nal_units(data, None) if unit_allowed(u, codec, RECORD_TYPES[codec])),
+                      None)
+    return clean_avcc(data) if codec == "h264" else clean_hvcc(data)

@@ -1,19 +1,21 @@
 """Writing a shared output that carries nothing but pictures.
 
 The output container is always MP4, opened here with FFmpeg's bit-exact flags so that the muxer adds
-no ``encoder=Lavf…`` string and no creation time; we add no tag of our own.  Every video packet passes
-through FFmpeg's ``filter_units`` bitstream filter, which removes SEI NAL units (H.264 type 6, HEVC
-39/40) from the packets *and* from the avcC/hvcC parameter sets: that is where recorders put user
-data, closed captions and encoder version strings (x264 writes its whole command line there).
+no ``encoder=Lavf…`` string and no creation time; we add no tag of our own.  Every video packet written
+(copied, spliced or fresh from the encoder) passes the :class:`BitstreamScrubber`, which keeps only the
+NAL unit types on the bitstream allow-list (:data:`endoshare.media.nal.ALLOWED_NAL_TYPES`), and the
+track's parameter-set record (avcC/hvcC) is rebuilt from its parameter sets alone.  That removes SEI,
+where recorders put user data and closed captions and x264 its whole command line, and anything else
+a decoder would skip: filler, reserved and unspecified units.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import av
-import av.bitstream
+
+from .nal import clean_record, nal_length_size, scrub_access_unit
 
 #: Container tags that FFmpeg's MP4 demuxer derives from the file type box: technical, not added by us.
 ALLOWED_CONTAINER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands"})
@@ -23,12 +25,8 @@ ALLOWED_STREAM_TAGS = frozenset({"language", "handler_name", "vendor_id"})
 GENERIC_HANDLER_NAMES = frozenset({"VideoHandler", "SoundHandler"})
 ALLOWED_LANGUAGES = frozenset({"und"})
 
-_SEI_FILTER = {
-    "h264": "filter_units=remove_types=6",
-    "hevc": "filter_units=remove_types=39|40",
-}
-#: Codecs whose SEI we can remove; other codecs are re-encoded to one of these.
-SCRUBBABLE_CODECS = frozenset(_SEI_FILTER)
+#: Codecs whose bitstream we can scrub; other codecs are re-encoded to one of these.
+SCRUBBABLE_CODECS = frozenset({"h264", "hevc"})
 
 
 def open_output(path: Path) -> av.container.OutputContainer:
@@ -39,18 +37,28 @@ def open_output(path: Path) -> av.container.OutputContainer:
     return container
 
 
-def sei_filter(codec: str, in_stream: object, out_stream: object) -> av.bitstream.BitStreamFilterContext:
-    """A bitstream filter that strips SEI from ``codec`` packets and rewrites ``out_stream``'s extradata."""
-    try:
-        description = _SEI_FILTER[codec]
-    except KeyError:
-        raise ValueError(f"no SEI scrubber for codec {codec!r}") from None
-    return av.bitstream.BitStreamFilterContext(description, in_stream, out_stream)
+class BitstreamScrubber:
+    """Keeps only allow-listed NAL units in the packets of one H.264/HEVC track and in its record.
 
+    Filtering runs in Python on the NAL units of each packet, in the packet's own framing
+    (length-prefixed with the record's length size, or Annex B when the track has no avcC/hvcC), so the
+    muxer gets the packets as it would without us.
+    """
 
-def scrub_packets(bsf: av.bitstream.BitStreamFilterContext,
-                  packets: Iterable[av.Packet]) -> Iterator[av.Packet]:
-    """Packets through the SEI filter, then what the filter holds back at the end."""
-    for packet in packets:
-        yield from bsf.filter(packet)
-    yield from bsf.filter(None)
+    def __init__(self, codec: str, extradata: bytes | None) -> None:
+        if codec not in SCRUBBABLE_CODECS:
+            raise ValueError(f"no bitstream scrubber for codec {codec!r}")
+        self.codec = codec
+        self.length_size = nal_length_size(bytes(extradata or b""), codec)
+        #: The track's record with parameter sets only: give it to the output stream.
+        self.extradata = clean_record(extradata, codec)
+
+    def scrub(self, packet: av.Packet) -> av.Packet:
+        """A new packet with ``packet``'s timing and keyframe flag and only its allowed NAL units (side
+        data is not carried over)."""
+        clean = av.Packet(scrub_access_unit(bytes(packet), self.codec, self.length_size))
+        clean.pts, clean.dts, clean.time_base = packet.pts, packet.dts, packet.time_base
+        clean.is_keyframe = packet.is_keyframe
+        if packet.duration:
+            clean.duration = packet.duration
+        return clean

@@ -4,6 +4,8 @@ Checks (each reported by name in the audit report):
 - ``metadata_allow_list``: only technical container/stream tags, one video track (and audio only if
   asked), no chapters, no subtitle/data/timecode/attachment streams, zero MP4 creation/modification times;
 - ``no_sei_user_data``: no SEI user-data payload in the bitstream;
+- ``bitstream_allow_list``: every NAL unit of every stored sample (edit lists ignored) is of an allowed
+  type (:data:`endoshare.media.nal.ALLOWED_NAL_TYPES`) and the avcC/hvcC holds parameter sets only;
 - ``no_identifying_strings``: none of the case's identifiers nor an encoder/muxer signature in the bytes;
 - ``no_hidden_samples``: samples in the file (edit lists ignored) == frames displayed;
 - ``decodes_cleanly``: every packet decodes with no FFmpeg error;
@@ -13,6 +15,7 @@ Checks (each reported by name in the audit report):
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,7 +29,8 @@ import av.error
 from ..errors import CancelledError
 from ..render.common import RenderResult
 from .frames import detail_energy, luma_plane
-from .nal import is_length_prefixed, nal_length_size
+from .nal import (ALLOWED_NAL_TYPES, disallowed_record_units, disallowed_units, is_length_prefixed,
+                  nal_length_size, nal_type, record_units)
 from .probe import iter_video_packets, open_input, probe
 from .scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS,
                     GENERIC_HANDLER_NAMES)
@@ -67,6 +71,7 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
         _check_metadata(path, keep_audio),
         _check_identifying_strings(path, identifiers),
         *_check_samples(path),
+        _check_bitstream_allow_list(path),
     ]
     checks.extend(_check_decode(path, expected, mode if expected.check_ranges is not None else "full",
                                 progress, cancel))
@@ -110,8 +115,10 @@ def _check_metadata(path: Path, keep_audio: bool) -> CheckResult:
 
 
 def _check_identifying_strings(path: Path, identifiers: tuple[str, ...]) -> CheckResult:
-    needles = [re.escape(i.encode("utf-8")) for i in identifiers
-               if len(i.encode("utf-8")) >= MIN_SEARCHABLE_IDENTIFIER]
+    # Identifiers come from file names, which may hold bytes that are not UTF-8 (Python keeps them as
+    # surrogates): os.fsencode gives back the bytes as they are on disk, so any name can be searched.
+    encoded = {os.fsencode(i) for i in identifiers}
+    needles = [re.escape(i) for i in sorted(encoded) if len(i) >= MIN_SEARCHABLE_IDENTIFIER]
     pattern = re.compile(b"|".join([*needles, *ENCODER_SIGNATURES]))
     overlap = 256
     found: set[bytes] = set()
@@ -131,6 +138,51 @@ def _check_identifying_strings(path: Path, identifiers: tuple[str, ...]) -> Chec
                            f"{signatures or 'none'} found in the file bytes")
     return CheckResult("no_identifying_strings", True,
                        f"searched for {len(needles)} identifier(s) and {len(ENCODER_SIGNATURES)} signatures")
+
+
+def _check_bitstream_allow_list(path: Path) -> CheckResult:
+    """Every NAL unit in every stored sample (edit lists ignored) and in the parameter-set record is on
+    the bitstream allow-list; a codec we cannot scrub fails."""
+    with open_input(path, {"ignore_editlist": "1"}) as container:
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        if codec not in ALLOWED_NAL_TYPES:
+            # Only H.264/HEVC are ever copied; other codecs are written by our own encoder (re-encode).
+            return CheckResult("bitstream_allow_list", True,
+                               f"not applicable: {codec} is only written by re-encoding, never copied")
+        extradata = bytes(stream.codec_context.extradata or b"")
+        length_size = nal_length_size(extradata, codec)
+        problems = []
+        record = record_units(extradata, codec)
+        bad_record = sorted({nal_type(u, codec) for u in disallowed_record_units(extradata, codec)})
+        if bad_record:
+            problems.append(f"NAL unit types {bad_record} in the {'avcC' if codec == 'h264' else 'hvcC'} record")
+        if record.leftover_bytes:
+            problems.append(f"{record.leftover_bytes} bytes after the parameter sets of the record")
+        bad: dict[int, int] = {}
+        samples = 0
+        for packet in iter_video_packets(container, stream):
+            samples += 1
+            for unit in disallowed_units(bytes(packet), codec, length_size):
+                bad[nal_type(unit, codec)] = bad.get(nal_type(unit, codec), 0) + 1
+    if bad:
+        problems.append(f"{sum(bad.values())} NAL units outside the allow-list in the samples (types "
+                        + ", ".join(f"{kind}: {count}" for kind, count in sorted(bad.items())) + ")")
+    return CheckResult("bitstream_allow_list", not problems, "; ".join(problems) if problems else
+                       f"{samples} samples and {len(record.units)} parameter sets hold only NAL unit types "
+                       f"{_type_ranges(ALLOWED_NAL_TYPES[codec])}")
+
+
+def _type_ranges(types: frozenset[int]) -> str:
+    """1, 5, 7-8 style list of NAL unit types."""
+    ordered = sorted(types)
+    spans: list[list[int]] = []
+    for kind in ordered:
+        if spans and kind == spans[-1][1] + 1:
+            spans[-1][1] = kind
+        else:
+            spans.append([kind, kind])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def _count_packets(path: Path, options: dict[str, str]) -> int:

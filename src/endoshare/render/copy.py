@@ -1,7 +1,7 @@
 """Stream-copy join of copy-compatible clips into one scrubbed MP4 track (nothing is re-encoded).
 
 Timestamps are rebased so that clip n+1 starts exactly where clip n's last frame ends; every
-packet passes the SEI scrubber.  Only valid when ``JoinPlan.copy_compatible`` and nothing is redacted.
+packet passes the bitstream scrubber (NAL unit allow-list).  Only valid when ``JoinPlan.copy_compatible`` and nothing is redacted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..errors import CancelledError, UnreadableMediaError
 from ..media.frames import Cancel
 from ..media.join import JoinPlan
 from ..media.probe import iter_video_packets, open_input
-from ..media.scrub import open_output, scrub_packets, sei_filter
+from ..media.scrub import BitstreamScrubber, open_output
 from .common import RenderResult
 
 Progress = Callable[[int, int], None]
@@ -37,7 +37,8 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
         template = next(s for s in inputs[0].streams.video if s.index == first.video.index)
         out_stream = out.add_stream_from_template(template)
         out_stream.metadata.clear()
-        scrubber = sei_filter(plan.codec, template, out_stream)
+        scrubber = BitstreamScrubber(plan.codec, template.codec_context.extradata)
+        out_stream.codec_context.extradata = scrubber.extradata or None
         # A TS/MKV source brings its own codec tag; MP4 needs the ISO one (hvc1 also plays in Safari).
         out_stream.codec_tag = MP4_CODEC_TAGS[plan.codec]
         out.start_encoding()
@@ -65,9 +66,10 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
                         progress(min(done, total), total)
                     yield packet
 
-        for packet in scrub_packets(scrubber, rebased()):
-            packet.stream = out_stream
-            out.mux(packet)
+        for packet in rebased():
+            clean = scrubber.scrub(packet)
+            clean.stream = out_stream
+            out.mux(clean)
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Joining the clips by copy failed ({exc}); run again with --mode advanced "
                                    "to re-encode them.", path=first.path) from None

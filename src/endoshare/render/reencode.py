@@ -10,7 +10,7 @@ from av.video.frame import PictureType
 
 from ..media.frames import Cancel, black_frame, blurred_frame, detail_energy, iter_timeline
 from ..media.join import JoinPlan, VideoFormat
-from ..media.scrub import open_output, scrub_packets, sei_filter
+from ..media.scrub import SCRUBBABLE_CODECS, BitstreamScrubber, open_output
 from ..timeline import SegmentSet
 from .common import EncodeSettings, Redaction, RenderResult
 
@@ -52,13 +52,21 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
         stream.width, stream.height, stream.pix_fmt = out_fmt.width, out_fmt.height, "yuv420p"
         stream.codec_context.time_base = 1 / out_fmt.frame_rate
         stream.thread_type = "AUTO"
+        scrubber = None
+        if settings.codec in SCRUBBABLE_CODECS:
+            # The encoder's headers (x265 may add SEI to them) become the track's record: open the
+            # encoder first and keep only its parameter sets.
+            stream.codec_context.open()
+            scrubber = BitstreamScrubber(settings.codec, stream.codec_context.extradata)
+            stream.codec_context.extradata = scrubber.extradata or None
         container.start_encoding()
-        scrubber = sei_filter(settings.codec, stream, None) if settings.codec in ("h264", "hevc") else None
 
         def mux(packets: list[av.Packet]) -> None:
-            if scrubber is not None:
-                packets = [out for packet in packets for out in scrubber.filter(packet)]
             for packet in packets:
+                if scrubber is not None:
+                    clean = scrubber.scrub(packet)
+                    clean.stream = stream
+                    packet = clean
                 container.mux(packet)
 
         kept_index = -1
@@ -90,9 +98,6 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
             if progress is not None:
                 progress(item.index + 1, total)
         mux(stream.encode(None))
-        if scrubber is not None:
-            for packet in scrub_packets(scrubber, ()):
-                container.mux(packet)
     finally:
         container.close()
     notes: tuple[str, ...] = ()

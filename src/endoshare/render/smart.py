@@ -12,7 +12,8 @@ How the spliced track stays one valid H.264 stream:
   no in-band SPS/PPS/SEI/AUD and use the source's NAL length size.
 * x264 runs without B-frames, and its decoding timestamps are shifted back by the source's B-frame delay,
   so decoding timestamps rise strictly across every splice and never pass the presentation timestamps.
-* Copied packets pass the SEI scrubber like any copied packet.
+* Copied packets pass the bitstream scrubber (NAL unit allow-list) like any copied packet, re-encoded
+  pictures keep only their allowed NAL units, and the avcC/hvcC holds parameter sets only.
 
 Only H.264 in 8-bit 4:2:0 with a whole number of time-base ticks per frame is spliced; anything else
 is rendered by the full re-encode (the report says so).
@@ -33,12 +34,12 @@ from av.video.frame import PictureType
 from ..errors import CancelledError, UnreadableMediaError
 from ..media.frames import black_frame, blurred_frame, detail_energy
 from ..media.join import ClipPlan, JoinPlan
-from ..media.nal import (H264_AUD, H264_IDR, H264_PPS, H264_SPS, HEVC_AUD, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
-                         HEVC_VPS, AvcConfig, annexb_to_length_prefixed, h264_sps_id, hvcc_for_inband_track,
-                         hvcc_parameter_sets, is_sei, nal_length_size, nal_type, split_nal_units,
+from ..media.nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
+                         HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_sps_id, hvcc_for_inband_track,
+                         hvcc_parameter_sets, nal_length_size, nal_type, scrub_access_unit, split_nal_units,
                          to_length_prefixed)
 from ..media.probe import iter_video_packets, open_input
-from ..media.scrub import open_output, sei_filter
+from ..media.scrub import open_output
 from ..timeline import SegmentSet
 from .common import X264_PRESETS, EncodeSettings, Redaction, RenderResult
 
@@ -243,12 +244,13 @@ class _Splicer:
         packets.extend(encoder.encode(None))
         if len(packets) != len(frames):
             raise NotSpliceable(f"{self.encoder_name} returned {len(packets)} pictures for {len(frames)} frames")
-        dropped = (*self.parameter_set_types(), H264_AUD if self.codec == "h264" else HEVC_AUD)
+        # Parameter sets travel in the track's record (H.264) or before the group (HEVC), not in pictures.
+        dropped = self.parameter_set_types()
         for packet in packets:
             data = bytes(packet)
             framing = None if data[:3] == b"\0\0\1" or data[:4] == b"\0\0\0\1" else 4
             units = [u for u in split_nal_units(data, framing)
-                     if not is_sei(u, self.codec) and nal_type(u, self.codec) not in dropped]
+                     if allowed_unit(u, self.codec) == u and nal_type(u, self.codec) not in dropped]
             yield to_length_prefixed(units, self.length_size), packet.is_keyframe
 
 
@@ -259,7 +261,7 @@ class _H264Splicer(_Splicer):
 
     def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings) -> None:
         super().__init__(plan, smart, settings)
-        self.config = AvcConfig.parse(smart.extradata)
+        self.config = AvcConfig.parse(clean_avcc(smart.extradata))
         used = {h264_sps_id(s) for s in self.config.sps}
         self.sps_id = next(i for i in range(32) if i not in used)
 
@@ -323,17 +325,12 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         out_stream.metadata.clear()
         out_stream.codec_tag = "avc1" if smart.codec == "h264" else "hev1"
         out_stream.codec_context.extradata = extradata
-        scrubber = sei_filter(smart.codec, template, None)
         out.start_encoding()
 
         def mux(packet: av.Packet) -> None:
             packet.stream = out_stream
             packet.time_base = smart.time_base
             out.mux(packet)
-
-        def mux_scrubbed(packet: av.Packet) -> None:
-            # FFmpeg's filter_units writes Annex B; the track keeps the source's length-prefixed framing.
-            mux(_with_data(packet, annexb_to_length_prefixed(bytes(packet), smart.length_size)))
 
         #: Pictures written so far (a list, so that _finish_unit can add to it).
         counter = [0]
@@ -367,16 +364,13 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                         packet = _with_data(packet, splicer.prefix_after_reencoded() + bytes(packet))
                     inband_changed = False
                     packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
-                    for clean in scrubber.filter(packet):
-                        mux_scrubbed(clean)
+                    mux(_with_data(packet, scrub_access_unit(bytes(packet), smart.codec, smart.length_size)))
                     counter[0] += 1
                 if progress is not None:
                     progress(min(total, unit.first_frame + packet_number - unit.first_packet + 1), total)
             if _finish_unit(unit, number, buffered, smart, splicer, clip, redacted, redaction,
                             out_index, black, blurred, mux, counter):
                 inband_changed = True
-        for clean in scrubber.filter(None):
-            mux_scrubbed(clean)
         written = counter[0]
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
