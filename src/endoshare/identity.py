@@ -92,7 +92,7 @@ class MappingStore:
 
     def _read(self) -> list[MappingRow]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = self.path.read_text(encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
             return []
         except (OSError, UnicodeDecodeError) as exc:
@@ -117,7 +117,8 @@ class MappingStore:
     def _encode(rows: list[tuple[str, ...]]) -> bytes:
         buffer = io.StringIO(newline="")
         csv.writer(buffer, lineterminator="\n").writerows(rows)
-        return buffer.getvalue().encode("utf-8")
+        # File names that are not UTF-8 (surrogates in Python) are written back as their bytes on disk.
+        return buffer.getvalue().encode("utf-8", "surrogateescape")
 
     def _append(self, row: MappingRow, write_header: bool) -> None:
         data = self._encode(([HEADER] if write_header else []) + [astuple(row)])
