@@ -1,4 +1,5 @@
-"""``endoshare inspect FILE``: everything in a media file that could identify someone."""
+"""``endoshare inspect FILE``: everything in a media file that could identify someone, and what the
+scrubber would remove from it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EndoshareError
+from ..media.findings import Finding, find_removable
 from ..media.isobmff import MP4_EPOCH_OFFSET
 from ..media.probe import MediaInfo, probe
 from . import EXIT_OK, EXIT_SOME_FAILED
@@ -15,13 +17,15 @@ from . import EXIT_OK, EXIT_SOME_FAILED
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
-        "inspect", help="show the streams, tags, chapters, SEI user data and MP4 times of media files")
+        "inspect", help="show the streams, tags, chapters, SEI user data and MP4 times of media files, and "
+                        "what the scrubber removes (MPEG-TS service names, MPEG-2 user data and captions, "
+                        "subtitle text, XMP/uuid/free boxes, NAL units outside the allow-list)")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     parser.add_argument("--json", action="store_true", help="one JSON object per file, one per line")
     parser.set_defaults(func=run)
 
 
-def _text(info: MediaInfo) -> str:
+def _text(info: MediaInfo, removable: tuple[Finding, ...]) -> str:
     lines = [f"{info.path}", f"  container: {info.container}, {info.size_bytes} bytes, "
              f"{info.duration_seconds if info.duration_seconds is not None else '?'} s"]
     lines += [f"  tag {k} = {v!r}" for k, v in info.tags]
@@ -44,6 +48,10 @@ def _text(info: MediaInfo) -> str:
                          f"{t.modification - MP4_EPOCH_OFFSET} (Unix seconds)")
         else:
             lines.append(f"  {t.path}: times zero")
+    if removable:
+        lines.append("  removed by the scrubber:")
+    for found in removable:
+        lines.append(f"    {found.kind}: {found.where}, {found.count}x" + (f" {found.preview!r}" if found.preview else ""))
     return "\n".join(lines)
 
 
@@ -52,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             info = probe(path)
+            removable = find_removable(path)
         except EndoshareError as exc:
             status = EXIT_SOME_FAILED
             if args.json:
@@ -59,5 +68,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(f"endoshare inspect: {exc}", file=sys.stderr)
             continue
-        print(json.dumps(info.to_json(), ensure_ascii=False) if args.json else _text(info))
+        if args.json:
+            print(json.dumps({**info.to_json(), "removable": [f.to_json() for f in removable]}, ensure_ascii=False))
+        else:
+            print(_text(info, removable))
     return status

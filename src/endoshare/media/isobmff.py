@@ -58,6 +58,12 @@ def _walk(fh: BinaryIO, start: int, end: int, parent: str) -> Iterator[tuple[byt
         pos += size
 
 
+def iter_boxes(fh: BinaryIO, size: int) -> Iterator[tuple[bytes, str, int, int, int]]:
+    """Every box of an open file of ``size`` bytes, depth first: (type, path like /moov/udta/XMP_,
+    offset, size, header size)."""
+    return _walk(fh, 0, size, "")
+
+
 def box_times(path: str | Path) -> list[BoxTime]:
     """Creation/modification times (seconds since 1904, 0 when unset) of every mvhd, tkhd and mdhd."""
     p = Path(path)
