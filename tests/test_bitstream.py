@@ -15,7 +15,7 @@ from endoshare.media.verify import verify_output
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction, RenderResult
 
-from media import barcode_clip
+from media import barcode_clip, ffmpeg
 from nal_media import (h264_unit, hevc_sei, hevc_unit, inject_units, planted_units, record_of, strict_decode,
                        with_record_unit)
 
@@ -154,3 +154,26 @@ def test_a_clip_name_that_is_not_utf8_is_scanned_for(tmp_path: Path) -> None:
     leaky.write_bytes(result.output.read_bytes() + raw_name)
     checks = {c.name: c for c in verify_output(leaky, _expected(25), identifiers=(name,))}
     assert not checks["no_identifying_strings"].passed
+
+
+@pytest.mark.parametrize("profile, container", [("baseline", "mp4"), ("main", "mp4"), ("high", "mp4"),
+                                                ("high", "ts"), ("high", "mkv")])
+def test_copied_records_hold_parameter_sets_only_for_every_profile(tmp_path: Path, profile: str,
+                                                                   container: str) -> None:
+    """avcC records differ by profile (High and above carry chroma and bit-depth fields); an MPEG-TS
+    source has none (the muxer builds it from in-band parameter sets)."""
+    case = tmp_path / "case"
+    case.mkdir()
+    source = barcode_clip(tmp_path / "source.mp4", range(25), options={"profile": profile})
+    planted = inject_units(source, tmp_path / "planted.mp4", planted_units("h264", TEXT, data_partition=False),
+                           h264_unit(12, TEXT))
+    ffmpeg("-i", planted, "-c:v", "copy", case / f"clip.{container}")
+    result = process_case(CaseRequest(case), ProcessOptions(out_dir=tmp_path / "shared",
+                                                            archive_dir=tmp_path / "archive",
+                                                            redaction=Redaction.BLACK, detector="none"))
+    assert result.status == "ok" and result.output is not None, result.error
+    report = result.report.read_text()
+    assert '"method": "stream-copy"' in report
+    assert TEXT not in result.output.read_bytes()
+    _, record = record_of(result.output)
+    assert record_units(record, "h264").leftover_bytes == 0 and not disallowed_record_units(record, "h264")

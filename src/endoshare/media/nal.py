@@ -335,8 +335,9 @@ def _read_units(data: bytes, pos: int, count: int) -> tuple[list[bytes], int] | 
     return units, pos
 
 
-#: H.264 profiles whose avcC carries chroma format, bit depths and SPS extensions after the PPS list.
-_AVCC_EXTENDED_PROFILES = frozenset({100, 110, 122, 144})
+#: H.264 profiles whose avcC carries no chroma format, bit depths or SPS extensions after the PPS list
+#: (Baseline, Main, Extended); every other profile has them, as FFmpeg writes them.
+_AVCC_SHORT_PROFILES = frozenset({66, 77, 88})
 
 
 def record_units(extradata: bytes, codec: str) -> RecordUnits:
@@ -358,7 +359,7 @@ def record_units(extradata: bytes, codec: str) -> RecordUnits:
             return RecordUnits(tuple(sps), len(data) - pos)
         pps, pos = read
         units = [*sps, *pps]
-        if pos + 4 <= len(data) and data[1] in _AVCC_EXTENDED_PROFILES:
+        if pos + 4 <= len(data) and data[1] not in _AVCC_SHORT_PROFILES:
             read = _read_units(data, pos + 4, data[pos + 3])
             if read is not None:
                 units += read[0]
@@ -411,7 +412,7 @@ def clean_avcc(data: bytes) -> bytes:
         raise ValueError("the avcC record holds no SPS")
     length_size = (data[4] & 0x03) + 1
     tail = b""
-    if sps[0][1] in _AVCC_EXTENDED_PROFILES:
+    if sps[0][1] not in _AVCC_SHORT_PROFILES:
         chroma, luma, chroma_depth = _h264_chroma_and_depths(sps[0])
         tail = bytes([0xFC | chroma, 0xF8 | luma, 0xF8 | chroma_depth, 0])
     return AvcConfig(sps[0][1], sps[0][2], sps[0][3], length_size, tuple(sps[:31]), tuple(pps[:255]),
