@@ -37,7 +37,7 @@ from ..media.join import ClipPlan, JoinPlan
 from ..media.nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
                          HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_sps_id, hvcc_for_inband_track,
                          hvcc_parameter_sets, nal_length_size, nal_type, scrub_access_unit, split_nal_units,
-                         to_length_prefixed)
+                         to_length_prefixed, unit_allowed)
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output
 from ..timeline import SegmentSet
@@ -219,7 +219,7 @@ class _Splicer:
         encoder.options = self.encoder_options(self.settings.crf if self.settings.crf is not None else SPLICE_CRF)
         encoder.open()
         units = [u for u in split_nal_units(bytes(encoder.extradata or b""), None)
-                 if nal_type(u, self.codec) in self.parameter_set_types()]
+                 if unit_allowed(u, self.codec, frozenset(self.parameter_set_types()))]
         if self.parameter_sets is None:
             self.parameter_sets = tuple(units)
         elif self.parameter_sets != tuple(units):
