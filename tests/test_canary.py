@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from endoshare.media.findings import find_removable
 from endoshare.media.probe import probe
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction
@@ -102,6 +103,13 @@ def test_canary_survives_nowhere(tmp_path: Path, codec: str, container: str, ren
         assert before.chapters
     if container == "mkv":
         assert any(s.kind == "attachment" for s in before.streams)
+    # inspect shows the planted bitstream units (and the subtitles, the TS service name) in the input.
+    removable = find_removable(clip)
+    assert any(f.kind == "nal_units" and CANARY in f.preview for f in removable)
+    if container == "ts":
+        assert any(f.kind == "mpegts_service" and CANARY in f.preview for f in removable)
+    elif container in ("mp4", "mov", "mkv"):
+        assert any(f.kind == "subtitle_text" and CANARY in f.preview for f in removable)
 
     options = ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
                              redaction=Redaction.BLACK, detector="none")
@@ -122,6 +130,8 @@ def test_canary_survives_nowhere(tmp_path: Path, codec: str, container: str, ren
     assert [s.kind for s in after.streams] == ["video"]
     assert after.video.frame_count == 50
     assert not after.sei_user_data and not after.chapters
+    # inspect finds nothing left for the scrubber to remove.
+    assert find_removable(result.output) == ()
     assert all(t.creation == 0 and t.modification == 0 for t in after.mp4_times)
     report = json.loads(result.report.read_text())
     if render == "advanced":

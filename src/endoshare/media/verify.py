@@ -141,8 +141,8 @@ def _check_identifying_strings(path: Path, identifiers: tuple[str, ...]) -> Chec
 
 
 def _check_bitstream_allow_list(path: Path) -> CheckResult:
-    """Every NAL unit in every stored sample (edit lists ignored) and in the parameter-set record is on
-    the bitstream allow-list; a codec we cannot scrub fails."""
+    """Every NAL unit in every stored sample (edit lists ignored) is on the bitstream allow-list and in
+    canonical form, and the parameter-set record holds parameter sets only, with nothing after them."""
     with open_input(path, {"ignore_editlist": "1"}) as container:
         stream = container.streams.video[0]
         codec = stream.codec_context.name

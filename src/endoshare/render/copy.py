@@ -1,7 +1,8 @@
 """Stream-copy join of copy-compatible clips into one scrubbed MP4 track (nothing is re-encoded).
 
 Timestamps are rebased so that clip n+1 starts exactly where clip n's last frame ends; every
-packet passes the bitstream scrubber (NAL unit allow-list).  Only valid when ``JoinPlan.copy_compatible`` and nothing is redacted.
+packet passes the bitstream scrubber (NAL unit allow-list) and the track's avcC/hvcC keeps only its
+parameter sets.  Only valid when ``JoinPlan.copy_compatible`` and nothing is redacted.
 """
 
 from __future__ import annotations
