@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from endoshare.media.nal import (ALLOWED_NAL_TYPES, clean_avcc, clean_hvcc, clean_record, disallowed_record_units,
-                                 disallowed_units, nal_type, record_units, scrub_access_unit, split_nal_units,
-                                 to_length_prefixed)
+                                 disallowed_units, h264_pps_hides_slices, nal_type, record_hides_slices,
+                                 record_units, scrub_access_unit, split_nal_units, to_length_prefixed)
+from endoshare.media.join import plan_join
+from endoshare.media.probe import probe
 from endoshare.media.verify import verify_output
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction, RenderResult
@@ -177,3 +180,42 @@ def test_copied_records_hold_parameter_sets_only_for_every_profile(tmp_path: Pat
     assert TEXT not in result.output.read_bytes()
     _, record = record_of(result.output)
     assert record_units(record, "h264").leftover_bytes == 0 and not disallowed_record_units(record, "h264")
+
+
+def _pps(redundant: bool, slice_groups: int = 0) -> bytes:
+    """An H.264 PPS built bit by bit (ids 0, CABAC, no weighted prediction, default QPs)."""
+    def ue(value: int) -> str:
+        code = bin(value + 1)[2:]
+        return "0" * (len(code) - 1) + code
+    bits = (ue(0) + ue(0) + "10" + ue(slice_groups) + ue(0) + ue(0) + "000" + ue(0) + ue(0) + ue(0) + "10"
+            + ("1" if redundant else "0") + "1")
+    bits += "0" * (-len(bits) % 8)
+    return bytes([0x68]) + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def test_h264_parameter_sets_that_let_decoders_skip_slices_are_refused(clips: dict[str, Path]) -> None:
+    """Redundant slices (and slice groups, which FFmpeg cannot decode) would let a copied picture carry
+    slices no decoder shows: the record marks the source as not copyable, and the verifier rejects it."""
+    _, record = record_of(clips["h264"])
+    x264_pps = record_units(record, "h264").units[1]
+    assert not h264_pps_hides_slices(x264_pps) and not h264_pps_hides_slices(_pps(False))
+    assert h264_pps_hides_slices(_pps(True)) and h264_pps_hides_slices(_pps(False, slice_groups=1))
+    assert h264_pps_hides_slices(b"\x68")                    # unreadable: refused
+    hiding = record.replace(len(x264_pps).to_bytes(2, "big") + x264_pps,
+                            len(_pps(True)).to_bytes(2, "big") + _pps(True))
+    assert record_hides_slices(hiding, "h264") and not record_hides_slices(record, "h264")
+    assert disallowed_record_units(hiding, "h264") == [_pps(True)]
+    sample = to_length_prefixed([_pps(True), h264_unit(1, b"slice")], 4)
+    assert disallowed_units(sample, "h264", 4) == [_pps(True)]
+
+
+def test_a_source_whose_pps_lets_slices_be_skipped_is_not_copied(clips: dict[str, Path]) -> None:
+    info = probe(clips["h264"])
+    assert plan_join([info]).copy_compatible
+    record = info.video.extradata
+    x264_pps = record_units(record, "h264").units[1]
+    hiding = record.replace(len(x264_pps).to_bytes(2, "big") + x264_pps,
+                            len(_pps(True)).to_bytes(2, "big") + _pps(True))
+    video = replace(info.video, extradata=hiding)
+    plan = plan_join([replace(info, streams=tuple(video if s.kind == "video" else s for s in info.streams))])
+    assert not plan.copy_compatible and "decoders skip" in " ".join(plan.reasons)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from .probe import MediaInfo
+from .nal import record_hides_slices
 from .scrub import SCRUBBABLE_CODECS
 
 
@@ -98,6 +99,9 @@ def plan_join(infos: list[MediaInfo]) -> JoinPlan:
             diffs.append("codec parameter sets (SPS/PPS) differ from the first clip's")
         if video.hidden_packets:
             diffs.append(f"{video.hidden_packets} frames hidden by an edit list (they must not be copied)")
+        if record_hides_slices(video.extradata, video.codec):
+            diffs.append("its parameter sets allow slices that decoders skip (redundant slices or slice "
+                         "groups): they must not be copied")
         if video.untimed_packets:
             diffs.append(f"{video.untimed_packets} packets carry no timestamp (they cannot be copied in order)")
         frames = video.frame_count or 0

@@ -303,10 +303,34 @@ def scrub_access_unit(data: bytes, codec: str, length_size: int | None) -> bytes
     return _frame((u for u in kept if u is not None), length_size)
 
 
+def h264_pps_hides_slices(pps: bytes) -> bool:
+    """True when an H.264 PPS lets pictures carry slices a decoder skips: redundant slices
+    (redundant_pic_cnt_present_flag; FFmpeg decodes only the primary ones) or slice groups (FMO, which
+    FFmpeg does not decode), or when the PPS cannot be read."""
+    try:
+        body = _unescape(pps[1:])
+        bit = read_ue(body, read_ue(body, 0)[1])[1]         # pic_parameter_set_id, seq_parameter_set_id
+        bit += 2                                             # entropy coding mode, bottom field POC flag
+        slice_groups, bit = read_ue(body, bit)
+        if slice_groups:
+            return True
+        for _ in range(2):                                   # default reference list sizes
+            bit = read_ue(body, bit)[1]
+        bit += 3                                             # weighted prediction flags
+        for _ in range(3):                                   # QP / QS / chroma QP offsets, se(v)
+            bit = read_ue(body, bit)[1]
+        bit += 2                                             # deblocking control, constrained intra
+        return bool(body[bit // 8] >> (7 - bit % 8) & 1)
+    except (ValueError, IndexError):
+        return True
+
+
 def disallowed_units(data: bytes, codec: str, length_size: int | None) -> list[bytes]:
     """The NAL units of one sample that the allow-list does not admit (or that are not in their
-    canonical form), for the verifier and ``inspect``."""
-    return [u for u in split_nal_units(data, length_size) if allowed_unit(u, codec) != u]
+    canonical form), and H.264 PPS units that let slices be skipped, for the verifier and ``inspect``."""
+    return [u for u in split_nal_units(data, length_size)
+            if allowed_unit(u, codec) != u or (codec == "h264" and nal_type(u, codec) == H264_PPS
+                                               and h264_pps_hides_slices(u))]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -381,8 +405,18 @@ def record_units(extradata: bytes, codec: str) -> RecordUnits:
 
 
 def disallowed_record_units(extradata: bytes, codec: str) -> list[bytes]:
-    """Units of a parameter-set record that are not parameter sets."""
-    return [u for u in record_units(extradata, codec).units if not unit_allowed(u, codec, RECORD_TYPES[codec])]
+    """Units of a parameter-set record that are not parameter sets, and H.264 PPS units that let slices
+    be skipped."""
+    return [u for u in record_units(extradata, codec).units
+            if not unit_allowed(u, codec, RECORD_TYPES[codec])
+            or (codec == "h264" and nal_type(u, codec) == H264_PPS and h264_pps_hides_slices(u))]
+
+
+def record_hides_slices(extradata: bytes, codec: str) -> bool:
+    """True when an H.264 record holds a PPS that lets slices be skipped (see :func:`h264_pps_hides_slices`):
+    removing units cannot make such a stream safe to copy."""
+    return codec == "h264" and any(unit_allowed(u, codec, frozenset({H264_PPS})) and h264_pps_hides_slices(u)
+                                   for u in record_units(extradata, codec).units)
 
 
 def _h264_chroma_and_depths(sps: bytes) -> tuple[int, int, int]:
