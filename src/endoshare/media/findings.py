@@ -37,6 +37,8 @@ MIN_TEXT_RUN = 4
 FREE_FORM_BOXES = frozenset({b"XMP_", b"uuid", b"free", b"skip"})
 #: MPEG-TS bytes read looking for the service description table.
 SDT_SCAN_BYTES = 8 << 20
+#: Subtitle codecs that carry pictures, not text: only their packets are counted.
+BITMAP_SUBTITLES = frozenset({"dvd_subtitle", "dvb_subtitle", "hdmv_pgs_subtitle", "xsub"})
 _TEXT_RUN = re.compile(rb"[\x20-\x7e]{%d,}" % MIN_TEXT_RUN)
 
 
@@ -153,7 +155,7 @@ def _subtitle_text(path: Path, index: int) -> list[Finding]:
             data = bytes(packet)
             if codec == "mov_text":
                 data = data[2:2 + int.from_bytes(data[:2], "big")]
-            text = data.decode("utf-8", "replace").strip() if codec != "dvd_subtitle" else ""
+            text = data.decode("utf-8", "replace").strip() if codec not in BITMAP_SUBTITLES else ""
             if text and len(texts) < 8:
                 texts.append(" ".join(text.split()))
     return [Finding("subtitle_text", f"stream {index} ({codec})", count,
