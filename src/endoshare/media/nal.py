@@ -263,7 +263,6 @@ ALLOWED_NAL_TYPES = {"h264": H264_ALLOWED_TYPES, "hevc": HEVC_ALLOWED_TYPES}
 HEADER_ONLY_TYPES = {"h264": frozenset({10, 11}), "hevc": frozenset({36, 37})}
 #: The only types a parameter-set record (avcC / hvcC) may hold.
 RECORD_TYPES = {"h264": frozenset({H264_SPS, H264_PPS}), "hevc": frozenset({HEVC_VPS, HEVC_SPS, HEVC_PPS})}
-H264_SPS_EXT = 13
 
 
 def _header_size(codec: str) -> int:
