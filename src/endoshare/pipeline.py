@@ -125,7 +125,7 @@ def folder_problem(out_dir: Path, archive_dir: Path, held_for_review: bool = Fal
     """
     out, archive = Path(os.path.realpath(out_dir)), Path(os.path.realpath(archive_dir))
     if out == archive:
-        return (f"The archive folder {archive_dir} is the shared output folder {out_dir}: the archive keeps the "
+        return (f"The archive folder {archive_dir} must not be the shared folder {out_dir}: the archive keeps the "
                 "list that links patients to pseudonyms and must stay private. Choose two separate folders.")
     if _inside(archive, out):
         return (f"The archive folder {archive_dir} is inside the shared output folder {out_dir}: whoever can read "

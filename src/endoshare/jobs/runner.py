@@ -165,6 +165,9 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    #: True once the executor cannot run anything any more (a Dask scheduler that died).
+    lost: bool
+
 
 def available_memory() -> int | None:
     try:
@@ -235,6 +238,8 @@ class _LocalWorker:
 
 class LocalExecutor:
     """One fresh OS process per job, so that a job that crashes its process fails alone."""
+
+    lost = False
 
     def __init__(self, workers: int | None = None) -> None:
         check_workers(workers)
@@ -327,6 +332,8 @@ class LocalExecutor:
 class ThreadExecutor:
     """Jobs run in threads of the coordinator's own process: ``endoshare process`` with one case (the same
     queue, audit and locks as a batch, without starting a worker process)."""
+
+    lost = False
 
     def __init__(self, workers: int = 1) -> None:
         check_workers(workers)
@@ -511,7 +518,7 @@ class QueueRun:
 
     def _step(self) -> bool:
         """One turn of the loop; False when the run is over."""
-        if not self.stopping and self.stop is not None and self.stop():
+        if not self.stopping and ((self.stop is not None and self.stop()) or self.executor.lost):
             self._stop_all()
         if not self.stopping:
             for job_id in self.queue.cancel_requested():
