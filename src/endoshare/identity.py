@@ -134,7 +134,7 @@ class MappingStore:
 
     def _read(self) -> list[MappingRow]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = self.path.read_bytes().decode("utf-8")     # no newline translation: "\r" is data
         except FileNotFoundError:
             return []
         except (OSError, UnicodeDecodeError) as exc:
@@ -158,10 +158,11 @@ class MappingStore:
     @staticmethod
     def _encode(rows: list[tuple[str, ...]], header: bool = False) -> bytes:
         buffer = io.StringIO(newline="")
-        writer = csv.writer(buffer, lineterminator="\n")
         if header:
-            writer.writerow(HEADER)
-        writer.writerows(tuple(protect_cell(v) for v in row) for row in rows)
+            csv.writer(buffer, lineterminator="\n").writerow(HEADER)
+        # Every value quoted: a carriage return inside a value (a hostile folder name) must not end the row.
+        csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(
+            tuple(protect_cell(v) for v in row) for row in rows)
         return buffer.getvalue().encode("utf-8")
 
     def _append(self, row: MappingRow, write_header: bool) -> None:
