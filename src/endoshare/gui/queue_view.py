@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from ..errors import OutputError
 from ..pipeline import CaseRequest, CaseResult
-from ..storage import shared_file_mode
+from ..storage import private_dir, shared_file_mode, write_atomically
 from ..timeline import SegmentSet
 from .settings import GuiSettings, validate_settings
 from .workers import CaseRun
@@ -304,9 +304,9 @@ class QueueView(QWidget):
         name = entry.result.pseudonym if entry.result and entry.result.pseudonym else entry.entry_id
         path = archive / REVIEWED_SPANS_FOLDER / f"{name}.json"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"segments": segments.to_json(), "case_id": entry.case_id}, indent=1),
-                            encoding="utf-8")
+            private_dir(path.parent)
+            write_atomically(path, json.dumps({"segments": segments.to_json(), "case_id": entry.case_id},
+                                              indent=1).encode("utf-8"))
         except OSError as exc:
             self._show_error("Cannot save the edited spans", f"{path}: {exc}")
             return False
