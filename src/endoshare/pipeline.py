@@ -7,7 +7,6 @@ Progress is reported as :class:`ProgressEvent` values through a callback; ``canc
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import time
@@ -40,12 +39,12 @@ from .render.copy import render_copy
 from .render.reencode import render_reencode
 from .render.smart import NotSpliceable, render_smart
 from .report import input_summary, json_bytes, software_versions, write_json_atomically
-from .storage import (PLAIN_OWNER, PRIVATE_FILE_MODE, TEMP_PREFIX, full_folder_error, new_temp_file, private_dir,
+from .storage import (FULL_ERRNOS, PLAIN_OWNER, PRIVATE_FILE_MODE, full_folder_error, new_temp_file, private_dir,
                       publish, remove_stale, shared_file_mode, write_temp)
 from .timeline import SegmentSet, format_rate, load_segments_file
 
 MODES = ("fast", "advanced")
-#: Unpublished outputs are named like this in the output folder (see :mod:`endoshare.storage`).
+#: Unpublished outputs end with this (their names are made by :mod:`endoshare.storage`).
 TEMP_SUFFIX = ".mp4.partial"
 #: Share of a case's work per phase, for one overall fraction that only moves forward.
 PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "render": 0.6, "verify": 0.2}
@@ -346,7 +345,7 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
                                    progress=tracker.phase("verify"), cancel=cancel)
             step("verify")
         except (OSError, av.error.FFmpegError) as exc:
-            if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            if getattr(exc, "errno", None) in FULL_ERRNOS:
                 raise DiskFullError(f"The output folder {options.out_dir} is full (no space left on its disk or "
                                     "quota) while writing the output; free some space there and run again.",
                                     path=options.out_dir) from None

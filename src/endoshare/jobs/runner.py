@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
@@ -38,7 +38,7 @@ from .. import pipeline
 from ..errors import CancelledError, EndoshareError, OptionsError
 from ..identity import LOCKS_FOLDER, CaseLock
 from ..pipeline import CaseRequest, ProcessOptions, ProgressEvent, RenderedCase
-from ..storage import pid_alive, private_dir, remove_owned, remove_stale
+from ..storage import pid_alive, private_dir, remove_owned
 from .audit import AuditLog
 from .queue import Job, JobQueue
 
