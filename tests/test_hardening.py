@@ -400,3 +400,14 @@ def test_a_full_queue_database_stops_the_run_cleanly_and_loses_nothing(tmp_path:
     assert len(mapping_rows(tmp_path / "archive")) == 1
     assert len(list((tmp_path / "shared").glob("*.mp4"))) == 1
     assert not [p for p in (tmp_path / "shared").iterdir() if p.name.startswith(".")]
+
+
+def test_a_queue_jobs_temp_file_is_not_removed_as_stale_while_its_job_may_publish_it(tmp_path: Path) -> None:
+    # A worker process renders, hands the file to its coordinator and exits: the file outlives its writer.
+    from endoshare.jobs.runner import job_temp_owner
+    from endoshare.storage import host_tag, remove_stale
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    rendered = shared / f".endoshare-{job_temp_owner('abcd', 1, 1)}.{host_tag()}.{dead_pid()}.{1:016x}.mp4.partial"
+    rendered.write_bytes(b"verified, waiting to be published")
+    assert remove_stale(shared) == [] and rendered.exists()

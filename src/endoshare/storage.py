@@ -6,10 +6,13 @@ complete (``os.replace`` never follows a symlink planted at the final name).  It
 
     .endoshare-<owner>.<host tag>.<pid>.<random><suffix>
 
-``owner`` says which program part made it (``p`` for a plain run, ``q<queue token>-j<job>-a<attempt>`` for
-a queue job), ``host tag`` is a short hash of the host name and ``pid`` the writer's process id, so that
-:func:`remove_stale` can delete what a killed process of this machine left, and only that: a file whose
-process still runs (or runs on another machine) is never touched.
+``owner`` says which program part made it and so how long the file may live: ``p`` (plain) files live as
+long as the process that made them, and ``host tag`` (a short hash of the host name) and ``pid`` (the
+writer's process id) let :func:`remove_stale` delete what a killed process of this machine left, and only
+that: a file whose process still runs (or runs on another machine) is never touched.  A queue job's files
+(owner ``q<queue token>-j<job>-a<attempt>``) outlive the worker process that rendered them (the coordinator
+publishes them afterwards), so they are removed by their coordinator, or by the run that settles the job
+after that coordinator died (:func:`remove_owned`).
 
 The permission policy.  Everything in the archive folder is private to its owner whatever the umask:
 folders ``0700`` (:func:`private_dir`), files ``0600`` (:func:`open_private`, :func:`write_atomically`
@@ -230,16 +233,16 @@ def _temps(directory: Path) -> list[tuple[Path, dict[str, str]]]:
     return found
 
 
-def remove_stale(directory: Path) -> list[Path]:
-    """Delete the temporary files in ``directory`` left by dead processes of this machine; return them.
+def remove_stale(directory: Path, owner: str = PLAIN_OWNER) -> list[Path]:
+    """Delete the temporary files of ``owner`` in ``directory`` left by dead processes of this machine.
 
-    Files of a live process, of another machine (whose processes we cannot see) and anything not named
-    by :func:`temp_name` are left alone.
+    Files of a live process, of another machine (whose processes we cannot see), of another owner and
+    anything not named by :func:`temp_name` are left alone.  Returns the removed paths.
     """
     here = host_tag()
     removed = []
     for path, fields in _temps(directory):
-        if fields["host"] == here and not pid_alive(int(fields["pid"])):
+        if fields["owner"] == owner and fields["host"] == here and not pid_alive(int(fields["pid"])):
             try:
                 path.unlink()
             except FileNotFoundError:
