@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
 from ..detect.registry import create_detector
 from ..errors import EndoshareError
 from ..pipeline import MODES, ProcessOptions, folder_problem
+from ..storage import new_temp_file
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 
 DETECTOR_CHOICES = (("builtin", "Built-in model (no download)"), ("oobnet", "OOBNet (weights file)"),
@@ -86,8 +86,7 @@ def margin_from_seconds(seconds: float) -> Fraction:
 def _writable(path: Path, label: str) -> str | None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".endoshare-write-test-"):
-            pass
+        new_temp_file(path, ".write-test").unlink()
     except OSError as exc:
         return f"The {label} {path} is not writable ({exc.strerror or exc}); choose another folder or ask for access."
     return None
