@@ -237,7 +237,8 @@ def test_a_batch_runs_beside_another_run_of_the_same_archive(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("bad", [["--workers", "0"], ["--workers", "-3"], ["--detector", "nosuch"],
-                                 ["--crf", "99"], ["--fps", "0"], ["--height", "4"]])
+                                 ["--crf", "99"], ["--fps", "0"], ["--height", "4"], ["--segments", "missing.json"],
+                                 ["--detector", "oobnet", "--weights", "missing.h5"]])
 def test_invalid_options_are_refused_before_any_job_is_queued(tmp_path: Path, bad: list[str],
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     cases = [make_case(tmp_path / "in", name) for name in ("A", "B")]

@@ -63,6 +63,8 @@ def leftovers(out_dir: Path) -> list[str]:
 
 
 def test_options_survive_the_database_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text('{"segments": []}')
+    (tmp_path / "w.h5").write_bytes(b"weights")
     original = ProcessOptions(out_dir=tmp_path / "o", archive_dir=tmp_path / "a", mode="advanced",
                               redaction=Redaction.BLUR, segments_file=tmp_path / "s.json", detector="builtin",
                               weights=tmp_path / "w.h5", new_pseudonym=True,

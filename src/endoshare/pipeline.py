@@ -71,6 +71,9 @@ class ProcessOptions:
     #: ``out_dir`` is a private holding folder inside the archive (the GUI's "require review": outputs wait
     #: there, private, until a person moves them to the shared folder); otherwise it must lie apart from it.
     held_for_review: bool = False
+    #: Check that the segments and weights files exist and the segments file reads (off only for options
+    #: restored from the queue: they were checked when the job was added; a file gone since fails that case).
+    check_files: bool = field(default=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         """The one place where processing options are checked (CLI, queue and GUI all build this value).
@@ -102,6 +105,12 @@ class ProcessOptions:
         problem = folder_problem(self.out_dir, self.archive_dir, self.held_for_review)
         if problem is not None:
             raise OptionsError(problem, path=self.archive_dir)
+        if self.check_files:
+            if self.segments_file is not None:
+                load_segments_file(self.segments_file)      # SegmentsFileError (a ValueError) naming the file
+            if self.weights is not None and not self.weights.is_file():
+                raise OptionsError(f"The weights file {self.weights} does not exist; check the path given to "
+                                   "--weights (see 'endoshare models').", path=self.weights)
 
     def to_json(self) -> dict[str, object]:
         return {"mode": self.mode, "redaction": self.redaction.value, "detector": self.detector,

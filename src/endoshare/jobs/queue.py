@@ -126,7 +126,7 @@ def options_from_record(record: dict[str, Any]) -> ProcessOptions:
         new_pseudonym=bool(record["new_pseudonym"]), verify=record.get("verify", "full"),
         keep_audio=bool(record.get("keep_audio", False)),
         margin_seconds=Fraction(record.get("margin_seconds", "1/2")),
-        held_for_review=bool(record.get("held_for_review", False)))
+        held_for_review=bool(record.get("held_for_review", False)), check_files=False)
 
 
 @dataclass(frozen=True)
