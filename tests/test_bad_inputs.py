@@ -105,7 +105,7 @@ def test_disk_full_while_writing_is_a_clear_error_and_leaves_nothing(tmp_path: P
         raise OSError(errno.ENOSPC, "No space left on device", str(out_path))
 
     monkeypatch.setattr(pipeline, "render", full_disk)
-    with pytest.raises(errors.DiskFullError, match="ran out of space"):
+    with pytest.raises(errors.DiskFullError, match=r"output folder .*shared is full"):
         process_case(CaseRequest(folder), options(tmp_path))
     assert list((tmp_path / "shared").iterdir()) == []
 
@@ -179,18 +179,18 @@ def test_unreadable_clip_and_unwritable_output_are_clear_errors(tmp_path: Path) 
 
 
 def test_temp_files_of_killed_runs_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
-    import socket
     import subprocess as sp
 
-    from endoshare.pipeline import TEMP_SUFFIX, process_temp_prefix
+    from endoshare.pipeline import TEMP_SUFFIX
+    from endoshare.storage import host_tag, temp_name
 
     shared = tmp_path / "shared"
     shared.mkdir()
     dead = sp.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = socket.gethostname()
-    stale = shared / f".endoshare-process-{host}-{int(dead.stdout)}-abc{TEMP_SUFFIX}"
-    live = shared / f"{process_temp_prefix()}def{TEMP_SUFFIX}"           # this very process: alive
-    elsewhere = shared / f".endoshare-process-otherhost-{int(dead.stdout)}-ghi{TEMP_SUFFIX}"
+    stale = shared / f".endoshare-p.{host_tag()}.{int(dead.stdout)}.{'a' * 16}{TEMP_SUFFIX}"
+    live = shared / temp_name("p", TEMP_SUFFIX)           # this very process: alive
+    other_host = "0" * 8 if host_tag() != "0" * 8 else "1" * 8
+    elsewhere = shared / f".endoshare-p.{other_host}.{int(dead.stdout)}.{'b' * 16}{TEMP_SUFFIX}"
     for path in (stale, live, elsewhere):
         path.write_bytes(b"half a video")
     process_case(CaseRequest(case_with(tmp_path, "case", {"a.mp4": None})), options(tmp_path))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from endoshare.jobs import JobQueue, QueueEvent, add_job, cancel_job, run_queue
+from endoshare.jobs import JobQueue, LocalExecutor, QueueEvent, add_job, cancel_job, run_queue
 from endoshare.jobs.cluster import DaskExecutor, parse_cluster
 from endoshare.pipeline import ProcessOptions
 from endoshare.render.common import EncodeSettings
@@ -102,3 +105,52 @@ def test_cluster_spec_is_checked() -> None:
     for wrong in ("local:0", "local:x", "10.0.0.5:8786"):
         with pytest.raises(ValueError, match="--cluster"):
             parse_cluster(wrong)
+
+
+def _cluster_in_own_session() -> subprocess.Popen[str]:
+    """A LocalCluster (scheduler + one worker process, loopback) in a process group we can kill whole."""
+    code = ("import time\nfrom distributed import LocalCluster\n"
+            "cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host='127.0.0.1', "
+            "dashboard_address=None)\nprint(cluster.scheduler_address, flush=True)\ntime.sleep(120)\n")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_jobs_of_a_dead_scheduler_go_back_to_pending_and_run_next_time(tmp_path: Path) -> None:
+    cases = [make_case(tmp_path / "in", f"case{n}", 120, width=160, height=90) for n in (1, 2)]
+    queue = JobQueue(tmp_path / "archive")
+    jobs = [add_job(queue, folder, options(tmp_path, mode="advanced")) for folder in cases]
+    cluster = _cluster_in_own_session()
+    try:
+        address = cluster.stdout.readline().strip() if cluster.stdout else ""
+        assert address.startswith("tcp://127.0.0.1:"), address
+        executor = DaskExecutor(address)
+
+        def kill_scheduler_once_running(event: QueueEvent) -> None:
+            if event.kind == "job-started" and cluster.poll() is None:
+                os.killpg(cluster.pid, signal.SIGKILL)
+
+        started = time.monotonic()
+        try:
+            summary = run_queue(queue, executor, on_event=kill_scheduler_once_running)
+        finally:
+            executor.close()
+        assert time.monotonic() - started < 60
+    finally:
+        if cluster.poll() is None:
+            os.killpg(cluster.pid, signal.SIGKILL)
+        cluster.wait()
+    assert summary.interrupted and not summary.cancelled and not summary.failed
+    states = {job.id: queue.get(job.id).state for job in jobs}
+    assert all(state in ("pending", "done") for state in states.values()), states
+    assert "pending" in states.values()
+    assert "Dask scheduler" in (queue.get(summary.interrupted[0]).error or "")
+
+    executor2 = LocalExecutor(workers=1)
+    try:
+        run_queue(queue, executor2)
+    finally:
+        executor2.close()
+    assert [queue.get(job.id).state for job in jobs] == ["done", "done"]
+    with (tmp_path / "archive" / "mapping.csv").open(newline="", encoding="utf-8") as fh:
+        assert sorted(row["case_id"] for row in csv.DictReader(fh)) == ["case1", "case2"]
+    assert not [p for p in (tmp_path / "shared").iterdir() if p.name.startswith(".")]

@@ -15,6 +15,7 @@ import pytest
 
 from endoshare.cli import main
 from endoshare.identity import MappingRow, MappingStore, new_pseudonym
+from endoshare.storage import host_tag
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.sample import make_sample_case
 
@@ -120,7 +121,8 @@ def test_a_rewrite_removes_temp_files_of_crashed_writers(tmp_path: Path) -> None
     store = MappingStore(tmp_path)
     row = MappingRow("case", new_pseudonym(), "2026-01-01T00:00:00+00:00", "a.mp4", "00", "x.mp4")
     store.record(row)
-    stale = tmp_path / ".mapping.csv.99999.tmp"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".endoshare-p.{host_tag()}.{int(dead.stdout)}.{'0' * 16}.mapping.csv.tmp"
     stale.write_text("half a rewrite")
     store.record(MappingRow(*[*row.__dict__.values()][:4], "11", "x.mp4"))    # same case+pseudonym: rewrite
     assert not stale.exists()

@@ -18,6 +18,8 @@ import pytest
 from endoshare.jobs import (AuditLog, JobQueue, JobStateError, LocalExecutor, QueueBusyError, QueueEvent, add_job,
                             cancel_job, default_workers, process_batch, retry_job, run_queue)
 from endoshare.jobs.queue import options_from_record, options_to_record
+from endoshare.jobs.runner import job_temp_owner
+from endoshare.storage import temp_name
 from endoshare.pipeline import ProcessOptions
 from endoshare.render.common import EncodeSettings, Redaction
 
@@ -61,6 +63,8 @@ def leftovers(out_dir: Path) -> list[str]:
 
 
 def test_options_survive_the_database_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text('{"segments": []}')
+    (tmp_path / "w.h5").write_bytes(b"weights")
     original = ProcessOptions(out_dir=tmp_path / "o", archive_dir=tmp_path / "a", mode="advanced",
                               redaction=Redaction.BLUR, segments_file=tmp_path / "s.json", detector="builtin",
                               weights=tmp_path / "w.h5", new_pseudonym=True,
@@ -289,7 +293,8 @@ def test_a_job_published_just_before_the_kill_is_resumed_not_redone(tmp_path: Pa
     # The database as a runner killed right after the rename (the commit point) leaves it.
     queue = JobQueue(tmp_path / "archive")
     queue._db.execute("UPDATE jobs SET state = 'running', phase = 'publish' WHERE id = ?", (job.id,))
-    stale = tmp_path / "shared" / f".endoshare-{queue.token}-j{job.id}-a1-x.mp4.partial"
+    # A temp file of that job (made by a worker on any machine: its process id says nothing here).
+    stale = tmp_path / "shared" / temp_name(job_temp_owner(queue.token, job.id, 1), ".mp4.partial")
     stale.write_bytes(b"half a video")
     foreign = tmp_path / "shared" / ".endoshare-abcd1234.mp4.partial"      # another program's temp file
     foreign.write_bytes(b"not ours")

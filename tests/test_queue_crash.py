@@ -62,11 +62,18 @@ def wait_until_gone(pids: list[int], timeout: float = 20.0) -> None:
     """Workers notice a dead coordinator at their next cancellation poll and stop by themselves."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in pids if _running(p)]
         if not alive:
             return
         assert time.monotonic() < deadline, f"orphaned worker processes {alive} kept running"
-        psutil.wait_procs([psutil.Process(p) for p in alive], timeout=0.2)
+        time.sleep(0.2)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:          # it ended between two looks
+        return False
 
 
 def check_invariants(tmp_path: Path) -> dict[str, str]:

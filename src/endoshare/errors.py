@@ -14,12 +14,15 @@ ValueError`` code keeps working.  Every message names the file concerned and say
     │   ├── UnreadableMediaError             not a media file, truncated (no moov), corrupt
     │   ├── NoVideoStreamError               e.g. an audio-only file
     │   └── SegmentsFileError                a --segments file that is malformed or out of range
+    ├── OptionsError (ValueError)            processing options that cannot work together (e.g. the archive
+    │                                        inside the shared folder, an unknown detector)
     ├── InputPermissionError (PermissionError)  a clip or folder cannot be read
     ├── OutputError (OSError)                the shared or archive folder cannot take the output
     │   └── DiskFullError                    no space left while writing
     ├── VerificationError (RuntimeError)     a written output failed a privacy or integrity check
     ├── WeightsError (ValueError)            a detector weights file is missing, truncated or mismatched
     ├── MappingError (OSError)               the pseudonym mapping file is unreadable or corrupt
+    ├── CaseBusyError (RuntimeError)         another run is processing the same case ID right now
     └── CancelledError (RuntimeError)        the user cancelled; no partial output is left
 """
 
@@ -69,6 +72,10 @@ class SegmentsFileError(InputError):
     pass
 
 
+class OptionsError(EndoshareError, ValueError):
+    """Processing options that are invalid or cannot work together; nothing was queued or written."""
+
+
 class InputPermissionError(EndoshareError, PermissionError):
     """A clip or a case folder cannot be read with the current user's rights."""
 
@@ -96,6 +103,10 @@ class WeightsError(EndoshareError, ValueError):
 
 class MappingError(EndoshareError, OSError):
     """The pseudonym mapping file cannot be read or written."""
+
+
+class CaseBusyError(EndoshareError, RuntimeError):
+    """Another run holds the lock of this case ID in the archive; this run left the case alone."""
 
 
 class CancelledError(EndoshareError, RuntimeError):

@@ -6,12 +6,21 @@ under an inter-process file lock: a new row is appended with one write and an fs
 replaces an earlier one for the same case and pseudonym (re-processing) is written by rewriting the
 file to a temporary name and renaming it over the old one.  Either way a reader sees the old file or
 the new one, never half a row.
+
+Spreadsheet safety: a field that a spreadsheet would run as a formula (it starts with ``=``, ``+``,
+``-``, ``@``, a tab or a carriage return) is written with a leading apostrophe, the spreadsheet's own
+"this is text" mark; so is a field that itself starts with an apostrophe.  :class:`MappingStore` removes
+exactly one leading apostrophe when it reads a field back, so every value round-trips unchanged.
+
+One case at a time: :class:`CaseLock` is an OS file lock per case ID in the archive (``locks/``), held
+by whichever run processes the case, so that two runs never give one case two pseudonyms.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import os
 import uuid
@@ -21,10 +30,27 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from .errors import MappingError
+from .errors import CaseBusyError, DiskFullError, MappingError, OutputError
+from .storage import full_folder_error, open_private, private_dir, remove_stale, write_atomically
 
 MAPPING_FILE_NAME = "mapping.csv"
 LOCK_TIMEOUT_SECONDS = 60
+LOCKS_FOLDER = "locks"
+#: Detection results (for review) in the archive, one JSON file per pseudonym.
+DETECTIONS_FOLDER = "detections"
+#: First characters that make a spreadsheet read a cell as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+TEXT_MARK = "'"
+
+
+def protect_cell(value: str) -> str:
+    """``value`` as written to the mapping: a leading apostrophe if a spreadsheet could run it."""
+    return TEXT_MARK + value if value.startswith((*FORMULA_STARTS, TEXT_MARK)) else value
+
+
+def unprotect_cell(value: str) -> str:
+    """The inverse of :func:`protect_cell`."""
+    return value[1:] if value.startswith(TEXT_MARK) else value
 
 
 def new_pseudonym() -> str:
@@ -49,7 +75,7 @@ class MappingStore:
 
     def __init__(self, archive_dir: Path) -> None:
         self.path = Path(archive_dir) / MAPPING_FILE_NAME
-        self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_SECONDS)
+        self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_SECONDS, mode=0o600)
 
     def rows(self) -> list[MappingRow]:
         with self._locked():
@@ -60,20 +86,36 @@ class MappingStore:
         matches = [r for r in self.rows() if r.case_id == case_id]
         return matches[-1].pseudonym if matches else None
 
-    def record(self, row: MappingRow) -> None:
+    def record(self, row: MappingRow) -> MappingRow | None:
+        """Add ``row``, or replace the row of the same case and pseudonym; returns the replaced row, if any
+        (for :meth:`withdraw`)."""
         with self._locked():
             existing = self._read()
-            if any(r.case_id == row.case_id and r.pseudonym == row.pseudonym for r in existing):
-                updated = [row if (r.case_id, r.pseudonym) == (row.case_id, row.pseudonym) else r
-                           for r in existing]
-                self._rewrite(updated)
+            previous = next((r for r in existing if (r.case_id, r.pseudonym) == (row.case_id, row.pseudonym)),
+                            None)
+            if previous is not None:
+                self._rewrite([row if (r.case_id, r.pseudonym) == (row.case_id, row.pseudonym) else r
+                               for r in existing])
             else:
                 self._append(row, write_header=not existing and not self._has_header())
+            return previous
+
+    def withdraw(self, row: MappingRow, previous: MappingRow | None) -> None:
+        """Undo :meth:`record` when the output it points to could not be published: put ``previous`` back,
+        or drop ``row``."""
+        with self._locked():
+            existing = self._read()
+            if previous is not None:
+                updated = [previous if r == row else r for r in existing]
+            else:
+                updated = [r for r in existing if r != row]
+            if updated != existing:
+                self._rewrite(updated)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        private_dir(self.path.parent)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
         except Timeout:
             raise MappingError(f"{self.path} is locked by another Endoshare process for more than "
@@ -92,7 +134,8 @@ class MappingStore:
 
     def _read(self) -> list[MappingRow]:
         try:
-            text = self.path.read_text(encoding="utf-8", errors="surrogateescape")
+            # No newline translation ("\r" is data); names that are not UTF-8 come back as their bytes.
+            text = self.path.read_bytes().decode("utf-8", "surrogateescape")
         except FileNotFoundError:
             return []
         except (OSError, UnicodeDecodeError) as exc:
@@ -110,37 +153,95 @@ class MappingStore:
             if len(values) != len(HEADER):
                 raise MappingError(f"{self.path} line {number} has {len(values)} fields instead of "
                                    f"{len(HEADER)}; restore the file from a backup.", path=self.path)
-            rows.append(MappingRow(*values))
+            rows.append(MappingRow(*(unprotect_cell(v) for v in values)))
         return rows
 
     @staticmethod
-    def _encode(rows: list[tuple[str, ...]]) -> bytes:
+    def _encode(rows: list[tuple[str, ...]], header: bool = False) -> bytes:
         buffer = io.StringIO(newline="")
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        if header:
+            csv.writer(buffer, lineterminator="\n").writerow(HEADER)
+        # Every value quoted: a carriage return inside a value (a hostile folder name) must not end the row.
+        csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(
+            tuple(protect_cell(v) for v in row) for row in rows)
         # File names that are not UTF-8 (surrogates in Python) are written back as their bytes on disk.
         return buffer.getvalue().encode("utf-8", "surrogateescape")
 
     def _append(self, row: MappingRow, write_header: bool) -> None:
-        data = self._encode(([HEADER] if write_header else []) + [astuple(row)])
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        data = self._encode([astuple(row)], header=write_header)
         try:
-            os.fchmod(fd, 0o600)
-            if os.write(fd, data) != len(data):
-                raise MappingError(f"Short write to {self.path}; the disk may be full.", path=self.path)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    # Never leave half a row: cut the file back to where it was.
+                    os.ftruncate(fd, os.fstat(fd).st_size - written)
+                    raise OSError(28, "short write")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise (full_folder_error(exc, self.path.parent, f"adding a row to {self.path.name}")
+                   or MappingError(f"Cannot write the mapping file {self.path} ({exc.strerror or exc}); check "
+                                   "that the archive folder is writable.", path=self.path)) from None
 
     def _rewrite(self, rows: list[MappingRow]) -> None:
-        # We hold the lock: any temp file from an earlier rewrite belongs to a process that died.
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        data = self._encode([HEADER, *(astuple(r) for r in rows)])
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        remove_stale(self.path.parent)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, self.path)
+            write_atomically(self.path, self._encode([astuple(r) for r in rows], header=True))
+        except DiskFullError:
+            raise
+        except OutputError as exc:
+            raise MappingError(str(exc), path=self.path) from None
+
+
+class CaseLock:
+    """The lock of one case ID in an archive: held while a run processes the case, released by the OS if
+    the run dies (even by kill -9).  Not re-entrant: a second holder in the same process is refused too."""
+
+    def __init__(self, archive_dir: Path, case_id: str) -> None:
+        self.archive_dir = Path(archive_dir)
+        self.case_id = case_id
+        digest = hashlib.sha256(case_id.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        self.path = self.archive_dir / LOCKS_FOLDER / f"case-{digest}.lock"
+        self._lock = FileLock(str(self.path), timeout=0, mode=0o600, thread_local=False)
+
+    def acquire(self) -> None:
+        private_dir(self.path.parent)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise CaseBusyError(
+                f"Case {self.case_id} is being processed by another Endoshare run on the archive "
+                f"{self.archive_dir}; it was not started again, so that the case keeps one pseudonym and one "
+                "output. Wait for the other run to finish (see 'endoshare queue status'); process the case "
+                "again afterwards only if it must be redone.", path=self.archive_dir) from None
+        except OSError as exc:
+            raise (full_folder_error(exc, self.path.parent, "locking a case")
+                   or OutputError(f"Cannot lock case {self.case_id} in the archive folder {self.archive_dir} "
+                                  f"({exc.strerror or exc}); check that it is writable.",
+                                  path=self.archive_dir)) from None
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release()
+
+    @property
+    def held(self) -> bool:
+        return bool(self._lock.is_locked)
+
+    def busy_elsewhere(self) -> bool:
+        """True if another holder has the case now (tries the lock and gives it back at once)."""
+        try:
+            self.acquire()
+        except CaseBusyError:
+            return True
+        self.release()
+        return False
+
+    def __enter__(self) -> CaseLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -7,12 +7,8 @@ Progress is reported as :class:`ProgressEvent` values through a callback; ``canc
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import re
-import socket
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -23,15 +19,17 @@ from typing import Any, Callable, Iterator
 import av.error
 
 from .cases import Case, discover_case, natural_key
+from .detect.registry import DETECTOR_NAMES
 from .errors import (
     CancelledError,
     DiskFullError,
     EndoshareError,
+    OptionsError,
     OutputError,
     SegmentsFileError,
     VerificationError,
 )
-from .identity import MappingRow, MappingStore, new_pseudonym
+from .identity import DETECTIONS_FOLDER, CaseLock, MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
 from .media.verify import VERIFY_MODES, CheckResult, verify_output
@@ -40,12 +38,13 @@ from .render.common import EncodeSettings, Redaction, RenderResult
 from .render.copy import render_copy
 from .render.reencode import render_reencode
 from .render.smart import NotSpliceable, render_smart
-from .report import input_summary, software_versions, write_json_atomically
+from .report import input_summary, json_bytes, software_versions, write_json_atomically
+from .storage import (FULL_ERRNOS, PLAIN_OWNER, PRIVATE_FILE_MODE, full_folder_error, new_temp_file, private_dir,
+                      publish, remove_stale, shared_file_mode, write_temp)
 from .timeline import SegmentSet, format_rate, load_segments_file
 
 MODES = ("fast", "advanced")
-#: Unpublished outputs are named like this in the output folder; nothing else there starts with it.
-TEMP_PREFIX = ".endoshare-"
+#: Unpublished outputs end with this (their names are made by :mod:`endoshare.storage`).
 TEMP_SUFFIX = ".mp4.partial"
 #: Share of a case's work per phase, for one overall fraction that only moves forward.
 PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "render": 0.6, "verify": 0.2}
@@ -69,21 +68,86 @@ class ProcessOptions:
     keep_audio: bool = False
     #: Detected spans are widened by this much on each side (seconds, exact).
     margin_seconds: Fraction = Fraction(1, 2)
+    #: ``out_dir`` is a private holding folder inside the archive (the GUI's "require review": outputs wait
+    #: there, private, until a person moves them to the shared folder); otherwise it must lie apart from it.
+    held_for_review: bool = False
+    #: Check that the segments and weights files exist and the segments file reads (off only for options
+    #: restored from the queue: they were checked when the job was added; a file gone since fails that case).
+    check_files: bool = field(default=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        """The one place where processing options are checked (CLI, queue and GUI all build this value).
+
+        Paths are stored absolute, so that a job resumed from another working directory writes where
+        it was asked to.  Raises :class:`~endoshare.errors.OptionsError` (a ``ValueError``).
+        """
         if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+            raise OptionsError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.verify not in VERIFY_MODES:
-            raise ValueError(f"verify {self.verify!r} is not one of {', '.join(VERIFY_MODES)}")
-        object.__setattr__(self, "margin_seconds", Fraction(self.margin_seconds))
+            raise OptionsError(f"verify {self.verify!r} is not one of {', '.join(VERIFY_MODES)}")
+        if self.detector != "none" and self.detector not in DETECTOR_NAMES:
+            raise OptionsError(f"unknown detector {self.detector!r}; choose one of: "
+                               f"{', '.join((*DETECTOR_NAMES, 'none'))}")
+        try:
+            margin = Fraction(self.margin_seconds)
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise OptionsError(f"the safety margin must be a number of seconds, got {self.margin_seconds!r}") \
+                from None
+        object.__setattr__(self, "margin_seconds", margin)
         if self.margin_seconds < 0:
-            raise ValueError(f"the safety margin must not be negative, got {self.margin_seconds} s")
+            raise OptionsError(f"the safety margin must not be negative, got {self.margin_seconds} s")
+        for name in ("out_dir", "archive_dir", "segments_file", "weights"):
+            value = getattr(self, name)
+            if value is not None:
+                if not str(value).strip():
+                    raise OptionsError(f"the {name.replace('_', ' ')} must not be empty")
+                object.__setattr__(self, name, Path(os.path.abspath(value)))
+        problem = folder_problem(self.out_dir, self.archive_dir, self.held_for_review)
+        if problem is not None:
+            raise OptionsError(problem, path=self.archive_dir)
+        if self.check_files:
+            if self.segments_file is not None:
+                load_segments_file(self.segments_file)      # SegmentsFileError (a ValueError) naming the file
+            if self.weights is not None and not self.weights.is_file():
+                raise OptionsError(f"The weights file {self.weights} does not exist; check the path given to "
+                                   "--weights (see 'endoshare models').", path=self.weights)
 
     def to_json(self) -> dict[str, object]:
         return {"mode": self.mode, "redaction": self.redaction.value, "detector": self.detector,
                 "segments_from_file": self.segments_file is not None, "encode": self.encode.to_json(),
                 "new_pseudonym": self.new_pseudonym, "verify": self.verify, "keep_audio": self.keep_audio,
                 "margin_seconds": format_rate(self.margin_seconds)}
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def folder_problem(out_dir: Path, archive_dir: Path, held_for_review: bool = False) -> str | None:
+    """Why the output and archive folders cannot be used together (symlinks resolved), or None.
+
+    The archive holds the list that links patients to pseudonyms: it must never be the shared folder,
+    lie inside it, or contain it (a shared folder inside the private archive would be private, and the
+    archive's files would sit next to shared ones).  The one exception is a private holding folder for
+    outputs awaiting review, which must lie inside the archive.
+    """
+    out, archive = Path(os.path.realpath(out_dir)), Path(os.path.realpath(archive_dir))
+    if out == archive:
+        return (f"The archive folder {archive_dir} must not be the shared folder {out_dir}: the archive keeps the "
+                "list that links patients to pseudonyms and must stay private. Choose two separate folders.")
+    if _inside(archive, out):
+        return (f"The archive folder {archive_dir} is inside the shared output folder {out_dir}: whoever can read "
+                "the shared folder could read the list that links patients to pseudonyms. Choose an archive "
+                "folder outside the shared folder.")
+    if held_for_review:
+        if not _inside(out, archive):
+            return (f"The holding folder {out_dir} for outputs awaiting review must be inside the archive folder "
+                    f"{archive_dir}, which is private.")
+    elif _inside(out, archive):
+        return (f"The shared output folder {out_dir} is inside the archive folder {archive_dir}, which is private "
+                "(its files and folders are readable by their owner only). Choose a shared folder outside the "
+                "archive.")
+    return None
 
 
 @dataclass(frozen=True)
@@ -177,11 +241,15 @@ def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress:
     return result.segments, f"detector {options.detector}", result.to_json()
 
 
-def check_out_dir(path: Path) -> None:
+def check_out_dir(options: ProcessOptions) -> None:
+    """Create the output folder (private if it holds outputs for review) and check that we may write there."""
+    path = options.out_dir
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe_file = tempfile.NamedTemporaryFile(dir=path, prefix=".endoshare-write-test-", delete=True)
-        probe_file.close()
+        if options.held_for_review:
+            private_dir(path)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        new_temp_file(path, ".write-test").unlink()
     except OSError as exc:
         raise OutputError(f"Cannot write into the output folder {path} ({exc.strerror or exc}); choose a "
                           "folder you may write to, or ask for write access.", path=path) from None
@@ -215,11 +283,11 @@ def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_pa
 
 
 def _with_audio(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, video: Path,
-                rendered: RenderResult, cancel: Cancel | None) -> RenderResult:
+                rendered: RenderResult, cancel: Cancel | None, temp_owner: str) -> RenderResult:
     """Remux ``video`` with the case's audio (silenced/cut like the video) in place of itself."""
     if not has_audio(plan):
         return replace(rendered, notes=(*rendered.notes, "--keep-audio: no clip has audio; none written"))
-    with_audio = video.with_name(video.name + ".audio")
+    with_audio = new_temp_file(video.parent, TEMP_SUFFIX + ".audio", temp_owner)
     try:
         audio = add_audio(video, plan, segments, options.redaction, with_audio, cancel)
         os.replace(with_audio, video)
@@ -247,9 +315,10 @@ class RenderedCase:
 
 
 def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *, reused_pseudonym: bool = False,
-                temp_prefix: str = TEMP_PREFIX, progress: ProgressCallback | None = None,
+                temp_owner: str = PLAIN_OWNER, progress: ProgressCallback | None = None,
                 cancel: Cancel | None = None) -> RenderedCase:
-    """Probe, detect, render and verify one case into ``<out>/<temp_prefix>*.mp4.partial``.
+    """Probe, detect, render and verify one case into a temporary file of ``<out>`` (owner tag ``temp_owner``,
+    see :mod:`endoshare.storage`).
 
     Writes nothing else (no archive, no mapping), so that it can run on any worker; a failure deletes
     the temporary file and raises the typed error.
@@ -268,18 +337,16 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
 
     plan = plan_join(probe_case(case, tracker.phase("probe")))
     step("probe")
-    check_out_dir(options.out_dir)
+    check_out_dir(options)
     segments, segment_source, detections = find_segments(plan, options, case, tracker.phase("detect"), cancel)
     if "detect" in phases:
         step("detect")
-    fd, temp_name = tempfile.mkstemp(prefix=temp_prefix, suffix=TEMP_SUFFIX, dir=options.out_dir)
-    os.close(fd)
-    temp = Path(temp_name)
+    temp = new_temp_file(options.out_dir, TEMP_SUFFIX, temp_owner)
     try:
         try:
             rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel)
             if options.keep_audio:
-                rendered = _with_audio(plan, segments, options, temp, rendered, cancel)
+                rendered = _with_audio(plan, segments, options, temp, rendered, cancel, temp_owner)
             step("render")
             identifiers = (case.case_id, *(p.stem for p in case.clips), case.folder.resolve().name)
             checks = verify_output(temp, rendered, identifiers, keep_audio=rendered.audio_samples is not None,
@@ -287,9 +354,10 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
                                    progress=tracker.phase("verify"), cancel=cancel)
             step("verify")
         except (OSError, av.error.FFmpegError) as exc:
-            if getattr(exc, "errno", None) == errno.ENOSPC:
-                raise DiskFullError(f"The output folder {options.out_dir} ran out of space while writing case "
-                                    f"{case.folder}; free some space and run again.", path=options.out_dir) from None
+            if getattr(exc, "errno", None) in FULL_ERRNOS:
+                raise DiskFullError(f"The output folder {options.out_dir} is full (no space left on its disk or "
+                                    "quota) while writing the output; free some space there and run again.",
+                                    path=options.out_dir) from None
             raise
         failed = [c for c in checks if not c.passed]
         if failed:
@@ -308,78 +376,87 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
                         tuple(p.name for p in case.clips), detections)
 
 
-def publish_case(rendered: RenderedCase, options: ProcessOptions) -> CaseResult:
-    """Archive the detection result, record the mapping row and the report, then rename the output into
-    place: the rename is the commit point, so a crash before it leaves no file under a final name, and a
-    redo with the same pseudonym replaces the row instead of adding one."""
+def output_mode(options: ProcessOptions) -> int:
+    """Published files follow the umask like any file of the user; held ones stay private."""
+    return PRIVATE_FILE_MODE if options.held_for_review else shared_file_mode()
+
+
+def publish_case(rendered: RenderedCase, options: ProcessOptions, temp_owner: str = PLAIN_OWNER) -> CaseResult:
+    """Publish a verified output, in an order that no crash or full disk can turn into a lie:
+
+    1. the detection result into the archive (replaced by a redo: harmless if the rest fails);
+    2. the report, complete under a temporary name in the output folder (a full disk fails here);
+    3. the mapping row, so that the private link exists before anything is shared;
+    4. the video renamed to ``<pseudonym>.mp4`` — the commit point; if it fails, the row is withdrawn;
+    5. the report renamed to its final name: a report never stands without its video.
+
+    A redo with the same pseudonym replaces the row instead of adding one.
+    """
     final = options.out_dir / f"{rendered.pseudonym}.mp4"
     report_path = options.out_dir / f"{rendered.pseudonym}.report.json"
+    mode = output_mode(options)
     if rendered.detections is not None:
-        detections = options.archive_dir / "detections"
-        detections.mkdir(parents=True, exist_ok=True)
+        detections = private_dir(options.archive_dir / DETECTIONS_FOLDER)
         write_json_atomically(detections / f"{rendered.pseudonym}.json", rendered.detections)
-    MappingStore(options.archive_dir).record(MappingRow(
-        case_id=rendered.case_id, pseudonym=rendered.pseudonym,
-        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        source_files=" | ".join(rendered.source_files), output_sha256=rendered.output_sha256,
-        output_file=final.name))
-    write_json_atomically(report_path, rendered.report)
-    os.replace(rendered.temp, final)
+    report_temp = write_temp(options.out_dir, f".{report_path.name}.tmp", json_bytes(rendered.report), temp_owner)
+    try:
+        store = MappingStore(options.archive_dir)
+        row = MappingRow(case_id=rendered.case_id, pseudonym=rendered.pseudonym,
+                         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         source_files=" | ".join(rendered.source_files), output_sha256=rendered.output_sha256,
+                         output_file=final.name)
+        previous = store.record(row)
+        try:
+            publish(rendered.temp, final, mode)
+        except OSError as exc:
+            store.withdraw(row, previous)
+            raise (full_folder_error(exc, options.out_dir, "publishing the output")
+                   or OutputError(f"Cannot publish {final} ({exc.strerror or exc}); nothing was published for "
+                                  "this case. Check the output folder's permissions.", path=options.out_dir)) \
+                from None
+        try:
+            publish(report_temp, report_path, mode)
+        except OSError as exc:
+            raise OutputError(f"The output {final} was published but its report could not be renamed into place "
+                              f"({exc.strerror or exc}); process the case again to rewrite both.",
+                              path=options.out_dir) from None
+    finally:
+        report_temp.unlink(missing_ok=True)
     return CaseResult(rendered.case_id, "ok", rendered.pseudonym, final, report_path,
                       reused_pseudonym=rendered.reused_pseudonym)
 
 
-def choose_pseudonym(case_id: str, options: ProcessOptions) -> tuple[str, bool]:
-    """The case's earlier pseudonym (reused) unless a new one is asked for; (pseudonym, reused)."""
-    previous = None if options.new_pseudonym else MappingStore(options.archive_dir).lookup(case_id)
-    return (previous, True) if previous else (new_pseudonym(), False)
+def choose_pseudonym(case_id: str, options: ProcessOptions, stored: str | None = None) -> tuple[str, bool]:
+    """The pseudonym of a case's run: ``stored`` (a queue job's, kept across its attempts), else the case's
+    earlier one (reused) unless a new one is asked for, else a new one; returns (pseudonym, reused)."""
+    previous = MappingStore(options.archive_dir).lookup(case_id)
+    if stored:
+        return stored, stored == previous
+    if previous and not options.new_pseudonym:
+        return previous, True
+    return new_pseudonym(), False
 
 
-_PROCESS_TEMP = re.compile(r"^\.endoshare-process-(?P<host>.+)-(?P<pid>\d+)-.*" + re.escape(TEMP_SUFFIX) + "$")
-
-
-def process_temp_prefix() -> str:
-    """Temp names of this process: whoever finds one whose process is gone knows it is debris."""
-    return f"{TEMP_PREFIX}process-{socket.gethostname()}-{os.getpid()}-"
-
-
-def remove_stale_temps(out_dir: Path) -> list[Path]:
-    """Delete unpublished outputs left in ``out_dir`` by killed ``process`` runs of this machine.
-
-    Only files whose writer's host is this one and whose process no longer exists are touched (a
-    reused process id keeps a file, the safe direction); the queue cleans its own temp files.
-    """
-    removed = []
-    try:
-        candidates = list(out_dir.glob(f"{TEMP_PREFIX}process-*{TEMP_SUFFIX}"))
-    except OSError:
-        return removed
-    for path in candidates:
-        match = _PROCESS_TEMP.match(path.name)
-        if match is None or match["host"] != socket.gethostname():
-            continue
-        try:
-            os.kill(int(match["pid"]), 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-        except PermissionError:
-            continue            # alive, another user's
-    return removed
+def remove_stale_temps(options: ProcessOptions) -> list[Path]:
+    """Delete the temporary files killed runs of this machine left in the output and archive folders."""
+    folders = (options.out_dir, options.archive_dir, options.archive_dir / DETECTIONS_FOLDER)
+    return [path for folder in folders for path in remove_stale(folder)]
 
 
 def process_case(request: CaseRequest, options: ProcessOptions, progress: ProgressCallback | None = None,
                  cancel: Cancel | None = None) -> CaseResult:
-    """One case end to end, in this process: render and verify, then publish."""
+    """One case end to end, in this process: render and verify, then publish — under the case's lock, so
+    that a second run of the same case at the same time fails with :class:`~endoshare.errors.CaseBusyError`."""
     case_id = discover_case(request.folder, request.case_id).case_id
-    pseudonym, reused = choose_pseudonym(case_id, options)
-    remove_stale_temps(options.out_dir)
-    rendered = render_case(request, options, pseudonym, reused_pseudonym=reused, temp_prefix=process_temp_prefix(),
-                           progress=progress, cancel=cancel)
-    try:
-        result = publish_case(rendered, options)
-    finally:
-        rendered.temp.unlink(missing_ok=True)
+    with CaseLock(options.archive_dir, case_id):
+        remove_stale_temps(options)
+        pseudonym, reused = choose_pseudonym(case_id, options)
+        rendered = render_case(request, options, pseudonym, reused_pseudonym=reused, progress=progress,
+                               cancel=cancel)
+        try:
+            result = publish_case(rendered, options)
+        finally:
+            rendered.temp.unlink(missing_ok=True)
     if progress is not None:
         progress(ProgressEvent("done", 1, 1, 1.0))
     return result

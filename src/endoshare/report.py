@@ -1,13 +1,13 @@
 """The audit report written beside each shared output: what was done and checked, with no identifier.
 
 Inputs are described only by their technical parameters (codec, size, rate, frame count): no file
-name, no folder, no tag value, no case ID.  The report is written atomically.
+name, no folder, no tag value, no case ID.  JSON files are written through :mod:`endoshare.storage`
+(exclusive random temporary name, then an atomic rename).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import av
 
 from . import __version__
 from .media.join import JoinPlan
+from .storage import PRIVATE_FILE_MODE, write_atomically
 
 
 def input_summary(plan: JoinPlan) -> list[dict[str, Any]]:
@@ -49,11 +50,9 @@ def software_versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, path)
+def json_bytes(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
+def write_json_atomically(path: Path, data: dict[str, Any], mode: int = PRIVATE_FILE_MODE) -> None:
+    write_atomically(path, json_bytes(data), mode)

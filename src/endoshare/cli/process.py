@@ -7,13 +7,18 @@ import json
 import sys
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from ..pipeline import MODES, CaseRequest, CaseResult, ProcessOptions, ProgressEvent, process_cases
+from ..errors import EndoshareError
+from ..pipeline import MODES, CaseResult, ProcessOptions
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 from ..timeline import parse_rate
 from . import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from ..jobs.queue import Job
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -75,21 +80,25 @@ def options_from_args(args: argparse.Namespace) -> ProcessOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..jobs.runner import check_workers
+
     if args.case_id is not None and len(args.cases) != 1:
         print("endoshare process: --case-id needs exactly one CASE_DIR", file=sys.stderr)
         return EXIT_USAGE
     try:
         options = options_from_args(args)
-    except ValueError as exc:
+        check_workers(args.workers)
+    except ValueError as exc:          # every invalid option, before anything is queued or written
         print(f"endoshare process: {exc}", file=sys.stderr)
         return EXIT_USAGE
     show_bar = not args.json and sys.stderr.isatty()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
-                  disable=not show_bar, transient=True) as bar:
-        if len(args.cases) == 1:
-            results = [_one_case(args, options, bar)]
-        else:
-            results = _several_cases(args, options, bar)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                      disable=not show_bar, transient=True) as bar:
+            results = _run_cases(args, options, bar)
+    except EndoshareError as exc:      # the archive or its queue cannot be used (full, not writable...)
+        print(f"endoshare process: {exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     for result in results:
         if args.json:
             continue
@@ -103,28 +112,34 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_SOME_FAILED
 
 
-def _one_case(args: argparse.Namespace, options: ProcessOptions, bar: Progress) -> CaseResult:
-    """A single case runs in this process."""
-    task = bar.add_task("case", total=1.0)
+def _run_cases(args: argparse.Namespace, options: ProcessOptions, bar: Progress) -> list[CaseResult]:
+    """The cases go through the archive's job queue, with its audit log and case locks: a crash loses
+    nothing (``endoshare queue run`` finishes what is left).  One case renders in a thread of this process,
+    several in worker processes."""
+    from ..jobs import QueueEvent, process_batch, process_one
 
-    def on_progress(number: int, event: ProgressEvent) -> None:
-        bar.update(task, completed=event.fraction, description=f"case: {event.phase}")
-
-    return next(process_cases([CaseRequest(args.cases[0], args.case_id)], options, on_progress))
-
-
-def _several_cases(args: argparse.Namespace, options: ProcessOptions, bar: Progress) -> list[CaseResult]:
-    """Several cases go through the archive's job queue and its worker processes: a crash mid-batch
-    loses nothing, and ``endoshare queue run`` finishes what is left."""
-    from ..jobs import QueueEvent, process_batch
-
-    task = bar.add_task(f"{len(args.cases)} cases", total=1.0)
+    several = len(args.cases) > 1
+    task = bar.add_task(f"{len(args.cases)} cases" if several else "case", total=1.0)
 
     def on_event(event: QueueEvent) -> None:
-        bar.update(task, completed=event.overall_fraction,
-                   description=f"{event.jobs_finished}/{event.jobs_total} cases done")
+        description = (f"{event.jobs_finished}/{event.jobs_total} cases done" if several
+                       else f"case: {event.phase or ''}")
+        bar.update(task, completed=event.overall_fraction, description=description)
 
-    jobs = process_batch(args.cases, options, workers=args.workers, on_event=on_event)
-    return [CaseResult(job.case_id, "ok" if job.state == "done" else "failed", job.pseudonym if job.state == "done"
-                       else None, job.output, job.report, job.error or (None if job.state == "done" else job.state),
-                       job.error_type) for job in jobs]
+    if several:
+        jobs = process_batch(args.cases, options, workers=args.workers, on_event=on_event)
+    else:
+        jobs = [process_one(args.cases[0], options, case_id=args.case_id, on_event=on_event)]
+    return [_result(job) for job in jobs]
+
+
+def _result(job: Job) -> CaseResult:
+    if job.state != "done":
+        return CaseResult(job.case_id, "failed", error=job.error or job.state, error_type=job.error_type)
+    reused = False
+    try:
+        reused = bool(json.loads(job.report.read_text(encoding="utf-8")).get("pseudonym_reused")) if job.report \
+            else False
+    except (OSError, ValueError):
+        pass
+    return CaseResult(job.case_id, "ok", job.pseudonym, job.output, job.report, reused_pseudonym=reused)

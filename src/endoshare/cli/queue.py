@@ -7,7 +7,6 @@ import json
 import signal
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -15,8 +14,8 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 
 from ..errors import EndoshareError
 from ..jobs.queue import Job, JobNotFoundError, JobQueue, JobStateError, QueueBusyError
-from ..jobs.runner import (Executor, LocalExecutor, QueueEvent, RunSummary, add_job, cancel_job, default_workers,
-                           retry_job, run_queue)
+from ..jobs.runner import (Executor, LocalExecutor, QueueEvent, RunSummary, add_job, cancel_job, check_workers,
+                           default_workers, retry_job, run_queue)
 from . import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from .process import add_process_arguments, options_from_args
 
@@ -92,14 +91,10 @@ def run_add(args: argparse.Namespace) -> int:
         _error("--case-id needs exactly one CASE_DIR")
         return EXIT_USAGE
     try:
-        options = options_from_args(args)
+        options = options_from_args(args)       # paths stored absolute: jobs may run from another folder
     except ValueError as exc:
         _error(exc)
         return EXIT_USAGE
-    # Jobs run later, maybe from another working directory: store absolute paths.
-    options = replace(options, out_dir=options.out_dir.absolute(), archive_dir=options.archive_dir.absolute(),
-                      segments_file=options.segments_file.absolute() if options.segments_file else None,
-                      weights=options.weights.absolute() if options.weights else None)
     queue = _open(args.archive)
     if queue is None:
         return EXIT_SOME_FAILED
@@ -180,8 +175,10 @@ def _json_display(event: QueueEvent) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    if args.workers is not None and args.workers < 1:
-        _error("--workers must be at least 1")
+    try:
+        check_workers(args.workers)
+    except ValueError as exc:
+        _error(exc)
         return EXIT_USAGE
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     queue = _open(args.archive)

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from ..errors import OutputError
 from ..pipeline import CaseRequest, CaseResult
+from ..storage import private_dir, shared_file_mode, write_atomically
 from ..timeline import SegmentSet
 from .settings import GuiSettings, validate_settings
 from .workers import CaseRun
@@ -303,9 +304,9 @@ class QueueView(QWidget):
         name = entry.result.pseudonym if entry.result and entry.result.pseudonym else entry.entry_id
         path = archive / REVIEWED_SPANS_FOLDER / f"{name}.json"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"segments": segments.to_json(), "case_id": entry.case_id}, indent=1),
-                            encoding="utf-8")
+            private_dir(path.parent)
+            write_atomically(path, json.dumps({"segments": segments.to_json(), "case_id": entry.case_id},
+                                              indent=1).encode("utf-8"))
         except OSError as exc:
             self._show_error("Cannot save the edited spans", f"{path}: {exc}")
             return False
@@ -331,15 +332,17 @@ class QueueView(QWidget):
 
 
 def publish(result: CaseResult, shared_dir: Path) -> CaseResult:
-    """Move a held output and its report into ``shared_dir``; the video moves last (the commit point)."""
+    """Move a held output and its report into ``shared_dir``: the video first (the commit point), so that a
+    report never stands there without its video; both get the shared files' mode (the umask's)."""
     assert result.output is not None
     moved: dict[str, Path] = {}
     try:
         shared_dir.mkdir(parents=True, exist_ok=True)
-        for key, path in (("report", result.report), ("output", result.output)):
+        for key, path in (("output", result.output), ("report", result.report)):
             if path is None:
                 continue
             target = shared_dir / path.name
+            os.chmod(path, shared_file_mode())
             try:
                 os.replace(path, target)
             except OSError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -28,7 +27,8 @@ from PySide6.QtWidgets import (
 
 from ..detect.registry import create_detector
 from ..errors import EndoshareError
-from ..pipeline import MODES, ProcessOptions
+from ..pipeline import MODES, ProcessOptions, folder_problem
+from ..storage import new_temp_file
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 
 DETECTOR_CHOICES = (("builtin", "Built-in model (no download)"), ("oobnet", "OOBNet (weights file)"),
@@ -75,7 +75,7 @@ class GuiSettings:
         return ProcessOptions(out_dir=self.output_dir(), archive_dir=self.archive_dir, mode=self.mode,
                               redaction=self.redaction, segments_file=segments_file, detector=self.detector,
                               weights=self.weights, encode=self.encode(), keep_audio=self.keep_audio,
-                              margin_seconds=self.margin_seconds)
+                              margin_seconds=self.margin_seconds, held_for_review=self.require_review)
 
 
 def margin_from_seconds(seconds: float) -> Fraction:
@@ -86,8 +86,7 @@ def margin_from_seconds(seconds: float) -> Fraction:
 def _writable(path: Path, label: str) -> str | None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".endoshare-write-test-"):
-            pass
+        new_temp_file(path, ".write-test").unlink()
     except OSError as exc:
         return f"The {label} {path} is not writable ({exc.strerror or exc}); choose another folder or ask for access."
     return None
@@ -116,10 +115,9 @@ def validate_settings(settings: GuiSettings, load_weights: bool = True) -> tuple
             problems.append(f"Choose a {label}.")
         elif (problem := _writable(path, label)) is not None:
             problems.append(problem)
-    if settings.archive_dir.resolve() == settings.shared_dir.resolve():
-        # The archive holds the pseudonym mapping: sharing it would undo the de-identification.
-        problems.append("The archive folder must not be the shared folder: the archive keeps the list that "
-                        "links pseudonyms to patients.")
+    # The core's rule (the archive holds the pseudonym mapping: sharing it would undo the de-identification).
+    if (problem := folder_problem(settings.shared_dir, settings.archive_dir)) is not None:
+        problems.append(problem)
     if (problem := _margin_problem(settings.margin_seconds)) is not None:
         problems.append(problem)
     if not 1 <= settings.workers <= MAX_WORKERS:

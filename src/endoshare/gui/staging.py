@@ -15,6 +15,7 @@ from typing import Sequence
 
 from ..cases import discover_case
 from ..errors import EndoshareError, OutputError
+from ..storage import private_dir
 
 STAGING_FOLDER = "gui-cases"
 
@@ -48,7 +49,8 @@ def stage_case(archive_dir: Path, clips: Sequence[Path]) -> Path:
     """A new folder under ``archive_dir`` holding ``clips`` in the given order; returns its path."""
     folder = archive_dir / STAGING_FOLDER / uuid.uuid4().hex
     try:
-        folder.mkdir(parents=True)
+        private_dir(folder.parent)        # the archive's policy: only its owner may enter
+        folder.mkdir(mode=0o700)
         width = max(3, len(str(len(clips))))
         for number, clip in enumerate(clips, start=1):
             _link(clip, folder / f"{number:0{width}d}_{clip.name}")

@@ -6,9 +6,9 @@
 
 from .audit import AuditLog
 from .queue import Job, JobQueue, JobNotFoundError, JobStateError, QueueBusyError, QueueError
-from .runner import (LocalExecutor, QueueEvent, RunSummary, add_job, cancel_job, default_workers, process_batch,
-                     retry_job, run_queue)
+from .runner import (LocalExecutor, QueueEvent, QueueRun, RunSummary, ThreadExecutor, add_job, cancel_job,
+                     default_workers, process_batch, process_one, retry_job, run_queue)
 
 __all__ = ["AuditLog", "Job", "JobNotFoundError", "JobQueue", "JobStateError", "LocalExecutor", "QueueBusyError",
-           "QueueError", "QueueEvent", "RunSummary", "add_job", "cancel_job", "default_workers", "process_batch",
-           "retry_job", "run_queue"]
+           "QueueError", "QueueEvent", "QueueRun", "RunSummary", "ThreadExecutor", "add_job", "cancel_job",
+           "default_workers", "process_batch", "process_one", "retry_job", "run_queue"]

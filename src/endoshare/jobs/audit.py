@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
+from ..storage import full_folder_error, open_private
 from .queue import Job, options_to_record, utc_now
 
 AUDIT_FILE_NAME = "audit.jsonl"
@@ -38,7 +39,7 @@ class AuditLog:
         record = {"time_utc": utc_now(), "user": self.user, "host": self.host, "event": event, **fields}
         data = (json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
             try:
                 if os.write(fd, data) != len(data):
                     raise OSError(f"short write to {self.path}")
@@ -46,8 +47,9 @@ class AuditLog:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise OutputError(f"Cannot append to the audit log {self.path} ({exc}); the archive folder must "
-                              "stay writable while the queue runs.", path=self.path) from None
+            raise (full_folder_error(exc, self.path.parent, f"appending to the audit log {self.path.name}")
+                   or OutputError(f"Cannot append to the audit log {self.path} ({exc}); the archive folder must "
+                                  "stay writable while the queue runs.", path=self.path)) from None
 
     def job_event(self, event: str, job: Job, **fields: Any) -> None:
         """One line describing ``job`` as it is now: settings, state, result, output checksum."""

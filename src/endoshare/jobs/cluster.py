@@ -8,6 +8,10 @@ paths* as the coordinator (shared storage), but never the archive folder.
 
 Progress travels as Dask events (``Worker.log_event`` → ``Client.subscribe_topic``); cancellation is a
 named ``distributed.Event`` per job attempt that the task polls.
+
+If the scheduler dies (or the connection to it is lost), Dask marks every task "cancelled" at once; a task
+we did not cancel ourselves is reported as lost (:data:`~endoshare.jobs.runner.EXECUTOR_LOST`), and the
+coordinator puts its job back to pending and stops: the next ``queue run`` processes it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from distributed import Client, Event, LocalCluster, get_worker
 
 from ..errors import CancelledError
 from ..pipeline import ProgressEvent
-from .runner import Outcome, ThrottledProgress, WorkerFinished, WorkerProgress, WorkItem, execute
+from .runner import EXECUTOR_LOST, Outcome, ThrottledProgress, WorkerFinished, WorkerProgress, WorkItem, execute
 
 #: How often a task asks the scheduler whether it was cancelled (each poll is a round trip).
 CANCEL_POLL_SECONDS = 0.5
@@ -78,6 +82,7 @@ class DaskExecutor:
             self.client = Client(self.cluster)
         else:
             self.client = Client(str(value))
+        self._address = self.client.scheduler.address
         self._token = uuid.uuid4().hex[:8]
         self._topic = f"endoshare-progress-{self._token}"
         self._inbox: thread_queue.SimpleQueue[WorkerProgress | WorkerFinished] = thread_queue.SimpleQueue()
@@ -85,6 +90,9 @@ class DaskExecutor:
         self._items: dict[int, WorkItem] = {}
         self._slots_checked = 0.0
         self._slots = 0
+        self._cancelled: set[int] = set()
+        #: The scheduler went away: nothing more can run here.
+        self.lost = False
         self.client.subscribe_topic(self._topic, self._on_progress)
 
     def _on_progress(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -95,9 +103,15 @@ class DaskExecutor:
     @property
     def slots(self) -> int:
         # Workers may join or leave a running cluster; ask the scheduler now and then.
+        if self.lost:
+            return 0
         now = time.monotonic()
         if now - self._slots_checked > 2.0:
-            self._slots = sum(self.client.nthreads().values())
+            try:
+                self._slots = sum(self.client.nthreads().values())
+            except (OSError, TimeoutError):       # CommClosedError is an OSError
+                self.lost = True
+                return 0
             self._slots_checked = now
         return self._slots
 
@@ -111,13 +125,19 @@ class DaskExecutor:
         self._futures[item.job_id] = future
         self._items[item.job_id] = item
         future.add_done_callback(lambda f, item=item: self._on_done(item, f))
-        return f"dask {self.client.scheduler.address}"
+        return f"dask {self._address}"
 
     def _on_done(self, item: WorkItem, future: Any) -> None:
         if future.status == "finished":
             outcome = future.result()
-        elif future.status == "cancelled":
+        elif future.status == "cancelled" and item.job_id in self._cancelled:
             outcome = Outcome(item.job_id, item.attempt, error="cancelled", error_type=CancelledError.__name__)
+        elif future.status == "cancelled":
+            # Not by us: the scheduler died or the connection to it was lost.
+            self.lost = True
+            outcome = Outcome(item.job_id, item.attempt,
+                              error=f"the Dask scheduler {self._address} went away while job {item.job_id} ran",
+                              error_type=EXECUTOR_LOST)
         else:
             exc = future.exception()
             outcome = Outcome(item.job_id, item.attempt,
@@ -128,7 +148,8 @@ class DaskExecutor:
 
     def cancel(self, job_id: int) -> None:
         item = self._items.get(job_id)
-        if item is not None:
+        if item is not None and not self.lost:
+            self._cancelled.add(job_id)
             Event(self._cancel_name(item), client=self.client).set()
 
     def events(self, timeout: float) -> list[WorkerProgress | WorkerFinished]:
@@ -152,8 +173,9 @@ class DaskExecutor:
         for job_id in list(self._items):
             self.cancel(job_id)
         try:
-            self.client.unsubscribe_topic(self._topic)
-            self.client.close()
+            if not self.lost:
+                self.client.unsubscribe_topic(self._topic)
+            self.client.close(timeout=5 if self.lost else None)
             if self.cluster is not None:
                 self.cluster.close()
         finally:

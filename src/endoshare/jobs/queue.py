@@ -8,16 +8,21 @@ Each job is one case with the options it was added with.  States::
     failed | cancelled ──retry──▶ pending
 
 Every change is one short ``BEGIN IMMEDIATE`` transaction with ``synchronous=FULL``, so that a power cut
-leaves the database as it was after the last committed change.  Only one runner may work on a queue at a
-time (:meth:`JobQueue.runner_lock`, an OS file lock that dies with its process), so a job found
-``running`` when a runner starts was interrupted and belongs to nobody.  WAL needs a local file system:
-the archive folder must not be on a network share.
+leaves the database as it was after the last committed change; a change that cannot be written (a full
+archive disk) raises a :class:`QueueError` or :class:`~endoshare.errors.DiskFullError` naming the archive,
+never a bare ``sqlite3`` error.  Several runners may work on one queue at once (``queue run`` beside
+multi-case ``process`` runs): a job is claimed by one atomic ``pending → running`` change that records its
+runner, and each runner holds an OS file lock of its own while it lives, so a ``running`` job whose
+runner's lock is free was interrupted and belongs to nobody.  Only one ``queue run`` (the runner of every
+pending job) may work at a time (:meth:`JobQueue.runner_lock`).  The database and its ``-wal``/``-shm``
+files are private (0600).  WAL needs a local file system: the archive folder must not be on a network share.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -28,9 +33,10 @@ from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
-from ..errors import EndoshareError
+from ..errors import DiskFullError, EndoshareError
 from ..pipeline import ProcessOptions
 from ..render.common import EncodeSettings, Redaction
+from ..storage import full_folder_error, make_private, open_private, private_dir
 
 QUEUE_FILE_NAME = "queue.sqlite3"
 RUNNER_LOCK_NAME = "queue.runner.lock"
@@ -64,7 +70,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_utc TEXT NOT NULL,
     started_utc TEXT,
     finished_utc TEXT,
-    seconds REAL
+    seconds REAL,
+    runner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
 """
@@ -102,7 +109,7 @@ def options_to_record(options: ProcessOptions) -> dict[str, Any]:
                    "frame_rate": str(encode.frame_rate) if encode.frame_rate is not None else None,
                    "height": encode.height},
         "new_pseudonym": options.new_pseudonym, "verify": options.verify, "keep_audio": options.keep_audio,
-        "margin_seconds": str(options.margin_seconds),
+        "margin_seconds": str(options.margin_seconds), "held_for_review": options.held_for_review,
     }
 
 
@@ -118,7 +125,8 @@ def options_from_record(record: dict[str, Any]) -> ProcessOptions:
                               height=encode["height"]),
         new_pseudonym=bool(record["new_pseudonym"]), verify=record.get("verify", "full"),
         keep_audio=bool(record.get("keep_audio", False)),
-        margin_seconds=Fraction(record.get("margin_seconds", "1/2")))
+        margin_seconds=Fraction(record.get("margin_seconds", "1/2")),
+        held_for_review=bool(record.get("held_for_review", False)), check_files=False)
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,8 @@ class Job:
     started_utc: str | None
     finished_utc: str | None
     seconds: float | None
+    #: Which runner claimed the job (see :mod:`endoshare.jobs.runner`); None before its first start.
+    runner: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -154,7 +164,7 @@ class Job:
                    output_sha256=row["output_sha256"], error=row["error"], error_type=row["error_type"],
                    cancel_requested=bool(row["cancel_requested"]), worker=row["worker"], phase=row["phase"],
                    fraction=row["fraction"], created_utc=row["created_utc"], started_utc=row["started_utc"],
-                   finished_utc=row["finished_utc"], seconds=row["seconds"])
+                   finished_utc=row["finished_utc"], seconds=row["seconds"], runner=row["runner"])
 
     def to_json(self) -> dict[str, object]:
         return {"id": self.id, "case_id": self.case_id, "folder": str(self.folder), "state": self.state,
@@ -174,21 +184,31 @@ class JobQueue:
     def __init__(self, archive_dir: Path) -> None:
         self.archive_dir = Path(archive_dir)
         self.path = self.archive_dir / QUEUE_FILE_NAME
+        private_dir(self.archive_dir)
         try:
-            self.archive_dir.mkdir(parents=True, exist_ok=True)
+            # SQLite gives the -wal and -shm files the database file's mode: make that one private first.
+            os.close(open_private(self.path, os.O_RDWR))
+            for sidecar in ("-wal", "-shm"):
+                make_private(self.path.with_name(self.path.name + sidecar))
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
                                        check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "runner" not in columns:         # a queue made by an earlier version
+                self._db.execute("ALTER TABLE jobs ADD COLUMN runner TEXT")
             with self._write() as db:
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('token', ?)", (secrets.token_hex(4),))
             self.token: str = self._db.execute("SELECT value FROM meta WHERE key = 'token'").fetchone()[0]
+        except EndoshareError:
+            raise
         except (sqlite3.Error, OSError) as exc:
-            raise QueueError(f"Cannot open the job queue {self.path} ({exc}); the archive folder must be a "
-                             "writable local folder (SQLite WAL does not work on network shares).",
-                             path=self.path) from None
+            raise (full_folder_error(exc, self.archive_dir, f"opening the job queue {self.path.name}")
+                   or QueueError(f"Cannot open the job queue {self.path} ({exc}); the archive folder must be a "
+                                 "writable local folder (SQLite WAL does not work on network shares).",
+                                 path=self.path)) from None
 
     def close(self) -> None:
         self._db.close()
@@ -199,25 +219,52 @@ class JobQueue:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _storage_error(self, exc: sqlite3.Error) -> EndoshareError:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc):
+            return DiskFullError(f"The archive folder {self.archive_dir} is full: the job queue {self.path.name} "
+                                 "cannot record the change (no space left on its disk or quota); free some "
+                                 "space there and run 'endoshare queue run' again.", path=self.archive_dir)
+        return QueueError(f"The job queue {self.path} cannot record the change ({exc}); check that the archive "
+                          "folder is writable and on a local disk, then run again.", path=self.path)
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        """One transaction; a database that cannot be written raises a typed error naming the archive."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc) from None
         try:
             yield self._db
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._storage_error(exc) from None
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._storage_error(exc) from None
+
+    def _rollback(self) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     @contextlib.contextmanager
     def runner_lock(self) -> Iterator[None]:
         """Held by the one runner of this queue; the OS releases it if the runner dies (even kill -9)."""
-        lock = FileLock(str(self.archive_dir / RUNNER_LOCK_NAME), timeout=0)
+        lock = FileLock(str(self.archive_dir / RUNNER_LOCK_NAME), timeout=0, mode=0o600)
         try:
             lock.acquire()
         except Timeout:
             raise QueueBusyError(f"Another 'endoshare queue run' is working on {self.path}; wait for it to "
-                                 "finish or stop it first.", path=self.path) from None
+                                 "finish or stop it first (cases added with 'queue add' meanwhile are picked "
+                                 "up by the running one).", path=self.path) from None
         try:
             yield
         finally:
@@ -276,15 +323,21 @@ class JobQueue:
             self._recorded(db, cursor.lastrowid, record)
         return self.get(cursor.lastrowid)
 
-    def start(self, job_id: int, pseudonym: str, worker: str) -> Job | None:
-        """pending → running; None if the job left ``pending`` meanwhile (e.g. ``queue cancel``)."""
+    def claim(self, job_id: int, runner: str) -> Job | None:
+        """pending → running for ``runner``; None if the job left ``pending`` meanwhile (another runner took
+        it, or ``queue cancel``).  The pseudonym is kept (a redo publishes under the same name)."""
         with self._write() as db:
             changed = db.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, pseudonym = ?, worker = ?, "
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, runner = ?, worker = 'starting', "
                 "started_utc = ?, finished_utc = NULL, seconds = NULL, phase = NULL, fraction = 0, "
                 "error = NULL, error_type = NULL, output_sha256 = NULL "
-                "WHERE id = ? AND state = 'pending'", (pseudonym, worker, utc_now(), job_id)).rowcount
+                "WHERE id = ? AND state = 'pending'", (runner, utc_now(), job_id)).rowcount
         return self.get(job_id) if changed else None
+
+    def set_pseudonym(self, job_id: int, pseudonym: str) -> Job:
+        with self._write() as db:
+            db.execute("UPDATE jobs SET pseudonym = ? WHERE id = ?", (pseudonym, job_id))
+        return self.get(job_id)
 
     def set_worker(self, job_id: int, worker: str) -> None:
         with self._write() as db:
@@ -324,7 +377,7 @@ class JobQueue:
     def requeue(self, job_id: int, note: str, record: Recorder | None = None) -> Job:
         """running → pending, keeping the pseudonym so that the redo publishes under the same name."""
         with self._write() as db:
-            db.execute("UPDATE jobs SET state = 'pending', worker = NULL, phase = NULL, fraction = 0, "
+            db.execute("UPDATE jobs SET state = 'pending', worker = NULL, runner = NULL, phase = NULL, fraction = 0, "
                        "cancel_requested = 0, error = ?, error_type = 'Interrupted' WHERE id = ?", (note, job_id))
             self._recorded(db, job_id, record)
         return self.get(job_id)

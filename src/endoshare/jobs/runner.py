@@ -2,16 +2,19 @@
 
 One case is processed in two stages so that only the coordinator ever writes shared state:
 
-* :func:`render_case` (on a worker: a local process or a Dask worker) does what
+* :func:`render_case` (on a worker: a local process, a thread, or a Dask worker) does what
   :func:`endoshare.pipeline.process_case` does up to the verified, checksummed temp file, and returns
-  the report and the detection result as data.  It writes nothing but its own temp file, named
-  ``.endoshare-<queue token>-j<job>-a<attempt>-*.mp4.partial`` so that the coordinator knows whose it is.
-* :func:`publish_case` (on the coordinator) writes the detection result, the mapping row and the report,
-  then renames the temp file to ``<pseudonym>.mp4`` — the commit point, as in the core.
+  the report and the detection result as data.  It writes nothing but its own temp files, whose owner tag
+  ``q<queue token>-j<job>-a<attempt>`` (see :mod:`endoshare.storage`) tells the coordinator whose they are.
+* :func:`endoshare.pipeline.publish_case` (on the coordinator) writes the detection result, the mapping row,
+  then renames the temp file to ``<pseudonym>.mp4`` — the commit point, as in the core — and the report.
 
-The coordinator (:func:`run_queue`) picks the pseudonym before a job starts and stores it in the queue,
-so a redo after a crash publishes under the same name: there is never a second output or a second
-mapping row for a case.  It never runs two jobs of the same case at once for the same reason.
+The coordinator (:class:`QueueRun`) claims a job, takes the lock of its case ID in the archive, picks the
+pseudonym and stores it in the queue, so a redo after a crash publishes under the same name: there is never
+a second output or a second mapping row for a case, even with another run (``process`` or ``queue run``)
+working on the same archive at the same time — that one finds the case locked and fails the job with a
+clear message.  Each coordinator holds a lock of its own while it lives, so that another one can tell its
+``running`` jobs (leave them alone) from those of a coordinator that died (put them back to pending).
 """
 
 from __future__ import annotations
@@ -19,18 +22,23 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue as thread_queue
+import secrets
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
+from filelock import FileLock, Timeout
 
 from .. import pipeline
-from ..errors import (CancelledError, EndoshareError)
-from ..identity import MappingStore, new_pseudonym
+from ..errors import CancelledError, EndoshareError, OptionsError
+from ..identity import LOCKS_FOLDER, CaseLock
 from ..pipeline import CaseRequest, ProcessOptions, ProgressEvent, RenderedCase
+from ..storage import pid_alive, private_dir, remove_owned
 from .audit import AuditLog
 from .queue import Job, JobQueue
 
@@ -38,7 +46,8 @@ from .queue import Job, JobQueue
 MEMORY_PER_WORKER = 1 << 30
 #: How long a cancelled worker may take to stop by itself before it is killed.
 CANCEL_GRACE_SECONDS = 10.0
-PARTIAL_SUFFIX = ".mp4.partial"
+#: ``error_type`` of an outcome whose executor went away (e.g. the Dask scheduler died): the job is redone.
+EXECUTOR_LOST = "ExecutorLost"
 
 
 # --- the two stages ------------------------------------------------------------------------------------
@@ -54,7 +63,7 @@ class WorkItem:
     options: ProcessOptions
     pseudonym: str
     reused_pseudonym: bool
-    temp_prefix: str
+    temp_owner: str
 
 
 @dataclass(frozen=True)
@@ -71,29 +80,27 @@ class Outcome:
     def cancelled(self) -> bool:
         return self.error_type == CancelledError.__name__
 
+    @property
+    def lost(self) -> bool:
+        return self.error_type == EXECUTOR_LOST
 
-def temp_prefix(token: str, job_id: int, attempt: int) -> str:
-    # Starts like the core's temp files (".endoshare-"), so that every tool treats it as unpublished.
-    return f".endoshare-{token}-j{job_id}-a{attempt}-"
+
+def job_temp_owner(token: str, job_id: int, attempt: int | None = None) -> str:
+    """The owner tag of a job attempt's temp files; without ``attempt``, the prefix of all the job's."""
+    return f"q{token}-j{job_id}-" + (f"a{attempt}" if attempt is not None else "")
 
 
-def remove_partials(out_dir: Path, prefix: str) -> list[Path]:
-    removed = []
-    try:
-        candidates = list(out_dir.glob(f"{prefix}*{PARTIAL_SUFFIX}"))
-    except OSError:
-        return removed
-    for path in candidates:
-        path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
+def check_workers(workers: int | None) -> None:
+    """The number of local worker processes, checked before anything is queued."""
+    if workers is not None and workers < 1:
+        raise OptionsError(f"--workers must be at least 1, got {workers}")
 
 
 def render_case(item: WorkItem, progress: pipeline.ProgressCallback | None = None,
                 cancel: pipeline.Cancel | None = None) -> RenderedCase:
     """Worker side: render and verify one attempt into a temp file named after the job; publish nothing."""
     return pipeline.render_case(CaseRequest(item.folder, item.case_id), item.options, item.pseudonym,
-                                reused_pseudonym=item.reused_pseudonym, temp_prefix=item.temp_prefix,
+                                reused_pseudonym=item.reused_pseudonym, temp_owner=item.temp_owner,
                                 progress=progress, cancel=cancel)
 
 
@@ -107,13 +114,6 @@ def execute(item: WorkItem, progress: pipeline.ProgressCallback | None = None,
     except Exception as exc:  # a bug or an unexpected library error must fail this job only
         return Outcome(item.job_id, item.attempt, error=f"{item.folder}: {type(exc).__name__}: {exc}",
                        error_type=type(exc).__name__)
-
-
-def publish_case(item: WorkItem, rendered: RenderedCase) -> tuple[Path, Path]:
-    """Coordinator only: detection result, mapping row, report, then the rename that publishes."""
-    result = pipeline.publish_case(rendered, item.options)
-    assert result.output is not None and result.report is not None
-    return result.output, result.report
 
 
 class ThrottledProgress:
@@ -165,6 +165,9 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    #: True once the executor cannot run anything any more (a Dask scheduler that died).
+    lost: bool
+
 
 def available_memory() -> int | None:
     try:
@@ -188,16 +191,6 @@ def default_workers(memory_per_worker: int = MEMORY_PER_WORKER) -> int:
     return max(1, min(cpus, by_memory))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _local_worker_main(item: WorkItem, conn: multiprocessing.connection.Connection, cancel_event: Any,
                        coordinator_pid: int) -> None:
     # Ctrl-C reaches the whole process group; the coordinator decides what it means for this job.
@@ -206,7 +199,7 @@ def _local_worker_main(item: WorkItem, conn: multiprocessing.connection.Connecti
 
     def cancelled() -> bool:
         # A coordinator that died (even by kill -9) must not leave workers rendering for nobody.
-        return cancel_event.is_set() or os.getppid() != parent or not _pid_alive(coordinator_pid)
+        return cancel_event.is_set() or os.getppid() != parent or not pid_alive(coordinator_pid)
 
     def send(event: ProgressEvent) -> None:
         conn.send(WorkerProgress(item.job_id, item.attempt, event))
@@ -246,10 +239,11 @@ class _LocalWorker:
 class LocalExecutor:
     """One fresh OS process per job, so that a job that crashes its process fails alone."""
 
+    lost = False
+
     def __init__(self, workers: int | None = None) -> None:
+        check_workers(workers)
         self._slots = workers if workers is not None else default_workers()
-        if self._slots < 1:
-            raise ValueError(f"--workers must be at least 1, got {self._slots}")
         if sys.platform.startswith("linux"):
             # A fork server with the pipeline already imported starts a job in milliseconds, and forks
             # from a process that has no threads (the coordinator may have some).
@@ -331,8 +325,63 @@ class LocalExecutor:
             if worker.process.exitcode is None:
                 worker.process.kill()
                 worker.process.join()
-            remove_partials(worker.item.options.out_dir, worker.item.temp_prefix)
+            remove_owned(worker.item.options.out_dir, worker.item.temp_owner)
         self._workers.clear()
+
+
+class ThreadExecutor:
+    """Jobs run in threads of the coordinator's own process: ``endoshare process`` with one case (the same
+    queue, audit and locks as a batch, without starting a worker process)."""
+
+    lost = False
+
+    def __init__(self, workers: int = 1) -> None:
+        check_workers(workers)
+        self._slots = workers
+        self._inbox: thread_queue.SimpleQueue[WorkerProgress | WorkerFinished] = thread_queue.SimpleQueue()
+        self._threads: dict[int, tuple[threading.Thread, threading.Event, WorkItem]] = {}
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    def _work(self, item: WorkItem, cancel: threading.Event) -> None:
+        def send(event: ProgressEvent) -> None:
+            self._inbox.put(WorkerProgress(item.job_id, item.attempt, event))
+
+        self._inbox.put(WorkerFinished(execute(item, ThrottledProgress(send), cancel.is_set)))
+
+    def submit(self, item: WorkItem) -> str:
+        cancel = threading.Event()
+        thread = threading.Thread(target=self._work, args=(item, cancel), name=f"endoshare-job-{item.job_id}",
+                                  daemon=True)
+        self._threads[item.job_id] = (thread, cancel, item)
+        thread.start()
+        return f"thread of pid {os.getpid()}"
+
+    def cancel(self, job_id: int) -> None:
+        if job_id in self._threads:
+            self._threads[job_id][1].set()
+
+    def events(self, timeout: float) -> list[WorkerProgress | WorkerFinished]:
+        out: list[WorkerProgress | WorkerFinished] = []
+        try:
+            out.append(self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait())
+            while True:
+                out.append(self._inbox.get_nowait())
+        except thread_queue.Empty:
+            pass
+        for message in out:
+            if isinstance(message, WorkerFinished):
+                self._threads.pop(message.outcome.job_id, None)
+        return out
+
+    def close(self) -> None:
+        for thread, cancel, item in self._threads.values():
+            cancel.set()
+            thread.join()
+            remove_owned(item.options.out_dir, item.temp_owner)
+        self._threads.clear()
 
 
 # --- the coordinator -----------------------------------------------------------------------------------
@@ -378,6 +427,7 @@ class RunSummary:
 class _Active:
     job: Job
     item: WorkItem
+    lock: CaseLock
     phase: str | None = None
     done: int = 0
     total: int = 0
@@ -386,30 +436,280 @@ class _Active:
     stored_at: float = 0.0
 
 
-def recover(queue: JobQueue, audit: AuditLog) -> tuple[list[int], list[int]]:
-    """Settle jobs a dead runner left ``running``, and remove their temp files.  Needs the runner lock."""
-    resumed, requeued = [], []
-    for job in queue.jobs(("running",)):
-        final = job.options.out_dir / f"{job.pseudonym}.mp4"
-        report = job.options.out_dir / f"{job.pseudonym}.report.json"
-        if (job.pseudonym and job.output_sha256 and final.is_file() and report.is_file()
-                and pipeline.sha256_of(final) == job.output_sha256):
-            # Mapping row and report come before the rename, so a renamed output is fully published.
-            queue.finish(job.id, "done", output=final, report=report, output_sha256=job.output_sha256,
-                         record=lambda j: audit.job_event("resumed", j, note="published before the runner stopped"))
-            resumed.append(job.id)
-        else:
-            queue.requeue(job.id, "interrupted: the runner stopped while this job ran; it will be redone",
-                          record=lambda j: audit.job_event("interrupted", j))
-            requeued.append(job.id)
-    out_dirs = {job.options.out_dir for job in queue.jobs()}
-    for out_dir in out_dirs:
-        remove_partials(out_dir, f".endoshare-{queue.token}-")
-    for job in queue.jobs():
-        if job.pseudonym:
-            for stale in job.options.out_dir.glob(f".{job.pseudonym}.report.json.*.tmp"):
-                stale.unlink(missing_ok=True)
-    return resumed, requeued
+class RunnerLease:
+    """The lock a coordinator holds while it lives, named by its id in the queue's ``runner`` column.
+
+    Another coordinator that can take a lease's lock knows that its holder died (the OS frees the lock
+    even after kill -9): that holder's ``running`` jobs were interrupted.
+    """
+
+    def __init__(self, archive_dir: Path, runner_id: str | None = None) -> None:
+        self.id = runner_id or secrets.token_hex(6)
+        self._lock = FileLock(str(archive_dir / LOCKS_FOLDER / f"runner-{self.id}.lock"), timeout=0, mode=0o600,
+                              thread_local=False)
+        self._folder = archive_dir / LOCKS_FOLDER
+
+    def acquire(self) -> None:
+        private_dir(self._folder)
+        self._lock.acquire()
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release()
+
+    def holder_alive(self) -> bool:
+        try:
+            self._lock.acquire()
+        except Timeout:
+            return True
+        self._lock.release()
+        return False
+
+
+def runner_alive(archive_dir: Path, runner_id: str | None) -> bool:
+    return runner_id is not None and RunnerLease(archive_dir, runner_id).holder_alive()
+
+
+class QueueRun:
+    """One run of the coordinator over a queue: which jobs it runs, their progress, and the run's counts.
+
+    :meth:`run` loops: start pending jobs while the executor has free slots, turn worker messages into
+    progress, publish what a worker finished.  Every change of a job is one queue transaction with its
+    audit line.  A queue that cannot be written any more (a full archive) stops the run cleanly: running
+    jobs are cancelled, stay ``running`` under this run's (then released) lease, and the next run puts
+    them back to pending.
+    """
+
+    def __init__(self, queue: JobQueue, executor: Executor, *, on_event: Callable[[QueueEvent], None] | None = None,
+                 stop: Callable[[], bool] | None = None, only: Iterable[int] | None = None,
+                 poll_seconds: float = 0.2) -> None:
+        self.queue = queue
+        self.executor = executor
+        self.on_event = on_event
+        self.stop = stop
+        self.selected = frozenset(only) if only is not None else None
+        self.poll_seconds = poll_seconds
+        self.audit = AuditLog(queue.archive_dir)
+        self.lease = RunnerLease(queue.archive_dir)
+        self.clock = time.monotonic()
+        self.active: dict[int, _Active] = {}
+        self.results: dict[str, list[int]] = {"done": [], "failed": [], "cancelled": [], "interrupted": []}
+        self.resumed: list[int] = []
+        self.finished_count = 0
+        self.pending_count = 0
+        self.stopping = False
+
+    # --- the loop --------------------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        self.lease.acquire()
+        try:
+            self.resumed = self.recover()
+            self.pending_count = self.queue.pending_count(self.selected)
+            while self._step():
+                pass
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            self.lease.release()
+        return RunSummary(tuple(self.results["done"]), tuple(self.results["failed"]),
+                          tuple(self.results["cancelled"]), tuple(self.results["interrupted"]), tuple(self.resumed))
+
+    def _step(self) -> bool:
+        """One turn of the loop; False when the run is over."""
+        if not self.stopping and ((self.stop is not None and self.stop()) or self.executor.lost):
+            self._stop_all()
+        if not self.stopping:
+            for job_id in self.queue.cancel_requested():
+                entry = self.active.get(job_id)
+                if entry is not None and not entry.cancelling:
+                    entry.cancelling = True
+                    self.executor.cancel(job_id)
+            while len(self.active) < self.executor.slots:
+                job = self.queue.next_pending({a.job.case_id for a in self.active.values()}, self.selected)
+                if job is None:
+                    break
+                self.start(job)
+            self.pending_count = self.queue.pending_count(self.selected)
+        if not self.active and (self.stopping or self.pending_count == 0):
+            if self.stopping or not self._selected_running_elsewhere():
+                return False
+            time.sleep(self.poll_seconds)       # our jobs run in another run: wait for them (or its death)
+            self.settle_orphans(self.selected)
+            return True
+        for message in self.executor.events(self.poll_seconds):
+            if isinstance(message, WorkerFinished):
+                self.settle(message.outcome)
+            else:
+                self._progress(message)
+        return True
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        for job_id in self.active:
+            self.executor.cancel(job_id)
+
+    def _selected_running_elsewhere(self) -> bool:
+        """A batch (``only``) waits for its jobs that another run took before it could."""
+        if self.selected is None:
+            return False
+        return any(job.id in self.selected and job.id not in self.active for job in self.queue.jobs(("running",)))
+
+    def _abandon(self) -> None:
+        """Leaving on an error (the queue cannot be written, a bug): stop every job of this run, publish
+        nothing, remove its temp files and free its case locks.  The jobs stay ``running`` under this
+        run's lease, which dies with it: the next run puts them back to pending."""
+        for job_id, entry in self.active.items():
+            self.executor.cancel(job_id)
+        for entry in self.active.values():
+            entry.lock.release()
+        self.active.clear()
+
+    # --- events ----------------------------------------------------------------------------------------
+
+    def emit(self, kind: str, entry: _Active, output: str | None = None, error: str | None = None) -> None:
+        if self.on_event is None:
+            return
+        total = self.finished_count + len(self.active) + self.pending_count
+        overall = (self.finished_count + sum(a.fraction for a in self.active.values())) / total if total else 1.0
+        elapsed = time.monotonic() - self.clock
+        eta = elapsed * (1 - overall) / overall if overall > 0 else None
+        self.on_event(QueueEvent(kind, entry.job.id, entry.job.case_id, entry.phase, entry.done, entry.total,
+                                 entry.fraction, overall, self.finished_count, total, elapsed, eta, output, error))
+
+    def _progress(self, message: WorkerProgress) -> None:
+        entry = self.active.get(message.job_id)
+        if entry is None or entry.item.attempt != message.attempt:
+            return
+        event = message.event
+        entry.phase, entry.done, entry.total, entry.fraction = event.phase, event.done, event.total, event.fraction
+        now = time.monotonic()
+        if now - entry.stored_at >= 1.0:      # for 'queue status' in another terminal
+            self.queue.set_progress(message.job_id, event.phase, entry.fraction)
+            entry.stored_at = now
+        self.emit("job-progress", entry)
+
+    def _finish(self, job_id: int, state: str, **fields: Any) -> Job:
+        job = self.queue.finish(job_id, state, record=lambda j: self.audit.job_event(state, j), **fields)
+        self.finished_count += 1
+        self.results[state].append(job_id)
+        return job
+
+    # --- recovery, start, settle -----------------------------------------------------------------------
+
+    def recover(self) -> list[int]:
+        """Settle the ``running`` jobs of coordinators that died, and remove what killed runs left behind."""
+        resumed = self.settle_orphans()
+        for options in {job.options for job in self.queue.jobs()}:
+            pipeline.remove_stale_temps(options)
+        return resumed
+
+    def settle_orphans(self, only: frozenset[int] | None = None) -> list[int]:
+        """Jobs left ``running`` by a dead coordinator: done if fully published, else back to pending."""
+        resumed = []
+        for job in self.queue.jobs(("running",)):
+            if (only is not None and job.id not in only) or job.runner == self.lease.id \
+                    or runner_alive(self.queue.archive_dir, job.runner):
+                continue
+            final = job.options.out_dir / f"{job.pseudonym}.mp4"
+            report = job.options.out_dir / f"{job.pseudonym}.report.json"
+            if (job.pseudonym and job.output_sha256 and final.is_file() and report.is_file()
+                    and pipeline.sha256_of(final) == job.output_sha256):
+                # The mapping row comes before the video's rename and the report after it: both there and
+                # the checksum right means the job was fully published.
+                self.queue.finish(job.id, "done", output=final, report=report, output_sha256=job.output_sha256,
+                                  record=lambda j: self.audit.job_event("resumed", j,
+                                                                        note="published before the runner stopped"))
+                resumed.append(job.id)
+            else:
+                self.queue.requeue(job.id, "interrupted: the runner stopped while this job ran; it will be redone",
+                                   record=lambda j: self.audit.job_event("interrupted", j))
+            remove_owned(job.options.out_dir, job_temp_owner(self.queue.token, job.id))
+        return resumed
+
+    def start(self, job: Job) -> None:
+        """Claim ``job``, lock its case, choose its pseudonym and hand it to the executor."""
+        running = self.queue.claim(job.id, self.lease.id)
+        if running is None:      # another run took it, or it was cancelled, between our read and our write
+            return
+        lock = CaseLock(running.options.archive_dir, running.case_id)
+        try:
+            lock.acquire()
+            pseudonym, reused = pipeline.choose_pseudonym(running.case_id, running.options, running.pseudonym)
+        except EndoshareError as exc:     # the case is busy elsewhere, or a corrupt mapping file
+            lock.release()
+            self._finish(running.id, "failed", error=str(exc), error_type=type(exc).__name__)
+            self.emit("job-failed", _Active(running, self._item(running, "", False), lock), error=str(exc))
+            return
+        try:
+            running = self.queue.set_pseudonym(running.id, pseudonym)
+            item = self._item(running, pseudonym, reused)
+            entry = _Active(running, item, lock)
+            self.active[running.id] = entry
+        except BaseException:
+            lock.release()
+            raise
+        worker = self.executor.submit(item)
+        self.queue.set_worker(running.id, worker)
+        self.pending_count = self.queue.pending_count(self.selected)
+        self.audit.job_event("started", running, worker=worker)
+        self.emit("job-started", entry)
+
+    def _item(self, job: Job, pseudonym: str, reused: bool) -> WorkItem:
+        return WorkItem(job.id, job.attempts, job.folder, job.case_id, job.options, pseudonym, reused,
+                        job_temp_owner(self.queue.token, job.id, job.attempts))
+
+    def settle(self, outcome: Outcome) -> None:
+        """A worker finished: publish its output (coordinator only), or record why there is none."""
+        entry = self.active.get(outcome.job_id)
+        if entry is None or entry.item.attempt != outcome.attempt:
+            return
+        item = entry.item
+        try:
+            if outcome.rendered is not None and (entry.cancelling or self.stopping):
+                outcome.rendered.temp.unlink(missing_ok=True)
+                outcome = Outcome(item.job_id, item.attempt, error="cancelled after rendering; nothing was "
+                                  "published", error_type=CancelledError.__name__)
+            if outcome.rendered is not None:
+                outcome = self._publish(entry, outcome)
+                if outcome.rendered is not None:
+                    return
+            remove_owned(item.options.out_dir, item.temp_owner)
+            del self.active[item.job_id]
+            if (outcome.cancelled and self.stopping and not entry.cancelling) or outcome.lost:
+                note = ("interrupted by the user; it will run again on the next 'queue run'" if not outcome.lost
+                        else f"interrupted: {outcome.error}; it will run again on the next 'queue run'")
+                job = self.queue.requeue(item.job_id, note, record=lambda j: self.audit.job_event("interrupted", j))
+                self.results["interrupted"].append(item.job_id)
+                if outcome.lost and not self.stopping:
+                    self._stop_all()          # the executor is gone: nothing more can run on it
+                self.emit("job-interrupted", entry, error=job.error)
+                return
+            state = "cancelled" if outcome.cancelled else "failed"
+            self._finish(item.job_id, state, error=outcome.error, error_type=outcome.error_type)
+            self.emit(f"job-{state}", entry, error=outcome.error)
+        finally:
+            if item.job_id not in self.active:
+                entry.lock.release()
+
+    def _publish(self, entry: _Active, outcome: Outcome) -> Outcome:
+        """Publish a rendered output; the outcome to record if that failed (``rendered`` None), else itself."""
+        item, rendered = entry.item, outcome.rendered
+        assert rendered is not None
+        self.queue.set_publishing(item.job_id, rendered.output_sha256)
+        try:
+            result = pipeline.publish_case(rendered, item.options, item.temp_owner)
+        except (EndoshareError, OSError) as exc:
+            rendered.temp.unlink(missing_ok=True)
+            return Outcome(item.job_id, item.attempt, error=f"publishing failed: {exc}",
+                           error_type=type(exc).__name__)
+        del self.active[item.job_id]
+        entry.phase, entry.fraction = "done", 1.0
+        self._finish(item.job_id, "done", output=result.output, report=result.report,
+                     output_sha256=rendered.output_sha256)
+        self.emit("job-done", entry, output=str(result.output))
+        return outcome
 
 
 def run_queue(queue: JobQueue, executor: Executor, *, on_event: Callable[[QueueEvent], None] | None = None,
@@ -419,153 +719,48 @@ def run_queue(queue: JobQueue, executor: Executor, *, on_event: Callable[[QueueE
 
     ``stop`` (Ctrl-C in the CLI) cancels the running jobs and puts them back to pending; ``queue cancel``
     (a flag in the database) cancels one job for good.  Either takes effect at the worker's next
-    cancellation poll.  ``only`` restricts the run to some job ids.  A job's failure, or the crash of its
-    worker process, fails that job only.
+    cancellation poll.  ``only`` restricts the run to some job ids (a ``process`` batch: it may run beside
+    another run); without it this is *the* runner of the queue (``queue run``), and a second one is
+    refused with :class:`~endoshare.jobs.queue.QueueBusyError`.  A job's failure, or the crash of its
+    worker process, fails that job only; a lost executor puts its jobs back to pending.
     """
-    audit = AuditLog(queue.archive_dir)
-    selected = frozenset(only) if only is not None else None
+    run = QueueRun(queue, executor, on_event=on_event, stop=stop, only=only, poll_seconds=poll_seconds)
+    if only is not None:
+        return run.run()
     with queue.runner_lock():
-        resumed, _ = recover(queue, audit)
-        clock = time.monotonic()
-        active: dict[int, _Active] = {}
-        results: dict[str, list[int]] = {"done": [], "failed": [], "cancelled": [], "interrupted": []}
-        finished_count = 0
-        pending_count = queue.pending_count(selected)
-        stopping = False
-
-        def emit(kind: str, entry: _Active, output: str | None = None, error: str | None = None) -> None:
-            if on_event is None:
-                return
-            total = finished_count + len(active) + pending_count
-            overall = (finished_count + sum(a.fraction for a in active.values())) / total if total else 1.0
-            elapsed = time.monotonic() - clock
-            eta = elapsed * (1 - overall) / overall if overall > 0 else None
-            on_event(QueueEvent(kind, entry.job.id, entry.job.case_id, entry.phase, entry.done, entry.total,
-                                entry.fraction, overall, finished_count, total, elapsed, eta, output, error))
-
-        def start(job: Job) -> None:
-            nonlocal pending_count, finished_count
-            try:
-                previous = MappingStore(job.options.archive_dir).lookup(job.case_id)
-            except EndoshareError as exc:      # e.g. a corrupt mapping file: this job cannot get a pseudonym
-                queue.finish(job.id, "failed", error=str(exc), error_type=type(exc).__name__,
-                             record=lambda j: audit.job_event("failed", j))
-                results["failed"].append(job.id)
-                finished_count += 1
-                return
-            if job.pseudonym:
-                pseudonym = job.pseudonym
-            else:
-                pseudonym = (None if job.options.new_pseudonym else previous) or new_pseudonym()
-            running = queue.start(job.id, pseudonym, "starting")
-            if running is None:      # cancelled between our read and our write
-                return
-            item = WorkItem(running.id, running.attempts, running.folder, running.case_id, running.options,
-                            pseudonym, previous == pseudonym, temp_prefix(queue.token, running.id, running.attempts))
-            worker = executor.submit(item)
-            queue.set_worker(running.id, worker)
-            entry = _Active(running, item)
-            active[running.id] = entry
-            pending_count = queue.pending_count(selected)
-            audit.job_event("started", running, worker=worker)
-            emit("job-started", entry)
-
-        def settle(outcome: Outcome) -> None:
-            nonlocal finished_count
-            entry = active.get(outcome.job_id)
-            if entry is None or entry.item.attempt != outcome.attempt:
-                return
-            item = entry.item
-            if outcome.rendered is not None and (entry.cancelling or stopping):
-                outcome.rendered.temp.unlink(missing_ok=True)
-                outcome = Outcome(item.job_id, item.attempt, error="cancelled after rendering; nothing was "
-                                  "published", error_type=CancelledError.__name__)
-            if outcome.rendered is not None:
-                queue.set_publishing(item.job_id, outcome.rendered.output_sha256)
-                try:
-                    final, report = publish_case(item, outcome.rendered)
-                except (EndoshareError, OSError) as exc:
-                    outcome.rendered.temp.unlink(missing_ok=True)
-                    outcome = Outcome(item.job_id, item.attempt, error=f"publishing failed: {exc}",
-                                      error_type=type(exc).__name__)
-                else:
-                    queue.finish(item.job_id, "done", output=final, report=report,
-                                 output_sha256=outcome.rendered.output_sha256,
-                                 record=lambda j: audit.job_event("done", j))
-                    del active[item.job_id]
-                    finished_count += 1
-                    entry.phase, entry.fraction = "done", 1.0
-                    results["done"].append(item.job_id)
-                    emit("job-done", entry, output=str(final))
-                    return
-            remove_partials(item.options.out_dir, item.temp_prefix)
-            del active[item.job_id]
-            if outcome.cancelled and stopping and not entry.cancelling:
-                job = queue.requeue(item.job_id, "interrupted by the user; it will run again on the next "
-                                    "'queue run'", record=lambda j: audit.job_event("interrupted", j))
-                results["interrupted"].append(item.job_id)
-                emit("job-interrupted", entry, error=job.error)
-                return
-            state = "cancelled" if outcome.cancelled else "failed"
-            job = queue.finish(item.job_id, state, error=outcome.error, error_type=outcome.error_type,
-                               record=lambda j: audit.job_event(state, j))
-            finished_count += 1
-            results[state].append(item.job_id)
-            emit(f"job-{state}", entry, error=outcome.error)
-
-        while True:
-            if not stopping and stop is not None and stop():
-                stopping = True
-                for job_id in active:
-                    executor.cancel(job_id)
-            if not stopping:
-                for job_id in queue.cancel_requested():
-                    if job_id in active and not active[job_id].cancelling:
-                        active[job_id].cancelling = True
-                        executor.cancel(job_id)
-                while len(active) < executor.slots:
-                    job = queue.next_pending({a.job.case_id for a in active.values()}, selected)
-                    if job is None:
-                        break
-                    start(job)
-                pending_count = queue.pending_count(selected)
-            if not active and (stopping or pending_count == 0):
-                break
-            for message in executor.events(poll_seconds):
-                if isinstance(message, WorkerFinished):
-                    settle(message.outcome)
-                    continue
-                entry = active.get(message.job_id)
-                if entry is None or entry.item.attempt != message.attempt:
-                    continue
-                event = message.event
-                entry.phase, entry.done, entry.total = event.phase, event.done, event.total
-                entry.fraction = event.fraction
-                now = time.monotonic()
-                if now - entry.stored_at >= 1.0:      # for 'queue status' in another terminal
-                    queue.set_progress(message.job_id, event.phase, entry.fraction)
-                    entry.stored_at = now
-                emit("job-progress", entry)
-    return RunSummary(tuple(results["done"]), tuple(results["failed"]), tuple(results["cancelled"]),
-                      tuple(results["interrupted"]), tuple(resumed))
+        return run.run()
 
 
 def process_batch(folders: Iterable[Path], options: ProcessOptions, *, case_id: str | None = None,
                   workers: int | None = None, on_event: Callable[[QueueEvent], None] | None = None,
-                  stop: Callable[[], bool] | None = None) -> list[Job]:
-    """``endoshare process`` with several cases: queue them in the archive and run just those, in parallel.
+                  stop: Callable[[], bool] | None = None, executor: Executor | None = None) -> list[Job]:
+    """``endoshare process``: queue the cases in the archive and run just those (in parallel, or in
+    ``executor``).
 
     Because the batch goes through the queue, a crash mid-batch loses nothing: ``endoshare queue run``
-    finishes it.  Returns the jobs in the order of ``folders``.
+    finishes it; and it writes the same audit lines and takes the same case locks as any other run.
+    Another run on the same archive (``queue run``, or another ``process``) may work at the same time.
+    Returns the jobs in the order of ``folders``.
     """
-    with JobQueue(options.archive_dir) as queue:
-        added = [add_job(queue, folder, options, case_id) for folder in folders]
+    folders = list(folders)
+    check_workers(workers)
+    if executor is None:
         executor = LocalExecutor(workers)
-        try:
+    try:
+        with JobQueue(options.archive_dir) as queue:
+            added = [add_job(queue, folder, options, case_id) for folder in folders]
             run_queue(queue, executor, on_event=on_event, stop=stop, only=[job.id for job in added])
-        finally:
-            executor.close()
-        return [queue.get(job.id) for job in added]
+            return [queue.get(job.id) for job in added]
+    finally:
+        executor.close()
+
+
+def process_one(folder: Path, options: ProcessOptions, *, case_id: str | None = None,
+                on_event: Callable[[QueueEvent], None] | None = None,
+                stop: Callable[[], bool] | None = None) -> Job:
+    """One case through the queue, rendered in a thread of this process (``endoshare process CASE_DIR``)."""
+    return process_batch([folder], options, case_id=case_id, on_event=on_event, stop=stop,
+                         executor=ThreadExecutor(1))[0]
 
 
 def add_job(queue: JobQueue, folder: Path, options: ProcessOptions, case_id: str | None = None) -> Job:
