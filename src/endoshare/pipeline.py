@@ -34,7 +34,7 @@ from .errors import (
 from .identity import MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
-from .media.verify import VERIFY_MODES, CheckResult, verify_output
+from .media.verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
 from .render.audio import add_audio, has_audio
 from .render.common import EncodeSettings, Redaction, RenderResult
 from .render.copy import render_copy
@@ -63,7 +63,7 @@ class ProcessOptions:
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     new_pseudonym: bool = False
     #: "full" decodes every output frame; "splices" only what was re-encoded, its neighbours and keyframes.
-    verify: str = "full"
+    verify: str = DEFAULT_VERIFY_MODE
     #: Keep the clips' audio (re-encoded, silenced or cut with the redacted video); dropped by default
     #: because operating-room audio carries names.
     keep_audio: bool = False

@@ -20,7 +20,7 @@ is rendered by the full re-encode (the report says so).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -39,7 +39,7 @@ from ..media.nal import (H264_AUD, H264_IDR, H264_PPS, H264_SPS, HEVC_AUD, HEVC_
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, sei_filter
 from ..timeline import SegmentSet
-from .common import X264_PRESETS, EncodeSettings, Redaction, RenderResult
+from .common import X264_PRESETS, CopiedRun, EncodeSettings, Redaction, RenderResult
 from .redact import Redactor
 
 Progress = Callable[[int, int], None]
@@ -337,7 +337,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                         progress(min(total, unit.first_frame + packet_number - unit.first_packet + 1), total)
                 if number in smart.dirty:
                     writer.reencode(unit, _redacted_unit(unit, buffered, smart, clip, redacted, redactor, timeline))
-            written = writer.written
+            written, runs = writer.written, tuple(writer.runs)
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
                                    path=plan.clips[0].info.path) from None
@@ -349,7 +349,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         check_ranges=_splice_ranges(smart, timeline.index),
         method="smart-render", codec=smart.codec, frame_count=written, frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
-        blurred_frames=redactor.blurred, cut_frames=cut,
+        blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
                f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",))
 
@@ -386,6 +386,8 @@ class _SpliceWriter:
         self.written = 0
         #: True after a re-encoded group put the encoder's parameter sets in-band (HEVC).
         self.inband_changed = False
+        #: Runs of copied packets, for the verifier.
+        self.runs: list[CopiedRun] = []
 
     def __enter__(self) -> "_SpliceWriter":
         return self
@@ -418,9 +420,18 @@ class _SpliceWriter:
             packet = _with_data(packet, self.splicer.prefix_after_reencoded() + bytes(packet))
         self.inband_changed = False
         packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
+        self._record_run(clip.info.path, clip.info.video.index, packet_number, shift)
         for clean in self.scrubber.filter(packet):
             self._mux_scrubbed(clean)
         self.written += 1
+
+    def _record_run(self, source: Path, stream_index: int, packet_number: int, shift: int) -> None:
+        last = self.runs[-1] if self.runs else None
+        if (last is not None and last.source == source and last.pts_shift == shift
+                and last.first_packet + last.count == packet_number and last.first_output + last.count == self.written):
+            self.runs[-1] = replace(last, count=last.count + 1)
+        else:
+            self.runs.append(CopiedRun(source, stream_index, packet_number, 1, self.written, shift))
 
     def reencode(self, unit: Unit, frames: list[tuple[int, av.VideoFrame]]) -> None:
         """A dirty group's kept pictures, as (output index, frame), encoded into one closed group."""
@@ -443,8 +454,10 @@ def _splice_ranges(smart: SmartPlan, out_index: Callable[[int], int]) -> tuple[t
     units = smart.units
     marked: set[int] = set()
     for n in range(len(units)):
-        if n in smart.dirty or (n > 0 and units[n - 1].clip != units[n].clip):
+        if n in smart.dirty:
             marked.update(m for m in (n - 1, n, n + 1) if 0 <= m < len(units))
+        elif n > 0 and units[n - 1].clip != units[n].clip:
+            marked.update((n - 1, n))
     ranges: list[tuple[int, int]] = []
     for n in sorted(marked):
         unit = units[n]
