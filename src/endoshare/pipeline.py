@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import av.error
 
-from .cases import Case, discover_case, natural_key
+from .cases import Case, check_recording, clip_order, discover_case
 from .errors import (
     CancelledError,
     DiskFullError,
@@ -147,12 +147,12 @@ def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -
     infos = []
     for number, clip in enumerate(case.clips, start=1):
         info = probe(clip)
-        info.video  # raises NoVideoStreamError naming the file
+        check_recording(info)  # a still image, no video stream or no frame: an error naming the file
         infos.append(info)
         if progress is not None:
             progress(number, len(case.clips))
     # Names decide the order; the recording time (tag, else file time) breaks ties between equal names.
-    return sorted(infos, key=lambda i: (natural_key(i.path.stem), i.recording_time or "", i.mtime))
+    return sorted(infos, key=lambda i: (clip_order(case.folder, i.path), i.recording_time or "", i.mtime))
 
 
 def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress: Callable[[int, int], None],

@@ -72,6 +72,11 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
         raise ValueError(f"verify mode must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
     if expected.check_ranges is None or (mode == "changes" and expected.copied_runs is None):
         mode = "full"
+    with open_input(path) as container:
+        has_video = bool(container.streams.video)
+    if not has_video:
+        return (_check_metadata(path, keep_audio),
+                CheckResult("decodes_cleanly", False, "the output holds no video stream"))
     checks = [
         _check_metadata(path, keep_audio),
         _check_identifying_strings(path, identifiers),
