@@ -202,11 +202,13 @@ def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_pa
     is re-encoded in full."""
     fallback = ""
     if options.mode == "fast" and plan.copy_compatible:
-        if not segments:
-            return render_copy(plan, out_path, progress, cancel)
         try:
+            # With nothing redacted the splicer copies everything (rebuilding repeated timestamps, converting
+            # Annex B); the plain copy takes what it cannot plan (clips that do not start with an IDR picture).
             return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel)
         except NotSpliceable as exc:
+            if not segments:
+                return render_copy(plan, out_path, progress, cancel)
             fallback = f"fast mode could not splice ({exc}); the whole case was re-encoded"
     elif options.mode == "fast":
         fallback = f"fast mode re-encoded the whole case: {'; '.join(plan.reasons)}"

@@ -346,9 +346,14 @@ class _PacketIdentity:
 
     def _compare(self, number: int, run: CopiedRun, packet: av.Packet, data: bytes, length_size: int | None,
                  source: av.Packet) -> str | None:
-        if source.pts is None:
+        if source.pts is None and not run.frame_order:
             return "the source packet has no timestamp"
-        if Fraction(packet.pts) * self.time_base != Fraction(source.pts + run.pts_shift) * self.cursor.time_base:
+        if run.frame_order:
+            ticks = 1 / (self.expected.frame_rate * self.cursor.time_base)
+            source_time = run.pts_shift + (run.first_packet + number - run.first_output) * ticks
+        else:
+            source_time = Fraction(source.pts + run.pts_shift)
+        if Fraction(packet.pts) * self.time_base != source_time * self.cursor.time_base:
             return "shown at the wrong time"
         if bool(packet.is_keyframe) != bool(source.is_keyframe):
             return "keyframe flag differs"

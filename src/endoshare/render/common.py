@@ -67,7 +67,9 @@ class EncodeSettings:
 class CopiedRun:
     """Output packets ``[first_output, first_output + count)`` (decode order) are the source's packets
     ``[first_packet, first_packet + count)`` copied: the same picture slices, byte for byte, with only
-    non-picture NAL units removed (SEI, AUD) and presentation times moved by ``pts_shift`` source ticks."""
+    non-picture NAL units removed (SEI, AUD) and presentation times moved by ``pts_shift`` source ticks.
+    With ``frame_order`` (the source's timestamps repeat and were rebuilt), source packet ``n`` is shown
+    at ``pts_shift + n`` frame durations instead, in source ticks."""
 
     source: Path
     stream_index: int
@@ -75,6 +77,7 @@ class CopiedRun:
     count: int
     first_output: int
     pts_shift: int
+    frame_order: bool = False
 
 
 @dataclass(frozen=True)
