@@ -17,16 +17,21 @@ from .common import Redaction
 class Redactor:
     """Applies one redaction to frames of one format and remembers what it did, by output index."""
 
-    def __init__(self, redaction: Redaction, fmt: VideoFormat) -> None:
+    def __init__(self, redaction: Redaction, fmt: VideoFormat, keep_range: bool = False) -> None:
         self.redaction = redaction
         self.fmt = fmt
+        #: Keep a full-range (yuvj420p) source's sample values instead of converting them to limited range
+        #: (re-encoded groups that sit between copied ones must match them).
+        self.keep_range = keep_range
         self.black: list[int] = []
         self.blurred: dict[int, float] = {}
 
     def apply(self, frame: av.VideoFrame, redacted: bool, out_index: int) -> av.VideoFrame | None:
         """The picture to write at ``out_index`` for ``frame`` (yuv420p in ``fmt``'s size), or None if cut."""
         if frame.format.name != "yuv420p" or frame.width != self.fmt.width or frame.height != self.fmt.height:
-            frame = frame.reformat(width=self.fmt.width, height=self.fmt.height, format="yuv420p")
+            full = self.keep_range and frame.format.name == "yuvj420p"
+            frame = frame.reformat(width=self.fmt.width, height=self.fmt.height, format="yuv420p",
+                                   src_color_range="JPEG" if full else None, dst_color_range="JPEG" if full else None)
         if not redacted:
             return frame
         if self.redaction is Redaction.CUT:

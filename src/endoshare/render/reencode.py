@@ -13,6 +13,7 @@ from ..media.join import JoinPlan, VideoFormat
 from ..media.scrub import open_output, scrub_packets, sei_filter
 from ..timeline import SegmentSet
 from .common import EncodeSettings, Redaction, RenderResult
+from .geometry import RANGE_LIMITED, apply_geometry, read_geometry
 from .redact import Redactor
 
 Progress = Callable[[int, int], None]
@@ -51,6 +52,12 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
                                       options=settings.encoder_options())
         stream.width, stream.height, stream.pix_fmt = out_fmt.width, out_fmt.height, "yuv420p"
         stream.codec_context.time_base = 1 / out_fmt.frame_rate
+        # The first clip's pixel shape, colour description, scan and display rotation; every frame was
+        # normalised to limited-range yuv420p, so that is the range the output declares.
+        geometry = read_geometry(plan)
+        apply_geometry(stream.codec_context, geometry, settings.codec, color_range=RANGE_LIMITED)
+        if geometry.rotation:
+            stream.set_display_rotation(geometry.rotation)
         stream.thread_type = "AUTO"
         container.start_encoding()
         scrubber = sei_filter(settings.codec, stream, None) if settings.codec in ("h264", "hevc") else None

@@ -46,6 +46,7 @@ from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, sei_filter
 from ..timeline import SegmentSet
 from .common import X264_PRESETS, CopiedRun, EncodeSettings, Redaction, RenderResult
+from .geometry import Geometry, apply_geometry, read_geometry
 from .redact import Redactor
 
 Progress = Callable[[int, int], None]
@@ -257,8 +258,8 @@ class _Splicer:
     encoder_name = ""
     codec = ""
 
-    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings) -> None:
-        self.plan, self.smart, self.settings = plan, smart, settings
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry) -> None:
+        self.plan, self.smart, self.settings, self.geometry = plan, smart, settings, geometry
         self.length_size = smart.length_size
         self.parameter_sets: tuple[bytes, ...] | None = None
         self.preset = min(settings.preset, SPLICE_SLOWEST_PRESET, key=X264_PRESETS.index)
@@ -288,6 +289,8 @@ class _Splicer:
         encoder.time_base = 1 / target.frame_rate
         encoder.framerate = target.frame_rate
         encoder.flags |= av.codec.context.Flags.global_header
+        # The source's pixel shape, colour description and scan, in the re-encoded SPS's VUI.
+        apply_geometry(encoder, self.geometry, self.codec)
         encoder.options = self.encoder_options(self.settings.crf if self.settings.crf is not None else SPLICE_CRF)
         encoder.open()
         units = [u for u in split_nal_units(bytes(encoder.extradata or b""), None)
@@ -330,8 +333,8 @@ class _H264Splicer(_Splicer):
 
     encoder_name, codec = "libx264", "h264"
 
-    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings) -> None:
-        super().__init__(plan, smart, settings)
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry) -> None:
+        super().__init__(plan, smart, settings, geometry)
         self.config = AvcConfig.parse(smart.extradata)
         used = {h264_sps_id(s) for s in self.config.sps}
         self.sps_id = next(i for i in range(32) if i not in used)
@@ -378,9 +381,11 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     smart = plan_smart(plan, segments, cancel)
     total = plan.total_frames
     redacted = segments.clipped(total).mask(total)
-    splicer = (_H264Splicer if smart.codec == "h264" else _HevcSplicer)(plan, smart, settings)
+    geometry = read_geometry(plan)
+    splicer = (_H264Splicer if smart.codec == "h264" else _HevcSplicer)(plan, smart, settings, geometry)
     timeline = _OutputTimeline(redacted if redaction is Redaction.CUT else None)
-    redactor = Redactor(redaction, plan.target)
+    # Re-encoded pictures keep the source's sample values (a full-range source stays full range).
+    redactor = Redactor(redaction, plan.target, keep_range=True)
     units_by_clip: dict[int, list[tuple[int, Unit]]] = {}
     for number, unit in enumerate(smart.units):
         units_by_clip.setdefault(unit.clip, []).append((number, unit))
