@@ -77,12 +77,13 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
     if not has_video:
         return (_check_metadata(path, keep_audio),
                 CheckResult("decodes_cleanly", False, "the output holds no video stream"))
+    sample_checks, packets = _check_samples(path, expected if mode == "changes" else None, cancel)
     checks = [
         _check_metadata(path, keep_audio),
         _check_identifying_strings(path, identifiers),
-        *_check_samples(path, expected if mode == "changes" else None, cancel),
+        *sample_checks,
     ]
-    checks.extend(_check_decode(path, expected, mode, progress, cancel))
+    checks.extend(_check_decode(path, expected, mode, packets, progress, cancel))
     if expected.audio_samples is not None:
         checks.append(_check_audio(path, expected))
     return tuple(checks)
@@ -153,9 +154,10 @@ def _count_packets(path: Path, options: dict[str, str]) -> int:
 
 
 def _check_samples(path: Path, copied: RenderResult | None = None,
-                   cancel: Callable[[], bool] | None = None) -> list[CheckResult]:
+                   cancel: Callable[[], bool] | None = None) -> tuple[list[CheckResult], int]:
     """No sample hidden by an edit list, and every H.264/HEVC sample framed as MP4 requires; with
-    ``copied``, every packet is proven copied (``copied_packets``) or lies in a decoded range."""
+    ``copied``, every packet is proven copied (``copied_packets``) or lies in a decoded range.  Also
+    returns the number of video packets (one demux pass serves every packet-level check)."""
     with open_input(path) as container:
         stream = container.streams.video[0]
         codec = stream.codec_context.name
@@ -165,7 +167,9 @@ def _check_samples(path: Path, copied: RenderResult | None = None,
             if copied is not None else None
         shown = 0
         misframed = 0
+        packets = 0
         for number, packet in enumerate(iter_video_packets(container, stream)):
+            packets += 1
             if cancel is not None and number % 256 == 0 and cancel():
                 raise CancelledError("Cancelled by the user; nothing was published.")
             shown += not packet.is_discard
@@ -188,7 +192,7 @@ def _check_samples(path: Path, copied: RenderResult | None = None,
             else f"all {shown} samples are length-prefixed NAL units ({length_size}-byte lengths)"))
     if identity is not None:
         results.append(identity.result(shown))
-    return results
+    return results, packets
 
 
 def _vcl(unit: bytes, codec: str) -> bool:
@@ -491,7 +495,7 @@ def _open_for_checking(container: av.container.InputContainer) -> av.video.strea
     return stream
 
 
-def _check_decode(path: Path, expected: RenderResult, mode: str, progress: Progress | None,
+def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, progress: Progress | None,
                   cancel: Callable[[], bool] | None) -> list[CheckResult]:
     checker = _FrameChecker(expected)
     errors: list[str] = []
@@ -518,7 +522,7 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, progress: Progr
                 errors.append(f"after frame {count}: {exc}")
             decoded = f"{count} frames decoded"
         else:
-            count = sum(1 for p in iter_video_packets(container, stream))
+            count = packets
             ranges = expected.check_ranges
             work = sum(b - a for a, b in ranges) or 1
             done = 0

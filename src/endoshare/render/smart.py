@@ -570,6 +570,7 @@ def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip:
     """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame."""
     decoder = av.CodecContext.create(smart.codec, "r")
     decoder.extradata = smart.decoder_extradata if smart.source_length_size is None else smart.extradata
+    decoder.thread_type = "AUTO"             # both cores: the group is decoded whole, latency does not matter
     frames: list[av.VideoFrame] = []
     for packet in packets:
         frames.extend(decoder.decode(packet))
