@@ -264,3 +264,34 @@ def test_repeated_timestamps_in_mp4_do_not_fail_a_case(tmp_path: Path, spans: li
     codes = [read_barcode(f) for f in decoded_frames(result.output)]
     assert [c for i, c in enumerate(codes) if not any(a <= i < b for a, b in spans)] == \
         [i for i in range(100) if not any(a <= i < b for a, b in spans)]
+
+
+@pytest.mark.parametrize("redaction", [Redaction.BLACK, Redaction.CUT])
+def test_groups_wholly_redacted_are_replaced_without_decoding(tmp_path: Path, case: Path, redaction: Redaction,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import endoshare.render.smart as smart
+
+    decoded: list[int] = []
+    real = smart._redacted_unit
+
+    def counting(unit, packets, *args):  # type: ignore[no-untyped-def]
+        decoded.append(len(packets))
+        return real(unit, packets, *args)
+
+    monkeypatch.setattr(smart, "_redacted_unit", counting)
+    spans = [(25, 75), (80, 81)]          # two whole groups, and one frame of the next
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in spans]}))
+    result = process_case(CaseRequest(case), ProcessOptions(out_dir=tmp_path / "shared",
+                                                            archive_dir=tmp_path / "archive", detector="none",
+                                                            redaction=redaction, segments_file=segments))
+    report = json.loads(result.report.read_text())
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert decoded == [0, 0, 25]          # only the partly redacted group was decoded
+    frames = decoded_frames(result.output)
+    if redaction is Redaction.BLACK:
+        assert all(luma_max(frames[i]) <= 20 for i in [*range(25, 75), 80])
+        assert [read_barcode(f) for i, f in enumerate(frames) if not (25 <= i < 75 or i == 80)] == \
+            [i for i in range(200) if not (25 <= i < 75 or i == 80)]
+    else:
+        assert [read_barcode(f) for f in frames] == [i for i in range(200) if not (25 <= i < 75 or i == 80)]

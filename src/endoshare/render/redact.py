@@ -42,3 +42,17 @@ class Redactor:
         self.blurred[out_index] = detail_energy(frame)
         return blurred_frame(frame, self.fmt)
 
+
+    def replaces_all(self, redacted: list[bool]) -> bool:
+        """True when every one of these frames is redacted and the redaction does not depend on the picture
+        (black or cut): their source pictures need not even be decoded."""
+        return self.redaction is not Redaction.BLUR and all(redacted)
+
+    def replacement(self, out_index: int) -> av.VideoFrame | None:
+        """What a redacted frame becomes without looking at it (black, or None when cut)."""
+        if self.redaction is Redaction.CUT:
+            return None
+        if self.redaction is not Redaction.BLACK:
+            raise ValueError("a blurred frame is made from its source picture")
+        self.black.append(out_index)
+        return black_frame(self.fmt)

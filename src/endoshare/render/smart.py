@@ -408,7 +408,8 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                         buffered = []
                         number, unit = next(pending)
                     if number in smart.dirty:
-                        buffered.append(packet)
+                        if not redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
+                            buffered.append(packet)
                     else:
                         writer.copy(packet, clip_number, packet_number, unit, clip)
                     if progress is not None:
@@ -567,7 +568,11 @@ def _display_origin(clip: ClipPlan, unit: Unit, smart: SmartPlan) -> int:
 
 def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan, redacted: list[bool],
                    redactor: Redactor, timeline: _OutputTimeline) -> list[tuple[int, av.VideoFrame]]:
-    """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame."""
+    """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame.
+    A group whose every frame is blacked out or cut needs no decoding (nothing was buffered for it)."""
+    if redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
+        pictures = (redactor.replacement(timeline.index(index)) for index in unit.frame_range)
+        return [(timeline.index(index), p) for index, p in zip(unit.frame_range, pictures) if p is not None]
     decoder = av.CodecContext.create(smart.codec, "r")
     decoder.extradata = smart.decoder_extradata if smart.source_length_size is None else smart.extradata
     decoder.thread_type = "AUTO"             # both cores: the group is decoded whole, latency does not matter
