@@ -25,6 +25,7 @@ class Redactor:
         self.keep_range = keep_range
         self.black: list[int] = []
         self.blurred: dict[int, float] = {}
+        self._black_picture: av.VideoFrame | None = None
 
     def apply(self, frame: av.VideoFrame, redacted: bool, out_index: int) -> av.VideoFrame | None:
         """The picture to write at ``out_index`` for ``frame`` (yuv420p in ``fmt``'s size), or None if cut."""
@@ -37,8 +38,7 @@ class Redactor:
         if self.redaction is Redaction.CUT:
             return None
         if self.redaction is Redaction.BLACK:
-            self.black.append(out_index)
-            return black_frame(self.fmt)
+            return self.replacement(out_index)
         self.blurred[out_index] = detail_energy(frame)
         return blurred_frame(frame, self.fmt)
 
@@ -55,4 +55,7 @@ class Redactor:
         if self.redaction is not Redaction.BLACK:
             raise ValueError("a blurred frame is made from its source picture")
         self.black.append(out_index)
-        return black_frame(self.fmt)
+        # One black picture serves every such frame: encoders copy the pixels they are given.
+        if self._black_picture is None:
+            self._black_picture = black_frame(self.fmt)
+        return self._black_picture

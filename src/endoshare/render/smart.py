@@ -467,6 +467,8 @@ class _SpliceWriter:
         self.inband_changed = False
         #: Runs of copied packets, for the verifier.
         self.runs: list[CopiedRun] = []
+        #: Encodings of wholly black groups, by length.
+        self.uniform_groups: dict[int, list[tuple[bytes, bool]]] = {}
 
     def __enter__(self) -> "_SpliceWriter":
         return self
@@ -523,12 +525,20 @@ class _SpliceWriter:
         else:
             self.runs.append(CopiedRun(source, stream_index, packet_number, 1, self.written, shift, frame_order))
 
-    def reencode(self, unit: Unit, frames: list[tuple[int, av.VideoFrame]]) -> None:
-        """A dirty group's kept pictures, as (output index, frame), encoded into one closed group."""
+    def reencode(self, unit: Unit, group: _RedactedGroup) -> None:
+        """A dirty group's kept pictures encoded into one closed group (a wholly black group of a length
+        already encoded reuses that encoding: every group starts with an IDR picture, refers to nothing
+        outside itself and carries no timestamp in its slices)."""
+        frames = group.frames
         if not frames:
             return
         first_out = frames[0][0]
-        for n, (data, keyframe) in enumerate(self.splicer.encode([f for _, f in frames])):
+        encoded = self.uniform_groups.get(len(frames)) if group.uniform else None
+        if encoded is None:
+            encoded = list(self.splicer.encode([f for _, f in frames]))
+            if group.uniform:
+                self.uniform_groups[len(frames)] = encoded
+        for n, (data, keyframe) in enumerate(encoded):
             packet = av.Packet((self.splicer.prefix_reencoded() if n == 0 else b"") + data)
             packet.pts = (first_out + n) * self.smart.frame_ticks
             packet.dts = packet.pts - self.smart.delay_ticks
@@ -566,13 +576,24 @@ def _display_origin(clip: ClipPlan, unit: Unit, smart: SmartPlan) -> int:
     return smart.clip_origins[unit.clip] + (unit.first_frame - clip.timeline_start) * smart.frame_ticks
 
 
+@dataclass(frozen=True)
+class _RedactedGroup:
+    """The pictures to encode for one dirty group, as (output index, picture)."""
+
+    frames: list[tuple[int, av.VideoFrame]]
+    #: Every picture is the same synthetic one (a wholly blacked-out group): its encoding depends only on
+    #: the group's length and can be reused.
+    uniform: bool = False
+
+
 def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan, redacted: list[bool],
-                   redactor: Redactor, timeline: _OutputTimeline) -> list[tuple[int, av.VideoFrame]]:
+                   redactor: Redactor, timeline: _OutputTimeline) -> _RedactedGroup:
     """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame.
     A group whose every frame is blacked out or cut needs no decoding (nothing was buffered for it)."""
     if redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
         pictures = (redactor.replacement(timeline.index(index)) for index in unit.frame_range)
-        return [(timeline.index(index), p) for index, p in zip(unit.frame_range, pictures) if p is not None]
+        return _RedactedGroup([(timeline.index(index), p) for index, p in zip(unit.frame_range, pictures)
+                               if p is not None], uniform=True)
     decoder = av.CodecContext.create(smart.codec, "r")
     decoder.extradata = smart.decoder_extradata if smart.source_length_size is None else smart.extradata
     decoder.thread_type = "AUTO"             # both cores: the group is decoded whole, latency does not matter
@@ -590,7 +611,7 @@ def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip:
         picture = redactor.apply(frame, redacted[index], out_index)
         if picture is not None:
             kept.append((out_index, picture))
-    return kept
+    return _RedactedGroup(kept)
 
 
 def _with_data(packet: av.Packet, data: bytes) -> av.Packet:
