@@ -75,3 +75,25 @@ def test_pal_mpeg2_keeps_its_4_3_pixel_shape_when_re_encoded(tmp_path: Path) -> 
         next(container.decode(stream))
         assert stream.codec_context.sample_aspect_ratio == Fraction(16, 15)
         assert stream.codec_context.display_aspect_ratio == Fraction(4, 3)
+
+
+def test_the_verifier_fails_an_output_that_lost_the_geometry(tmp_path: Path, case: Path) -> None:
+    from dataclasses import replace
+
+    from endoshare.media.join import plan_join
+    from endoshare.media.probe import probe
+    from endoshare.media.verify import verify_output
+    from endoshare.render.common import EncodeSettings, Redaction
+    from endoshare.render.smart import render_smart
+    from endoshare.timeline import SegmentSet
+
+    out = tmp_path / "out.mp4"
+    result = render_smart(plan_join([probe(case / "clip.mp4")]), SegmentSet.of(SPANS), Redaction.BLACK,
+                          EncodeSettings(), out)
+    assert result.geometry is not None and result.geometry.sample_aspect_ratio == Fraction(64, 45)
+    found = {c.name: c for c in verify_output(out, result)}
+    assert found["geometry"].passed, found["geometry"].detail
+    # A renderer that promised square pixels and BT.601 colours (what the source does not have) is caught.
+    wrong = replace(result, geometry=replace(result.geometry, sample_aspect_ratio=None, colorspace=5))
+    failed = {c.name: c for c in verify_output(out, wrong)}["geometry"]
+    assert not failed.passed and "pixel shape" in failed.detail and "matrix" in failed.detail

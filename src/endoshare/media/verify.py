@@ -33,6 +33,8 @@ from .scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TA
                     GENERIC_HANDLER_NAMES)
 
 BLACK_LUMA_MAX = 20
+#: FFmpeg's AVColorRange for limited ("tv", MPEG) range.
+LIMITED_RANGE = 1
 #: A blurred frame may keep at most this share of its source's detail energy.
 BLUR_MAX_DETAIL_RATIO = 0.25
 #: Signatures that encoders and muxers leave behind (specific enough not to occur by chance).
@@ -457,9 +459,14 @@ class _FrameChecker:
         self.bad_black: list[int] = []
         self.bad_blur: list[int] = []
         self.seen: set[int] = set()
+        self.geometry = expected.geometry
+        #: Decoded frames whose pixel shape, colour description or rotation differ from the promised ones.
+        self.bad_geometry: dict[str, int] = {}
 
-    def check(self, index: int, frame: av.VideoFrame) -> None:
+    def check(self, index: int, frame: av.VideoFrame, sar: Fraction | None = None) -> None:
         self.seen.add(index)
+        if self.geometry is not None:
+            self._check_geometry(frame, sar)
         if index in self.black and int(luma_plane(frame).max()) > BLACK_LUMA_MAX:
             self.bad_black.append(index)
         elif index in self.blurred:
@@ -467,6 +474,29 @@ class _FrameChecker:
                 frame = frame.reformat(format="yuv420p")
             if detail_energy(frame) > BLUR_MAX_DETAIL_RATIO * self.blurred[index] + 0.5:
                 self.bad_blur.append(index)
+
+    def _check_geometry(self, frame: av.VideoFrame, sar: Fraction | None) -> None:
+        expected = self.geometry
+        assert expected is not None
+        found = {"pixel shape": sar if sar and sar != 1 else None, "rotation": int(round(frame.rotation or 0)),
+                 "colour primaries": frame.color_primaries, "transfer": frame.color_trc,
+                 "matrix": frame.colorspace, "range": frame.color_range or LIMITED_RANGE}
+        # An unspecified range is limited range for YUV (encoders omit the flag when it says so).
+        wanted = {"pixel shape": expected.sample_aspect_ratio, "rotation": expected.rotation,
+                  "colour primaries": expected.color_primaries, "transfer": expected.color_trc,
+                  "matrix": expected.colorspace, "range": expected.color_range or LIMITED_RANGE}
+        for name, value in found.items():
+            if value != wanted[name]:
+                self.bad_geometry[name] = self.bad_geometry.get(name, 0) + 1
+
+    def geometry_result(self) -> CheckResult:
+        if self.geometry is None:
+            return CheckResult("geometry", True, "the renderer promised no geometry (nothing to compare)")
+        if self.bad_geometry:
+            return CheckResult("geometry", False, "decoded frames differ from the source's " + ", ".join(
+                f"{name} ({count} frames)" for name, count in self.bad_geometry.items()))
+        return CheckResult("geometry", True, f"{len(self.seen)} decoded frames show the source's pixel shape, "
+                           f"colour description and rotation ({self.geometry.to_json()})")
 
     def result(self, cut_frames: int) -> CheckResult:
         problems = []
@@ -510,11 +540,13 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
         duration = (float(stream.duration * stream.time_base)
                     if stream.duration is not None and stream.time_base else None)
         rate = expected.frame_rate
+        # The pixel shape of a codec without one in its bitstream (AV1) is the container's.
+        container_sar = stream.sample_aspect_ratio
         if mode == "full":
             try:
                 for frame in container.decode(stream):
                     poll()
-                    checker.check(count, frame)
+                    checker.check(count, frame, stream.codec_context.sample_aspect_ratio or container_sar)
                     count += 1
                     if progress is not None:
                         progress(min(count, expected.frame_count), expected.frame_count)
@@ -537,7 +569,7 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
                         if index >= end:
                             break
                         if index >= start:
-                            checker.check(index, frame)
+                            checker.check(index, frame, stream.codec_context.sample_aspect_ratio or container_sar)
                             done += 1
                             if progress is not None:
                                 progress(min(done, work), work)
@@ -568,4 +600,5 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
                                f"{duration if duration is not None else 'unknown'} s in the file, "
                                f"{float(expected_seconds):.3f} s expected"))
     results.append(checker.result(expected.cut_frames))
+    results.append(checker.geometry_result())
     return results

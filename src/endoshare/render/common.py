@@ -6,6 +6,10 @@ import enum
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .geometry import Geometry
 
 
 class Redaction(str, enum.Enum):
@@ -106,3 +110,5 @@ class RenderResult:
     #: What was stream-copied, for a "changes" verification to prove by packet identity.  None: nothing
     #: was copied (or the renderer does not say), and the output is decoded in full.
     copied_runs: tuple[CopiedRun, ...] | None = None
+    #: Pixel shape, colour description and rotation every decoded frame must show (None: not checked).
+    geometry: "Geometry | None" = None

@@ -20,6 +20,7 @@ from ..media.join import JoinPlan
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, scrub_packets, sei_filter
 from .common import CopiedRun, RenderResult
+from .geometry import read_geometry
 
 Progress = Callable[[int, int], None]
 MP4_CODEC_TAGS = {"h264": "avc1", "hevc": "hvc1"}
@@ -95,5 +96,5 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
             ranges.append((start, end))
     return RenderResult(method="stream-copy", codec=plan.codec, frame_count=total,
                         frame_rate=plan.target.frame_rate, width=video.width or 0, height=video.height or 0,
-                        check_ranges=tuple(ranges), copied_runs=tuple(runs))
+                        check_ranges=tuple(ranges), copied_runs=tuple(runs), geometry=read_geometry(plan))
 

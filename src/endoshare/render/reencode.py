@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -101,6 +102,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
     return RenderResult(method="re-encode", codec=settings.codec, frame_count=written,
                         frame_rate=out_fmt.frame_rate, width=out_fmt.width, height=out_fmt.height,
                         black_frames=tuple(redactor.black), blurred_frames=redactor.blurred,
-                        cut_frames=sum(redacted) if redaction is Redaction.CUT else 0, notes=notes)
+                        cut_frames=sum(redacted) if redaction is Redaction.CUT else 0, notes=notes,
+                        geometry=replace(geometry, color_range=RANGE_LIMITED))
 
 

@@ -428,7 +428,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         check_ranges=_splice_ranges(smart, timeline.index),
         method="smart-render" if smart.dirty else "stream-copy", codec=smart.codec, frame_count=written, frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
-        blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs,
+        blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs, geometry=geometry,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
                f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",))
 
