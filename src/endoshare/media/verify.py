@@ -64,12 +64,14 @@ DEFAULT_VERIFY_MODE = "changes"
 
 def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ...] = (),
                   keep_audio: bool = False, mode: str = DEFAULT_VERIFY_MODE, progress: Progress | None = None,
-                  cancel: Callable[[], bool] | None = None) -> tuple[CheckResult, ...]:
+                  cancel: Callable[[], bool] | None = None,
+                  sources: tuple[Path, ...] | None = None) -> tuple[CheckResult, ...]:
     """Run every check.  ``mode`` "full" decodes every frame; "changes" decodes only the frames the
     renderer changed (``expected.check_ranges``: re-encoded groups and the groups on both sides of every
     splice and clip join) and proves every other packet equal to its source packet (``copied_packets``);
     "splices" decodes the changed frames plus every keyframe.  A render that reports no check ranges or
-    copied runs is decoded in full whatever the mode."""
+    copied runs is decoded in full whatever the mode.  ``sources``: the case's clips, the only files a
+    copied packet may come from."""
     if mode not in VERIFY_MODES:
         raise ValueError(f"verify mode must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
     if expected.check_ranges is None or (mode == "changes" and expected.copied_runs is None):
@@ -79,7 +81,7 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
     if not has_video:
         return (_check_metadata(path, keep_audio),
                 CheckResult("decodes_cleanly", False, "the output holds no video stream"))
-    sample_checks, packets = _check_samples(path, expected if mode == "changes" else None, cancel)
+    sample_checks, packets = _check_samples(path, expected if mode == "changes" else None, cancel, sources)
     checks = [
         _check_metadata(path, keep_audio),
         _check_identifying_strings(path, identifiers),
@@ -155,8 +157,8 @@ def _count_packets(path: Path, options: dict[str, str]) -> int:
         return sum(1 for _ in iter_video_packets(container, stream))
 
 
-def _check_samples(path: Path, copied: RenderResult | None = None,
-                   cancel: Callable[[], bool] | None = None) -> tuple[list[CheckResult], int]:
+def _check_samples(path: Path, copied: RenderResult | None = None, cancel: Callable[[], bool] | None = None,
+                   sources: tuple[Path, ...] | None = None) -> tuple[list[CheckResult], int]:
     """No sample hidden by an edit list, and every H.264/HEVC sample framed as MP4 requires; with
     ``copied``, every packet is proven copied (``copied_packets``) or lies in a decoded range.  Also
     returns the number of video packets (one demux pass serves every packet-level check)."""
@@ -165,7 +167,7 @@ def _check_samples(path: Path, copied: RenderResult | None = None,
         codec = stream.codec_context.name
         extradata = bytes(stream.codec_context.extradata or b"")
         length_size = nal_length_size(extradata, codec)
-        identity = _PacketIdentity(copied, codec, extradata, Fraction(stream.time_base)) \
+        identity = _PacketIdentity(copied, codec, extradata, Fraction(stream.time_base), path, sources) \
             if copied is not None else None
         shown = 0
         misframed = 0
@@ -281,8 +283,12 @@ class _PacketIdentity:
     the source right where the previous run stopped.  Every other packet must lie in a decoded range; every
     output frame index is shown exactly once and decoding timestamps rise strictly."""
 
-    def __init__(self, expected: RenderResult, codec: str, extradata: bytes, time_base: Fraction) -> None:
+    def __init__(self, expected: RenderResult, codec: str, extradata: bytes, time_base: Fraction, output: Path,
+                 sources: tuple[Path, ...] | None) -> None:
         assert expected.copied_runs is not None and expected.check_ranges is not None
+        allowed = {p.resolve() for p in sources} if sources is not None else None
+        foreign = [r for r in expected.copied_runs
+                   if r.source.resolve() == output.resolve() or (allowed is not None and r.source.resolve() not in allowed)]
         self.expected, self.codec, self.time_base = expected, codec, time_base
         self.runs = sorted(expected.copied_runs, key=lambda r: r.first_output)
         self.run_index = -1
@@ -291,6 +297,8 @@ class _PacketIdentity:
         self.output_sets = _parameter_sets(extradata, codec)
         self.ranges = expected.check_ranges
         self.problems: list[str] = []
+        if foreign:
+            self.problems.append(f"{len(foreign)} copied runs name a file that is not one of the case's clips")
         self.copied = 0
         self.shown: set[int] = set()
         self.duplicates = 0
