@@ -145,6 +145,8 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
     with open_input(clip.info.path) as container:
         stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
         time_base = Fraction(stream.time_base)
+        # The stream's own word (SPS) that no picture is shown before one decoded earlier.
+        reorders = bool(stream.codec_context.has_b_frames)
         starts: list[int] = []
         pts: list[int] = []
         for number, packet in enumerate(iter_video_packets(container, stream)):
@@ -168,9 +170,10 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
     rebuilt = False
     if np.unique(order).size != order.size:
         # Repeated timestamps (a recorder's coarse clock, or a TS remuxed without care): rebuilt from frame
-        # order, which is display order only when no picture is shown before one decoded earlier.
+        # order, which is display order only when no picture is shown before one decoded earlier: the
+        # stream must say so (no reordering delay in its SPS) and its timestamps must never go back.
         ticks = 1 / (frame_rate * time_base)
-        if np.any(np.diff(order) < 0) or ticks.denominator != 1:
+        if reorders or np.any(np.diff(order) < 0) or ticks.denominator != 1:
             raise NotSpliceable("timestamps repeat in a stream with reordered pictures")
         order = order[0] + np.arange(order.size, dtype=np.int64) * int(ticks)
         rebuilt = True
