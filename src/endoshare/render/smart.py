@@ -398,27 +398,18 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         with _SpliceWriter(out_path, template, smart, splicer, timeline) as writer:
             for clip_number, (clip, container) in enumerate(zip(plan.clips, inputs)):
                 stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
-                pending = iter(units_by_clip[clip_number])
-                number, unit = next(pending)
-                buffered: list[av.Packet] = []
-                for packet_number, packet in enumerate(iter_video_packets(container, stream)):
-                    if cancel is not None and cancel():
-                        raise CancelledError("Cancelled by the user; nothing was published.")
-                    if packet_number >= unit.first_packet + unit.packet_count:
-                        if number in smart.dirty:
-                            writer.reencode(unit, _redacted_unit(unit, buffered, smart, clip, redacted, redactor,
-                                                                 timeline))
-                        buffered = []
-                        number, unit = next(pending)
-                    if number in smart.dirty:
-                        if not redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
-                            buffered.append(packet)
+                for number, unit, packets in _groups(iter_video_packets(container, stream),
+                                                     units_by_clip[clip_number], cancel):
+                    if number not in smart.dirty:
+                        for packet_number, packet in enumerate(packets, start=unit.first_packet):
+                            writer.copy(packet, clip_number, packet_number, unit, clip)
+                    elif redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
+                        writer.reencode(unit, _redacted_unit(unit, [], smart, clip, redacted, redactor, timeline))
                     else:
-                        writer.copy(packet, clip_number, packet_number, unit, clip)
+                        writer.reencode(unit, _redacted_unit(unit, packets, smart, clip, redacted, redactor,
+                                                             timeline))
                     if progress is not None:
-                        progress(min(total, unit.first_frame + packet_number - unit.first_packet + 1), total)
-                if number in smart.dirty:
-                    writer.reencode(unit, _redacted_unit(unit, buffered, smart, clip, redacted, redactor, timeline))
+                        progress(min(total, unit.first_frame + unit.packet_count), total)
             written, runs = writer.written, tuple(writer.runs)
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
@@ -429,11 +420,29 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     cut = int(sum(redacted)) if redaction is Redaction.CUT else 0
     return RenderResult(
         check_ranges=_splice_ranges(smart, timeline.index),
-        method="smart-render" if smart.dirty else "stream-copy", codec=smart.codec, frame_count=written, frame_rate=plan.target.frame_rate,
+        method="smart-render" if smart.dirty else "stream-copy", codec=smart.codec, frame_count=written,
+        frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
         blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs, geometry=geometry,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
                f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",))
+
+
+def _groups(packets: Iterator[av.Packet], units: list[tuple[int, Unit]],
+            cancel: Cancel | None) -> Iterator[tuple[int, Unit, list[av.Packet]]]:
+    """(unit number, unit, its packets in decode order) for each unit of one clip, one group in memory."""
+    pending = iter(units)
+    number, unit = next(pending)
+    group: list[av.Packet] = []
+    for packet_number, packet in enumerate(packets):
+        if cancel is not None and cancel():
+            raise CancelledError("Cancelled by the user; nothing was published.")
+        if packet_number >= unit.first_packet + unit.packet_count:
+            yield number, unit, group
+            group = []
+            number, unit = next(pending)
+        group.append(packet)
+    yield number, unit, group
 
 
 class _OutputTimeline:
@@ -592,7 +601,7 @@ class _RedactedGroup:
 def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan, redacted: list[bool],
                    redactor: Redactor, timeline: _OutputTimeline) -> _RedactedGroup:
     """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame.
-    A group whose every frame is blacked out or cut needs no decoding (nothing was buffered for it)."""
+    A group whose every frame is blacked out or cut needs no decoding (it is given no packets)."""
     if redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
         pictures = (redactor.replacement(timeline.index(index)) for index in unit.frame_range)
         return _RedactedGroup([(timeline.index(index), p) for index, p in zip(unit.frame_range, pictures)
