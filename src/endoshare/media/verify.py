@@ -6,9 +6,12 @@ Checks (each reported by name in the audit report):
 - ``no_sei_user_data``: no SEI user-data payload in the bitstream;
 - ``no_identifying_strings``: none of the case's identifiers nor an encoder/muxer signature in the bytes;
 - ``no_hidden_samples``: samples in the file (edit lists ignored) == frames displayed;
-- ``decodes_cleanly``: every packet decodes with no FFmpeg error;
+- ``copied_packets`` (mode "changes"): every stream-copied packet is its source packet (see
+  :mod:`endoshare.media.packet_identity`), every other packet lies in a decoded range;
+- ``decodes_cleanly``: every decoded packet (all of them in mode "full") decodes with no FFmpeg error;
 - ``frame_count`` / ``duration``: what the renderer promised;
-- ``redaction``: black frames are black (luma <= 20 everywhere), blurred frames carry little detail.
+- ``redaction``: black frames are black (luma <= 20 everywhere), blurred frames carry little detail;
+- ``geometry``: decoded frames show the promised pixel shape, colour description and rotation.
 """
 
 from __future__ import annotations
