@@ -111,8 +111,8 @@ class PacketIdentity:
                  sources: tuple[Path, ...] | None) -> None:
         assert expected.copied_runs is not None and expected.check_ranges is not None
         allowed = {p.resolve() for p in sources} if sources is not None else None
-        foreign = [r for r in expected.copied_runs
-                   if r.source.resolve() == output.resolve() or (allowed is not None and r.source.resolve() not in allowed)]
+        foreign = [r for r in expected.copied_runs if r.source.resolve() == output.resolve()
+                   or (allowed is not None and r.source.resolve() not in allowed)]
         self.expected, self.codec, self.time_base = expected, codec, time_base
         self.runs = sorted(expected.copied_runs, key=lambda r: r.first_output)
         self.run_index = -1

@@ -261,7 +261,7 @@ class _Splicer:
     encoder_name = ""
     codec = ""
 
-    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry) -> None:
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry | None) -> None:
         self.plan, self.smart, self.settings, self.geometry = plan, smart, settings, geometry
         self.length_size = smart.length_size
         self.parameter_sets: tuple[bytes, ...] | None = None
@@ -336,7 +336,7 @@ class _H264Splicer(_Splicer):
 
     encoder_name, codec = "libx264", "h264"
 
-    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry) -> None:
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry | None) -> None:
         super().__init__(plan, smart, settings, geometry)
         self.config = AvcConfig.parse(smart.extradata)
         used = {h264_sps_id(s) for s in self.config.sps}
