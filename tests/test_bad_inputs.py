@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -43,6 +45,20 @@ def truncated_mp4(tmp_path: Path) -> bytes:
     return whole[: len(whole) // 2]
 
 
+def index_cut_mp4(tmp_path: Path) -> bytes:
+    """An MP4 whose moov index (written last) lost its last bytes: it lists no frame."""
+    whole = barcode_clip(tmp_path / "whole.mp4", range(40)).read_bytes()
+    return whole[:-100]
+
+
+def jpeg_picture() -> bytes:
+    """A JPEG photo (what a user may save with a video name by mistake)."""
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height, encoder.pix_fmt, encoder.time_base = 64, 48, "yuvj420p", Fraction(1, 25)
+    picture = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 128, np.uint8), format="rgb24")
+    return b"".join(bytes(p) for p in [*encoder.encode(picture.reformat(format="yuvj420p")), *encoder.encode(None)])
+
+
 def audio_only(tmp_path: Path) -> bytes:
     path = tmp_path / "audio.mp4"
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=1", "-c:a", "aac", path)
@@ -53,7 +69,9 @@ def audio_only(tmp_path: Path) -> bytes:
     ("empty_folder", errors.NoVideoFilesError, "holds no video file"),
     ("zero_bytes", errors.EmptyFileError, "is empty"),
     ("not_video", errors.UnreadableMediaError, "cannot be opened"),
-    ("truncated", errors.UnreadableMediaError, "truncated"),
+    ("truncated", errors.UnreadableMediaError, "no 'moov' index"),
+    ("index_cut", errors.UnreadableMediaError, "truncated or damaged"),
+    ("still_image", errors.NoVideoStreamError, "is a still image"),
     ("audio_only", errors.NoVideoStreamError, "no video stream"),
     ("missing_folder", errors.MissingInputError, "does not exist"),
 ])
@@ -64,6 +82,8 @@ def test_each_bad_input_has_a_typed_error_naming_the_file(tmp_path: Path, kind: 
         "zero_bytes": {"VID1.mp4": b""},
         "not_video": {"VID1.mp4": b"This is a text file with a video extension.\n" * 50},
         "truncated": {"VID1.mp4": truncated_mp4(tmp_path)},
+        "index_cut": {"VID1.mp4": None, "VID2.mp4": index_cut_mp4(tmp_path)},
+        "still_image": {"VID1.mp4": None, "VID2.mp4": jpeg_picture()},
         "audio_only": {"VID1.mp4": audio_only(tmp_path)},
     }
     folder = tmp_path / "nowhere" if kind == "missing_folder" else case_with(tmp_path, kind, contents[kind])
@@ -110,7 +130,7 @@ def test_disk_full_while_writing_is_a_clear_error_and_leaves_nothing(tmp_path: P
     assert list((tmp_path / "shared").iterdir()) == []
 
 
-@pytest.mark.parametrize("damage", ["corrupt_bytes", "planted_tag", "unredacted"])
+@pytest.mark.parametrize("damage", ["corrupt_bytes", "planted_tag", "unredacted", "hidden_samples", "sei_user_data"])
 def test_a_broken_output_fails_verification_and_is_not_published(tmp_path: Path, damage: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection after rendering: the verifier must catch each kind of damage."""
@@ -130,6 +150,16 @@ def test_a_broken_output_fails_verification_and_is_not_published(tmp_path: Path,
             tagged = out_path.with_suffix(".tagged.mp4")
             ffmpeg("-i", out_path, "-c", "copy", "-metadata", "title=leak", tagged)
             tagged.replace(out_path)
+        elif damage == "hidden_samples":
+            # A copy cut between keyframes (5 and 10): the frames before the cut stay, hidden by an edit list.
+            cut = out_path.with_suffix(".cut.mp4")
+            ffmpeg("-ss", "0.3", "-i", out_path, "-c", "copy", "-map_metadata", "-1", "-fflags", "+bitexact", cut)
+            cut.replace(out_path)
+        elif damage == "sei_user_data":
+            planted = out_path.with_suffix(".sei.mp4")
+            ffmpeg("-i", out_path, "-c", "copy", "-fflags", "+bitexact", "-bsf:v",
+                   "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+leak", planted)
+            planted.replace(out_path)
         else:
             ffmpeg("-i", plan.clips[0].info.path, "-c", "copy", "-map_metadata", "-1", "-fflags", "+bitexact",
                    "-f", "mp4", out_path)
@@ -139,7 +169,8 @@ def test_a_broken_output_fails_verification_and_is_not_published(tmp_path: Path,
     with pytest.raises(errors.VerificationError) as caught:
         process_case(CaseRequest(folder), options(tmp_path, mode="advanced", segments_file=segments))
     expected_check = {"corrupt_bytes": "decodes_cleanly", "planted_tag": "metadata_allow_list",
-                      "unredacted": "redaction"}[damage]
+                      "unredacted": "redaction", "hidden_samples": "no_hidden_samples",
+                      "sei_user_data": "metadata_allow_list"}[damage]
     assert expected_check in caught.value.failed_checks
     assert list((tmp_path / "shared").iterdir()) == []
     assert not (tmp_path / "archive" / "mapping.csv").exists()

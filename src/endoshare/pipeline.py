@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import av.error
 
-from .cases import Case, discover_case, natural_key
+from .cases import Case, check_recording, clip_order, discover_case
 from .detect.registry import DETECTOR_NAMES
 from .errors import (
     CancelledError,
@@ -32,7 +32,7 @@ from .errors import (
 from .identity import DETECTIONS_FOLDER, CaseLock, MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
-from .media.verify import VERIFY_MODES, CheckResult, verify_output
+from .media.verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
 from .render.audio import add_audio, has_audio
 from .render.common import EncodeSettings, Redaction, RenderResult
 from .render.copy import render_copy
@@ -62,7 +62,7 @@ class ProcessOptions:
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     new_pseudonym: bool = False
     #: "full" decodes every output frame; "splices" only what was re-encoded, its neighbours and keyframes.
-    verify: str = "full"
+    verify: str = DEFAULT_VERIFY_MODE
     #: Keep the clips' audio (re-encoded, silenced or cut with the redacted video); dropped by default
     #: because operating-room audio carries names.
     keep_audio: bool = False
@@ -211,12 +211,12 @@ def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -
     infos = []
     for number, clip in enumerate(case.clips, start=1):
         info = probe(clip)
-        info.video  # raises NoVideoStreamError naming the file
+        check_recording(info)  # a still image, no video stream or no frame: an error naming the file
         infos.append(info)
         if progress is not None:
             progress(number, len(case.clips))
     # Names decide the order; the recording time (tag, else file time) breaks ties between equal names.
-    return sorted(infos, key=lambda i: (natural_key(i.path.stem), i.recording_time or "", i.mtime))
+    return sorted(infos, key=lambda i: (clip_order(case.folder, i.path), i.recording_time or "", i.mtime))
 
 
 def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress: Callable[[int, int], None],
@@ -270,11 +270,13 @@ def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_pa
     is re-encoded in full."""
     fallback = ""
     if options.mode == "fast" and plan.copy_compatible:
-        if not segments:
-            return render_copy(plan, out_path, progress, cancel)
         try:
+            # With nothing redacted the splicer copies everything (rebuilding repeated timestamps, converting
+            # Annex B); the plain copy takes what it cannot plan (clips that do not start with an IDR picture).
             return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel)
         except NotSpliceable as exc:
+            if not segments:
+                return render_copy(plan, out_path, progress, cancel)
             fallback = f"fast mode could not splice ({exc}); the whole case was re-encoded"
     elif options.mode == "fast":
         fallback = f"fast mode re-encoded the whole case: {'; '.join(plan.reasons)}"
@@ -350,7 +352,7 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
             step("render")
             identifiers = (case.case_id, *(p.stem for p in case.clips), case.folder.resolve().name)
             checks = verify_output(temp, rendered, identifiers, keep_audio=rendered.audio_samples is not None,
-                                   mode=options.verify,
+                                   mode=options.verify, sources=case.clips,
                                    progress=tracker.phase("verify"), cancel=cancel)
             step("verify")
         except (OSError, av.error.FFmpegError) as exc:

@@ -63,8 +63,9 @@ def split_nal_units(data: bytes, length_size: int | None) -> Iterator[bytes]:
     for n, start in enumerate(starts):
         end = starts[n + 1] - 3 if n + 1 < len(starts) else len(data)
         unit = data[start:end]
-        # A 4-byte start code leaves a trailing zero on the previous unit; trailing zeros are not payload.
-        yield unit.rstrip(b"\x00") if n + 1 < len(starts) else unit
+        # A 4-byte start code leaves a trailing zero on the previous unit, and a stream may pad its last unit
+        # with trailing_zero_8bits: they are not payload (a NAL unit never ends in a zero byte).
+        yield unit.rstrip(b"\x00")
 
 
 def nal_type(unit: bytes, codec: str) -> int:

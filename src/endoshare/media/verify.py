@@ -8,9 +8,12 @@ Checks (each reported by name in the audit report):
   type (:data:`endoshare.media.nal.ALLOWED_NAL_TYPES`) and the avcC/hvcC holds parameter sets only;
 - ``no_identifying_strings``: none of the case's identifiers nor an encoder/muxer signature in the bytes;
 - ``no_hidden_samples``: samples in the file (edit lists ignored) == frames displayed;
-- ``decodes_cleanly``: every packet decodes with no FFmpeg error;
+- ``copied_packets`` (mode "changes"): every stream-copied packet is its source packet (see
+  :mod:`endoshare.media.packet_identity`), every other packet lies in a decoded range;
+- ``decodes_cleanly``: every decoded packet (all of them in mode "full") decodes with no FFmpeg error;
 - ``frame_count`` / ``duration``: what the renderer promised;
-- ``redaction``: black frames are black (luma <= 20 everywhere), blurred frames carry little detail.
+- ``redaction``: black frames are black (luma <= 20 everywhere), blurred frames carry little detail;
+- ``geometry``: decoded frames show the promised pixel shape, colour description and rotation.
 """
 
 from __future__ import annotations
@@ -29,13 +32,17 @@ import av.error
 from ..errors import CancelledError
 from ..render.common import RenderResult
 from .frames import detail_energy, luma_plane
-from .nal import (ALLOWED_NAL_TYPES, disallowed_record_units, disallowed_units, is_length_prefixed,
-                  nal_length_size, nal_type, record_units)
-from .probe import iter_video_packets, open_input, probe
+from . import isobmff
+from .nal import (ALLOWED_NAL_TYPES, SeiUserData, disallowed_record_units, disallowed_units, is_length_prefixed,
+                  is_sei, nal_length_size, nal_type, record_units, sei_user_data, split_nal_units)
+from .packet_identity import PacketIdentity
+from .probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe
 from .scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS,
                     GENERIC_HANDLER_NAMES)
 
 BLACK_LUMA_MAX = 20
+#: FFmpeg's AVColorRange for limited ("tv", MPEG) range.
+LIMITED_RANGE = 1
 #: A blurred frame may keep at most this share of its source's detail energy.
 BLUR_MAX_DETAIL_RATIO = 0.25
 #: Signatures that encoders and muxers leave behind (specific enough not to occur by chance).
@@ -57,31 +64,48 @@ class CheckResult:
         return {"name": self.name, "passed": self.passed, "detail": self.detail}
 
 
-VERIFY_MODES = ("full", "splices")
+#: "changes" proves copied groups by packet identity and decodes the rest; "full" decodes every frame;
+#: "splices" decodes what changed plus every keyframe (no packet identity).
+VERIFY_MODES = ("changes", "full", "splices")
+DEFAULT_VERIFY_MODE = "changes"
 
 
 def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ...] = (),
-                  keep_audio: bool = False, mode: str = "full", progress: Progress | None = None,
-                  cancel: Callable[[], bool] | None = None) -> tuple[CheckResult, ...]:
-    """Run every check; ``mode`` "full" decodes every frame, "splices" only the frames the renderer
-    changed (``expected.check_ranges``: re-encoded groups and their neighbours) plus every keyframe."""
+                  keep_audio: bool = False, mode: str = DEFAULT_VERIFY_MODE, progress: Progress | None = None,
+                  cancel: Callable[[], bool] | None = None,
+                  sources: tuple[Path, ...] | None = None) -> tuple[CheckResult, ...]:
+    """Run every check.  ``mode`` "full" decodes every frame; "changes" decodes only the frames the
+    renderer changed (``expected.check_ranges``: re-encoded groups and the groups on both sides of every
+    splice and clip join) and proves every other packet equal to its source packet (``copied_packets``);
+    "splices" decodes the changed frames plus every keyframe.  A render that reports no check ranges or
+    copied runs is decoded in full whatever the mode.  ``sources``: the case's clips, the only files a
+    copied packet may come from."""
     if mode not in VERIFY_MODES:
         raise ValueError(f"verify mode must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
+    if expected.check_ranges is None or (mode == "changes" and expected.copied_runs is None):
+        mode = "full"
+    with open_input(path) as container:
+        has_video = bool(container.streams.video)
+    if not has_video:
+        return (_check_metadata(path, keep_audio, probe(path).sei_user_data),
+                CheckResult("decodes_cleanly", False, "the output holds no video stream"))
+    scan = _PacketScan(path, expected if mode == "changes" else None, sources)
+    sample_checks, packets = scan.run(cancel), scan.packets
     checks = [
-        _check_metadata(path, keep_audio),
+        _check_metadata(path, keep_audio, scan.sei_user_data),
         _check_identifying_strings(path, identifiers),
-        *_check_samples(path),
+        *sample_checks,
         _check_bitstream_allow_list(path),
     ]
-    checks.extend(_check_decode(path, expected, mode if expected.check_ranges is not None else "full",
-                                progress, cancel))
+    checks.extend(_check_decode(path, expected, mode, packets, progress, cancel))
     if expected.audio_samples is not None:
         checks.append(_check_audio(path, expected))
     return tuple(checks)
 
 
-def _check_metadata(path: Path, keep_audio: bool) -> CheckResult:
-    info = probe(path)
+def _check_metadata(path: Path, keep_audio: bool, sei: tuple[SeiUserData, ...]) -> CheckResult:
+    """Tags, streams, chapters and MP4 times from a probe, SEI user data as found by the packet scan."""
+    info = probe(path, scan_packets=False)
     problems = []
     extra_tags = [k for k, _ in info.tags if k not in ALLOWED_CONTAINER_TAGS]
     if extra_tags:
@@ -107,8 +131,8 @@ def _check_metadata(path: Path, keep_audio: bool) -> CheckResult:
         problems.append(f"creation/modification times set in {', '.join(nonzero)}")
     if not info.mp4_times:
         problems.append("no mvhd/tkhd/mdhd boxes found: not an MP4 we wrote")
-    if info.sei_user_data:
-        problems.append(f"{len(info.sei_user_data)} SEI user-data payloads")
+    if sei:
+        problems.append(f"{len(sei)} SEI user-data payloads")
     detail = "; ".join(problems) if problems else (
         f"tags {sorted(k for k, _ in info.tags)}; streams {kinds}; times zero; no chapters; no SEI user data")
     return CheckResult("metadata_allow_list", not problems, detail)
@@ -191,31 +215,60 @@ def _count_packets(path: Path, options: dict[str, str]) -> int:
         return sum(1 for _ in iter_video_packets(container, stream))
 
 
-def _check_samples(path: Path) -> list[CheckResult]:
-    """No sample hidden by an edit list, and every H.264/HEVC sample framed as MP4 requires."""
-    with open_input(path) as container:
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name
-        length_size = nal_length_size(bytes(stream.codec_context.extradata or b""), codec)
-        shown = 0
-        misframed = 0
-        for packet in iter_video_packets(container, stream):
-            shown += not packet.is_discard
-            if codec in ("h264", "hevc") and not is_length_prefixed(bytes(packet), length_size or 0):
-                misframed += 1
-    stored = _count_packets(path, {"ignore_editlist": "1"})
-    results = []
-    if stored != shown:
-        results.append(CheckResult("no_hidden_samples", False, f"{stored} samples stored but {shown} displayed: "
-                                   f"{stored - shown} hidden by an edit list"))
-    else:
-        results.append(CheckResult("no_hidden_samples", True, f"{stored} samples stored, {shown} displayed"))
-    if codec in ("h264", "hevc"):
-        results.append(CheckResult(
-            "sample_framing", misframed == 0 and length_size is not None,
-            f"{misframed} of {shown} samples are not length-prefixed NAL units" if misframed or length_size is None
-            else f"all {shown} samples are length-prefixed NAL units ({length_size}-byte lengths)"))
-    return results
+class _PacketScan:
+    """The one demux pass over the output's video packets that every packet-level check shares: hidden
+    samples, sample framing, SEI user data and, in mode "changes", packet identity (``copied_packets``)."""
+
+    def __init__(self, path: Path, copied: RenderResult | None, sources: tuple[Path, ...] | None) -> None:
+        self.path, self.copied, self.sources = path, copied, sources
+        self.packets = 0
+        self.sei_user_data: tuple[SeiUserData, ...] = ()
+
+    def run(self, cancel: Callable[[], bool] | None) -> list[CheckResult]:
+        sei: dict[tuple[int, str, str], SeiUserData] = {}
+        with open_input(self.path) as container:
+            stream = container.streams.video[0]
+            codec = stream.codec_context.name
+            extradata = bytes(stream.codec_context.extradata or b"")
+            length_size = nal_length_size(extradata, codec)
+            identity = PacketIdentity(self.copied, codec, extradata, Fraction(stream.time_base), self.path,
+                                      self.sources) if self.copied is not None else None
+            shown = 0
+            misframed = 0
+            for number, packet in enumerate(iter_video_packets(container, stream)):
+                self.packets += 1
+                if cancel is not None and number % 256 == 0 and cancel():
+                    raise CancelledError("Cancelled by the user; nothing was published.")
+                shown += not packet.is_discard
+                data = bytes(packet)
+                if codec in ("h264", "hevc"):
+                    if not is_length_prefixed(data, length_size or 0):
+                        misframed += 1
+                    for unit in split_nal_units(data, length_size):
+                        if is_sei(unit, codec) and len(sei) < MAX_SEI_RECORDS:
+                            for item in sei_user_data(unit, codec):
+                                sei.setdefault((item.payload_type, item.uuid, item.text), item)
+                if identity is not None:
+                    identity.check(number, packet, data, length_size)
+        self.sei_user_data = tuple(sei.values())
+        # Every sample the file stores, edit lists ignored: the MP4 sample table, else a second demux.
+        tables = isobmff.video_sample_counts(self.path)
+        stored = tables[0] if len(tables) == 1 else _count_packets(self.path, {"ignore_editlist": "1"})
+        results = []
+        if stored != shown:
+            results.append(CheckResult("no_hidden_samples", False, f"{stored} samples stored but {shown} displayed: "
+                                       f"{stored - shown} hidden by an edit list"))
+        else:
+            results.append(CheckResult("no_hidden_samples", True, f"{stored} samples stored, {shown} displayed"))
+        if codec in ("h264", "hevc"):
+            results.append(CheckResult(
+                "sample_framing", misframed == 0 and length_size is not None,
+                f"{misframed} of {shown} samples are not length-prefixed NAL units"
+                if misframed or length_size is None
+                else f"all {shown} samples are length-prefixed NAL units ({length_size}-byte lengths)"))
+        if identity is not None:
+            results.append(CheckResult("copied_packets", *identity.result(shown)))
+        return results
 
 
 #: AAC spreads a transition over about one frame (1024 samples): silence is checked this far inside.
@@ -263,9 +316,14 @@ class _FrameChecker:
         self.bad_black: list[int] = []
         self.bad_blur: list[int] = []
         self.seen: set[int] = set()
+        self.geometry = expected.geometry
+        #: Decoded frames whose pixel shape, colour description or rotation differ from the promised ones.
+        self.bad_geometry: dict[str, int] = {}
 
-    def check(self, index: int, frame: av.VideoFrame) -> None:
+    def check(self, index: int, frame: av.VideoFrame, sar: Fraction | None = None) -> None:
         self.seen.add(index)
+        if self.geometry is not None:
+            self._check_geometry(frame, sar)
         if index in self.black and int(luma_plane(frame).max()) > BLACK_LUMA_MAX:
             self.bad_black.append(index)
         elif index in self.blurred:
@@ -273,6 +331,29 @@ class _FrameChecker:
                 frame = frame.reformat(format="yuv420p")
             if detail_energy(frame) > BLUR_MAX_DETAIL_RATIO * self.blurred[index] + 0.5:
                 self.bad_blur.append(index)
+
+    def _check_geometry(self, frame: av.VideoFrame, sar: Fraction | None) -> None:
+        expected = self.geometry
+        assert expected is not None
+        found = {"pixel shape": sar if sar and sar != 1 else None, "rotation": int(round(frame.rotation or 0)),
+                 "colour primaries": frame.color_primaries, "transfer": frame.color_trc,
+                 "matrix": frame.colorspace, "range": frame.color_range or LIMITED_RANGE}
+        # An unspecified range is limited range for YUV (encoders omit the flag when it says so).
+        wanted = {"pixel shape": expected.sample_aspect_ratio, "rotation": expected.rotation,
+                  "colour primaries": expected.color_primaries, "transfer": expected.color_trc,
+                  "matrix": expected.colorspace, "range": expected.color_range or LIMITED_RANGE}
+        for name, value in found.items():
+            if value != wanted[name]:
+                self.bad_geometry[name] = self.bad_geometry.get(name, 0) + 1
+
+    def geometry_result(self) -> CheckResult:
+        if self.geometry is None:
+            return CheckResult("geometry", True, "the renderer promised no geometry (nothing to compare)")
+        if self.bad_geometry:
+            return CheckResult("geometry", False, "decoded frames differ from the source's " + ", ".join(
+                f"{name} ({count} frames)" for name, count in self.bad_geometry.items()))
+        return CheckResult("geometry", True, f"{len(self.seen)} decoded frames show the source's pixel shape, "
+                           f"colour description and rotation ({self.geometry.to_json()})")
 
     def result(self, cut_frames: int) -> CheckResult:
         problems = []
@@ -301,7 +382,7 @@ def _open_for_checking(container: av.container.InputContainer) -> av.video.strea
     return stream
 
 
-def _check_decode(path: Path, expected: RenderResult, mode: str, progress: Progress | None,
+def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, progress: Progress | None,
                   cancel: Callable[[], bool] | None) -> list[CheckResult]:
     checker = _FrameChecker(expected)
     errors: list[str] = []
@@ -316,11 +397,13 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, progress: Progr
         duration = (float(stream.duration * stream.time_base)
                     if stream.duration is not None and stream.time_base else None)
         rate = expected.frame_rate
+        # The pixel shape of a codec without one in its bitstream (AV1) is the container's.
+        container_sar = stream.sample_aspect_ratio
         if mode == "full":
             try:
                 for frame in container.decode(stream):
                     poll()
-                    checker.check(count, frame)
+                    checker.check(count, frame, stream.codec_context.sample_aspect_ratio or container_sar)
                     count += 1
                     if progress is not None:
                         progress(min(count, expected.frame_count), expected.frame_count)
@@ -328,7 +411,7 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, progress: Progr
                 errors.append(f"after frame {count}: {exc}")
             decoded = f"{count} frames decoded"
         else:
-            count = sum(1 for p in iter_video_packets(container, stream))
+            count = packets
             ranges = expected.check_ranges
             work = sum(b - a for a, b in ranges) or 1
             done = 0
@@ -343,14 +426,14 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, progress: Progr
                         if index >= end:
                             break
                         if index >= start:
-                            checker.check(index, frame)
+                            checker.check(index, frame, stream.codec_context.sample_aspect_ratio or container_sar)
                             done += 1
                             if progress is not None:
                                 progress(min(done, work), work)
                 except av.error.FFmpegError as exc:
                     errors.append(f"in frames [{start}, {end}): {exc}")
             decoded = f"{done} frames decoded in {len(ranges)} spliced or sampled ranges, {count} packets"
-        if mode != "full":
+        if mode == "splices":
             # Every keyframe decodes: the copied groups' entry points and their parameter sets.
             with open_input(path) as keyframes_container:
                 key_stream = _open_for_checking(keyframes_container)
@@ -374,4 +457,5 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, progress: Progr
                                f"{duration if duration is not None else 'unknown'} s in the file, "
                                f"{float(expected_seconds):.3f} s expected"))
     results.append(checker.result(expected.cut_frames))
+    results.append(checker.geometry_result())
     return results

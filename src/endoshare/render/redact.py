@@ -1,0 +1,61 @@
+"""The one place where a frame is redacted (black, blurred or cut), shared by every renderer.
+
+A :class:`Redactor` is given each frame that the output would show, whether it is redacted, and the
+output index it lands on; it returns the picture to encode (or None when the frame is cut) and records
+what the verifier must find there (black frames, and the source detail of blurred ones).
+"""
+
+from __future__ import annotations
+
+import av
+
+from ..media.frames import black_frame, blurred_frame, detail_energy
+from ..media.join import VideoFormat
+from .common import Redaction
+
+
+class Redactor:
+    """Applies one redaction to frames of one format and remembers what it did, by output index."""
+
+    def __init__(self, redaction: Redaction, fmt: VideoFormat, keep_range: bool = False) -> None:
+        self.redaction = redaction
+        self.fmt = fmt
+        #: Keep a full-range (yuvj420p) source's sample values instead of converting them to limited range
+        #: (re-encoded groups that sit between copied ones must match them).
+        self.keep_range = keep_range
+        self.black: list[int] = []
+        self.blurred: dict[int, float] = {}
+        self._black_picture: av.VideoFrame | None = None
+
+    def apply(self, frame: av.VideoFrame, redacted: bool, out_index: int) -> av.VideoFrame | None:
+        """The picture to write at ``out_index`` for ``frame`` (yuv420p in ``fmt``'s size), or None if cut."""
+        if frame.format.name != "yuv420p" or frame.width != self.fmt.width or frame.height != self.fmt.height:
+            full = self.keep_range and frame.format.name == "yuvj420p"
+            frame = frame.reformat(width=self.fmt.width, height=self.fmt.height, format="yuv420p",
+                                   src_color_range="JPEG" if full else None, dst_color_range="JPEG" if full else None)
+        if not redacted:
+            return frame
+        if self.redaction is Redaction.CUT:
+            return None
+        if self.redaction is Redaction.BLACK:
+            return self.replacement(out_index)
+        self.blurred[out_index] = detail_energy(frame)
+        return blurred_frame(frame, self.fmt)
+
+
+    def replaces_all(self, redacted: list[bool]) -> bool:
+        """True when every one of these frames is redacted and the redaction does not depend on the picture
+        (black or cut): their source pictures need not even be decoded."""
+        return self.redaction is not Redaction.BLUR and all(redacted)
+
+    def replacement(self, out_index: int) -> av.VideoFrame | None:
+        """What a redacted frame becomes without looking at it (black, or None when cut)."""
+        if self.redaction is Redaction.CUT:
+            return None
+        if self.redaction is not Redaction.BLACK:
+            raise ValueError("a blurred frame is made from its source picture")
+        self.black.append(out_index)
+        # One black picture serves every such frame: encoders copy the pixels they are given.
+        if self._black_picture is None:
+            self._black_picture = black_frame(self.fmt)
+        return self._black_picture
