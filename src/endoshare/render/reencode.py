@@ -8,11 +8,12 @@ from typing import Callable
 import av
 from av.video.frame import PictureType
 
-from ..media.frames import Cancel, black_frame, blurred_frame, detail_energy, iter_timeline
+from ..media.frames import Cancel, iter_timeline
 from ..media.join import JoinPlan, VideoFormat
 from ..media.scrub import open_output, scrub_packets, sei_filter
 from ..timeline import SegmentSet
 from .common import EncodeSettings, Redaction, RenderResult
+from .redact import Redactor
 
 Progress = Callable[[int, int], None]
 
@@ -42,8 +43,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
     step = plan.target.frame_rate / out_fmt.frame_rate      # timeline frames per output frame
     expected = max(0, -((-kept_count * out_fmt.frame_rate.numerator * plan.target.frame_rate.denominator)
                         // (out_fmt.frame_rate.denominator * plan.target.frame_rate.numerator)))
-    black: list[int] = []
-    blurred: dict[int, float] = {}
+    redactor = Redactor(redaction, out_fmt)
 
     container = open_output(out_path)
     try:
@@ -70,15 +70,8 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
                 continue
             kept_index += 1
             while written < expected and int(written * step) == kept_index:
-                frame = item.frame
-                if frame.width != out_fmt.width or frame.height != out_fmt.height:
-                    frame = frame.reformat(width=out_fmt.width, height=out_fmt.height, format="yuv420p")
-                if is_redacted and redaction is Redaction.BLACK:
-                    frame = black_frame(out_fmt)
-                    black.append(written)
-                elif is_redacted and redaction is Redaction.BLUR:
-                    blurred[written] = detail_energy(frame)
-                    frame = blurred_frame(frame, out_fmt)
+                frame = redactor.apply(item.frame, is_redacted, written)
+                assert frame is not None        # cut frames were skipped above
                 # An intra frame where redaction starts or ends: no redacted frame is predicted from
                 # the picture it hides, and no ghost of it leaks into the next visible frame.
                 frame.pict_type = PictureType.I if is_redacted != previous_redacted else PictureType.NONE
@@ -100,7 +93,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
         notes = (f"frame rate converted from {plan.target.frame_rate} to {out_fmt.frame_rate} by picking frames",)
     return RenderResult(method="re-encode", codec=settings.codec, frame_count=written,
                         frame_rate=out_fmt.frame_rate, width=out_fmt.width, height=out_fmt.height,
-                        black_frames=tuple(black), blurred_frames=blurred,
+                        black_frames=tuple(redactor.black), blurred_frames=redactor.blurred,
                         cut_frames=sum(redacted) if redaction is Redaction.CUT else 0, notes=notes)
 
 

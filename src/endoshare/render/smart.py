@@ -31,7 +31,6 @@ import numpy as np
 from av.video.frame import PictureType
 
 from ..errors import CancelledError, UnreadableMediaError
-from ..media.frames import black_frame, blurred_frame, detail_energy
 from ..media.join import ClipPlan, JoinPlan
 from ..media.nal import (H264_AUD, H264_IDR, H264_PPS, H264_SPS, HEVC_AUD, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
                          HEVC_VPS, AvcConfig, annexb_to_length_prefixed, h264_sps_id, hvcc_for_inband_track,
@@ -41,6 +40,7 @@ from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, sei_filter
 from ..timeline import SegmentSet
 from .common import X264_PRESETS, EncodeSettings, Redaction, RenderResult
+from .redact import Redactor
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
@@ -306,93 +306,135 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     total = plan.total_frames
     redacted = segments.clipped(total).mask(total)
     splicer = (_H264Splicer if smart.codec == "h264" else _HevcSplicer)(plan, smart, settings)
-    extradata = splicer.track_extradata()
-    cut_before = np.concatenate(([0], np.cumsum(redacted))) if redaction is Redaction.CUT else None
-    ticks, delay = smart.frame_ticks, smart.delay_ticks
-    black: list[int] = []
-    blurred: dict[int, float] = {}
-
-    def out_index(frame: int) -> int:
-        return frame - int(cut_before[frame]) if cut_before is not None else frame
-
+    timeline = _OutputTimeline(redacted if redaction is Redaction.CUT else None)
+    redactor = Redactor(redaction, plan.target)
+    units_by_clip: dict[int, list[tuple[int, Unit]]] = {}
+    for number, unit in enumerate(smart.units):
+        units_by_clip.setdefault(unit.clip, []).append((number, unit))
     inputs = [open_input(c.info.path) for c in plan.clips]
-    out = open_output(out_path)
     try:
         template = next(s for s in inputs[0].streams.video if s.index == plan.clips[0].info.video.index)
-        out_stream = out.add_stream_from_template(template)
-        out_stream.metadata.clear()
-        out_stream.codec_tag = "avc1" if smart.codec == "h264" else "hev1"
-        out_stream.codec_context.extradata = extradata
-        scrubber = sei_filter(smart.codec, template, None)
-        out.start_encoding()
-
-        def mux(packet: av.Packet) -> None:
-            packet.stream = out_stream
-            packet.time_base = smart.time_base
-            out.mux(packet)
-
-        def mux_scrubbed(packet: av.Packet) -> None:
-            # FFmpeg's filter_units writes Annex B; the track keeps the source's length-prefixed framing.
-            mux(_with_data(packet, annexb_to_length_prefixed(bytes(packet), smart.length_size)))
-
-        #: Pictures written so far (a list, so that _finish_unit can add to it).
-        counter = [0]
-        #: True after a re-encoded group put the encoder's parameter sets in-band (HEVC).
-        inband_changed = False
-        units_by_clip: dict[int, list[tuple[int, Unit]]] = {}
-        for number, unit in enumerate(smart.units):
-            units_by_clip.setdefault(unit.clip, []).append((number, unit))
-        for clip_number, (clip, container) in enumerate(zip(plan.clips, inputs)):
-            stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
-            pending = iter(units_by_clip[clip_number])
-            number, unit = next(pending)
-            buffered: list[av.Packet] = []
-            for packet_number, packet in enumerate(iter_video_packets(container, stream)):
-                if cancel is not None and cancel():
-                    raise CancelledError("Cancelled by the user; nothing was published.")
-                if packet_number >= unit.first_packet + unit.packet_count:
-                    if _finish_unit(unit, number, buffered, smart, splicer, clip, redacted, redaction,
-                                    out_index, black, blurred, mux, counter):
-                        inband_changed = True
-                    buffered = []
-                    number, unit = next(pending)
+        with _SpliceWriter(out_path, template, smart, splicer, timeline) as writer:
+            for clip_number, (clip, container) in enumerate(zip(plan.clips, inputs)):
+                stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
+                pending = iter(units_by_clip[clip_number])
+                number, unit = next(pending)
+                buffered: list[av.Packet] = []
+                for packet_number, packet in enumerate(iter_video_packets(container, stream)):
+                    if cancel is not None and cancel():
+                        raise CancelledError("Cancelled by the user; nothing was published.")
+                    if packet_number >= unit.first_packet + unit.packet_count:
+                        if number in smart.dirty:
+                            writer.reencode(unit, _redacted_unit(unit, buffered, smart, clip, redacted, redactor,
+                                                                 timeline))
+                        buffered = []
+                        number, unit = next(pending)
+                    if number in smart.dirty:
+                        buffered.append(packet)
+                    else:
+                        writer.copy(packet, clip_number, packet_number, unit, clip)
+                    if progress is not None:
+                        progress(min(total, unit.first_frame + packet_number - unit.first_packet + 1), total)
                 if number in smart.dirty:
-                    buffered.append(packet)
-                else:
-                    # Rebase: the clip's first displayed frame lands on its place in the output.
-                    shift = out_index(unit.first_frame) * ticks - _display_origin(clip, unit, smart)
-                    pts = packet.pts + shift
-                    dts = int(smart.clip_sorted_pts[clip_number][packet_number]) - delay + shift
-                    if inband_changed and splicer.prefix_after_reencoded():
-                        packet = _with_data(packet, splicer.prefix_after_reencoded() + bytes(packet))
-                    inband_changed = False
-                    packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
-                    for clean in scrubber.filter(packet):
-                        mux_scrubbed(clean)
-                    counter[0] += 1
-                if progress is not None:
-                    progress(min(total, unit.first_frame + packet_number - unit.first_packet + 1), total)
-            if _finish_unit(unit, number, buffered, smart, splicer, clip, redacted, redaction,
-                            out_index, black, blurred, mux, counter):
-                inband_changed = True
-        for clean in scrubber.filter(None):
-            mux_scrubbed(clean)
-        written = counter[0]
+                    writer.reencode(unit, _redacted_unit(unit, buffered, smart, clip, redacted, redactor, timeline))
+            written = writer.written
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
                                    path=plan.clips[0].info.path) from None
     finally:
-        out.close()
         for container in inputs:
             container.close()
     cut = int(sum(redacted)) if redaction is Redaction.CUT else 0
     return RenderResult(
-        check_ranges=_splice_ranges(smart, out_index),
+        check_ranges=_splice_ranges(smart, timeline.index),
         method="smart-render", codec=smart.codec, frame_count=written, frame_rate=plan.target.frame_rate,
-        width=plan.target.width, height=plan.target.height, black_frames=tuple(black), blurred_frames=blurred,
-        cut_frames=cut,
+        width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
+        blurred_frames=redactor.blurred, cut_frames=cut,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
                f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",))
+
+
+class _OutputTimeline:
+    """Where a timeline frame lands in the output (cut redaction moves later frames up)."""
+
+    def __init__(self, cut: list[bool] | None) -> None:
+        self.cut_before = np.concatenate(([0], np.cumsum(cut))).astype(np.int64) if cut is not None else None
+
+    def index(self, frame: int) -> int:
+        return frame - int(self.cut_before[frame]) if self.cut_before is not None else frame
+
+
+class _SpliceWriter:
+    """The output track: copied pictures rebased onto the output timeline, re-encoded groups spliced in."""
+
+    def __init__(self, out_path: Path, template: av.video.stream.VideoStream, smart: SmartPlan,
+                 splicer: _Splicer, timeline: _OutputTimeline) -> None:
+        self.smart, self.splicer, self.timeline = smart, splicer, timeline
+        extradata = splicer.track_extradata()
+        self.out = open_output(out_path)
+        try:
+            self.stream = self.out.add_stream_from_template(template)
+            self.stream.metadata.clear()
+            self.stream.codec_tag = "avc1" if smart.codec == "h264" else "hev1"
+            self.stream.codec_context.extradata = extradata
+            self.scrubber = sei_filter(smart.codec, template, None)
+            self.out.start_encoding()
+        except BaseException:
+            self.out.close()
+            raise
+        #: Pictures written so far.
+        self.written = 0
+        #: True after a re-encoded group put the encoder's parameter sets in-band (HEVC).
+        self.inband_changed = False
+
+    def __enter__(self) -> "_SpliceWriter":
+        return self
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        try:
+            if kind is None:
+                for clean in self.scrubber.filter(None):
+                    self._mux_scrubbed(clean)
+        finally:
+            self.out.close()
+
+    def _mux(self, packet: av.Packet) -> None:
+        packet.stream = self.stream
+        packet.time_base = self.smart.time_base
+        self.out.mux(packet)
+
+    def _mux_scrubbed(self, packet: av.Packet) -> None:
+        # FFmpeg's filter_units writes Annex B; the track keeps the source's length-prefixed framing.
+        self._mux(_with_data(packet, annexb_to_length_prefixed(bytes(packet), self.smart.length_size)))
+
+    def copy(self, packet: av.Packet, clip_number: int, packet_number: int, unit: Unit, clip: ClipPlan) -> None:
+        """One picture of a clean group, scrubbed, at its place on the output."""
+        smart = self.smart
+        # Rebase: the clip's first displayed frame lands on its place in the output.
+        shift = self.timeline.index(unit.first_frame) * smart.frame_ticks - _display_origin(clip, unit, smart)
+        pts = packet.pts + shift
+        dts = int(smart.clip_sorted_pts[clip_number][packet_number]) - smart.delay_ticks + shift
+        if self.inband_changed and self.splicer.prefix_after_reencoded():
+            packet = _with_data(packet, self.splicer.prefix_after_reencoded() + bytes(packet))
+        self.inband_changed = False
+        packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
+        for clean in self.scrubber.filter(packet):
+            self._mux_scrubbed(clean)
+        self.written += 1
+
+    def reencode(self, unit: Unit, frames: list[tuple[int, av.VideoFrame]]) -> None:
+        """A dirty group's kept pictures, as (output index, frame), encoded into one closed group."""
+        if not frames:
+            return
+        first_out = frames[0][0]
+        for n, (data, keyframe) in enumerate(self.splicer.encode([f for _, f in frames])):
+            packet = av.Packet((self.splicer.prefix_reencoded() if n == 0 else b"") + data)
+            packet.pts = (first_out + n) * self.smart.frame_ticks
+            packet.dts = packet.pts - self.smart.delay_ticks
+            packet.is_keyframe = keyframe
+            self._mux(packet)
+        self.written += len(frames)
+        self.inband_changed = True
 
 
 def _splice_ranges(smart: SmartPlan, out_index: Callable[[int], int]) -> tuple[tuple[int, int], ...]:
@@ -421,13 +463,9 @@ def _display_origin(clip: ClipPlan, unit: Unit, smart: SmartPlan) -> int:
     return smart.clip_origins[unit.clip] + (unit.first_frame - clip.timeline_start) * smart.frame_ticks
 
 
-def _finish_unit(unit: Unit, number: int, packets: list[av.Packet], smart: SmartPlan, splicer: _Splicer,
-                 clip: ClipPlan, redacted: list[bool], redaction: Redaction, out_index: Callable[[int], int],
-                 black: list[int], blurred: dict[int, float], mux: Callable[[av.Packet], None],
-                 counter: list[int]) -> bool:
-    """Re-encode a dirty unit from its buffered packets; True when it wrote any picture."""
-    if number not in smart.dirty:
-        return False
+def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan, redacted: list[bool],
+                   redactor: Redactor, timeline: _OutputTimeline) -> list[tuple[int, av.VideoFrame]]:
+    """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame."""
     decoder = av.CodecContext.create(smart.codec, "r")
     decoder.extradata = smart.extradata
     frames: list[av.VideoFrame] = []
@@ -438,33 +476,13 @@ def _finish_unit(unit: Unit, number: int, packets: list[av.Packet], smart: Smart
         raise UnreadableMediaError(f"{clip.info.path}: a group of pictures decoded to {len(frames)} frames "
                                    f"instead of {unit.packet_count}; run again with --mode advanced.",
                                    path=clip.info.path)
-    fmt = splicer.plan.target
-    kept: list[av.VideoFrame] = []
-    for offset, frame in enumerate(frames):
-        index = unit.first_frame + offset
-        frame = frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame
-        if redacted[index]:
-            if redaction is Redaction.CUT:
-                continue
-            if redaction is Redaction.BLACK:
-                frame = black_frame(fmt)
-                black.append(out_index(index))
-            else:
-                blurred[out_index(index)] = detail_energy(frame)
-                frame = blurred_frame(frame, fmt)
-        kept.append(frame)
-    if not kept:
-        return False
-    first_out = out_index(next(unit.first_frame + o for o in range(unit.packet_count)
-                               if not (redaction is Redaction.CUT and redacted[unit.first_frame + o])))
-    for n, (data, keyframe) in enumerate(splicer.encode(kept)):
-        packet = av.Packet((splicer.prefix_reencoded() if n == 0 else b"") + data)
-        packet.pts = (first_out + n) * smart.frame_ticks
-        packet.dts = packet.pts - smart.delay_ticks
-        packet.is_keyframe = keyframe
-        mux(packet)
-    counter[0] += len(kept)
-    return True
+    kept = []
+    for index, frame in zip(unit.frame_range, frames):
+        out_index = timeline.index(index)
+        picture = redactor.apply(frame, redacted[index], out_index)
+        if picture is not None:
+            kept.append((out_index, picture))
+    return kept
 
 
 def _with_data(packet: av.Packet, data: bytes) -> av.Packet:
