@@ -35,6 +35,10 @@ from .identity import MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
 from .media.verify import VERIFY_MODES, CheckResult, verify_output
+from .overlay.find import OverlayOptions, find_overlays
+from .overlay.regions import OverlaySet
+from .overlay.text import TextDetector
+from .overlay.verify import verify_overlays
 from .render.audio import add_audio, has_audio
 from .render.common import EncodeSettings, Redaction, RenderResult
 from .render.copy import render_copy
@@ -48,7 +52,7 @@ MODES = ("fast", "advanced")
 TEMP_PREFIX = ".endoshare-"
 TEMP_SUFFIX = ".mp4.partial"
 #: Share of a case's work per phase, for one overall fraction that only moves forward.
-PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "render": 0.6, "verify": 0.2}
+PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "overlays": 0.05, "render": 0.6, "verify": 0.2}
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ class ProcessOptions:
     keep_audio: bool = False
     #: Detected spans are widened by this much on each side (seconds, exact).
     margin_seconds: Fraction = Fraction(1, 2)
+    #: Find burned-in text (recorder overlays: name, date of birth, ID...) and fill it with black.
+    mask_overlays: bool = True
+    #: Leave overlay regions that read as device settings only (pressure, flow, light) visible.
+    keep_device_settings: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -83,7 +91,8 @@ class ProcessOptions:
         return {"mode": self.mode, "redaction": self.redaction.value, "detector": self.detector,
                 "segments_from_file": self.segments_file is not None, "encode": self.encode.to_json(),
                 "new_pseudonym": self.new_pseudonym, "verify": self.verify, "keep_audio": self.keep_audio,
-                "margin_seconds": format_rate(self.margin_seconds)}
+                "margin_seconds": format_rate(self.margin_seconds), "mask_overlays": self.mask_overlays,
+                "keep_device_settings": self.keep_device_settings}
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,16 @@ def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress:
     return result.segments, f"detector {options.detector}", result.to_json()
 
 
+def find_case_overlays(plan: JoinPlan, options: ProcessOptions, progress: Callable[[int, int], None],
+                       cancel: Cancel | None) -> tuple[OverlaySet, TextDetector | None]:
+    """The burned-in text regions to mask (none when masking is off), and the detector for the check."""
+    if not options.mask_overlays:
+        return OverlaySet(), None
+    detector = TextDetector()
+    overlay_options = OverlayOptions(keep_device_settings=options.keep_device_settings)
+    return find_overlays(plan, overlay_options, progress, cancel, detector), detector
+
+
 def check_out_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -196,21 +215,24 @@ def sha256_of(path: Path) -> str:
 
 
 def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_path: Path,
-           progress: Callable[[int, int], None], cancel: Cancel | None) -> RenderResult:
+           progress: Callable[[int, int], None], cancel: Cancel | None,
+           overlays: OverlaySet = OverlaySet()) -> RenderResult:
     """Fast mode copies what it can: the whole case when nothing is redacted, else every group of
     pictures without a redacted frame (smart render); advanced mode, and whatever cannot be spliced,
     is re-encoded in full."""
     fallback = ""
     if options.mode == "fast" and plan.copy_compatible:
-        if not segments:
+        if not segments and not overlays:
             return render_copy(plan, out_path, progress, cancel)
         try:
-            return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel)
+            return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel,
+                                overlays)
         except NotSpliceable as exc:
             fallback = f"fast mode could not splice ({exc}); the whole case was re-encoded"
     elif options.mode == "fast":
         fallback = f"fast mode re-encoded the whole case: {'; '.join(plan.reasons)}"
-    result = render_reencode(plan, segments, options.redaction, options.encode, out_path, progress, cancel)
+    result = render_reencode(plan, segments, options.redaction, options.encode, out_path, progress, cancel,
+                             overlays)
     return replace(result, notes=(*result.notes, fallback)) if fallback else result
 
 
@@ -259,6 +281,8 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     case = discover_case(request.folder, request.case_id)
     phases = ("probe", "render", "verify") if options.detector == "none" or options.segments_file \
         else ("probe", "detect", "render", "verify")
+    if options.mask_overlays:
+        phases = (*phases[:-2], "overlays", *phases[-2:])
     tracker = _Progress(progress, phases)
 
     def step(name: str) -> None:
@@ -272,12 +296,15 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     segments, segment_source, detections = find_segments(plan, options, case, tracker.phase("detect"), cancel)
     if "detect" in phases:
         step("detect")
+    overlays, text_detector = find_case_overlays(plan, options, tracker.phase("overlays"), cancel)
+    if options.mask_overlays:
+        step("overlays")
     fd, temp_name = tempfile.mkstemp(prefix=temp_prefix, suffix=TEMP_SUFFIX, dir=options.out_dir)
     os.close(fd)
     temp = Path(temp_name)
     try:
         try:
-            rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel)
+            rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel, overlays)
             if options.keep_audio:
                 rendered = _with_audio(plan, segments, options, temp, rendered, cancel)
             step("render")
@@ -285,6 +312,12 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
             checks = verify_output(temp, rendered, identifiers, keep_audio=rendered.audio_samples is not None,
                                    mode=options.verify,
                                    progress=tracker.phase("verify"), cancel=cancel)
+            checked_frames: tuple[int, ...] = ()
+            if text_detector is not None:
+                overlay_checks, checked_frames = verify_overlays(
+                    temp, overlays, rendered, segments, options.redaction, plan.total_frames,
+                    (plan.target.width, plan.target.height, plan.target.frame_rate), text_detector, cancel)
+                checks = (*checks, *overlay_checks)
             step("verify")
         except (OSError, av.error.FFmpegError) as exc:
             if getattr(exc, "errno", None) == errno.ENOSPC:
@@ -301,6 +334,8 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
         digest = sha256_of(temp)
         report = _report(plan, options, pseudonym, reused_pseudonym, segments, segment_source, rendered, checks,
                          digest, timings)
+        report["overlays"] = {"masking": options.mask_overlays, **overlays.to_json(),
+                              "masked_regions": len(overlays.masked), "checked_output_frames": list(checked_frames)}
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

@@ -103,6 +103,7 @@ def options_to_record(options: ProcessOptions) -> dict[str, Any]:
                    "height": encode.height},
         "new_pseudonym": options.new_pseudonym, "verify": options.verify, "keep_audio": options.keep_audio,
         "margin_seconds": str(options.margin_seconds),
+        "mask_overlays": options.mask_overlays, "keep_device_settings": options.keep_device_settings,
     }
 
 
@@ -118,7 +119,10 @@ def options_from_record(record: dict[str, Any]) -> ProcessOptions:
                               height=encode["height"]),
         new_pseudonym=bool(record["new_pseudonym"]), verify=record.get("verify", "full"),
         keep_audio=bool(record.get("keep_audio", False)),
-        margin_seconds=Fraction(record.get("margin_seconds", "1/2")))
+        margin_seconds=Fraction(record.get("margin_seconds", "1/2")),
+        # A record from before overlay masking existed is masked: the safe reading of a missing field.
+        mask_overlays=bool(record.get("mask_overlays", True)),
+        keep_device_settings=bool(record.get("keep_device_settings", False)))
 
 
 @dataclass(frozen=True)

@@ -36,5 +36,7 @@ def mask_frame(frame: av.VideoFrame, boxes: Iterable[Box]) -> av.VideoFrame:
         u[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = FILL_C
         v[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = FILL_C
     out = av.VideoFrame.from_ndarray(np.ascontiguousarray(yuv), format="yuv420p")
-    out.pts, out.time_base = frame.pts, frame.time_base
+    out.pts = frame.pts
+    if frame.time_base is not None:
+        out.time_base = frame.time_base
     return out

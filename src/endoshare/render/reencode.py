@@ -11,6 +11,7 @@ from av.video.frame import PictureType
 from ..media.frames import Cancel, iter_timeline
 from ..media.join import JoinPlan, VideoFormat
 from ..media.scrub import open_output, scrub_packets, sei_filter
+from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
 from .common import EncodeSettings, Redaction, RenderResult
 from .redact import Redactor
@@ -30,7 +31,7 @@ def output_format(plan: JoinPlan, settings: EncodeSettings) -> VideoFormat:
 
 def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, settings: EncodeSettings,
                     out_path: Path, progress: Progress | None = None,
-                    cancel: Cancel | None = None) -> RenderResult:
+                    cancel: Cancel | None = None, overlays: OverlaySet | None = None) -> RenderResult:
     """Decode every clip, redact the frames in ``segments``, encode to ``out_path`` (MP4, scrubbed).
 
     Frame-rate conversion picks timeline frames (no blending), so each output frame is exactly one
@@ -43,7 +44,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
     step = plan.target.frame_rate / out_fmt.frame_rate      # timeline frames per output frame
     expected = max(0, -((-kept_count * out_fmt.frame_rate.numerator * plan.target.frame_rate.denominator)
                         // (out_fmt.frame_rate.denominator * plan.target.frame_rate.numerator)))
-    redactor = Redactor(redaction, out_fmt)
+    redactor = Redactor(redaction, out_fmt, overlays, plan.target)
 
     container = open_output(out_path)
     try:
@@ -70,7 +71,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
                 continue
             kept_index += 1
             while written < expected and int(written * step) == kept_index:
-                frame = redactor.apply(item.frame, is_redacted, written)
+                frame = redactor.apply(item.frame, is_redacted, written, item.index)
                 assert frame is not None        # cut frames were skipped above
                 # An intra frame where redaction starts or ends: no redacted frame is predicted from
                 # the picture it hides, and no ghost of it leaks into the next visible frame.
@@ -94,6 +95,8 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
     return RenderResult(method="re-encode", codec=settings.codec, frame_count=written,
                         frame_rate=out_fmt.frame_rate, width=out_fmt.width, height=out_fmt.height,
                         black_frames=tuple(redactor.black), blurred_frames=redactor.blurred,
-                        cut_frames=sum(redacted) if redaction is Redaction.CUT else 0, notes=notes)
+                        cut_frames=sum(redacted) if redaction is Redaction.CUT else 0,
+                        notes=(*notes, *((f"{redactor.masked} frames had burned-in text masked",)
+                                         if redactor.masked else ())))
 
 
