@@ -3,6 +3,7 @@ frames, in several fonts, sizes, colours and positions (fonts: Debian's DejaVu, 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -47,18 +48,22 @@ class Line:
     y: float
 
 
-def patient_lines(seed: int) -> tuple[Line, ...]:
+def patient_lines(seed: int, layout: int = 0) -> tuple[Line, ...]:
+    """Name, date of birth, ID and a device-settings line; ``layout`` 1 puts them in other corners."""
     rng = np.random.default_rng(seed)
     last = rng.choice(["MUELLER", "Okonkwo", "DUBOIS", "van der Berg", "Nakamura", "SCHNEIDER"])
     first = rng.choice(["Hans-Peter", "Amara", "Lucie", "Johanna", "Kenji", "Maria"])
     dob = f"{rng.integers(1, 29):02d}.{rng.integers(1, 13):02d}.{rng.integers(1930, 2005)}"
     pid = f"{rng.integers(10_000_000, 99_999_999)}"
-    left, right = 0.02, 0.72
-    top, bottom = 0.03, 0.88
-    return (Line(f"{last}, {first}", "name", left, top),
-            Line(f"DOB {dob}", "dob", left, top + 0.05),
-            Line(f"ID {pid}", "id", right, top),
-            Line("Insuffl 12 mmHg  Flow 8 l/min", "settings", right - 0.12, bottom))
+    if layout == 0:
+        return (Line(f"{last}, {first}", "name", 0.02, 0.03),
+                Line(f"DOB {dob}", "dob", 0.02, 0.08),
+                Line(f"ID {pid}", "id", 0.72, 0.03),
+                Line("Insuffl 12 mmHg  Flow 8 l/min", "settings", 0.60, 0.88))
+    return (Line(f"Pat: {first} {last}", "name", 0.03, 0.84),
+            Line(f"geb. {dob}", "dob", 0.03, 0.90),
+            Line(f"MRN {pid}", "id", 0.03, 0.04),
+            Line("Light 80%  Gain 2", "settings", 0.74, 0.05))
 
 
 def font(style: Style, height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -70,7 +75,7 @@ def font(style: Style, height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeF
 
 def draw(picture: npt.NDArray[np.uint8], lines: tuple[Line, ...], style: Style) -> npt.NDArray[np.uint8]:
     height, width = picture.shape[:2]
-    image = Image.fromarray(picture)
+    image = Image.fromarray(np.array(picture))
     pen = ImageDraw.Draw(image)
     face = font(style, height)
     for line in lines:
@@ -82,8 +87,23 @@ def draw(picture: npt.NDArray[np.uint8], lines: tuple[Line, ...], style: Style) 
     return np.asarray(image)
 
 
+def text_boxes(lines: tuple[Line, ...], style: Style, width: int, height: int) -> dict[str, tuple[int, int, int, int]]:
+    """Line kind → (x0, y0, x1, y1) of the ink drawn for it."""
+    pen = ImageDraw.Draw(Image.new("RGB", (width, height)))
+    face = font(style, height)
+    boxes = {}
+    for line in lines:
+        x0, y0, x1, y1 = pen.textbbox((round(line.x * width), round(line.y * height)), line.text, font=face)
+        boxes[line.kind] = (int(x0), int(y0), int(x1), int(y1))
+    return boxes
+
+
+@functools.lru_cache(maxsize=256)
 def inbody(index: int, width: int, height: int, seed: int, rate: Fraction) -> npt.NDArray[np.uint8]:
-    return synthetic.inbody_frame(np.random.default_rng(seed), width, height, float(index / rate))
+    """An in-body picture of a slowly moving scene (cached: several styles share the backgrounds)."""
+    frame = synthetic.inbody_frame(np.random.default_rng(seed), width, height, float(index / rate))
+    frame.setflags(write=False)
+    return frame
 
 
 def overlay_frames(count: int, width: int, height: int, style: Style, lines: tuple[Line, ...], seed: int = 3,

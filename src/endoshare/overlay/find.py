@@ -239,7 +239,8 @@ class OverlayFinder:
         start = clip.timeline_start if first == 0 else times[first - 1] + 1
         end = clip_end if last == len(times) - 1 else times[last + 1]
         kind = "overlay" if cluster.still else "transient"
-        readings = [self.detector.read(crop) for crop in cluster.crops]
+        # Transient text is not masked, so what it says changes nothing: it is not read.
+        readings = [self.detector.read(crop) for crop in cluster.crops] if kind == "overlay" else []
         labels = sorted({label for text, _ in readings for label in classify(text)})
         keep_settings = (self.options.keep_device_settings and bool(readings)
                          and all(only_device_settings(text, confidence) for text, confidence in readings))
