@@ -137,7 +137,7 @@ def test_planted_overlays_masked_in_every_frame(cases, detector, rendered, mode)
             for index in range(first, first + FRAMES):
                 for kind, box in clip.boxes.items():
                     assert filled(frames[index], box), (case.name, STYLES[clip.style].name, kind, index)
-            for index in (first, first + FRAMES // 2, first + FRAMES - 1):
+            for index in (first + 1, first + FRAMES - 2):
                 read = " ".join(recognised(detector, frames[index]))
                 for secret in secrets(clip):
                     assert secret not in read, (case.name, STYLES[clip.style].name, secret, read)

@@ -43,12 +43,12 @@ class OverlayOptions:
     #: Leave regions whose every reading is device settings only (pressures, light, gain) visible.
     keep_device_settings: bool = False
     #: At least one sample per this many seconds of video (keyframes nearest to the grid).
-    interval_seconds: Fraction = Fraction(20)
-    max_samples_per_clip: int = 60
+    interval_seconds: Fraction = Fraction(60)
+    max_samples_per_clip: int = 24
     #: A mask is the text box grown by this share of its height on every side (at least 4 pixels).
     margin_share: float = 0.35
     #: Longest side the detector sees (pixels).
-    detector_long_side: int = 1280
+    detector_long_side: int = 960
     #: Each sample is compared with the frame this much later to tell standing text from moving text.
     still_seconds: Fraction = Fraction(1, 2)
 

@@ -28,7 +28,7 @@ from ..errors import WeightsError
 DET_MODEL = "PP-OCRv6_det_small.onnx"
 REC_MODEL = "PP-OCRv6_rec_small.onnx"
 #: The detector sees the picture with its long side at most this many pixels (a multiple of 32).
-DET_LONG_SIDE = 1280
+DET_LONG_SIDE = 960
 #: DB post-processing: pixel probability threshold, and mean probability a text box must reach.
 PIXEL_THRESHOLD = 0.3
 BOX_THRESHOLD = 0.5
