@@ -287,3 +287,38 @@ def test_options_reach_the_queue_record_and_the_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["process", "--help"])
     assert "--no-overlay-mask" in capsys.readouterr().out
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RECORDER_FRAMES = sorted((DATA / "frames").glob("nvidia-holoscan__holohub__colonoscopy_segmentation_testing_000*.png"))
+
+
+@pytest.mark.skipif(len(RECORDER_FRAMES) < 4, reason=f"development frames not found at {DATA}")
+def test_real_recorder_text_is_masked(tmp_path, detector):
+    """Real 1080p colonoscopy frames with burned-in recorder text (video standard, bitrate, date, time,
+    counters; no patient data): after processing, recognition reads none of it any more."""
+    from PIL import Image
+    from endoshare.sample import write_clip
+
+    pictures = [np.asarray(Image.open(p).convert("RGB")) for p in RECORDER_FRAMES[:4]]
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", (pictures[i // 3] for i in range(12)), gop=6, options={"crf": "20"})
+    before = " ".join(recognised_at(detector, decode(tmp_path / "case" / "clip.mp4")[7]))
+    assert "2015" in before and "mbit" in before          # the text is there, and readable
+    done = run(tmp_path / "case", tmp_path / "out", "advanced")
+    after = " ".join(recognised_at(detector, decode(done["output"])[7]))
+    for secret in ("2015", "mbit", "video", "drop", "buf"):
+        assert secret not in after, (secret, after)
+
+
+def recognised_at(detector: TextDetector, yuv: np.ndarray) -> list[str]:
+    """Like :func:`recognised`, for a picture of any size (read at the finder's detector size)."""
+    from endoshare.overlay.text import detector_size
+
+    frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    width, height = frame.width, frame.height
+    det_w, det_h = detector_size(width, height)
+    bgr = frame.to_ndarray(format="bgr24")
+    return [detector.read(bgr[b.y0:b.y1, b.x0:b.x1])[0].lower()
+            for b in detector.boxes(frame.reformat(width=det_w, height=det_h, format="bgr24").to_ndarray(),
+                                    (width / det_w, height / det_h))]

@@ -45,8 +45,11 @@ class OverlayOptions:
     #: At least one sample per this many seconds of video (keyframes nearest to the grid).
     interval_seconds: Fraction = Fraction(60)
     max_samples_per_clip: int = 24
-    #: A mask is the text box grown by this share of its height on every side (at least 4 pixels).
+    #: A mask is the text box grown by this share of its height above and below (at least 4 pixels)...
     margin_share: float = 0.35
+    #: ... and by this share of its height left and right: faint characters at the ends of a line are
+    #: what the detector misses first (seen on real recorder text over bright tissue).
+    margin_share_x: float = 1.0
     #: Longest side the detector sees (pixels).
     detector_long_side: int = 960
     #: Each sample is compared with the frame this much later to tell standing text from moving text.
@@ -201,8 +204,8 @@ class OverlayFinder:
                     if later is None or stroke_similarity(
                             crop, later[det_box.y0:det_box.y1, det_box.x0:det_box.x1]) >= STILL_SIMILARITY:
                         cluster.still.add(sample)
-                    if len(cluster.crops) < 2 or sample == len(chosen) - 1:
-                        cluster.crops = [*cluster.crops[-1:], crop]
+                    # One reading per region (recognition costs as much as detection): the latest.
+                    cluster.crops = [crop]
         return [self._region(c, times, clip) for c in clusters], times
 
     def _picture(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
@@ -246,7 +249,9 @@ class OverlayFinder:
                          and all(only_device_settings(text, confidence) for text, confidence in readings))
         fmt = self.plan.target
         margin = max(4, math.ceil(self.options.margin_share * cluster.height))
-        return OverlayRegion(cluster.box.grown(margin, fmt.width, fmt.height), start, end, kind, tuple(labels),
+        margin_x = max(4, math.ceil(self.options.margin_share_x * cluster.height))
+        return OverlayRegion(cluster.box.grown(margin_x, fmt.width, fmt.height, margin), start, end, kind,
+                             tuple(labels),
                              masked=kind == "overlay" and not keep_settings,
                              seen_at=tuple(times[s] for s in sorted(cluster.samples)))
 

@@ -76,13 +76,15 @@ class Box:
     def union(self, other: "Box") -> "Box":
         return Box(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1), max(self.y1, other.y1))
 
-    def grown(self, pixels: int, width: int, height: int) -> "Box":
-        """Grown by ``pixels`` on each side, clipped to a ``width`` x ``height`` picture, on even pixels
-        (so that a 4:2:0 chroma sample never straddles the edge of a mask)."""
+    def grown(self, pixels: int, width: int, height: int, pixels_y: int | None = None) -> "Box":
+        """Grown by ``pixels`` on the left and right (``pixels_y``, default the same, above and below),
+        clipped to a ``width`` x ``height`` picture, on even pixels (so that a 4:2:0 chroma sample never
+        straddles the edge of a mask)."""
+        dy = pixels if pixels_y is None else pixels_y
         x0 = max(0, self.x0 - pixels) // 2 * 2
-        y0 = max(0, self.y0 - pixels) // 2 * 2
+        y0 = max(0, self.y0 - dy) // 2 * 2
         x1 = min(width, -(-(self.x1 + pixels) // 2) * 2)
-        y1 = min(height, -(-(self.y1 + pixels) // 2) * 2)
+        y1 = min(height, -(-(self.y1 + dy) // 2) * 2)
         return Box(x0, y0, x1, y1)
 
     def to_json(self) -> dict[str, int]:
