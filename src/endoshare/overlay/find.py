@@ -43,7 +43,7 @@ class OverlayOptions:
     #: Leave regions whose every reading is device settings only (pressures, light, gain) visible.
     keep_device_settings: bool = False
     #: At least one sample per this many seconds of video (keyframes nearest to the grid).
-    interval_seconds: Fraction = Fraction(60)
+    interval_seconds: Fraction = Fraction(120)
     max_samples_per_clip: int = 24
     #: A mask is the text box grown by this share of its height above and below (at least 4 pixels)...
     margin_share: float = 0.35
