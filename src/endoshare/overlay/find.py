@@ -175,18 +175,21 @@ class OverlayFinder:
 
     def clip(self, clip: ClipPlan) -> tuple[list[OverlayRegion], list[int]]:
         path = clip.info.path
-        partner_gap = max(2, round(self.options.still_seconds * clip.source_rate))
+        partner_gap = max(2, round(self.options.still_seconds * clip.source_rate))  # frames
         with open_input(path) as container:
             stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
             key_index, key_pts = keyframe_positions(container, stream, path)
             chosen = choose_samples(key_index, clip.source_frames, clip.source_rate, self.options)
             stream.thread_type = "AUTO"
+            # Pictures nothing refers to are not decoded: the keyframe and the partner need none of them.
+            stream.codec_context.skip_frame = "NONREF"
+            gap_ticks = int(Fraction(partner_gap) / clip.source_rate / stream.time_base) if stream.time_base else 0
             times: list[int] = []
             clusters: list[_Cluster] = []
             for sample, position in enumerate(chosen):
                 if self.cancel is not None and self.cancel():
                     raise CancelledError("Cancelled by the user; nothing was published.")
-                frame, partner = self._decode_at(container, stream, key_pts[position], partner_gap, path)
+                frame, partner = self._decode_at(container, stream, key_pts[position], gap_ticks, path)
                 times.append(clip.timeline_start + timeline_offset(clip, key_index[position]))
                 if frame is None:
                     continue
@@ -206,7 +209,10 @@ class OverlayFinder:
                         cluster.still.add(sample)
                     # One reading per region (recognition costs as much as detection): the latest.
                     cluster.crops = [crop]
-        return [self._region(c, times, clip) for c in clusters], times
+        still = [c for c in clusters if c.still]
+        # Transient text is not masked, so what it says changes nothing: only overlays are read.
+        readings = dict(zip(map(id, still), self.detector.read_many([c.crops[-1] for c in still]))) if still else {}
+        return [self._region(c, times, clip, readings.get(id(c))) for c in clusters], times
 
     def _picture(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
         width, height = self.det_size
@@ -214,13 +220,12 @@ class OverlayFinder:
                                                            interpolation="AREA").to_ndarray()
 
     def _decode_at(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream, pts: int,
-                   partner_gap: int, path: object) -> tuple[av.VideoFrame | None, av.VideoFrame | None]:
-        """The keyframe at ``pts`` and the frame ``partner_gap`` frames after it (or the last one before
-        the stream ends; None when the keyframe is the last frame)."""
+                   gap_ticks: int, path: object) -> tuple[av.VideoFrame | None, av.VideoFrame | None]:
+        """The keyframe at ``pts`` and the first decoded frame at least ``gap_ticks`` after it (or the
+        last one before the stream ends; None when the keyframe is the last frame decoded)."""
         frame = partner = None
         try:
             container.seek(pts, stream=stream, backward=True, any_frame=False)
-            after = 0
             for decoded in container.decode(stream):
                 if decoded.pts is None or decoded.pts < pts:
                     continue
@@ -228,22 +233,21 @@ class OverlayFinder:
                     frame = decoded
                     continue
                 partner = decoded
-                after += 1
-                if after >= partner_gap:
+                if decoded.pts >= pts + gap_ticks:
                     break
         except av.error.FFmpegError as exc:
             raise UnreadableMediaError(f"{path} cannot be decoded near timestamp {pts} ({exc}); the recording is "
                                        "damaged: copy it again or remove it from the case.", path=str(path)) from None
         return frame, partner
 
-    def _region(self, cluster: _Cluster, times: list[int], clip: ClipPlan) -> OverlayRegion:
+    def _region(self, cluster: _Cluster, times: list[int], clip: ClipPlan,
+                reading: tuple[str, float] | None) -> OverlayRegion:
         first, last = min(cluster.samples), max(cluster.samples)
         clip_end = clip.timeline_start + clip.timeline_frames
         start = clip.timeline_start if first == 0 else times[first - 1] + 1
         end = clip_end if last == len(times) - 1 else times[last + 1]
         kind = "overlay" if cluster.still else "transient"
-        # Transient text is not masked, so what it says changes nothing: it is not read.
-        readings = [self.detector.read(crop) for crop in cluster.crops] if kind == "overlay" else []
+        readings = [reading] if reading is not None else []
         labels = sorted({label for text, _ in readings for label in classify(text)})
         keep_settings = (self.options.keep_device_settings and bool(readings)
                          and all(only_device_settings(text, confidence) for text, confidence in readings))

@@ -182,6 +182,11 @@ class TextDetector:
 
     def read(self, image: BGRImage) -> tuple[str, float]:
         """The text of a one-line crop and the recogniser's mean confidence (0..1)."""
+        return self.read_many([image])[0]
+
+    def read_many(self, images: list[BGRImage]) -> list[tuple[str, float]]:
+        """:meth:`read` for several crops in one run of the network (each padded on the right to the
+        widest, as PP-OCR batches them)."""
         import cv2
 
         with self._lock:
@@ -189,21 +194,27 @@ class TextDetector:
                 self._rec = _session(REC_MODEL)
                 meta = self._rec.get_modelmeta().custom_metadata_map
                 self._characters = ["", *meta["character"].splitlines(), " "]
-        height, width = image.shape[:2]
-        if height < 2 or width < 2:
-            return "", 0.0
-        new_width = max(16, min(3200, math.ceil(REC_HEIGHT * width / height)))
-        crop = cv2.resize(image, (new_width, REC_HEIGHT), interpolation=cv2.INTER_LINEAR)
-        out = self._rec.run(None, {self._rec.get_inputs()[0].name: _normalised(crop)})[0][0]
-        indices = out.argmax(axis=1)
-        probs = out.max(axis=1)
-        text, confidences, previous = [], [], -1
-        for index, prob in zip(indices.tolist(), probs.tolist()):
-            if index != previous and index != 0 and index < len(self._characters):
-                text.append(self._characters[index])
-                confidences.append(prob)
-            previous = index
-        return "".join(text).strip(), float(np.mean(confidences)) if confidences else 0.0
+        results: list[tuple[str, float]] = [("", 0.0)] * len(images)
+        readable = [n for n, image in enumerate(images) if min(image.shape[:2]) >= 2]
+        if not readable:
+            return results
+        widths = [max(16, min(3200, math.ceil(REC_HEIGHT * images[n].shape[1] / images[n].shape[0])))
+                  for n in readable]
+        batch = np.zeros((len(readable), 3, REC_HEIGHT, max(widths)), np.float32)
+        for row, (n, width) in enumerate(zip(readable, widths)):
+            crop = cv2.resize(np.ascontiguousarray(images[n]), (width, REC_HEIGHT), interpolation=cv2.INTER_LINEAR)
+            batch[row, :, :, :width] = _normalised(crop)[0]
+        out = self._rec.run(None, {self._rec.get_inputs()[0].name: batch})[0]
+        for row, n in enumerate(readable):
+            indices, probs = out[row].argmax(axis=1), out[row].max(axis=1)
+            text, confidences, previous = [], [], -1
+            for index, prob in zip(indices.tolist(), probs.tolist()):
+                if index != previous and index != 0 and index < len(self._characters):
+                    text.append(self._characters[index])
+                    confidences.append(prob)
+                previous = index
+            results[n] = ("".join(text).strip(), float(np.mean(confidences)) if confidences else 0.0)
+        return results
 
 
 _DEVICE_WORDS = re.compile(
