@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -43,6 +45,20 @@ def truncated_mp4(tmp_path: Path) -> bytes:
     return whole[: len(whole) // 2]
 
 
+def index_cut_mp4(tmp_path: Path) -> bytes:
+    """An MP4 whose moov index (written last) lost its last bytes: it lists no frame."""
+    whole = barcode_clip(tmp_path / "whole.mp4", range(40)).read_bytes()
+    return whole[:-100]
+
+
+def jpeg_picture() -> bytes:
+    """A JPEG photo (what a user may save with a video name by mistake)."""
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height, encoder.pix_fmt, encoder.time_base = 64, 48, "yuvj420p", Fraction(1, 25)
+    picture = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 128, np.uint8), format="rgb24")
+    return b"".join(bytes(p) for p in [*encoder.encode(picture.reformat(format="yuvj420p")), *encoder.encode(None)])
+
+
 def audio_only(tmp_path: Path) -> bytes:
     path = tmp_path / "audio.mp4"
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=1", "-c:a", "aac", path)
@@ -53,7 +69,9 @@ def audio_only(tmp_path: Path) -> bytes:
     ("empty_folder", errors.NoVideoFilesError, "holds no video file"),
     ("zero_bytes", errors.EmptyFileError, "is empty"),
     ("not_video", errors.UnreadableMediaError, "cannot be opened"),
-    ("truncated", errors.UnreadableMediaError, "truncated"),
+    ("truncated", errors.UnreadableMediaError, "no 'moov' index"),
+    ("index_cut", errors.UnreadableMediaError, "truncated or damaged"),
+    ("still_image", errors.NoVideoStreamError, "is a still image"),
     ("audio_only", errors.NoVideoStreamError, "no video stream"),
     ("missing_folder", errors.MissingInputError, "does not exist"),
 ])
@@ -64,6 +82,8 @@ def test_each_bad_input_has_a_typed_error_naming_the_file(tmp_path: Path, kind: 
         "zero_bytes": {"VID1.mp4": b""},
         "not_video": {"VID1.mp4": b"This is a text file with a video extension.\n" * 50},
         "truncated": {"VID1.mp4": truncated_mp4(tmp_path)},
+        "index_cut": {"VID1.mp4": None, "VID2.mp4": index_cut_mp4(tmp_path)},
+        "still_image": {"VID1.mp4": None, "VID2.mp4": jpeg_picture()},
         "audio_only": {"VID1.mp4": audio_only(tmp_path)},
     }
     folder = tmp_path / "nowhere" if kind == "missing_folder" else case_with(tmp_path, kind, contents[kind])
@@ -100,7 +120,7 @@ def test_disk_full_while_writing_is_a_clear_error_and_leaves_nothing(tmp_path: P
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     folder = case_with(tmp_path, "case", {"a.mp4": None})
 
-    def full_disk(plan, segments, opts, out_path, progress, cancel):  # type: ignore[no-untyped-def]
+    def full_disk(plan, segments, opts, out_path, progress, cancel, **kwargs):  # type: ignore[no-untyped-def]
         out_path.write_bytes(b"\0" * 1000)              # a partial write, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device", str(out_path))
 
@@ -119,8 +139,8 @@ def test_a_broken_output_fails_verification_and_is_not_published(tmp_path: Path,
     segments.write_text(json.dumps({"segments": [{"start_frame": 5, "end_frame": 10}]}))
     real_render = pipeline.render
 
-    def damaged(plan, segs, opts, out_path, progress, cancel):  # type: ignore[no-untyped-def]
-        result = real_render(plan, segs, opts, out_path, progress, cancel)
+    def damaged(plan, segs, opts, out_path, progress, cancel, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_render(plan, segs, opts, out_path, progress, cancel, **kwargs)
         if damage == "corrupt_bytes":
             data = bytearray(out_path.read_bytes())
             start = data.find(b"mdat") + (len(data) - data.find(b"mdat")) // 3     # inside slice data

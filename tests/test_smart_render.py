@@ -147,8 +147,9 @@ def test_hevc_is_spliced_with_inband_parameter_sets(tmp_path: Path) -> None:
 def test_sources_that_cannot_be_spliced_fall_back_to_a_full_reencode(tmp_path: Path) -> None:
     folder = tmp_path / "case"
     folder.mkdir()
-    # MPEG-TS carries H.264 as Annex B, without the avcC record that splicing extends.
-    barcode_clip(folder / "clip.ts", range(60), container_format="mpegts")
+    # HEVC in MPEG-TS: Annex B without an hvcC record (only Annex B H.264 is spliced).
+    barcode_clip(folder / "clip.ts", range(60), container_format="mpegts", codec="libx265",
+                 options={"x265-params": "log-level=error"})
     segments = tmp_path / "segments.json"
     segments.write_text(json.dumps({"segments": [{"start_frame": 10, "end_frame": 20}]}))
     result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
@@ -159,6 +160,38 @@ def test_sources_that_cannot_be_spliced_fall_back_to_a_full_reencode(tmp_path: P
     assert any("could not splice" in note for note in report["output"]["notes"])
     assert [read_barcode(f) for i, f in enumerate(decoded_frames(result.output)) if not 10 <= i < 20] == \
         [i for i in range(60) if not 10 <= i < 20]
+
+
+def test_mpegts_is_spliced_not_reencoded(tmp_path: Path) -> None:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    # MPEG-TS carries H.264 as Annex B, with in-band SPS/PPS and access unit delimiters; B-frames too.
+    for name, frames in (("clip1.ts", range(0, 100)), ("clip2.ts", range(100, 200))):
+        barcode_clip(folder / name, frames, gop=GOP, container_format="mpegts",
+                     options={"x264-params": "scenecut=0:aud=1"})
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in SPANS]}))
+    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
+                                                              archive_dir=tmp_path / "archive", detector="none",
+                                                              segments_file=segments))
+    report = json.loads(result.report.read_text())
+    assert report["output"]["method"] == "smart-render", report["output"]["notes"]
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert any(c["name"] == "copied_packets" for c in report["checks"])
+    redacted = SegmentSet.of(SPANS)
+    frames = decoded_frames(result.output)
+    sources = [f.to_ndarray() for clip in ("clip1.ts", "clip2.ts") for f in decoded_frames(folder / clip)]
+    assert len(frames) == 200
+    for index, frame in enumerate(frames):
+        if redacted.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+        if 50 <= index < 75:                      # the one clean group: copied, not re-encoded
+            assert np.array_equal(frame.to_ndarray(), sources[index]), f"copied frame {index} changed"
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-err_detect", "explode",
+                           "-i", str(result.output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
 
 
 def test_splices_verification_decodes_only_what_changed_and_still_catches_damage(
@@ -179,8 +212,8 @@ def test_splices_verification_decodes_only_what_changed_and_still_catches_damage
 
     real_render = pipeline.render
 
-    def damaged(plan, segs, opts, out_path, progress, cancel):  # type: ignore[no-untyped-def]
-        result = real_render(plan, segs, opts, out_path, progress, cancel)
+    def damaged(plan, segs, opts, out_path, progress, cancel, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_render(plan, segs, opts, out_path, progress, cancel, **kwargs)
         data = bytearray(out_path.read_bytes())
         with av.open(str(out_path)) as container:         # damage a picture of the re-encoded group
             packet = [p for p in container.demux(video=0) if p.size][62]
@@ -193,3 +226,72 @@ def test_splices_verification_decodes_only_what_changed_and_still_catches_damage
     with pytest.raises(VerificationError) as caught:
         process_case(CaseRequest(case), ProcessOptions(**{**options.__dict__, "new_pseudonym": True}))
     assert "decodes_cleanly" in caught.value.failed_checks
+
+
+def repeated_timestamps_mp4(source: Path, target: Path) -> None:
+    """``source``'s packets in an MP4 where two pictures share a presentation time (as a TS remuxed
+    without care gives)."""
+    from endoshare.media.scrub import open_output
+
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        out = open_output(target)
+        out_stream = out.add_stream_from_template(stream)
+        out.start_encoding()
+        for number, packet in enumerate(packets):
+            if number in (30, 70):
+                packet.pts = packets[number + 1].pts
+            packet.stream = out_stream
+            out.mux(packet)
+        out.close()
+
+
+@pytest.mark.parametrize("spans", [[], [(40, 45)]])
+def test_repeated_timestamps_in_mp4_do_not_fail_a_case(tmp_path: Path, spans: list[tuple[int, int]]) -> None:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    plain = barcode_clip(tmp_path / "plain.mp4", range(100), gop=GOP, options={"x264-params": "scenecut=0:bframes=0"})
+    repeated_timestamps_mp4(plain, folder / "clip.mp4")
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in spans]}))
+    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
+                                                              archive_dir=tmp_path / "archive", detector="none",
+                                                              segments_file=segments))
+    report = json.loads(result.report.read_text())
+    assert report["output"]["method"] == ("smart-render" if spans else "stream-copy")
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    codes = [read_barcode(f) for f in decoded_frames(result.output)]
+    assert [c for i, c in enumerate(codes) if not any(a <= i < b for a, b in spans)] == \
+        [i for i in range(100) if not any(a <= i < b for a, b in spans)]
+
+
+@pytest.mark.parametrize("redaction", [Redaction.BLACK, Redaction.CUT])
+def test_groups_wholly_redacted_are_replaced_without_decoding(tmp_path: Path, case: Path, redaction: Redaction,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import endoshare.render.smart as smart
+
+    decoded: list[int] = []
+    real = smart._redacted_unit
+
+    def counting(unit, packets, *args):  # type: ignore[no-untyped-def]
+        decoded.append(len(packets))
+        return real(unit, packets, *args)
+
+    monkeypatch.setattr(smart, "_redacted_unit", counting)
+    spans = [(25, 75), (80, 81)]          # two whole groups, and one frame of the next
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in spans]}))
+    result = process_case(CaseRequest(case), ProcessOptions(out_dir=tmp_path / "shared",
+                                                            archive_dir=tmp_path / "archive", detector="none",
+                                                            redaction=redaction, segments_file=segments))
+    report = json.loads(result.report.read_text())
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert decoded == [0, 0, 25]          # only the partly redacted group was decoded
+    frames = decoded_frames(result.output)
+    if redaction is Redaction.BLACK:
+        assert all(luma_max(frames[i]) <= 20 for i in [*range(25, 75), 80])
+        assert [read_barcode(f) for i, f in enumerate(frames) if not (25 <= i < 75 or i == 80)] == \
+            [i for i in range(200) if not (25 <= i < 75 or i == 80)]
+    else:
+        assert [read_barcode(f) for f in frames] == [i for i in range(200) if not (25 <= i < 75 or i == 80)]

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import av.error
 
-from .cases import Case, discover_case, natural_key
+from .cases import Case, check_recording, clip_order, discover_case
 from .errors import (
     CancelledError,
     DiskFullError,
@@ -34,7 +34,7 @@ from .errors import (
 from .identity import MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
-from .media.verify import VERIFY_MODES, CheckResult, verify_output
+from .media.verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
 from .overlay.find import OverlayOptions, find_overlays
 from .overlay.regions import OverlaySet
 from .overlay.text import TextDetector
@@ -67,7 +67,7 @@ class ProcessOptions:
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     new_pseudonym: bool = False
     #: "full" decodes every output frame; "splices" only what was re-encoded, its neighbours and keyframes.
-    verify: str = "full"
+    verify: str = DEFAULT_VERIFY_MODE
     #: Keep the clips' audio (re-encoded, silenced or cut with the redacted video); dropped by default
     #: because operating-room audio carries names.
     keep_audio: bool = False
@@ -156,12 +156,12 @@ def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -
     infos = []
     for number, clip in enumerate(case.clips, start=1):
         info = probe(clip)
-        info.video  # raises NoVideoStreamError naming the file
+        check_recording(info)  # a still image, no video stream or no frame: an error naming the file
         infos.append(info)
         if progress is not None:
             progress(number, len(case.clips))
     # Names decide the order; the recording time (tag, else file time) breaks ties between equal names.
-    return sorted(infos, key=lambda i: (natural_key(i.path.stem), i.recording_time or "", i.mtime))
+    return sorted(infos, key=lambda i: (clip_order(case.folder, i.path), i.recording_time or "", i.mtime))
 
 
 def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress: Callable[[int, int], None],
@@ -222,12 +222,14 @@ def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_pa
     is re-encoded in full."""
     fallback = ""
     if options.mode == "fast" and plan.copy_compatible:
-        if not segments and not overlays:
-            return render_copy(plan, out_path, progress, cancel)
         try:
+            # With nothing redacted the splicer copies everything (rebuilding repeated timestamps, converting
+            # Annex B); the plain copy takes what it cannot plan (clips that do not start with an IDR picture).
             return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel,
                                 overlays)
         except NotSpliceable as exc:
+            if not segments and not overlays:       # nothing to change in any picture
+                return render_copy(plan, out_path, progress, cancel)
             fallback = f"fast mode could not splice ({exc}); the whole case was re-encoded"
     elif options.mode == "fast":
         fallback = f"fast mode re-encoded the whole case: {'; '.join(plan.reasons)}"
@@ -304,7 +306,7 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     temp = Path(temp_name)
     try:
         try:
-            rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel, overlays)
+            rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel, overlays=overlays)
             if options.keep_audio:
                 rendered = _with_audio(plan, segments, options, temp, rendered, cancel)
             step("render")

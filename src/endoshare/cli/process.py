@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from ..media.verify import DEFAULT_VERIFY_MODE, VERIFY_MODES
 from ..pipeline import MODES, CaseRequest, CaseResult, ProcessOptions, ProgressEvent, process_cases
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 from ..timeline import parse_rate
@@ -54,9 +55,10 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=X264_PRESETS, default="fast", help="encoder speed/size trade-off")
     parser.add_argument("--fps", help="output frame rate when re-encoding, e.g. 25 or 30000/1001")
     parser.add_argument("--height", type=int, help="output height in pixels when re-encoding")
-    parser.add_argument("--verify", choices=("full", "splices"), default="full",
-                        help="full: decode every output frame (default); splices: decode what was re-encoded, "
-                             "both sides of every splice and every keyframe (faster for long cases)")
+    parser.add_argument("--verify", choices=VERIFY_MODES, default=DEFAULT_VERIFY_MODE,
+                        help="changes (default): decode what was re-encoded and both sides of every splice and "
+                             "clip join, prove every copied packet equal to its source packet; full: decode "
+                             "every output frame; splices: decode what changed and every keyframe")
     parser.add_argument("--keep-audio", action="store_true",
                         help="keep the clips' audio, silenced (or cut) wherever the video is redacted; "
                              "dropped by default because operating-room audio carries names")

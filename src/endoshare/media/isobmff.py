@@ -86,3 +86,10 @@ def looks_like_isobmff(path: str | Path) -> bool:
     with Path(path).open("rb") as fh:
         head = fh.read(12)
     return len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+
+
+def has_top_level_box(path: str | Path, kind: bytes) -> bool:
+    """True when the file's top level holds a box of this type (a recording cut short lacks its 'moov')."""
+    p = Path(path)
+    with p.open("rb") as fh:
+        return any(k == kind and "/" not in bpath[1:] for k, bpath, *_ in _walk(fh, 0, p.stat().st_size, ""))

@@ -139,7 +139,8 @@ def open_input(path: Path, options: dict[str, str] | None = None) -> av.containe
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         hint = ("the recording looks truncated (no 'moov' index, e.g. after a power cut or an unplugged "
                 "drive): copy it again from the recorder, or repair it with a tool such as untrunc"
-                if "moov" in str(exc) else
+                if "moov" in str(exc) or (isobmff.looks_like_isobmff(path)
+                                          and not isobmff.has_top_level_box(path, b"moov")) else
                 "it is not a video file FFmpeg can read, or it is damaged: check that it plays, "
                 "copy it again, or remove it from the case folder")
         raise UnreadableMediaError(f"{path} cannot be opened ({exc}); {hint}.", path=path) from None
@@ -194,7 +195,7 @@ def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaIn
                 width=ctx.width if kind == "video" and ctx is not None else None,
                 height=ctx.height if kind == "video" and ctx is not None else None,
                 pix_fmt=(ctx.format.name if kind == "video" and ctx is not None and ctx.format else None),
-                frame_rate=_fraction(stream.average_rate or stream.guessed_rate) if kind == "video" else None,
+                frame_rate=_frame_rate(stream) if kind == "video" else None,
                 time_base=_fraction(stream.time_base),
                 duration_seconds=(float(stream.duration * stream.time_base)
                                   if stream.duration is not None and stream.time_base else None),
@@ -222,6 +223,16 @@ def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaIn
             mtime=path.stat().st_mtime,
         )
     return info
+
+
+def _frame_rate(stream: Any) -> Fraction | None:
+    """The average frame rate, unless it is more than twice the demuxer's guess from the codec (FFmpeg's
+    DV demuxer reports one frame per time-base tick: 60000 fps).  A guess above the average is normal
+    (interlaced streams report their field rate) and is not used."""
+    average, guessed = _fraction(stream.average_rate), _fraction(stream.guessed_rate)
+    if average is None or (guessed is not None and average > guessed * 2):
+        return guessed
+    return average
 
 
 def _codec_name(stream: Any) -> str:

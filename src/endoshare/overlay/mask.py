@@ -37,6 +37,7 @@ def mask_frame(frame: av.VideoFrame, boxes: Iterable[Box]) -> av.VideoFrame:
         v[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = FILL_C
     out = av.VideoFrame.from_ndarray(np.ascontiguousarray(yuv), format="yuv420p")
     out.pts = frame.pts
+    out.color_range = frame.color_range      # a full-range picture stays full range
     if frame.time_base is not None:
         out.time_base = frame.time_base
     return out

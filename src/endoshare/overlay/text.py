@@ -11,6 +11,7 @@ Detection is all that decides what gets masked.  Recognition only labels a regio
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import re
@@ -105,7 +106,9 @@ def model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
+@functools.lru_cache(maxsize=None)
 def _session(name: str) -> Any:
+    """One onnxruntime session per model file for the whole process (sessions may run concurrently)."""
     import onnxruntime
 
     path = model_dir() / name

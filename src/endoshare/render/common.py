@@ -5,6 +5,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .geometry import Geometry
 
 
 class Redaction(str, enum.Enum):
@@ -63,6 +68,23 @@ class EncodeSettings:
 
 
 @dataclass(frozen=True)
+class CopiedRun:
+    """Output packets ``[first_output, first_output + count)`` (decode order) are the source's packets
+    ``[first_packet, first_packet + count)`` copied: the same picture slices, byte for byte, with only
+    non-picture NAL units removed (SEI, AUD) and presentation times moved by ``pts_shift`` source ticks.
+    With ``frame_order`` (the source's timestamps repeat and were rebuilt), source packet ``n`` is shown
+    at ``pts_shift + n`` frame durations instead, in source ticks."""
+
+    source: Path
+    stream_index: int
+    first_packet: int
+    count: int
+    first_output: int
+    pts_shift: int
+    frame_order: bool = False
+
+
+@dataclass(frozen=True)
 class RenderResult:
     """What a renderer wrote and what the verifier must find in it."""
 
@@ -85,3 +107,8 @@ class RenderResult:
     #: With --keep-audio: samples of the 48 kHz audio track, and the sample ranges that must be silent.
     audio_samples: int | None = None
     audio_silent: tuple[tuple[int, int], ...] = ()
+    #: What was stream-copied, for a "changes" verification to prove by packet identity.  None: nothing
+    #: was copied (or the renderer does not say), and the output is decoded in full.
+    copied_runs: tuple[CopiedRun, ...] | None = None
+    #: Pixel shape, colour description and rotation every decoded frame must show (None: not checked).
+    geometry: "Geometry | None" = None

@@ -6,6 +6,7 @@ packet passes the SEI scrubber.  Only valid when ``JoinPlan.copy_compatible`` an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,7 +19,8 @@ from ..media.frames import Cancel
 from ..media.join import JoinPlan
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, scrub_packets, sei_filter
-from .common import RenderResult
+from .common import CopiedRun, RenderResult
+from .geometry import read_geometry
 
 Progress = Callable[[int, int], None]
 MP4_CODEC_TAGS = {"h264": "avc1", "hevc": "hvc1"}
@@ -42,10 +44,13 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
         out_stream.codec_tag = MP4_CODEC_TAGS[plan.codec]
         out.start_encoding()
 
+        runs: list[CopiedRun] = []
+
         def rebased() -> Iterator[av.Packet]:
             """Every clip's packets in turn, moved to where the clip starts on the output."""
             done = 0
             for clip, container in zip(plan.clips, inputs):
+                first_output = done
                 stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
                 time_base = Fraction(stream.time_base)
                 # Where this clip starts on the output, in its own time base (exact when the rates agree).
@@ -57,6 +62,9 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
                         raise UnreadableMediaError(
                             f"{clip.info.path} has a video packet without a timestamp; it cannot be joined "
                             "by copy. Use --mode advanced to re-encode it.", path=clip.info.path)
+                    if done == first_output:
+                        runs.append(CopiedRun(clip.info.path, clip.info.video.index, 0, 0, first_output, shift))
+                    runs[-1] = replace(runs[-1], count=runs[-1].count + 1)
                     packet.pts += shift
                     packet.dts = (packet.dts + shift) if packet.dts is not None else None
                     packet.time_base = time_base
@@ -88,5 +96,5 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
             ranges.append((start, end))
     return RenderResult(method="stream-copy", codec=plan.codec, frame_count=total,
                         frame_rate=plan.target.frame_rate, width=video.width or 0, height=video.height or 0,
-                        check_ranges=tuple(ranges))
+                        check_ranges=tuple(ranges), copied_runs=tuple(runs), geometry=read_geometry(plan))
 

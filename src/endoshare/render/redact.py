@@ -24,16 +24,20 @@ from .common import Redaction
 class Redactor:
     """Applies one redaction to frames of one format and remembers what it did, by output index."""
 
-    def __init__(self, redaction: Redaction, fmt: VideoFormat, overlays: OverlaySet | None = None,
-                 source: VideoFormat | None = None) -> None:
+    def __init__(self, redaction: Redaction, fmt: VideoFormat, keep_range: bool = False,
+                 overlays: OverlaySet | None = None, source: VideoFormat | None = None) -> None:
         """``overlays`` are in ``source`` pixels (the merged timeline's; ``fmt``'s when not given)."""
         self.redaction = redaction
         self.fmt = fmt
+        #: Keep a full-range (yuvj420p) source's sample values instead of converting them to limited range
+        #: (re-encoded groups that sit between copied ones must match them).
+        self.keep_range = keep_range
         self.overlays = overlays if overlays else None
         source = source or fmt
         self.scale = (fmt.width / source.width, fmt.height / source.height)
         self.black: list[int] = []
         self.blurred: dict[int, float] = {}
+        self._black_picture: av.VideoFrame | None = None
         #: Output frames that had burned-in text regions filled.
         self.masked = 0
 
@@ -50,7 +54,9 @@ class Redactor:
         """The picture to write at ``out_index`` for timeline frame ``timeline_index`` (yuv420p in
         ``fmt``'s size), or None if cut."""
         if frame.format.name != "yuv420p" or frame.width != self.fmt.width or frame.height != self.fmt.height:
-            frame = frame.reformat(width=self.fmt.width, height=self.fmt.height, format="yuv420p")
+            full = self.keep_range and frame.format.name == "yuvj420p"
+            frame = frame.reformat(width=self.fmt.width, height=self.fmt.height, format="yuv420p",
+                                   src_color_range="JPEG" if full else None, dst_color_range="JPEG" if full else None)
         boxes = self.boxes(timeline_index) if not (redacted and self.redaction is not Redaction.BLUR) else ()
         if boxes:
             frame = mask_frame(frame, boxes)
@@ -60,8 +66,23 @@ class Redactor:
         if self.redaction is Redaction.CUT:
             return None
         if self.redaction is Redaction.BLACK:
-            self.black.append(out_index)
-            return black_frame(self.fmt)
+            return self.replacement(out_index)
         self.blurred[out_index] = detail_energy(frame)
         return blurred_frame(frame, self.fmt)
 
+    def replaces_all(self, redacted: list[bool]) -> bool:
+        """True when every one of these frames is redacted and the redaction does not depend on the picture
+        (black or cut): their source pictures need not even be decoded."""
+        return self.redaction is not Redaction.BLUR and all(redacted)
+
+    def replacement(self, out_index: int) -> av.VideoFrame | None:
+        """What a redacted frame becomes without looking at it (black, or None when cut)."""
+        if self.redaction is Redaction.CUT:
+            return None
+        if self.redaction is not Redaction.BLACK:
+            raise ValueError("a blurred frame is made from its source picture")
+        self.black.append(out_index)
+        # One black picture serves every such frame: encoders copy the pixels they are given.
+        if self._black_picture is None:
+            self._black_picture = black_frame(self.fmt)
+        return self._black_picture

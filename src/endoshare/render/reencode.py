@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,7 @@ from ..media.scrub import open_output, scrub_packets, sei_filter
 from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
 from .common import EncodeSettings, Redaction, RenderResult
+from .geometry import RANGE_LIMITED, apply_geometry, read_geometry
 from .redact import Redactor
 
 Progress = Callable[[int, int], None]
@@ -44,7 +46,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
     step = plan.target.frame_rate / out_fmt.frame_rate      # timeline frames per output frame
     expected = max(0, -((-kept_count * out_fmt.frame_rate.numerator * plan.target.frame_rate.denominator)
                         // (out_fmt.frame_rate.denominator * plan.target.frame_rate.numerator)))
-    redactor = Redactor(redaction, out_fmt, overlays, plan.target)
+    redactor = Redactor(redaction, out_fmt, overlays=overlays, source=plan.target)
 
     container = open_output(out_path)
     try:
@@ -52,6 +54,12 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
                                       options=settings.encoder_options())
         stream.width, stream.height, stream.pix_fmt = out_fmt.width, out_fmt.height, "yuv420p"
         stream.codec_context.time_base = 1 / out_fmt.frame_rate
+        # The first clip's pixel shape, colour description, scan and display rotation; every frame was
+        # normalised to limited-range yuv420p, so that is the range the output declares.
+        geometry = read_geometry(plan)
+        apply_geometry(stream.codec_context, geometry, settings.codec, color_range=RANGE_LIMITED)
+        if geometry.rotation:
+            stream.set_display_rotation(geometry.rotation)
         stream.thread_type = "AUTO"
         container.start_encoding()
         scrubber = sei_filter(settings.codec, stream, None) if settings.codec in ("h264", "hevc") else None
@@ -97,6 +105,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
                         black_frames=tuple(redactor.black), blurred_frames=redactor.blurred,
                         cut_frames=sum(redacted) if redaction is Redaction.CUT else 0,
                         notes=(*notes, *((f"{redactor.masked} frames had burned-in text masked",)
-                                         if redactor.masked else ())))
+                                         if redactor.masked else ())),
+                        geometry=replace(geometry, color_range=RANGE_LIMITED))
 
 

@@ -14,13 +14,19 @@ How the spliced track stays one valid H.264 stream:
   so decoding timestamps rise strictly across every splice and never pass the presentation timestamps.
 * Copied packets pass the SEI scrubber like any copied packet.
 
-Only H.264 in 8-bit 4:2:0 with a whole number of time-base ticks per frame is spliced; anything else
-is rendered by the full re-encode (the report says so).
+* Annex B sources (MPEG-TS, AVCHD .mts/.m2ts): the in-band SPS/PPS (which must not change within the
+  case) go into an avcC record built for the output, and every copied picture is converted to 4-byte
+  length-prefixed NAL units without its access unit delimiter and parameter sets.
+* Repeated presentation timestamps are rebuilt from frame order when no picture is reordered (decode
+  order is then display order); with reordered pictures the case is re-encoded instead.
+
+Only H.264 and HEVC (HEVC with an hvcC record) in 8-bit 4:2:0 with a whole number of time-base ticks
+per frame are spliced; anything else is rendered by the full re-encode (the report says so).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -34,13 +40,14 @@ from ..errors import CancelledError, UnreadableMediaError
 from ..media.join import ClipPlan, JoinPlan
 from ..media.nal import (H264_AUD, H264_IDR, H264_PPS, H264_SPS, HEVC_AUD, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
                          HEVC_VPS, AvcConfig, annexb_to_length_prefixed, h264_sps_id, hvcc_for_inband_track,
-                         hvcc_parameter_sets, is_sei, nal_length_size, nal_type, split_nal_units,
+                         hvcc_parameter_sets, is_sei, nal_length_size, nal_type, read_ue, split_nal_units,
                          to_length_prefixed)
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output, sei_filter
 from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
-from .common import X264_PRESETS, EncodeSettings, Redaction, RenderResult
+from .common import X264_PRESETS, CopiedRun, EncodeSettings, Redaction, RenderResult
+from .geometry import Geometry, apply_geometry, read_geometry
 from .redact import Redactor
 
 Progress = Callable[[int, int], None]
@@ -80,20 +87,32 @@ class SmartPlan:
     time_base: Fraction
     delay_ticks: int                 # how far decoding runs ahead of display (B-frame reordering)
     codec: str                       # h264 or hevc
-    #: The source's avcC/hvcC record and its NAL length size.
+    #: The output track's avcC/hvcC record before splicing (the source's, or built from an Annex B
+    #: source's parameter sets) and its NAL length size.
     extradata: bytes
     length_size: int
     #: Presentation timestamp of each clip's first displayed frame.
     clip_origins: tuple[int, ...]
     #: Each clip's presentation timestamps in display order (the i-th packet decodes at the i-th).
     clip_sorted_pts: tuple[np.ndarray, ...]
+    #: Each clip's presentation timestamps in decode order (rebuilt from frame order where the source's
+    #: repeat: see ``rebuilt_clips``).
+    clip_pts: tuple[np.ndarray, ...] = ()
+    #: NAL length size of the source packets; None for Annex B (MPEG-TS, raw .h264) sources, whose
+    #: packets are converted to length-prefixed NAL units with their in-band parameter sets moved to
+    #: the record.
+    source_length_size: int | None = 4
+    #: Parameter sets to give the decoder of a re-encoded group (Annex B), for Annex B sources.
+    decoder_extradata: bytes = b""
+    #: Clips whose presentation timestamps were rebuilt from frame order.
+    rebuilt_clips: frozenset[int] = frozenset()
 
     @property
     def reencoded_frames(self) -> int:
         return sum(self.units[i].packet_count for i in self.dirty)
 
 
-def _is_idr(data: bytes, length_size: int, codec: str) -> bool:
+def _is_idr(data: bytes, length_size: int | None, codec: str) -> bool:
     """An IDR picture starts a coded video sequence that refers to nothing before it (a CRA may not:
     its leading pictures can, so a group that starts with one is merged with the previous group)."""
     idr = (H264_IDR,) if codec == "h264" else HEVC_IDR_TYPES
@@ -108,11 +127,22 @@ class _ClipIndex:
     pts: np.ndarray
     #: How far decoding must run ahead of display (B-frame reordering), in ticks.
     reorder_ticks: int
+    #: In-band SPS/PPS of an Annex B source, by (NAL type, id).
+    parameter_sets: dict[tuple[int, int], bytes]
+    #: True when the source's timestamps repeated and were rebuilt from frame order.
+    rebuilt: bool
 
 
-def _clip_units(clip_number: int, clip: ClipPlan, length_size: int, codec: str,
+def _h264_parameter_set_key(unit: bytes) -> tuple[int, int]:
+    kind = nal_type(unit, "h264")
+    rbsp = unit.replace(b"\0\0\3", b"\0\0")
+    return kind, read_ue(rbsp, 32 if kind == H264_SPS else 8)[0]
+
+
+def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec: str, frame_rate: Fraction,
                 cancel: Cancel | None) -> _ClipIndex:
     """Closed groups of one clip from one demux pass (no decoding)."""
+    parameter_sets: dict[tuple[int, int], bytes] = {}
     with open_input(clip.info.path) as container:
         stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
         time_base = Fraction(stream.time_base)
@@ -123,12 +153,28 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int, codec: str,
                 raise CancelledError("Cancelled by the user; nothing was published.")
             if packet.pts is None:
                 raise NotSpliceable("packets without timestamps")
-            if packet.is_keyframe and _is_idr(bytes(packet), length_size, codec):
+            data = bytes(packet)
+            if length_size is None:
+                for unit in split_nal_units(data, None):
+                    if nal_type(unit, codec) in (H264_SPS, H264_PPS):
+                        key = _h264_parameter_set_key(unit)
+                        if parameter_sets.setdefault(key, unit) != unit:
+                            raise NotSpliceable("the stream changes its parameter sets mid-stream")
+            if packet.is_keyframe and _is_idr(data, length_size, codec):
                 starts.append(number)
             pts.append(packet.pts)
     if not starts or starts[0] != 0:
         raise NotSpliceable("the clip does not start with an IDR picture")
     order = np.asarray(pts, dtype=np.int64)
+    rebuilt = False
+    if np.unique(order).size != order.size:
+        # Repeated timestamps (a recorder's coarse clock, or a TS remuxed without care): rebuilt from frame
+        # order, which is display order only when no picture is shown before one decoded earlier.
+        ticks = 1 / (frame_rate * time_base)
+        if np.any(np.diff(order) < 0) or ticks.denominator != 1:
+            raise NotSpliceable("timestamps repeat in a stream with reordered pictures")
+        order = order[0] + np.arange(order.size, dtype=np.int64) * int(ticks)
+        rebuilt = True
     # Merge a group into the previous one while any of its pictures is shown before the previous
     # group's last picture (an open GOP): only the union decodes on its own.
     merged: list[int] = []
@@ -146,7 +192,19 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int, codec: str,
     # Decoding timestamps are rebuilt from the presentation ones (Matroska stores none): the i-th
     # packet decodes at the i-th presentation time, moved back far enough to precede its own display.
     reorder = int(np.max(np.sort(order) - order)) if order.size else 0
-    return _ClipIndex(units, time_base, order, max(0, reorder))
+    return _ClipIndex(units, time_base, order, max(0, reorder), parameter_sets, rebuilt)
+
+
+def _annexb_record(parameter_sets: dict[tuple[int, int], bytes]) -> bytes:
+    """An avcC record (4-byte NAL lengths) listing an Annex B stream's SPS and PPS."""
+    sps = tuple(unit for key, unit in sorted(parameter_sets.items()) if key[0] == H264_SPS)
+    pps = tuple(unit for key, unit in sorted(parameter_sets.items()) if key[0] == H264_PPS)
+    if not sps or not pps:
+        raise NotSpliceable("the Annex B stream carries no SPS/PPS")
+    first = sps[0]
+    # High profiles list chroma format and bit depths after the PPS (8-bit 4:2:0 here: checked earlier).
+    tail = b"\xfd\xf8\xf8\x00" if first[1] in (100, 110, 122, 144) else b""
+    return AvcConfig(first[1], first[2], first[3], 4, sps, pps, tail).serialize()
 
 
 def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = None) -> SmartPlan:
@@ -157,10 +215,23 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
         raise NotSpliceable(f"splicing is implemented for H.264 and HEVC, not {plan.codec}")
     if video.pix_fmt not in ("yuv420p", "yuvj420p"):
         raise NotSpliceable(f"pixel format {video.pix_fmt} (only 8-bit 4:2:0 is spliced)")
-    length_size = nal_length_size(video.extradata, plan.codec)
-    if length_size is None:
-        raise NotSpliceable("the stream has no avcC/hvcC record (Annex B source)")
-    indexes = [_clip_units(number, clip, length_size, plan.codec, cancel) for number, clip in enumerate(plan.clips)]
+    source_length_size = nal_length_size(video.extradata, plan.codec)
+    if source_length_size is None and plan.codec != "h264":
+        raise NotSpliceable("an Annex B HEVC stream (only Annex B H.264 is spliced)")
+    indexes = [_clip_units(number, clip, source_length_size, plan.codec, plan.target.frame_rate, cancel)
+               for number, clip in enumerate(plan.clips)]
+    extradata, length_size, decoder_extradata = video.extradata, source_length_size or 4, b""
+    if source_length_size is None:
+        parameter_sets: dict[tuple[int, int], bytes] = {}
+        for unit in split_nal_units(video.extradata, None):
+            if nal_type(unit, "h264") in (H264_SPS, H264_PPS):
+                parameter_sets[_h264_parameter_set_key(unit)] = unit
+        for index in indexes:
+            for key, unit in index.parameter_sets.items():
+                if parameter_sets.setdefault(key, unit) != unit:
+                    raise NotSpliceable("the clips' parameter sets differ")
+        extradata = _annexb_record(parameter_sets)
+        decoder_extradata = b"".join(b"\0\0\0\1" + unit for unit in parameter_sets.values())
     units = [unit for index in indexes for unit in index.units]
     time_bases = {index.time_base for index in indexes}
     if len(time_bases) != 1:
@@ -174,9 +245,12 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
                              for s in segments))
     # One delay for the whole output keeps decoding timestamps rising across clip boundaries too.
     delay = max(index.reorder_ticks for index in indexes)
-    return SmartPlan(tuple(units), dirty, int(ticks), time_base, delay, plan.codec, video.extradata, length_size,
+    return SmartPlan(tuple(units), dirty, int(ticks), time_base, delay, plan.codec, extradata, length_size,
                      tuple(int(index.pts.min()) for index in indexes),
-                     tuple(np.sort(index.pts) for index in indexes))
+                     tuple(np.sort(index.pts) for index in indexes),
+                     clip_pts=tuple(index.pts for index in indexes), source_length_size=source_length_size,
+                     decoder_extradata=decoder_extradata,
+                     rebuilt_clips=frozenset(n for n, index in enumerate(indexes) if index.rebuilt))
 
 
 class _Splicer:
@@ -185,8 +259,8 @@ class _Splicer:
     encoder_name = ""
     codec = ""
 
-    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings) -> None:
-        self.plan, self.smart, self.settings = plan, smart, settings
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry) -> None:
+        self.plan, self.smart, self.settings, self.geometry = plan, smart, settings, geometry
         self.length_size = smart.length_size
         self.parameter_sets: tuple[bytes, ...] | None = None
         self.preset = min(settings.preset, SPLICE_SLOWEST_PRESET, key=X264_PRESETS.index)
@@ -216,6 +290,8 @@ class _Splicer:
         encoder.time_base = 1 / target.frame_rate
         encoder.framerate = target.frame_rate
         encoder.flags |= av.codec.context.Flags.global_header
+        # The source's pixel shape, colour description and scan, in the re-encoded SPS's VUI.
+        apply_geometry(encoder, self.geometry, self.codec)
         encoder.options = self.encoder_options(self.settings.crf if self.settings.crf is not None else SPLICE_CRF)
         encoder.open()
         units = [u for u in split_nal_units(bytes(encoder.extradata or b""), None)
@@ -258,8 +334,8 @@ class _H264Splicer(_Splicer):
 
     encoder_name, codec = "libx264", "h264"
 
-    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings) -> None:
-        super().__init__(plan, smart, settings)
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry) -> None:
+        super().__init__(plan, smart, settings, geometry)
         self.config = AvcConfig.parse(smart.extradata)
         used = {h264_sps_id(s) for s in self.config.sps}
         self.sps_id = next(i for i in range(32) if i not in used)
@@ -311,9 +387,11 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     smart = plan_smart(plan, SegmentSet.of((*segments.segments, *masked.segments)), cancel)
     total = plan.total_frames
     redacted = segments.clipped(total).mask(total)
-    splicer = (_H264Splicer if smart.codec == "h264" else _HevcSplicer)(plan, smart, settings)
+    geometry = read_geometry(plan)
+    splicer = (_H264Splicer if smart.codec == "h264" else _HevcSplicer)(plan, smart, settings, geometry)
     timeline = _OutputTimeline(redacted if redaction is Redaction.CUT else None)
-    redactor = Redactor(redaction, plan.target, overlays)
+    # Re-encoded pictures keep the source's sample values (a full-range source stays full range).
+    redactor = Redactor(redaction, plan.target, keep_range=True, overlays=overlays)
     units_by_clip: dict[int, list[tuple[int, Unit]]] = {}
     for number, unit in enumerate(smart.units):
         units_by_clip.setdefault(unit.clip, []).append((number, unit))
@@ -336,14 +414,15 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                         buffered = []
                         number, unit = next(pending)
                     if number in smart.dirty:
-                        buffered.append(packet)
+                        if not redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
+                            buffered.append(packet)
                     else:
                         writer.copy(packet, clip_number, packet_number, unit, clip)
                     if progress is not None:
                         progress(min(total, unit.first_frame + packet_number - unit.first_packet + 1), total)
                 if number in smart.dirty:
                     writer.reencode(unit, _redacted_unit(unit, buffered, smart, clip, redacted, redactor, timeline))
-            written = writer.written
+            written, runs = writer.written, tuple(writer.runs)
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
                                    path=plan.clips[0].info.path) from None
@@ -353,9 +432,9 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     cut = int(sum(redacted)) if redaction is Redaction.CUT else 0
     return RenderResult(
         check_ranges=_splice_ranges(smart, timeline.index),
-        method="smart-render", codec=smart.codec, frame_count=written, frame_rate=plan.target.frame_rate,
+        method="smart-render" if smart.dirty else "stream-copy", codec=smart.codec, frame_count=written, frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
-        blurred_frames=redactor.blurred, cut_frames=cut,
+        blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs, geometry=geometry,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
                f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",
                *((f"{redactor.masked} frames had burned-in text masked; every group of pictures showing "
@@ -395,6 +474,10 @@ class _SpliceWriter:
         self.written = 0
         #: True after a re-encoded group put the encoder's parameter sets in-band (HEVC).
         self.inband_changed = False
+        #: Runs of copied packets, for the verifier.
+        self.runs: list[CopiedRun] = []
+        #: Encodings of wholly black groups, by length.
+        self.uniform_groups: dict[int, list[tuple[bytes, bool]]] = {}
 
     def __enter__(self) -> "_SpliceWriter":
         return self
@@ -414,6 +497,13 @@ class _SpliceWriter:
 
     def _mux_scrubbed(self, packet: av.Packet) -> None:
         # FFmpeg's filter_units writes Annex B; the track keeps the source's length-prefixed framing.
+        if self.smart.source_length_size is None:
+            # An Annex B source's access unit delimiters go, and its in-band parameter sets, which the
+            # track's record now lists (the planner checked that they never change).
+            units = [u for u in split_nal_units(bytes(packet), None)
+                     if nal_type(u, "h264") not in (H264_AUD, H264_SPS, H264_PPS)]
+            self._mux(_with_data(packet, to_length_prefixed(units, self.smart.length_size)))
+            return
         self._mux(_with_data(packet, annexb_to_length_prefixed(bytes(packet), self.smart.length_size)))
 
     def copy(self, packet: av.Packet, clip_number: int, packet_number: int, unit: Unit, clip: ClipPlan) -> None:
@@ -421,22 +511,43 @@ class _SpliceWriter:
         smart = self.smart
         # Rebase: the clip's first displayed frame lands on its place in the output.
         shift = self.timeline.index(unit.first_frame) * smart.frame_ticks - _display_origin(clip, unit, smart)
-        pts = packet.pts + shift
+        pts = int(smart.clip_pts[clip_number][packet_number]) + shift
         dts = int(smart.clip_sorted_pts[clip_number][packet_number]) - smart.delay_ticks + shift
         if self.inband_changed and self.splicer.prefix_after_reencoded():
             packet = _with_data(packet, self.splicer.prefix_after_reencoded() + bytes(packet))
         self.inband_changed = False
         packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
+        frame_order = clip_number in smart.rebuilt_clips
+        # A run's timing for the verifier: source time + shift, or (rebuilt) base + packet number x ticks.
+        self._record_run(clip.info.path, clip.info.video.index, packet_number,
+                         pts - packet_number * smart.frame_ticks if frame_order else shift, frame_order)
         for clean in self.scrubber.filter(packet):
             self._mux_scrubbed(clean)
         self.written += 1
 
-    def reencode(self, unit: Unit, frames: list[tuple[int, av.VideoFrame]]) -> None:
-        """A dirty group's kept pictures, as (output index, frame), encoded into one closed group."""
+    def _record_run(self, source: Path, stream_index: int, packet_number: int, shift: int,
+                    frame_order: bool) -> None:
+        last = self.runs[-1] if self.runs else None
+        if (last is not None and last.source == source and last.pts_shift == shift
+                and last.first_packet + last.count == packet_number and last.first_output + last.count == self.written):
+            self.runs[-1] = replace(last, count=last.count + 1)
+        else:
+            self.runs.append(CopiedRun(source, stream_index, packet_number, 1, self.written, shift, frame_order))
+
+    def reencode(self, unit: Unit, group: _RedactedGroup) -> None:
+        """A dirty group's kept pictures encoded into one closed group (a wholly black group of a length
+        already encoded reuses that encoding: every group starts with an IDR picture, refers to nothing
+        outside itself and carries no timestamp in its slices)."""
+        frames = group.frames
         if not frames:
             return
         first_out = frames[0][0]
-        for n, (data, keyframe) in enumerate(self.splicer.encode([f for _, f in frames])):
+        encoded = self.uniform_groups.get(len(frames)) if group.uniform else None
+        if encoded is None:
+            encoded = list(self.splicer.encode([f for _, f in frames]))
+            if group.uniform:
+                self.uniform_groups[len(frames)] = encoded
+        for n, (data, keyframe) in enumerate(encoded):
             packet = av.Packet((self.splicer.prefix_reencoded() if n == 0 else b"") + data)
             packet.pts = (first_out + n) * self.smart.frame_ticks
             packet.dts = packet.pts - self.smart.delay_ticks
@@ -452,8 +563,10 @@ def _splice_ranges(smart: SmartPlan, out_index: Callable[[int], int]) -> tuple[t
     units = smart.units
     marked: set[int] = set()
     for n in range(len(units)):
-        if n in smart.dirty or (n > 0 and units[n - 1].clip != units[n].clip):
+        if n in smart.dirty:
             marked.update(m for m in (n - 1, n, n + 1) if 0 <= m < len(units))
+        elif n > 0 and units[n - 1].clip != units[n].clip:
+            marked.update((n - 1, n))
     ranges: list[tuple[int, int]] = []
     for n in sorted(marked):
         unit = units[n]
@@ -472,11 +585,27 @@ def _display_origin(clip: ClipPlan, unit: Unit, smart: SmartPlan) -> int:
     return smart.clip_origins[unit.clip] + (unit.first_frame - clip.timeline_start) * smart.frame_ticks
 
 
+@dataclass(frozen=True)
+class _RedactedGroup:
+    """The pictures to encode for one dirty group, as (output index, picture)."""
+
+    frames: list[tuple[int, av.VideoFrame]]
+    #: Every picture is the same synthetic one (a wholly blacked-out group): its encoding depends only on
+    #: the group's length and can be reused.
+    uniform: bool = False
+
+
 def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan, redacted: list[bool],
-                   redactor: Redactor, timeline: _OutputTimeline) -> list[tuple[int, av.VideoFrame]]:
-    """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame."""
+                   redactor: Redactor, timeline: _OutputTimeline) -> _RedactedGroup:
+    """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame.
+    A group whose every frame is blacked out or cut needs no decoding (nothing was buffered for it)."""
+    if redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
+        pictures = (redactor.replacement(timeline.index(index)) for index in unit.frame_range)
+        return _RedactedGroup([(timeline.index(index), p) for index, p in zip(unit.frame_range, pictures)
+                               if p is not None], uniform=True)
     decoder = av.CodecContext.create(smart.codec, "r")
-    decoder.extradata = smart.extradata
+    decoder.extradata = smart.decoder_extradata if smart.source_length_size is None else smart.extradata
+    decoder.thread_type = "AUTO"             # both cores: the group is decoded whole, latency does not matter
     frames: list[av.VideoFrame] = []
     for packet in packets:
         frames.extend(decoder.decode(packet))
@@ -491,7 +620,7 @@ def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip:
         picture = redactor.apply(frame, redacted[index], out_index, index)
         if picture is not None:
             kept.append((out_index, picture))
-    return kept
+    return _RedactedGroup(kept)
 
 
 def _with_data(packet: av.Packet, data: bytes) -> av.Packet:

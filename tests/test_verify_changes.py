@@ -1,0 +1,118 @@
+"""Verification whose cost follows what changed: copied groups are proven by packet identity."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import av
+import pytest
+
+from endoshare.media.join import plan_join
+from endoshare.media.probe import iter_video_packets, probe
+from endoshare.media.scrub import open_output
+from endoshare.media.verify import verify_output
+from endoshare.render.common import EncodeSettings, Redaction, RenderResult
+from endoshare.render.copy import render_copy
+from endoshare.render.smart import render_smart
+from endoshare.timeline import SegmentSet
+
+from media import barcode_clip
+
+Edit = Callable[[int, bytes, int], tuple[bytes, int]]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RenderResult]:
+    folder = tmp_path_factory.mktemp("changes")
+    clip = barcode_clip(folder / "clip.mp4", range(200), gop=25, options={"x264-params": "scenecut=0"})
+    plan = plan_join([probe(clip)])
+    out = folder / "out.mp4"
+    result = render_smart(plan, SegmentSet.of([(33, 40)]), Redaction.BLACK, EncodeSettings(), out)
+    return out, result
+
+
+def checks(path: Path, result: RenderResult, mode: str = "changes") -> dict[str, tuple[bool, str]]:
+    return {c.name: (c.passed, c.detail) for c in verify_output(path, result, mode=mode)}
+
+
+def rewrite(source: Path, target: Path, edit: Edit) -> None:
+    """A copy of ``source``'s video packets with ``edit(number, data, pts)`` applied to each."""
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        out = open_output(target)
+        out_stream = out.add_stream_from_template(stream)
+        out.start_encoding()
+        for number, packet in enumerate(iter_video_packets(container, stream)):
+            data, pts = edit(number, bytes(packet), packet.pts)
+            copy = av.Packet(data)
+            copy.pts, copy.dts, copy.is_keyframe = pts, packet.dts, packet.is_keyframe
+            copy.time_base, copy.stream = packet.time_base, out_stream
+            out.mux(copy)
+        out.close()
+
+
+def test_clean_splice_is_proven_by_packet_identity_and_partial_decode(rendered: tuple[Path, RenderResult]) -> None:
+    out, result = rendered
+    found = checks(out, result)
+    assert all(passed for passed, _ in found.values()), found
+    assert "175 of 200 packets equal their scrubbed source packets" in found["copied_packets"][1]
+    assert found["decodes_cleanly"][1].startswith("75 frames decoded")     # the re-encoded group and its neighbours
+
+
+def test_full_decoding_stays_an_option(rendered: tuple[Path, RenderResult]) -> None:
+    out, result = rendered
+    found = checks(out, result, "full")
+    assert "copied_packets" not in found
+    assert found["decodes_cleanly"] == (True, "200 frames decoded")
+
+
+def test_a_corrupted_copied_packet_fails(rendered: tuple[Path, RenderResult], tmp_path: Path) -> None:
+    out, result = rendered
+    bad = tmp_path / "bad.mp4"
+
+    def flip(number: int, data: bytes, pts: int) -> tuple[bytes, int]:
+        # A byte of picture data in a copied group far from any splice (frames 150-174).
+        return (data[:-1] + bytes([data[-1] ^ 0x10]), pts) if number == 160 else (data, pts)
+
+    rewrite(out, bad, flip)
+    passed, detail = checks(bad, result)["copied_packets"]
+    assert not passed and "output packet 160" in detail and "slice differs" in detail
+
+
+def test_a_copied_packet_at_the_wrong_time_fails(rendered: tuple[Path, RenderResult], tmp_path: Path) -> None:
+    out, result = rendered
+    bad = tmp_path / "late.mp4"
+    with av.open(str(out)) as container:
+        packets = [(p.pts, p.dts) for p in iter_video_packets(container, container.streams.video[0])]
+    # Two pictures of one copied group trade places (every frame time is still used once), chosen so
+    # that the muxer accepts it (no picture shown before it is decoded).
+    a, b = next((a, b) for a in range(152, 172) for b in range(a + 1, 172)
+                if packets[b][0] >= packets[a][1] and packets[a][0] >= packets[b][1])
+    times = {a: packets[b][0], b: packets[a][0]}
+
+    def swap(number: int, data: bytes, time: int) -> tuple[bytes, int]:
+        return data, times.get(number, time)
+
+    rewrite(out, bad, swap)
+    passed, detail = checks(bad, result)["copied_packets"]
+    assert not passed and "wrong time" in detail
+
+
+def test_a_packet_neither_copied_nor_decoded_fails(rendered: tuple[Path, RenderResult]) -> None:
+    out, result = rendered
+    assert result.copied_runs
+    # The renderer "forgets" its last copied run: those packets are proven by nothing.
+    partial = replace(result, copied_runs=result.copied_runs[:-1])
+    passed, detail = checks(out, partial)["copied_packets"]
+    assert not passed and "neither proven copied nor decoded" in detail
+
+
+def test_stream_copy_join_is_proven_too(tmp_path: Path) -> None:
+    clips = [barcode_clip(tmp_path / f"c{n}.mp4", range(n * 100, n * 100 + 100), gop=25) for n in range(2)]
+    out = tmp_path / "joined.mp4"
+    result = render_copy(plan_join([probe(c) for c in clips]), out)
+    found = checks(out, result)
+    assert all(passed for passed, _ in found.values()), found
+    assert found["copied_packets"][1].startswith("200 of 200 packets")
