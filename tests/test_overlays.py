@@ -322,3 +322,16 @@ def recognised_at(detector: TextDetector, yuv: np.ndarray) -> list[str]:
     return [detector.read(bgr[b.y0:b.y1, b.x0:b.x1])[0].lower()
             for b in detector.boxes(frame.reformat(width=det_w, height=det_h, format="bgr24").to_ndarray(),
                                     (width / det_w, height / det_h))]
+
+
+def test_output_frames_map_back_through_cuts_and_rate_changes():
+    from endoshare.overlay.verify import _OutputMap
+
+    cut = _OutputMap(50, SegmentSet.of([(10, 20)]), Redaction.CUT,
+                     RenderResult("re-encode", "h264", 40, Fraction(25), 64, 64), Fraction(25))
+    assert [cut.timeline(w) for w in (0, 9, 10, 39)] == [0, 9, 20, 49]
+    assert cut.output_near(15) == 10 and cut.output_near(49) == 39 and cut.output_near(50) is None
+    halved = _OutputMap(50, SegmentSet(), Redaction.BLACK,
+                        RenderResult("re-encode", "h264", 25, Fraction(25), 64, 64), Fraction(50))
+    assert [halved.timeline(w) for w in (0, 1, 24)] == [0, 2, 48]
+    assert halved.output_near(3) == 2

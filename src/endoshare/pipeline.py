@@ -138,17 +138,21 @@ class _Progress:
         weights = {p: PHASE_WEIGHTS[p] for p in phases}
         scale = sum(weights.values())
         self.start: dict[str, float] = {}
+        self.end: dict[str, float] = {}
         running = 0.0
         for phase in phases:
             self.start[phase] = running
             running += weights[phase] / scale
-        self.weight = {p: weights[p] / scale for p in phases}
+            self.end[phase] = running
+        # Each phase ends exactly where the next starts, and the last at 1: rounding never moves back.
+        self.end[phases[-1]] = 1.0
 
     def phase(self, name: str) -> Callable[[int, int], None]:
         def report(done: int, total: int) -> None:
             if self.callback is not None and total > 0:
-                share = min(1.0, done / total)
-                self.callback(ProgressEvent(name, done, total, self.start[name] + share * self.weight[name]))
+                start, end = self.start[name], self.end[name]
+                fraction = end if done >= total else min(end, start + done / total * (end - start))
+                self.callback(ProgressEvent(name, done, total, fraction))
         return report
 
 

@@ -64,6 +64,9 @@ class OverlayOptions:
 #: A text box whose strokes correlate at least this well between a sample and a frame ~half a second
 #: later stands still on the screen (cosine similarity of the luma gradient magnitudes).
 STILL_SIMILARITY = 0.6
+#: A "text line" taller than this share of the picture is a texture, not an overlay (recorder text
+#: lines are 2-6 % of the height; a block of a few stacked lines stays well below).
+MAX_LINE_SHARE = 0.2
 
 
 def stroke_similarity(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
@@ -190,12 +193,18 @@ class OverlayFinder:
                 if self.cancel is not None and self.cancel():
                     raise CancelledError("Cancelled by the user; nothing was published.")
                 frame, partner = self._decode_at(container, stream, key_pts[position], gap_ticks, path)
+                if frame is None and stream.codec_context.skip_frame != "DEFAULT":
+                    # A decoder that counts every picture as unreferenced (some intra-only formats).
+                    stream.codec_context.skip_frame = "DEFAULT"
+                    frame, partner = self._decode_at(container, stream, key_pts[position], gap_ticks, path)
                 times.append(clip.timeline_start + timeline_offset(clip, key_index[position]))
                 if frame is None:
                     continue
                 picture, small, big = self.detect(frame)
                 later = self._picture(partner) if partner is not None else None
                 for det_box, box in zip(small, big):
+                    if box.height > MAX_LINE_SHARE * self.plan.target.height:
+                        continue        # not a line of text: a texture the detector took for a text block
                     cluster = next((c for c in clusters if c.matches(box)), None)
                     if cluster is None:
                         cluster = _Cluster(box, box.height)
