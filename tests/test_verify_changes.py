@@ -116,3 +116,14 @@ def test_stream_copy_join_is_proven_too(tmp_path: Path) -> None:
     found = checks(out, result)
     assert all(passed for passed, _ in found.values()), found
     assert found["copied_packets"][1].startswith("200 of 200 packets")
+
+
+def test_copied_runs_must_come_from_the_case_clips(rendered: tuple[Path, RenderResult]) -> None:
+    out, result = rendered
+    assert result.copied_runs
+    # A renderer that says it copied the output from itself proves nothing.
+    selfish = replace(result, copied_runs=tuple(replace(r, source=out) for r in result.copied_runs))
+    passed, detail = checks(out, selfish)["copied_packets"]
+    assert not passed and "not one of the case's clips" in detail
+    found = {c.name: c for c in verify_output(out, result, sources=(out.with_name("other.mp4"),))}
+    assert not found["copied_packets"].passed

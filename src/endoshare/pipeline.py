@@ -316,7 +316,7 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
             step("render")
             identifiers = (case.case_id, *(p.stem for p in case.clips), case.folder.resolve().name)
             checks = verify_output(temp, rendered, identifiers, keep_audio=rendered.audio_samples is not None,
-                                   mode=options.verify,
+                                   mode=options.verify, sources=case.clips,
                                    progress=tracker.phase("verify"), cancel=cancel)
             checked_frames: tuple[int, ...] = ()
             if text_detector is not None:

@@ -1,0 +1,245 @@
+"""The ``copied_packets`` check: stream-copied output packets proven equal to their source packets.
+
+A renderer that stream-copies reports :class:`~endoshare.render.common.CopiedRun` records (which output
+packets are which source packets).  :class:`PacketIdentity` is fed every output packet in decode order,
+re-reads the claimed source packets, and requires of each copied one the source's picture slices byte
+for byte; of every other packet, that it lies in a range the verifier decodes.  Why this proves as much
+as decoding the copied groups is argued in the README ("How much is decoded").
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+
+from ..render.common import CopiedRun, RenderResult
+from .nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS, HEVC_VPS, AvcConfig,
+                  hvcc_parameter_sets, nal_length_size, nal_type, read_ue, split_nal_units)
+from .probe import iter_video_packets, open_input
+
+
+def _vcl(unit: bytes, codec: str) -> bool:
+    """A NAL unit that carries picture data (a slice)."""
+    kind = nal_type(unit, codec)
+    return 1 <= kind <= 5 if codec == "h264" else 0 <= kind <= 31
+
+
+def _parameter_set_kind(unit: bytes, codec: str) -> int | None:
+    kind = nal_type(unit, codec)
+    return kind if kind in ((H264_SPS, H264_PPS) if codec == "h264" else (HEVC_VPS, HEVC_SPS, HEVC_PPS)) else None
+
+
+def _starts_group(unit: bytes, codec: str) -> bool:
+    """An IDR slice: nothing decoded before it is referenced after it."""
+    return nal_type(unit, codec) in ((H264_IDR,) if codec == "h264" else HEVC_IDR_TYPES)
+
+
+def _parameter_sets(extradata: bytes, codec: str) -> tuple[bytes, ...]:
+    if not extradata:
+        return ()
+    if nal_length_size(extradata, codec) is None:          # Annex B extradata
+        return tuple(u for u in split_nal_units(extradata, None) if _parameter_set_kind(u, codec) is not None)
+    if codec == "h264":
+        config = AvcConfig.parse(extradata)
+        return (*config.sps, *config.pps)
+    return hvcc_parameter_sets(extradata)
+
+
+def _parameter_set_id(unit: bytes, codec: str) -> tuple[int, int]:
+    """(NAL type, id) of a parameter set; H.264 SPS/PPS ids are read, HEVC ids are taken as 0 (in-band
+    HEVC parameter sets replace each other in decode order, which the splice decode proves)."""
+    kind = nal_type(unit, codec)
+    if codec != "h264":
+        return kind, 0
+    rbsp = unit.replace(b"\0\0\3", b"\0\0")
+    return kind, read_ue(rbsp, 32 if kind == H264_SPS else 8)[0]
+
+
+class _SourceCursor:
+    """Packets of the copied runs' source files, read forward (each source demuxed once when runs go forward)."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.container: av.container.InputContainer | None = None
+        self.packets: Iterator[av.Packet] = iter(())
+        self.position = 0
+        self.codec = ""
+        self.length_size: int | None = None
+        self.parameter_sets: tuple[bytes, ...] = ()
+        self.time_base = Fraction(1)
+
+    def seek(self, run: CopiedRun) -> None:
+        if run.source != self.path or run.first_packet < self.position:
+            self.close()
+            self.container = open_input(run.source)
+            stream = next(s for s in self.container.streams.video if s.index == run.stream_index)
+            self.path, self.position = run.source, 0
+            self.packets = iter_video_packets(self.container, stream)
+            self.codec = stream.codec_context.name
+            extradata = bytes(stream.codec_context.extradata or b"")
+            self.length_size = nal_length_size(extradata, self.codec)
+            self.parameter_sets = _parameter_sets(extradata, self.codec)
+            self.time_base = Fraction(stream.time_base)
+        while self.position < run.first_packet:
+            next(self.packets)
+            self.position += 1
+
+    def next(self) -> av.Packet:
+        self.position += 1
+        return next(self.packets)
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+
+class PacketIdentity:
+    """Proves the renderer's copied runs (``copied_packets``): each such output packet holds its source
+    packet's picture slices byte for byte, in order, with nothing added but the source's own parameter sets
+    and nothing dropped but units that carry no picture data; it is shown at the source's presentation time
+    moved by the run's shift, keeps its keyframe flag, and each run starts with an IDR picture or continues
+    the source right where the previous run stopped.  Every other packet must lie in a decoded range; every
+    output frame index is shown exactly once and decoding timestamps rise strictly."""
+
+    def __init__(self, expected: RenderResult, codec: str, extradata: bytes, time_base: Fraction, output: Path,
+                 sources: tuple[Path, ...] | None) -> None:
+        assert expected.copied_runs is not None and expected.check_ranges is not None
+        allowed = {p.resolve() for p in sources} if sources is not None else None
+        foreign = [r for r in expected.copied_runs
+                   if r.source.resolve() == output.resolve() or (allowed is not None and r.source.resolve() not in allowed)]
+        self.expected, self.codec, self.time_base = expected, codec, time_base
+        self.runs = sorted(expected.copied_runs, key=lambda r: r.first_output)
+        self.run_index = -1
+        self.run: CopiedRun | None = None
+        self.cursor = _SourceCursor()
+        self.output_sets = _parameter_sets(extradata, codec)
+        self.ranges = expected.check_ranges
+        self.problems: list[str] = []
+        if foreign:
+            self.problems.append(f"{len(foreign)} copied runs name a file that is not one of the case's clips")
+        self.copied = 0
+        self.shown: set[int] = set()
+        self.duplicates = 0
+        self.last_dts: int | None = None
+        self.bad_dts = 0
+        self.undecoded = 0
+        self.previous_run: CopiedRun | None = None
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < 5:
+            self.problems.append(text)
+
+    def _run_for(self, number: int) -> CopiedRun | None:
+        while self.run_index + 1 < len(self.runs) and self.runs[self.run_index + 1].first_output <= number:
+            self.run_index += 1
+            self.previous_run, self.run = self.run, self.runs[self.run_index]
+            self._start_run(self.run)
+        run = self.run
+        return run if run is not None and run.first_output <= number < run.first_output + run.count else None
+
+    def _start_run(self, run: CopiedRun) -> None:
+        continues = (self.previous_run is not None and self.previous_run.source == run.source
+                     and self.previous_run.first_packet + self.previous_run.count == run.first_packet
+                     and self.previous_run.first_output + self.previous_run.count == run.first_output)
+        self.cursor.seek(run)
+        self.run_continues = continues
+        missing = [u for u in self.cursor.parameter_sets if u not in self.output_sets]
+        if missing:
+            self._problem(f"{run.source.name}: {len(missing)} of its parameter sets are not in the output's record")
+        ids: dict[tuple[int, int], set[bytes]] = {}
+        for unit in (*self.output_sets, *self.cursor.parameter_sets):
+            ids.setdefault(_parameter_set_id(unit, self.codec), set()).add(unit)
+        if any(len(units) > 1 for units in ids.values()):
+            self._problem(f"{run.source.name}: a parameter set id of the source means something else in the output")
+
+    def check(self, number: int, packet: av.Packet, data: bytes, length_size: int | None) -> None:
+        if packet.pts is None or packet.dts is None:
+            self._problem(f"packet {number} has no timestamp")
+            return
+        if self.last_dts is not None and packet.dts <= self.last_dts or packet.dts > packet.pts:
+            self.bad_dts += 1
+        self.last_dts = packet.dts
+        index = round(Fraction(packet.pts) * self.time_base * self.expected.frame_rate)
+        if index in self.shown or not 0 <= index < self.expected.frame_count:
+            self.duplicates += 1
+        self.shown.add(index)
+        run = self._run_for(number)
+        if run is None:
+            if not any(a <= index < b for a, b in self.ranges):
+                self.undecoded += 1
+            return
+        source = self.cursor.next()
+        problem = self._compare(number, run, packet, data, length_size, source)
+        if problem:
+            self._problem(f"output packet {number} (from {run.source.name} packet "
+                          f"{run.first_packet + number - run.first_output}): {problem}")
+        else:
+            self.copied += 1
+
+    def _compare(self, number: int, run: CopiedRun, packet: av.Packet, data: bytes, length_size: int | None,
+                 source: av.Packet) -> str | None:
+        if source.pts is None and not run.frame_order:
+            return "the source packet has no timestamp"
+        if run.frame_order:
+            ticks = 1 / (self.expected.frame_rate * self.cursor.time_base)
+            source_time = run.pts_shift + (run.first_packet + number - run.first_output) * ticks
+        else:
+            source_time = Fraction(source.pts + run.pts_shift)
+        if Fraction(packet.pts) * self.time_base != source_time * self.cursor.time_base:
+            return "shown at the wrong time"
+        if bool(packet.is_keyframe) != bool(source.is_keyframe):
+            return "keyframe flag differs"
+        out_units = list(split_nal_units(data, length_size))
+        src_units = list(split_nal_units(bytes(source), self.cursor.length_size))
+        if number == run.first_output and not self.run_continues \
+                and not any(_starts_group(u, self.codec) for u in out_units):
+            return "a copied run does not start with an IDR picture"
+        position = 0
+        for unit in out_units:
+            if _parameter_set_kind(unit, self.codec) is not None and unit in self.cursor.parameter_sets \
+                    and unit not in src_units[position:]:
+                continue                      # the source's own parameter sets, repeated in-band
+            while position < len(src_units) and src_units[position] != unit:
+                dropped = src_units[position]
+                if _vcl(dropped, self.codec):
+                    return "a picture slice differs from the source's"
+                if _parameter_set_kind(dropped, self.codec) is not None and dropped not in self.output_sets:
+                    return "a parameter set of the source was dropped"
+                position += 1
+            if position == len(src_units):
+                return "holds a NAL unit the source packet does not have"
+            position += 1
+        for dropped in src_units[position:]:
+            if _vcl(dropped, self.codec):
+                return "a picture slice of the source is missing"
+            if _parameter_set_kind(dropped, self.codec) is not None and dropped not in self.output_sets:
+                return "a parameter set of the source was dropped"
+        if not any(_vcl(u, self.codec) for u in out_units):
+            return "holds no picture"
+        return None
+
+    def result(self, packets: int) -> tuple[bool, str]:
+        """(passed, detail) once every output packet was fed."""
+        self.cursor.close()
+        claimed = sum(r.count for r in self.runs)
+        problems = list(self.problems)
+        if self.run_index + 1 < len(self.runs) or (self.run is not None
+                                                    and self.run.first_output + self.run.count > packets):
+            problems.append("the output has fewer packets than the renderer copied")
+        if self.undecoded:
+            problems.append(f"{self.undecoded} packets are neither proven copied nor decoded")
+        if self.duplicates or len(self.shown) != self.expected.frame_count:
+            problems.append(f"{len(self.shown)} distinct frame times for {self.expected.frame_count} frames "
+                            f"({self.duplicates} repeated or out of range)")
+        if self.bad_dts:
+            problems.append(f"{self.bad_dts} decoding timestamps do not rise or pass their presentation time")
+        if not problems and self.copied != claimed:
+            problems.append(f"only {self.copied} of {claimed} copied packets found")
+        detail = "; ".join(problems) if problems else (
+            f"{self.copied} of {packets} packets equal their scrubbed source packets (slices byte for byte, "
+            f"timestamps as planned); the other {packets - self.copied} lie in decoded ranges")
+        return not problems, detail
