@@ -25,10 +25,12 @@ class Style:
     size: int          # pixels, at a 1080-line picture (scaled with the picture)
     colour: tuple[int, int, int]
     box: bool = False  # drawn on a dark plate (many recorders do)
+    opacity: int = 255  # below 255: blended over the picture (half-transparent recorder text)
 
     @property
     def name(self) -> str:
-        return f"{self.font.removesuffix('.ttf')}-{self.size}px{'-plate' if self.box else ''}"
+        return (f"{self.font.removesuffix('.ttf')}-{self.size}px{'-plate' if self.box else ''}"
+                f"{f'-alpha{self.opacity}' if self.opacity < 255 else ''}")
 
 
 STYLES = (
@@ -37,6 +39,7 @@ STYLES = (
     Style("DejaVuSerif-Bold.ttf", 34, (0, 255, 0)),
     Style("DejaVuSansCondensed.ttf", 24, (200, 200, 255), box=True),
     Style("default", 22, (255, 255, 255)),
+    Style("DejaVuSans-Bold.ttf", 28, (255, 255, 255), opacity=150),
 )
 
 
@@ -60,6 +63,11 @@ def patient_lines(seed: int, layout: int = 0) -> tuple[Line, ...]:
                 Line(f"DOB {dob}", "dob", 0.02, 0.08),
                 Line(f"ID {pid}", "id", 0.72, 0.03),
                 Line("Insuffl 12 mmHg  Flow 8 l/min", "settings", 0.60, 0.88))
+    if layout == 2:         # over the picture itself, inside the scope's field of view
+        return (Line(f"{first} {last}", "name", 0.28, 0.30),
+                Line(f"{dob}", "dob", 0.28, 0.37),
+                Line(f"PID {pid}", "id", 0.50, 0.60),
+                Line("CO2 12 mmHg", "settings", 0.35, 0.70))
     return (Line(f"Pat: {first} {last}", "name", 0.03, 0.84),
             Line(f"geb. {dob}", "dob", 0.03, 0.90),
             Line(f"MRN {pid}", "id", 0.03, 0.04),
@@ -75,16 +83,17 @@ def font(style: Style, height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeF
 
 def draw(picture: npt.NDArray[np.uint8], lines: tuple[Line, ...], style: Style) -> npt.NDArray[np.uint8]:
     height, width = picture.shape[:2]
-    image = Image.fromarray(np.array(picture))
-    pen = ImageDraw.Draw(image)
+    image = Image.fromarray(np.array(picture)).convert("RGBA")
+    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    pen = ImageDraw.Draw(layer)
     face = font(style, height)
     for line in lines:
         xy = (round(line.x * width), round(line.y * height))
         if style.box:
             left, top, right, bottom = pen.textbbox(xy, line.text, font=face)
-            pen.rectangle((left - 4, top - 3, right + 4, bottom + 3), fill=(20, 20, 30))
-        pen.text(xy, line.text, font=face, fill=style.colour)
-    return np.asarray(image)
+            pen.rectangle((left - 4, top - 3, right + 4, bottom + 3), fill=(20, 20, 30, style.opacity))
+        pen.text(xy, line.text, font=face, fill=(*style.colour, style.opacity))
+    return np.asarray(Image.alpha_composite(image, layer).convert("RGB"))
 
 
 def text_boxes(lines: tuple[Line, ...], style: Style, width: int, height: int) -> dict[str, tuple[int, int, int, int]]:

@@ -43,12 +43,12 @@ def detector() -> TextDetector:
     return TextDetector()
 
 
-def make_case(folder: Path, styles: tuple[int, ...]) -> list[PlantedClip]:
+def make_case(folder: Path, styles: tuple[int, ...], layouts: tuple[int, ...] = (0, 1)) -> list[PlantedClip]:
     """One clip per style, the layout changing from clip to clip."""
     folder.mkdir(parents=True)
     planted = []
-    for number, style in enumerate(styles):
-        lines = patient_lines(seed=style, layout=number % 2)
+    for number, (style, layout) in enumerate(zip(styles, layouts)):
+        lines = patient_lines(seed=style, layout=layout)
         overlay_clip(folder / f"clip{number + 1}.mp4", FRAMES, STYLES[style], lines, width=WIDTH, height=HEIGHT)
         planted.append(PlantedClip(style, lines, text_boxes(lines, STYLES[style], WIDTH, HEIGHT)))
     return planted
@@ -57,8 +57,10 @@ def make_case(folder: Path, styles: tuple[int, ...]) -> list[PlantedClip]:
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, list[PlantedClip]]]:
     root = tmp_path_factory.mktemp("overlay-cases")
-    return [(root / name, make_case(root / name, styles))
-            for name, styles in (("case-a", (0, 1)), ("case-b", (2, 3)), ("case-c", (4,)))]
+    # case-c's second clip: half-transparent text over the moving picture itself.
+    return [(root / name, make_case(root / name, styles, layouts))
+            for name, styles, layouts in (("case-a", (0, 1), (0, 1)), ("case-b", (2, 3), (0, 1)),
+                                          ("case-c", (4, 5), (0, 2)))]
 
 
 def decode(path: Path) -> list[np.ndarray]:
