@@ -114,6 +114,8 @@ def keyframe_positions(container: av.container.InputContainer, stream: av.video.
                                    "it again or remove it from the case.", path=str(path)) from None
     pts_all.sort()
     key_pts.sort()
+    if pts_all and not key_pts:
+        key_pts = [pts_all[0]]      # no packet flagged as a keyframe: read from the start at least
     return [bisect.bisect_left(pts_all, p) for p in key_pts], key_pts
 
 
