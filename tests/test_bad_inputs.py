@@ -130,7 +130,7 @@ def test_disk_full_while_writing_is_a_clear_error_and_leaves_nothing(tmp_path: P
     assert list((tmp_path / "shared").iterdir()) == []
 
 
-@pytest.mark.parametrize("damage", ["corrupt_bytes", "planted_tag", "unredacted"])
+@pytest.mark.parametrize("damage", ["corrupt_bytes", "planted_tag", "unredacted", "hidden_samples", "sei_user_data"])
 def test_a_broken_output_fails_verification_and_is_not_published(tmp_path: Path, damage: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection after rendering: the verifier must catch each kind of damage."""
@@ -150,6 +150,16 @@ def test_a_broken_output_fails_verification_and_is_not_published(tmp_path: Path,
             tagged = out_path.with_suffix(".tagged.mp4")
             ffmpeg("-i", out_path, "-c", "copy", "-metadata", "title=leak", tagged)
             tagged.replace(out_path)
+        elif damage == "hidden_samples":
+            # A copy cut between keyframes (5 and 10): the frames before the cut stay, hidden by an edit list.
+            cut = out_path.with_suffix(".cut.mp4")
+            ffmpeg("-ss", "0.3", "-i", out_path, "-c", "copy", "-map_metadata", "-1", "-fflags", "+bitexact", cut)
+            cut.replace(out_path)
+        elif damage == "sei_user_data":
+            planted = out_path.with_suffix(".sei.mp4")
+            ffmpeg("-i", out_path, "-c", "copy", "-fflags", "+bitexact", "-bsf:v",
+                   "h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+leak", planted)
+            planted.replace(out_path)
         else:
             ffmpeg("-i", plan.clips[0].info.path, "-c", "copy", "-map_metadata", "-1", "-fflags", "+bitexact",
                    "-f", "mp4", out_path)
@@ -159,7 +169,8 @@ def test_a_broken_output_fails_verification_and_is_not_published(tmp_path: Path,
     with pytest.raises(errors.VerificationError) as caught:
         process_case(CaseRequest(folder), options(tmp_path, mode="advanced", segments_file=segments))
     expected_check = {"corrupt_bytes": "decodes_cleanly", "planted_tag": "metadata_allow_list",
-                      "unredacted": "redaction"}[damage]
+                      "unredacted": "redaction", "hidden_samples": "no_hidden_samples",
+                      "sei_user_data": "metadata_allow_list"}[damage]
     assert expected_check in caught.value.failed_checks
     assert list((tmp_path / "shared").iterdir()) == []
     assert not (tmp_path / "archive" / "mapping.csv").exists()

@@ -97,3 +97,26 @@ def test_the_verifier_fails_an_output_that_lost_the_geometry(tmp_path: Path, cas
     wrong = replace(result, geometry=replace(result.geometry, sample_aspect_ratio=None, colorspace=5))
     failed = {c.name: c for c in verify_output(out, wrong)}["geometry"]
     assert not failed.passed and "pixel shape" in failed.detail and "matrix" in failed.detail
+
+
+def test_a_full_range_recording_is_spliced_and_keeps_its_range(tmp_path: Path) -> None:
+    case = tmp_path / "case"
+    case.mkdir()
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=4", "-vf", "setparams=range=pc",
+           "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", "-color_range", "pc", case / "clip.mp4")
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in SPANS]}))
+    result = process_case(CaseRequest(case), ProcessOptions(out_dir=tmp_path / "shared",
+                                                            archive_dir=tmp_path / "archive", detector="none",
+                                                            segments_file=segments))
+    report = json.loads(result.report.read_text())
+    assert report["output"]["method"] == "smart-render"
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    with av.open(str(case / "clip.mp4")) as container:
+        source = [f.to_ndarray() for f in container.decode(video=0)]
+    with av.open(str(result.output)) as container:
+        frames = list(container.decode(video=0))
+    assert {f.color_range for f in frames} == {2}           # full range, copied and re-encoded alike
+    # A picture of the re-encoded group keeps the source's sample values (not squeezed into 16-235).
+    assert abs(int(frames[26].to_ndarray()[:240].max()) - int(source[26][:240].max())) <= 8
+    assert all((frames[i].to_ndarray() == source[i]).all() for i in range(50, 100))   # copied groups

@@ -228,9 +228,10 @@ def test_splices_verification_decodes_only_what_changed_and_still_catches_damage
     assert "decodes_cleanly" in caught.value.failed_checks
 
 
-def repeated_timestamps_mp4(source: Path, target: Path) -> None:
+def repeated_timestamps_mp4(source: Path, target: Path, every: bool = False) -> None:
     """``source``'s packets in an MP4 where two pictures share a presentation time (as a TS remuxed
-    without care gives)."""
+    without care gives); with ``every``, each picture is given the latest time seen so far in decode
+    order (timestamps that repeat but never go back, whatever the pictures' display order)."""
     from endoshare.media.scrub import open_output
 
     with av.open(str(source)) as container:
@@ -239,8 +240,12 @@ def repeated_timestamps_mp4(source: Path, target: Path) -> None:
         out = open_output(target)
         out_stream = out.add_stream_from_template(stream)
         out.start_encoding()
+        latest = packets[0].pts
         for number, packet in enumerate(packets):
-            if number in (30, 70):
+            if every:
+                latest = max(latest, packet.pts)
+                packet.pts = latest
+            elif number in (30, 70):
                 packet.pts = packets[number + 1].pts
             packet.stream = out_stream
             out.mux(packet)
@@ -295,3 +300,21 @@ def test_groups_wholly_redacted_are_replaced_without_decoding(tmp_path: Path, ca
             [i for i in range(200) if not (25 <= i < 75 or i == 80)]
     else:
         assert [read_barcode(f) for f in frames] == [i for i in range(200) if not (25 <= i < 75 or i == 80)]
+
+
+def test_repeated_timestamps_with_reordered_pictures_are_re_encoded_not_guessed(tmp_path: Path) -> None:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    # B-frames: frame order is not display order, so the repeated times cannot be rebuilt from it.
+    plain = barcode_clip(tmp_path / "plain.mp4", range(100), gop=GOP, options={"x264-params": "scenecut=0"})
+    # The times never go back, yet frame order is not display order.
+    repeated_timestamps_mp4(plain, folder / "clip.mp4", every=True)
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": 40, "end_frame": 45}]}))
+    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
+                                                              archive_dir=tmp_path / "archive", detector="none",
+                                                              segments_file=segments))
+    report = json.loads(result.report.read_text())
+    assert report["output"]["method"] == "re-encode"
+    assert any("reordered pictures" in note for note in report["output"]["notes"])
+    assert all(c["passed"] for c in report["checks"]), report["checks"]

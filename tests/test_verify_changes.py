@@ -127,3 +127,13 @@ def test_copied_runs_must_come_from_the_case_clips(rendered: tuple[Path, RenderR
     assert not passed and "not one of the case's clips" in detail
     found = {c.name: c for c in verify_output(out, result, sources=(out.with_name("other.mp4"),))}
     assert not found["copied_packets"].passed
+
+
+def test_frame_order_timing_is_refused_for_a_source_with_reordered_pictures(
+        rendered: tuple[Path, RenderResult]) -> None:
+    out, result = rendered
+    assert result.copied_runs
+    # The source has B-frames: "shown in decode order" would put its pictures out of order.
+    guessed = replace(result, copied_runs=tuple(replace(r, frame_order=True) for r in result.copied_runs))
+    passed, detail = checks(out, guessed)["copied_packets"]
+    assert not passed and "reordered" in detail

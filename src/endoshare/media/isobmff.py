@@ -93,3 +93,28 @@ def has_top_level_box(path: str | Path, kind: bytes) -> bool:
     p = Path(path)
     with p.open("rb") as fh:
         return any(k == kind and "/" not in bpath[1:] for k, bpath, *_ in _walk(fh, 0, p.stat().st_size, ""))
+
+
+def video_sample_counts(path: str | Path) -> list[int]:
+    """Samples stored in each video track ('vide' handler), from its stsz/stz2 box: every sample in the
+    file, whatever an edit list shows.  Empty when the file has no such table (fragmented MP4)."""
+    p = Path(path)
+    counts: list[int] = []
+    handler: bytes | None = None
+    count: int | None = None
+    with p.open("rb") as fh:
+        for kind, bpath, offset, size, header in _walk(fh, 0, p.stat().st_size, ""):
+            if kind == b"trak":
+                if handler == b"vide" and count is not None:
+                    counts.append(count)
+                handler, count = None, None
+            elif kind == b"hdlr" and bpath.endswith("/mdia/hdlr"):
+                fh.seek(offset + header + 8)            # version/flags, pre_defined
+                handler = fh.read(4)
+            elif kind in (b"stsz", b"stz2"):
+                fh.seek(offset + header + 8)            # version/flags, sample_size (or reserved + field size)
+                raw = fh.read(4)
+                count = struct.unpack(">I", raw)[0] if len(raw) == 4 else None
+    if handler == b"vide" and count is not None:
+        counts.append(count)
+    return counts

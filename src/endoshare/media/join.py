@@ -72,13 +72,15 @@ def timeline_frames_for(source_frames: int, source_rate: Fraction, target_rate: 
 
 
 def plan_join(infos: list[MediaInfo]) -> JoinPlan:
-    """Decide the target format (the first clip's, made even and yuv420p) and how each clip gets there."""
+    """Decide the target format (the first clip's, made even and 8-bit 4:2:0: yuv420p, or yuvj420p for a
+    full-range first clip, so that its pictures can be copied) and how each clip gets there."""
     if not infos:
         raise ValueError("a case needs at least one clip")
     first = infos[0].video
     assert first.width and first.height
     rate = first.frame_rate or Fraction(25)
-    target = VideoFormat(first.width - first.width % 2, first.height - first.height % 2, "yuv420p", rate)
+    pix_fmt = "yuvj420p" if first.pix_fmt == "yuvj420p" else "yuv420p"
+    target = VideoFormat(first.width - first.width % 2, first.height - first.height % 2, pix_fmt, rate)
     reasons: list[str] = []
     clips: list[ClipPlan] = []
     start = 0

@@ -70,6 +70,7 @@ class _SourceCursor:
         self.length_size: int | None = None
         self.parameter_sets: tuple[bytes, ...] = ()
         self.time_base = Fraction(1)
+        self.reorders = False
 
     def seek(self, run: CopiedRun) -> None:
         if run.source != self.path or run.first_packet < self.position:
@@ -83,6 +84,7 @@ class _SourceCursor:
             self.length_size = nal_length_size(extradata, self.codec)
             self.parameter_sets = _parameter_sets(extradata, self.codec)
             self.time_base = Fraction(stream.time_base)
+            self.reorders = bool(stream.codec_context.has_b_frames)
         while self.position < run.first_packet:
             next(self.packets)
             self.position += 1
@@ -109,8 +111,8 @@ class PacketIdentity:
                  sources: tuple[Path, ...] | None) -> None:
         assert expected.copied_runs is not None and expected.check_ranges is not None
         allowed = {p.resolve() for p in sources} if sources is not None else None
-        foreign = [r for r in expected.copied_runs
-                   if r.source.resolve() == output.resolve() or (allowed is not None and r.source.resolve() not in allowed)]
+        foreign = [r for r in expected.copied_runs if r.source.resolve() == output.resolve()
+                   or (allowed is not None and r.source.resolve() not in allowed)]
         self.expected, self.codec, self.time_base = expected, codec, time_base
         self.runs = sorted(expected.copied_runs, key=lambda r: r.first_output)
         self.run_index = -1
@@ -147,6 +149,8 @@ class PacketIdentity:
                      and self.previous_run.first_output + self.previous_run.count == run.first_output)
         self.cursor.seek(run)
         self.run_continues = continues
+        if run.frame_order and self.cursor.reorders:
+            self._problem(f"{run.source.name}: timed by frame order although its pictures are reordered")
         missing = [u for u in self.cursor.parameter_sets if u not in self.output_sets]
         if missing:
             self._problem(f"{run.source.name}: {len(missing)} of its parameter sets are not in the output's record")

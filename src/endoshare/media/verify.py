@@ -6,9 +6,12 @@ Checks (each reported by name in the audit report):
 - ``no_sei_user_data``: no SEI user-data payload in the bitstream;
 - ``no_identifying_strings``: none of the case's identifiers nor an encoder/muxer signature in the bytes;
 - ``no_hidden_samples``: samples in the file (edit lists ignored) == frames displayed;
-- ``decodes_cleanly``: every packet decodes with no FFmpeg error;
+- ``copied_packets`` (mode "changes"): every stream-copied packet is its source packet (see
+  :mod:`endoshare.media.packet_identity`), every other packet lies in a decoded range;
+- ``decodes_cleanly``: every decoded packet (all of them in mode "full") decodes with no FFmpeg error;
 - ``frame_count`` / ``duration``: what the renderer promised;
-- ``redaction``: black frames are black (luma <= 20 everywhere), blurred frames carry little detail.
+- ``redaction``: black frames are black (luma <= 20 everywhere), blurred frames carry little detail;
+- ``geometry``: decoded frames show the promised pixel shape, colour description and rotation.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from ..errors import CancelledError
 from ..render.common import RenderResult
 from .frames import detail_energy, luma_plane
 from .packet_identity import PacketIdentity
-from .nal import is_length_prefixed, nal_length_size
-from .probe import iter_video_packets, open_input, probe
+from . import isobmff
+from .nal import SeiUserData, is_length_prefixed, is_sei, nal_length_size, sei_user_data, split_nal_units
+from .probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe
 from .scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS,
                     GENERIC_HANDLER_NAMES)
 
@@ -79,11 +83,12 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
     with open_input(path) as container:
         has_video = bool(container.streams.video)
     if not has_video:
-        return (_check_metadata(path, keep_audio),
+        return (_check_metadata(path, keep_audio, probe(path).sei_user_data),
                 CheckResult("decodes_cleanly", False, "the output holds no video stream"))
-    sample_checks, packets = _check_samples(path, expected if mode == "changes" else None, cancel, sources)
+    scan = _PacketScan(path, expected if mode == "changes" else None, sources)
+    sample_checks, packets = scan.run(cancel), scan.packets
     checks = [
-        _check_metadata(path, keep_audio),
+        _check_metadata(path, keep_audio, scan.sei_user_data),
         _check_identifying_strings(path, identifiers),
         *sample_checks,
     ]
@@ -93,8 +98,9 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
     return tuple(checks)
 
 
-def _check_metadata(path: Path, keep_audio: bool) -> CheckResult:
-    info = probe(path)
+def _check_metadata(path: Path, keep_audio: bool, sei: tuple[SeiUserData, ...]) -> CheckResult:
+    """Tags, streams, chapters and MP4 times from a probe, SEI user data as found by the packet scan."""
+    info = probe(path, scan_packets=False)
     problems = []
     extra_tags = [k for k, _ in info.tags if k not in ALLOWED_CONTAINER_TAGS]
     if extra_tags:
@@ -120,8 +126,8 @@ def _check_metadata(path: Path, keep_audio: bool) -> CheckResult:
         problems.append(f"creation/modification times set in {', '.join(nonzero)}")
     if not info.mp4_times:
         problems.append("no mvhd/tkhd/mdhd boxes found: not an MP4 we wrote")
-    if info.sei_user_data:
-        problems.append(f"{len(info.sei_user_data)} SEI user-data payloads")
+    if sei:
+        problems.append(f"{len(sei)} SEI user-data payloads")
     detail = "; ".join(problems) if problems else (
         f"tags {sorted(k for k, _ in info.tags)}; streams {kinds}; times zero; no chapters; no SEI user data")
     return CheckResult("metadata_allow_list", not problems, detail)
@@ -157,46 +163,60 @@ def _count_packets(path: Path, options: dict[str, str]) -> int:
         return sum(1 for _ in iter_video_packets(container, stream))
 
 
-def _check_samples(path: Path, copied: RenderResult | None = None, cancel: Callable[[], bool] | None = None,
-                   sources: tuple[Path, ...] | None = None) -> tuple[list[CheckResult], int]:
-    """No sample hidden by an edit list, and every H.264/HEVC sample framed as MP4 requires; with
-    ``copied``, every packet is proven copied (``copied_packets``) or lies in a decoded range.  Also
-    returns the number of video packets (one demux pass serves every packet-level check)."""
-    with open_input(path) as container:
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name
-        extradata = bytes(stream.codec_context.extradata or b"")
-        length_size = nal_length_size(extradata, codec)
-        identity = PacketIdentity(copied, codec, extradata, Fraction(stream.time_base), path, sources) \
-            if copied is not None else None
-        shown = 0
-        misframed = 0
-        packets = 0
-        for number, packet in enumerate(iter_video_packets(container, stream)):
-            packets += 1
-            if cancel is not None and number % 256 == 0 and cancel():
-                raise CancelledError("Cancelled by the user; nothing was published.")
-            shown += not packet.is_discard
-            data = bytes(packet)
-            if codec in ("h264", "hevc") and not is_length_prefixed(data, length_size or 0):
-                misframed += 1
-            if identity is not None:
-                identity.check(number, packet, data, length_size)
-    stored = _count_packets(path, {"ignore_editlist": "1"})
-    results = []
-    if stored != shown:
-        results.append(CheckResult("no_hidden_samples", False, f"{stored} samples stored but {shown} displayed: "
-                                   f"{stored - shown} hidden by an edit list"))
-    else:
-        results.append(CheckResult("no_hidden_samples", True, f"{stored} samples stored, {shown} displayed"))
-    if codec in ("h264", "hevc"):
-        results.append(CheckResult(
-            "sample_framing", misframed == 0 and length_size is not None,
-            f"{misframed} of {shown} samples are not length-prefixed NAL units" if misframed or length_size is None
-            else f"all {shown} samples are length-prefixed NAL units ({length_size}-byte lengths)"))
-    if identity is not None:
-        results.append(CheckResult("copied_packets", *identity.result(shown)))
-    return results, packets
+class _PacketScan:
+    """The one demux pass over the output's video packets that every packet-level check shares: hidden
+    samples, sample framing, SEI user data and, in mode "changes", packet identity (``copied_packets``)."""
+
+    def __init__(self, path: Path, copied: RenderResult | None, sources: tuple[Path, ...] | None) -> None:
+        self.path, self.copied, self.sources = path, copied, sources
+        self.packets = 0
+        self.sei_user_data: tuple[SeiUserData, ...] = ()
+
+    def run(self, cancel: Callable[[], bool] | None) -> list[CheckResult]:
+        sei: dict[tuple[int, str, str], SeiUserData] = {}
+        with open_input(self.path) as container:
+            stream = container.streams.video[0]
+            codec = stream.codec_context.name
+            extradata = bytes(stream.codec_context.extradata or b"")
+            length_size = nal_length_size(extradata, codec)
+            identity = PacketIdentity(self.copied, codec, extradata, Fraction(stream.time_base), self.path,
+                                      self.sources) if self.copied is not None else None
+            shown = 0
+            misframed = 0
+            for number, packet in enumerate(iter_video_packets(container, stream)):
+                self.packets += 1
+                if cancel is not None and number % 256 == 0 and cancel():
+                    raise CancelledError("Cancelled by the user; nothing was published.")
+                shown += not packet.is_discard
+                data = bytes(packet)
+                if codec in ("h264", "hevc"):
+                    if not is_length_prefixed(data, length_size or 0):
+                        misframed += 1
+                    for unit in split_nal_units(data, length_size):
+                        if is_sei(unit, codec) and len(sei) < MAX_SEI_RECORDS:
+                            for item in sei_user_data(unit, codec):
+                                sei.setdefault((item.payload_type, item.uuid, item.text), item)
+                if identity is not None:
+                    identity.check(number, packet, data, length_size)
+        self.sei_user_data = tuple(sei.values())
+        # Every sample the file stores, edit lists ignored: the MP4 sample table, else a second demux.
+        tables = isobmff.video_sample_counts(self.path)
+        stored = tables[0] if len(tables) == 1 else _count_packets(self.path, {"ignore_editlist": "1"})
+        results = []
+        if stored != shown:
+            results.append(CheckResult("no_hidden_samples", False, f"{stored} samples stored but {shown} displayed: "
+                                       f"{stored - shown} hidden by an edit list"))
+        else:
+            results.append(CheckResult("no_hidden_samples", True, f"{stored} samples stored, {shown} displayed"))
+        if codec in ("h264", "hevc"):
+            results.append(CheckResult(
+                "sample_framing", misframed == 0 and length_size is not None,
+                f"{misframed} of {shown} samples are not length-prefixed NAL units"
+                if misframed or length_size is None
+                else f"all {shown} samples are length-prefixed NAL units ({length_size}-byte lengths)"))
+        if identity is not None:
+            results.append(CheckResult("copied_packets", *identity.result(shown)))
+        return results
 
 
 #: AAC spreads a transition over about one frame (1024 samples): silence is checked this far inside.

@@ -47,8 +47,9 @@ class Geometry:
                 if self.interlaced else "progressive"}
 
 
-def read_geometry(plan: JoinPlan) -> Geometry:
-    """The first clip's geometry, from its stream parameters and first decoded picture."""
+def read_geometry(plan: JoinPlan) -> Geometry | None:
+    """The first clip's geometry, from its stream parameters and first decoded picture (None when no
+    picture decodes: the encoders then keep their defaults and the verifier compares nothing)."""
     info = plan.clips[0].info
     with open_input(info.path) as container:
         stream = next(s for s in container.streams.video if s.index == info.video.index)
@@ -60,7 +61,7 @@ def read_geometry(plan: JoinPlan) -> Geometry:
         sar = context.sample_aspect_ratio
         field_order = context.field_order
         if frame is None:
-            return Geometry(sample_aspect_ratio=sar if sar and sar != 1 else None)
+            return None
         interlaced = bool(frame.interlaced_frame) or field_order not in (0, FIELD_PROGRESSIVE)
         return Geometry(
             rotation=int(round(frame.rotation or 0)),
@@ -71,10 +72,12 @@ def read_geometry(plan: JoinPlan) -> Geometry:
             top_field_first=field_order in TOP_FIELD_FIRST or field_order in (0, FIELD_PROGRESSIVE))
 
 
-def apply_geometry(context: av.video.codeccontext.VideoCodecContext, geometry: Geometry, codec: str,
+def apply_geometry(context: av.video.codeccontext.VideoCodecContext, geometry: Geometry | None, codec: str,
                    color_range: int | None = None) -> None:
     """Set an encoder so that its pictures carry ``geometry`` (before it is opened).  ``color_range``
     overrides the source's when the pixels were converted to another range."""
+    if geometry is None:
+        return
     if geometry.sample_aspect_ratio is not None:
         context.sample_aspect_ratio = geometry.sample_aspect_ratio
     context.color_range = geometry.color_range if color_range is None else color_range

@@ -58,7 +58,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
         # normalised to limited-range yuv420p, so that is the range the output declares.
         geometry = read_geometry(plan)
         apply_geometry(stream.codec_context, geometry, settings.codec, color_range=RANGE_LIMITED)
-        if geometry.rotation:
+        if geometry is not None and geometry.rotation:
             stream.set_display_rotation(geometry.rotation)
         stream.thread_type = "AUTO"
         container.start_encoding()
@@ -106,6 +106,6 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
                         cut_frames=sum(redacted) if redaction is Redaction.CUT else 0,
                         notes=(*notes, *((f"{redactor.masked} frames had burned-in text masked",)
                                          if redactor.masked else ())),
-                        geometry=replace(geometry, color_range=RANGE_LIMITED))
+                        geometry=replace(geometry, color_range=RANGE_LIMITED) if geometry is not None else None)
 
 

@@ -146,6 +146,8 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
     with open_input(clip.info.path) as container:
         stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
         time_base = Fraction(stream.time_base)
+        # The stream's own word (SPS) that no picture is shown before one decoded earlier.
+        reorders = bool(stream.codec_context.has_b_frames)
         starts: list[int] = []
         pts: list[int] = []
         for number, packet in enumerate(iter_video_packets(container, stream)):
@@ -169,9 +171,10 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
     rebuilt = False
     if np.unique(order).size != order.size:
         # Repeated timestamps (a recorder's coarse clock, or a TS remuxed without care): rebuilt from frame
-        # order, which is display order only when no picture is shown before one decoded earlier.
+        # order, which is display order only when no picture is shown before one decoded earlier: the
+        # stream must say so (no reordering delay in its SPS) and its timestamps must never go back.
         ticks = 1 / (frame_rate * time_base)
-        if np.any(np.diff(order) < 0) or ticks.denominator != 1:
+        if reorders or np.any(np.diff(order) < 0) or ticks.denominator != 1:
             raise NotSpliceable("timestamps repeat in a stream with reordered pictures")
         order = order[0] + np.arange(order.size, dtype=np.int64) * int(ticks)
         rebuilt = True
@@ -259,7 +262,7 @@ class _Splicer:
     encoder_name = ""
     codec = ""
 
-    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry) -> None:
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry | None) -> None:
         self.plan, self.smart, self.settings, self.geometry = plan, smart, settings, geometry
         self.length_size = smart.length_size
         self.parameter_sets: tuple[bytes, ...] | None = None
@@ -334,7 +337,7 @@ class _H264Splicer(_Splicer):
 
     encoder_name, codec = "libx264", "h264"
 
-    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry) -> None:
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, settings: EncodeSettings, geometry: Geometry | None) -> None:
         super().__init__(plan, smart, settings, geometry)
         self.config = AvcConfig.parse(smart.extradata)
         used = {h264_sps_id(s) for s in self.config.sps}
@@ -401,27 +404,18 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         with _SpliceWriter(out_path, template, smart, splicer, timeline) as writer:
             for clip_number, (clip, container) in enumerate(zip(plan.clips, inputs)):
                 stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
-                pending = iter(units_by_clip[clip_number])
-                number, unit = next(pending)
-                buffered: list[av.Packet] = []
-                for packet_number, packet in enumerate(iter_video_packets(container, stream)):
-                    if cancel is not None and cancel():
-                        raise CancelledError("Cancelled by the user; nothing was published.")
-                    if packet_number >= unit.first_packet + unit.packet_count:
-                        if number in smart.dirty:
-                            writer.reencode(unit, _redacted_unit(unit, buffered, smart, clip, redacted, redactor,
-                                                                 timeline))
-                        buffered = []
-                        number, unit = next(pending)
-                    if number in smart.dirty:
-                        if not redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
-                            buffered.append(packet)
+                for number, unit, packets in _groups(iter_video_packets(container, stream),
+                                                     units_by_clip[clip_number], cancel):
+                    if number not in smart.dirty:
+                        for packet_number, packet in enumerate(packets, start=unit.first_packet):
+                            writer.copy(packet, clip_number, packet_number, unit, clip)
+                    elif redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
+                        writer.reencode(unit, _redacted_unit(unit, [], smart, clip, redacted, redactor, timeline))
                     else:
-                        writer.copy(packet, clip_number, packet_number, unit, clip)
+                        writer.reencode(unit, _redacted_unit(unit, packets, smart, clip, redacted, redactor,
+                                                             timeline))
                     if progress is not None:
-                        progress(min(total, unit.first_frame + packet_number - unit.first_packet + 1), total)
-                if number in smart.dirty:
-                    writer.reencode(unit, _redacted_unit(unit, buffered, smart, clip, redacted, redactor, timeline))
+                        progress(min(total, unit.first_frame + unit.packet_count), total)
             written, runs = writer.written, tuple(writer.runs)
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
@@ -432,7 +426,8 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     cut = int(sum(redacted)) if redaction is Redaction.CUT else 0
     return RenderResult(
         check_ranges=_splice_ranges(smart, timeline.index),
-        method="smart-render" if smart.dirty else "stream-copy", codec=smart.codec, frame_count=written, frame_rate=plan.target.frame_rate,
+        method="smart-render" if smart.dirty else "stream-copy", codec=smart.codec, frame_count=written,
+        frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
         blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs, geometry=geometry,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
@@ -440,6 +435,23 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                *((f"{redactor.masked} frames had burned-in text masked; every group of pictures showing "
                   "one was re-encoded, since the text is part of the coded picture and cannot be copied",)
                  if redactor.masked else ())))
+
+
+def _groups(packets: Iterator[av.Packet], units: list[tuple[int, Unit]],
+            cancel: Cancel | None) -> Iterator[tuple[int, Unit, list[av.Packet]]]:
+    """(unit number, unit, its packets in decode order) for each unit of one clip, one group in memory."""
+    pending = iter(units)
+    number, unit = next(pending)
+    group: list[av.Packet] = []
+    for packet_number, packet in enumerate(packets):
+        if cancel is not None and cancel():
+            raise CancelledError("Cancelled by the user; nothing was published.")
+        if packet_number >= unit.first_packet + unit.packet_count:
+            yield number, unit, group
+            group = []
+            number, unit = next(pending)
+        group.append(packet)
+    yield number, unit, group
 
 
 class _OutputTimeline:
@@ -598,7 +610,7 @@ class _RedactedGroup:
 def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan, redacted: list[bool],
                    redactor: Redactor, timeline: _OutputTimeline) -> _RedactedGroup:
     """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame.
-    A group whose every frame is blacked out or cut needs no decoding (nothing was buffered for it)."""
+    A group whose every frame is blacked out or cut needs no decoding (it is given no packets)."""
     if redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
         pictures = (redactor.replacement(timeline.index(index)) for index in unit.frame_range)
         return _RedactedGroup([(timeline.index(index), p) for index, p in zip(unit.frame_range, pictures)
