@@ -120,7 +120,7 @@ def test_disk_full_while_writing_is_a_clear_error_and_leaves_nothing(tmp_path: P
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     folder = case_with(tmp_path, "case", {"a.mp4": None})
 
-    def full_disk(plan, segments, opts, out_path, progress, cancel):  # type: ignore[no-untyped-def]
+    def full_disk(plan, segments, opts, out_path, progress, cancel, **kwargs):  # type: ignore[no-untyped-def]
         out_path.write_bytes(b"\0" * 1000)              # a partial write, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device", str(out_path))
 
@@ -139,8 +139,8 @@ def test_a_broken_output_fails_verification_and_is_not_published(tmp_path: Path,
     segments.write_text(json.dumps({"segments": [{"start_frame": 5, "end_frame": 10}]}))
     real_render = pipeline.render
 
-    def damaged(plan, segs, opts, out_path, progress, cancel):  # type: ignore[no-untyped-def]
-        result = real_render(plan, segs, opts, out_path, progress, cancel)
+    def damaged(plan, segs, opts, out_path, progress, cancel, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_render(plan, segs, opts, out_path, progress, cancel, **kwargs)
         if damage == "corrupt_bytes":
             data = bytearray(out_path.read_bytes())
             start = data.find(b"mdat") + (len(data) - data.find(b"mdat")) // 3     # inside slice data

@@ -334,6 +334,11 @@ def test_settings_are_validated_then_persisted(qtbot, make_window, tmp_path: Pat
     assert dialog.margin.toolTip() and dialog.keep_audio.toolTip()
     dialog.margin.setValue(1.5)
     dialog.keep_audio.setChecked(True)
+    assert dialog.mask_overlays.isChecked() and dialog.keep_device_settings.isEnabled()
+    dialog.mask_overlays.setChecked(False)
+    assert not dialog.keep_device_settings.isEnabled()
+    dialog.mask_overlays.setChecked(True)
+    dialog.keep_device_settings.setChecked(True)
     qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
     assert not dialog.isVisible()
     store = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
@@ -341,11 +346,12 @@ def test_settings_are_validated_then_persisted(qtbot, make_window, tmp_path: Pat
     saved = load_settings(store)
     assert saved == GuiSettings(archive_dir=tmp_path / "new-archive", shared_dir=tmp_path / "shared", mode="advanced",
                                 redaction=Redaction.BLUR, detector="builtin", workers=2, crf=30, require_review=True,
-                                keep_audio=True, margin_seconds=Fraction(3, 2))
+                                keep_audio=True, margin_seconds=Fraction(3, 2), keep_device_settings=True)
     window.reload_settings()
     options = window.settings().process_options()
     assert options.out_dir == tmp_path / "new-archive" / "awaiting-review"
     assert options.keep_audio and options.margin_seconds == Fraction(3, 2)
+    assert options.mask_overlays and options.keep_device_settings
 
     # A margin the box cannot show exactly survives the dialog untouched; a changed one is exact tenths.
     save_settings(window.store, replace(saved, margin_seconds=Fraction(1, 3)))

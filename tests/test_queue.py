@@ -144,7 +144,7 @@ def test_progress_is_measured_monotonic_and_ends_at_one(tmp_path: Path) -> None:
         assert fractions == sorted(fractions), "a job's progress never goes back"
         assert mine[0].kind == "job-started" and mine[-1].kind == "job-done" and fractions[-1] == 1.0
         phases = [e.phase for e in mine if e.kind == "job-progress"]
-        assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == ["probe", "render", "verify"]
+        assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == ["probe", "overlays", "render", "verify"]
         render = [e for e in mine if e.phase == "render"]
         assert {e.frames_total for e in render} == {total_frames}, "render progress counts the case's frames"
         assert render[-1].frames_done == total_frames

@@ -212,8 +212,8 @@ def test_splices_verification_decodes_only_what_changed_and_still_catches_damage
 
     real_render = pipeline.render
 
-    def damaged(plan, segs, opts, out_path, progress, cancel):  # type: ignore[no-untyped-def]
-        result = real_render(plan, segs, opts, out_path, progress, cancel)
+    def damaged(plan, segs, opts, out_path, progress, cancel, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_render(plan, segs, opts, out_path, progress, cancel, **kwargs)
         data = bytearray(out_path.read_bytes())
         with av.open(str(out_path)) as container:         # damage a picture of the re-encoded group
             packet = [p for p in container.demux(video=0) if p.size][62]

@@ -33,6 +33,10 @@ from .identity import DETECTIONS_FOLDER, CaseLock, MappingRow, MappingStore, new
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
 from .media.verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
+from .overlay.find import OverlayOptions, find_overlays
+from .overlay.regions import OverlaySet
+from .overlay.text import TextDetector
+from .overlay.verify import verify_overlays
 from .render.audio import add_audio, has_audio
 from .render.common import EncodeSettings, Redaction, RenderResult
 from .render.copy import render_copy
@@ -47,7 +51,7 @@ MODES = ("fast", "advanced")
 #: Unpublished outputs end with this (their names are made by :mod:`endoshare.storage`).
 TEMP_SUFFIX = ".mp4.partial"
 #: Share of a case's work per phase, for one overall fraction that only moves forward.
-PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "render": 0.6, "verify": 0.2}
+PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "overlays": 0.05, "render": 0.6, "verify": 0.2}
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ class ProcessOptions:
     #: Check that the segments and weights files exist and the segments file reads (off only for options
     #: restored from the queue: they were checked when the job was added; a file gone since fails that case).
     check_files: bool = field(default=True, compare=False, repr=False)
+    #: Find burned-in text (recorder overlays: name, date of birth, ID...) and fill it with black.
+    mask_overlays: bool = True
+    #: Leave overlay regions that read as device settings only (pressure, flow, light) visible.
+    keep_device_settings: bool = False
 
     def __post_init__(self) -> None:
         """The one place where processing options are checked (CLI, queue and GUI all build this value).
@@ -102,6 +110,9 @@ class ProcessOptions:
                 if not str(value).strip():
                     raise OptionsError(f"the {name.replace('_', ' ')} must not be empty")
                 object.__setattr__(self, name, Path(os.path.abspath(value)))
+        for name in ("mask_overlays", "keep_device_settings"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionsError(f"{name} must be true or false, got {getattr(self, name)!r}")
         problem = folder_problem(self.out_dir, self.archive_dir, self.held_for_review)
         if problem is not None:
             raise OptionsError(problem, path=self.archive_dir)
@@ -116,7 +127,8 @@ class ProcessOptions:
         return {"mode": self.mode, "redaction": self.redaction.value, "detector": self.detector,
                 "segments_from_file": self.segments_file is not None, "encode": self.encode.to_json(),
                 "new_pseudonym": self.new_pseudonym, "verify": self.verify, "keep_audio": self.keep_audio,
-                "margin_seconds": format_rate(self.margin_seconds)}
+                "margin_seconds": format_rate(self.margin_seconds), "mask_overlays": self.mask_overlays,
+                "keep_device_settings": self.keep_device_settings}
 
 
 def _inside(inner: Path, outer: Path) -> bool:
@@ -193,17 +205,21 @@ class _Progress:
         weights = {p: PHASE_WEIGHTS[p] for p in phases}
         scale = sum(weights.values())
         self.start: dict[str, float] = {}
+        self.end: dict[str, float] = {}
         running = 0.0
         for phase in phases:
             self.start[phase] = running
             running += weights[phase] / scale
-        self.weight = {p: weights[p] / scale for p in phases}
+            self.end[phase] = running
+        # Each phase ends exactly where the next starts, and the last at 1: rounding never moves back.
+        self.end[phases[-1]] = 1.0
 
     def phase(self, name: str) -> Callable[[int, int], None]:
         def report(done: int, total: int) -> None:
             if self.callback is not None and total > 0:
-                share = min(1.0, done / total)
-                self.callback(ProgressEvent(name, done, total, self.start[name] + share * self.weight[name]))
+                start, end = self.start[name], self.end[name]
+                fraction = end if done >= total else min(end, start + done / total * (end - start))
+                self.callback(ProgressEvent(name, done, total, fraction))
         return report
 
 
@@ -241,6 +257,16 @@ def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress:
     return result.segments, f"detector {options.detector}", result.to_json()
 
 
+def find_case_overlays(plan: JoinPlan, options: ProcessOptions, progress: Callable[[int, int], None],
+                       cancel: Cancel | None) -> tuple[OverlaySet, TextDetector | None]:
+    """The burned-in text regions to mask (none when masking is off), and the detector for the check."""
+    if not options.mask_overlays:
+        return OverlaySet(), None
+    detector = TextDetector()
+    overlay_options = OverlayOptions(keep_device_settings=options.keep_device_settings)
+    return find_overlays(plan, overlay_options, progress, cancel, detector), detector
+
+
 def check_out_dir(options: ProcessOptions) -> None:
     """Create the output folder (private if it holds outputs for review) and check that we may write there."""
     path = options.out_dir
@@ -264,7 +290,8 @@ def sha256_of(path: Path) -> str:
 
 
 def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_path: Path,
-           progress: Callable[[int, int], None], cancel: Cancel | None) -> RenderResult:
+           progress: Callable[[int, int], None], cancel: Cancel | None,
+           overlays: OverlaySet = OverlaySet()) -> RenderResult:
     """Fast mode copies what it can: the whole case when nothing is redacted, else every group of
     pictures without a redacted frame (smart render); advanced mode, and whatever cannot be spliced,
     is re-encoded in full."""
@@ -273,14 +300,16 @@ def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_pa
         try:
             # With nothing redacted the splicer copies everything (rebuilding repeated timestamps, converting
             # Annex B); the plain copy takes what it cannot plan (clips that do not start with an IDR picture).
-            return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel)
+            return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel,
+                                overlays)
         except NotSpliceable as exc:
-            if not segments:
+            if not segments and not overlays:       # nothing to change in any picture
                 return render_copy(plan, out_path, progress, cancel)
             fallback = f"fast mode could not splice ({exc}); the whole case was re-encoded"
     elif options.mode == "fast":
         fallback = f"fast mode re-encoded the whole case: {'; '.join(plan.reasons)}"
-    result = render_reencode(plan, segments, options.redaction, options.encode, out_path, progress, cancel)
+    result = render_reencode(plan, segments, options.redaction, options.encode, out_path, progress, cancel,
+                             overlays)
     return replace(result, notes=(*result.notes, fallback)) if fallback else result
 
 
@@ -330,6 +359,8 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     case = discover_case(request.folder, request.case_id)
     phases = ("probe", "render", "verify") if options.detector == "none" or options.segments_file \
         else ("probe", "detect", "render", "verify")
+    if options.mask_overlays:
+        phases = (*phases[:-2], "overlays", *phases[-2:])
     tracker = _Progress(progress, phases)
 
     def step(name: str) -> None:
@@ -343,10 +374,13 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     segments, segment_source, detections = find_segments(plan, options, case, tracker.phase("detect"), cancel)
     if "detect" in phases:
         step("detect")
+    overlays, text_detector = find_case_overlays(plan, options, tracker.phase("overlays"), cancel)
+    if options.mask_overlays:
+        step("overlays")
     temp = new_temp_file(options.out_dir, TEMP_SUFFIX, temp_owner)
     try:
         try:
-            rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel)
+            rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel, overlays=overlays)
             if options.keep_audio:
                 rendered = _with_audio(plan, segments, options, temp, rendered, cancel, temp_owner)
             step("render")
@@ -354,6 +388,12 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
             checks = verify_output(temp, rendered, identifiers, keep_audio=rendered.audio_samples is not None,
                                    mode=options.verify, sources=case.clips,
                                    progress=tracker.phase("verify"), cancel=cancel)
+            checked_frames: tuple[int, ...] = ()
+            if text_detector is not None:
+                overlay_checks, checked_frames = verify_overlays(
+                    temp, overlays, rendered, segments, options.redaction, plan.total_frames,
+                    (plan.target.width, plan.target.height, plan.target.frame_rate), text_detector, cancel)
+                checks = (*checks, *overlay_checks)
             step("verify")
         except (OSError, av.error.FFmpegError) as exc:
             if getattr(exc, "errno", None) in FULL_ERRNOS:
@@ -371,6 +411,8 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
         digest = sha256_of(temp)
         report = _report(plan, options, pseudonym, reused_pseudonym, segments, segment_source, rendered, checks,
                          digest, timings)
+        report["overlays"] = {"masking": options.mask_overlays, **overlays.to_json(),
+                              "masked_regions": len(overlays.masked), "checked_output_frames": list(checked_frames)}
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

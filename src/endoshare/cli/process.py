@@ -67,6 +67,11 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-audio", action="store_true",
                         help="keep the clips' audio, silenced (or cut) wherever the video is redacted; "
                              "dropped by default because operating-room audio carries names")
+    parser.add_argument("--no-overlay-mask", dest="mask_overlays", action="store_false",
+                        help="do not look for burned-in text (recorder overlays: name, date of birth, ID); "
+                             "by default every overlay found is filled with black")
+    parser.add_argument("--keep-device-settings", action="store_true",
+                        help="leave overlays that read as device settings only (pressure, flow, light) visible")
     parser.add_argument("--new-pseudonym", action="store_true",
                         help="give a case that was processed before a new pseudonym")
 
@@ -78,7 +83,8 @@ def options_from_args(args: argparse.Namespace) -> ProcessOptions:
                           redaction=Redaction(args.redact), segments_file=args.segments,
                           detector=args.detector, weights=args.weights, encode=encode,
                           new_pseudonym=args.new_pseudonym, verify=args.verify, keep_audio=args.keep_audio,
-                          margin_seconds=args.margin)
+                          margin_seconds=args.margin, mask_overlays=args.mask_overlays,
+                          keep_device_settings=args.keep_device_settings)
 
 
 def run(args: argparse.Namespace) -> int:

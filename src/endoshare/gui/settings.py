@@ -56,6 +56,9 @@ class GuiSettings:
     height: int | None = None
     require_review: bool = False
     keep_audio: bool = False
+    #: Burned-in text (recorder overlays) found and filled with black; device-settings overlays kept on request.
+    mask_overlays: bool = True
+    keep_device_settings: bool = False
     #: Seconds added before and after every detected span.
     margin_seconds: Fraction = Fraction(1, 2)
 
@@ -75,7 +78,8 @@ class GuiSettings:
         return ProcessOptions(out_dir=self.output_dir(), archive_dir=self.archive_dir, mode=self.mode,
                               redaction=self.redaction, segments_file=segments_file, detector=self.detector,
                               weights=self.weights, encode=self.encode(), keep_audio=self.keep_audio,
-                              margin_seconds=self.margin_seconds, held_for_review=self.require_review)
+                              margin_seconds=self.margin_seconds, held_for_review=self.require_review,
+                              mask_overlays=self.mask_overlays, keep_device_settings=self.keep_device_settings)
 
 
 def margin_from_seconds(seconds: float) -> Fraction:
@@ -175,6 +179,9 @@ def load_settings(store: QSettings) -> GuiSettings:
         height=_optional_int(_text(store, "render/height", "")),
         require_review=_text(store, "review/required", "false").lower() == "true",
         keep_audio=_text(store, "render/keep_audio", "false").lower() == "true",
+        # Anything but an explicit "false" masks: the safe reading of a missing or damaged value.
+        mask_overlays=_text(store, "render/mask_overlays", "true").lower() != "false",
+        keep_device_settings=_text(store, "render/keep_device_settings", "false").lower() == "true",
         margin_seconds=_margin(_text(store, "detector/margin_seconds", ""), base.margin_seconds))
     if settings.mode not in MODES:
         settings = replace(settings, mode=base.mode)
@@ -201,6 +208,8 @@ def save_settings(store: QSettings, settings: GuiSettings) -> None:
     # "3/2", not 1.5: read back as the same exact Fraction.
     store.setValue("detector/margin_seconds", str(Fraction(settings.margin_seconds)))
     store.setValue("render/keep_audio", "true" if settings.keep_audio else "false")
+    store.setValue("render/mask_overlays", "true" if settings.mask_overlays else "false")
+    store.setValue("render/keep_device_settings", "true" if settings.keep_device_settings else "false")
     store.setValue("run/workers", str(settings.workers))
     store.setValue("review/required", "true" if settings.require_review else "false")
     store.sync()
@@ -269,6 +278,13 @@ class SettingsDialog(QDialog):
         self.keep_audio.setToolTip("Off: the output has no sound (operating-room audio often carries names). "
                                    "On: the sound is kept, re-encoded to AAC, silent wherever the video is "
                                    "redacted (or cut with it), and checked in the report.")
+        self.mask_overlays = QCheckBox("Find burned-in text (name, date of birth, ID) and fill it with black")
+        self.mask_overlays.setToolTip("Recorder overlays written into the picture itself. Off: the picture is "
+                                      "left as it is, and the report says so.")
+        self.keep_device_settings = QCheckBox("Keep overlays that show device settings only")
+        self.keep_device_settings.setToolTip("Pressure, flow, light and similar readouts stay visible when every "
+                                             "word of them reads as a device setting; anything else is masked.")
+        self.mask_overlays.toggled.connect(self.keep_device_settings.setEnabled)
         self.workers = QSpinBox()
         self.workers.setRange(1, MAX_WORKERS)
         self.require_review = QCheckBox("Hold each output until a person has reviewed the case")
@@ -304,6 +320,8 @@ class SettingsDialog(QDialog):
         form.addRow("Weights file", self.weights)
         form.addRow("Safety margin", self.margin)
         form.addRow("Audio", self.keep_audio)
+        form.addRow("Burned-in text", self.mask_overlays)
+        form.addRow("", self.keep_device_settings)
         form.addRow("Cases at once", self.workers)
         form.addRow("Review", self.require_review)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
@@ -333,6 +351,9 @@ class SettingsDialog(QDialog):
         # The box shows two decimals: an untouched margin such as 1/3 is saved as it was, not as 33/100.
         self._shown_margin = (self.margin.value(), settings.margin_seconds)
         self.keep_audio.setChecked(settings.keep_audio)
+        self.mask_overlays.setChecked(settings.mask_overlays)
+        self.keep_device_settings.setChecked(settings.keep_device_settings)
+        self.keep_device_settings.setEnabled(settings.mask_overlays)
         self.codec.setCurrentIndex(self.codec.findData(settings.codec))
         self.crf.setValue(-1 if settings.crf is None else settings.crf)
         self.preset.setCurrentText(settings.preset)
@@ -357,6 +378,7 @@ class SettingsDialog(QDialog):
             detector=self.detector.currentData(), weights=Path(weights) if weights else None,
             workers=self.workers.value(), require_review=self.require_review.isChecked(),
             keep_audio=self.keep_audio.isChecked(), margin_seconds=self._chosen_margin(),
+            mask_overlays=self.mask_overlays.isChecked(), keep_device_settings=self.keep_device_settings.isChecked(),
             codec=self.codec.currentData() if advanced else "h264",
             crf=(self.crf.value() if self.crf.value() >= 0 else None) if advanced else None,
             preset=self.preset.currentText() if advanced else "fast",

@@ -110,6 +110,7 @@ def options_to_record(options: ProcessOptions) -> dict[str, Any]:
                    "height": encode.height},
         "new_pseudonym": options.new_pseudonym, "verify": options.verify, "keep_audio": options.keep_audio,
         "margin_seconds": str(options.margin_seconds), "held_for_review": options.held_for_review,
+        "mask_overlays": options.mask_overlays, "keep_device_settings": options.keep_device_settings,
     }
 
 
@@ -126,7 +127,11 @@ def options_from_record(record: dict[str, Any]) -> ProcessOptions:
         new_pseudonym=bool(record["new_pseudonym"]), verify=record.get("verify", "full"),
         keep_audio=bool(record.get("keep_audio", False)),
         margin_seconds=Fraction(record.get("margin_seconds", "1/2")),
-        held_for_review=bool(record.get("held_for_review", False)), check_files=False)
+        held_for_review=bool(record.get("held_for_review", False)), check_files=False,
+        # A record from before overlay masking existed is masked: the safe reading of a missing field.
+        # Not cast with bool(): a damaged value ("false" as text) is refused by ProcessOptions, never read as true.
+        mask_overlays=record.get("mask_overlays", True),
+        keep_device_settings=record.get("keep_device_settings", False))
 
 
 @dataclass(frozen=True)

@@ -2,37 +2,66 @@
 
 A :class:`Redactor` is given each frame that the output would show, whether it is redacted, and the
 output index it lands on; it returns the picture to encode (or None when the frame is cut) and records
-what the verifier must find there (black frames, and the source detail of blurred ones).
+what the verifier must find there (black frames, and the source detail of blurred ones).  Burned-in
+text regions (:class:`~endoshare.overlay.regions.OverlaySet`) are filled with black in every frame
+they apply to, here too, so that both renderers mask alike.
 """
 
 from __future__ import annotations
+
+import math
 
 import av
 
 from ..media.frames import black_frame, blurred_frame, detail_energy
 from ..media.join import VideoFormat
+from ..overlay.mask import mask_frame
+from ..overlay.regions import OverlaySet
+from ..overlay.text import Box
 from .common import Redaction
 
 
 class Redactor:
     """Applies one redaction to frames of one format and remembers what it did, by output index."""
 
-    def __init__(self, redaction: Redaction, fmt: VideoFormat, keep_range: bool = False) -> None:
+    def __init__(self, redaction: Redaction, fmt: VideoFormat, keep_range: bool = False,
+                 overlays: OverlaySet | None = None, source: VideoFormat | None = None) -> None:
+        """``overlays`` are in ``source`` pixels (the merged timeline's; ``fmt``'s when not given)."""
         self.redaction = redaction
         self.fmt = fmt
         #: Keep a full-range (yuvj420p) source's sample values instead of converting them to limited range
         #: (re-encoded groups that sit between copied ones must match them).
         self.keep_range = keep_range
+        self.overlays = overlays if overlays else None
+        source = source or fmt
+        self.scale = (fmt.width / source.width, fmt.height / source.height)
         self.black: list[int] = []
         self.blurred: dict[int, float] = {}
         self._black_picture: av.VideoFrame | None = None
+        #: Output frames that had burned-in text regions filled.
+        self.masked = 0
 
-    def apply(self, frame: av.VideoFrame, redacted: bool, out_index: int) -> av.VideoFrame | None:
-        """The picture to write at ``out_index`` for ``frame`` (yuv420p in ``fmt``'s size), or None if cut."""
+    def boxes(self, timeline_index: int) -> tuple[Box, ...]:
+        """The overlay rectangles of a timeline frame, in ``fmt`` pixels (rounded outwards)."""
+        if self.overlays is None:
+            return ()
+        sx, sy = self.scale
+        return tuple(Box(math.floor(b.x0 * sx), math.floor(b.y0 * sy), min(self.fmt.width, math.ceil(b.x1 * sx)),
+                         min(self.fmt.height, math.ceil(b.y1 * sy))) for b in self.overlays.boxes_at(timeline_index))
+
+    def apply(self, frame: av.VideoFrame, redacted: bool, out_index: int,
+              timeline_index: int) -> av.VideoFrame | None:
+        """The picture to write at ``out_index`` for timeline frame ``timeline_index`` (yuv420p in
+        ``fmt``'s size), or None if cut."""
         if frame.format.name != "yuv420p" or frame.width != self.fmt.width or frame.height != self.fmt.height:
             full = self.keep_range and frame.format.name == "yuvj420p"
             frame = frame.reformat(width=self.fmt.width, height=self.fmt.height, format="yuv420p",
                                    src_color_range="JPEG" if full else None, dst_color_range="JPEG" if full else None)
+        # A redacted frame is black, cut, or blurred past reading (1/32 of its size): no mask needed.
+        boxes = self.boxes(timeline_index) if not redacted else ()
+        if boxes:
+            frame = mask_frame(frame, boxes)
+            self.masked += 1
         if not redacted:
             return frame
         if self.redaction is Redaction.CUT:
@@ -41,7 +70,6 @@ class Redactor:
             return self.replacement(out_index)
         self.blurred[out_index] = detail_energy(frame)
         return blurred_frame(frame, self.fmt)
-
 
     def replaces_all(self, redacted: list[bool]) -> bool:
         """True when every one of these frames is redacted and the redaction does not depend on the picture

@@ -12,6 +12,7 @@ from av.video.frame import PictureType
 from ..media.frames import Cancel, iter_timeline
 from ..media.join import JoinPlan, VideoFormat
 from ..media.scrub import SCRUBBABLE_CODECS, BitstreamScrubber, open_output
+from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
 from .common import EncodeSettings, Redaction, RenderResult
 from .geometry import RANGE_LIMITED, apply_geometry, read_geometry
@@ -32,7 +33,7 @@ def output_format(plan: JoinPlan, settings: EncodeSettings) -> VideoFormat:
 
 def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, settings: EncodeSettings,
                     out_path: Path, progress: Progress | None = None,
-                    cancel: Cancel | None = None) -> RenderResult:
+                    cancel: Cancel | None = None, overlays: OverlaySet | None = None) -> RenderResult:
     """Decode every clip, redact the frames in ``segments``, encode to ``out_path`` (MP4, scrubbed).
 
     Frame-rate conversion picks timeline frames (no blending), so each output frame is exactly one
@@ -45,7 +46,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
     step = plan.target.frame_rate / out_fmt.frame_rate      # timeline frames per output frame
     expected = max(0, -((-kept_count * out_fmt.frame_rate.numerator * plan.target.frame_rate.denominator)
                         // (out_fmt.frame_rate.denominator * plan.target.frame_rate.numerator)))
-    redactor = Redactor(redaction, out_fmt)
+    redactor = Redactor(redaction, out_fmt, overlays=overlays, source=plan.target)
 
     container = open_output(out_path)
     try:
@@ -86,7 +87,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
                 continue
             kept_index += 1
             while written < expected and int(written * step) == kept_index:
-                frame = redactor.apply(item.frame, is_redacted, written)
+                frame = redactor.apply(item.frame, is_redacted, written, item.index)
                 assert frame is not None        # cut frames were skipped above
                 # An intra frame where redaction starts or ends: no redacted frame is predicted from
                 # the picture it hides, and no ghost of it leaks into the next visible frame.
@@ -107,7 +108,9 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
     return RenderResult(method="re-encode", codec=settings.codec, frame_count=written,
                         frame_rate=out_fmt.frame_rate, width=out_fmt.width, height=out_fmt.height,
                         black_frames=tuple(redactor.black), blurred_frames=redactor.blurred,
-                        cut_frames=sum(redacted) if redaction is Redaction.CUT else 0, notes=notes,
+                        cut_frames=sum(redacted) if redaction is Redaction.CUT else 0,
+                        notes=(*notes, *((f"{redactor.masked} frames had burned-in text masked",)
+                                         if redactor.masked else ())),
                         geometry=replace(geometry, color_range=RANGE_LIMITED) if geometry is not None else None)
 
 

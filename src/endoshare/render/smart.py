@@ -45,6 +45,7 @@ from ..media.nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS,
                          split_nal_units, to_length_prefixed, unit_allowed)
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output
+from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
 from .common import X264_PRESETS, CopiedRun, EncodeSettings, Redaction, RenderResult
 from .geometry import Geometry, apply_geometry, read_geometry
@@ -380,16 +381,21 @@ class _HevcSplicer(_Splicer):
 
 
 def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, settings: EncodeSettings,
-                 out_path: Path, progress: Progress | None = None, cancel: Cancel | None = None) -> RenderResult:
-    """Raises :class:`NotSpliceable` before writing anything when the case cannot be spliced."""
-    smart = plan_smart(plan, segments, cancel)
+                 out_path: Path, progress: Progress | None = None, cancel: Cancel | None = None,
+                 overlays: OverlaySet | None = None) -> RenderResult:
+    """Raises :class:`NotSpliceable` before writing anything when the case cannot be spliced.
+
+    Every group that shows a frame with a burned-in text region to mask is re-encoded too: the text
+    is in the coded picture itself, so no copied packet may carry it."""
+    masked = overlays.frames() if overlays else SegmentSet()
+    smart = plan_smart(plan, SegmentSet.of((*segments.segments, *masked.segments)), cancel)
     total = plan.total_frames
     redacted = segments.clipped(total).mask(total)
     geometry = read_geometry(plan)
     splicer = (_H264Splicer if smart.codec == "h264" else _HevcSplicer)(plan, smart, settings, geometry)
     timeline = _OutputTimeline(redacted if redaction is Redaction.CUT else None)
     # Re-encoded pictures keep the source's sample values (a full-range source stays full range).
-    redactor = Redactor(redaction, plan.target, keep_range=True)
+    redactor = Redactor(redaction, plan.target, keep_range=True, overlays=overlays)
     units_by_clip: dict[int, list[tuple[int, Unit]]] = {}
     for number, unit in enumerate(smart.units):
         units_by_clip.setdefault(unit.clip, []).append((number, unit))
@@ -426,7 +432,10 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
         blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs, geometry=geometry,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
-               f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",))
+               f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",
+               *((f"{redactor.masked} frames had burned-in text masked; every group of pictures showing "
+                  "one was re-encoded, since the text is part of the coded picture and cannot be copied",)
+                 if redactor.masked else ())))
 
 
 def _groups(packets: Iterator[av.Packet], units: list[tuple[int, Unit]],
@@ -615,7 +624,7 @@ def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip:
     kept = []
     for index, frame in zip(unit.frame_range, frames):
         out_index = timeline.index(index)
-        picture = redactor.apply(frame, redacted[index], out_index)
+        picture = redactor.apply(frame, redacted[index], out_index, index)
         if picture is not None:
             kept.append((out_index, picture))
     return _RedactedGroup(kept)

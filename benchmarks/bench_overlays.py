@@ -1,0 +1,202 @@
+"""Benchmark: burned-in text (overlay) detection, its cost against out-of-body detection at 1080p,
+and how well each generated overlay style is found.
+
+Usage::
+
+    python benchmarks/bench_overlays.py [--minutes 3] [--cache DIR] [--detector builtin]
+
+1. A 1080p25 H.264 case is generated once (cached outside the repository, default
+   ``~/.cache/endoshare-bench``): two clips of in-body pictures (the stills of ``make_case.py``, a slow
+   pan, temporal noise, x264 ``veryfast`` CRF 22, one IDR every 2 s, scene-cut keyframes off) with a
+   recorder overlay burned into every frame (name, date of birth, ID and device settings; the second
+   clip in another layout and font).
+2. On that case: the out-of-body detector (``detect_case``) and the overlay finder
+   (``find_overlays``) are timed one after the other; the share printed is overlay time / detection
+   time.  The overlay regions found are checked against the planted text.
+3. Per style (fonts, sizes, colours, plates; 4 in-body pictures each, 1080p): the planted lines whose
+   every ink pixel lies inside the masks the finder would draw from one picture's detections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from make_case import DEFAULT_CACHE, GOP, HEIGHT, PAN, RATE, WIDTH, _crop, _stills  # noqa: E402
+from overlay_media import STYLES, Style, draw, patient_lines, text_boxes  # noqa: E402
+
+VERSION = 1
+
+
+def _overlay_layer(style: Style, layout: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(yuv420p planes of the overlay drawn on black, a 4:2:0 mask of its pixels, ink boxes)."""
+    import av
+
+    lines = patient_lines(seed, layout)
+    rgb = draw(np.zeros((HEIGHT, WIDTH, 3), np.uint8), lines, style)
+    yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    ink = rgb.max(axis=2) > 40
+    # Whole 2x2 blocks, so that luma and chroma are pasted alike.
+    blocks = ink.reshape(HEIGHT // 2, 2, WIDTH // 2, 2).any(axis=(1, 3))
+    return yuv, blocks, text_boxes(lines, style, WIDTH, HEIGHT)
+
+
+def _paste(frame: bytes, yuv: np.ndarray, blocks: np.ndarray) -> bytes:
+    planes = np.frombuffer(frame, np.uint8).reshape(HEIGHT * 3 // 2, WIDTH).copy()
+    full = np.repeat(np.repeat(blocks, 2, axis=0), 2, axis=1)
+    planes[:HEIGHT][full] = yuv[:HEIGHT][full]
+    for k in range(2):
+        rows = slice(HEIGHT + k * HEIGHT // 4, HEIGHT + (k + 1) * HEIGHT // 4)
+        chroma = planes[rows].reshape(HEIGHT // 2, WIDTH // 2)
+        chroma[blocks] = yuv[rows].reshape(HEIGHT // 2, WIDTH // 2)[blocks]
+    return planes.tobytes()
+
+
+def make_overlay_case(minutes: float, cache: Path) -> tuple[Path, list[dict]]:
+    root = cache / f"overlay-case-{minutes:g}min-v{VERSION}"
+    folder, truth = root / "case", root / "truth.json"
+    if truth.is_file():
+        return folder, json.loads(truth.read_text(encoding="utf-8"))
+    folder.mkdir(parents=True, exist_ok=True)
+    inbody, _ = _stills(11)
+    total = round(minutes * 60 * RATE)
+    counts = (total * 3 // 5, total - total * 3 // 5)
+    planted = []
+    first = 0
+    for number, (count, style, layout) in enumerate(zip(counts, (STYLES[0], STYLES[3]), (0, 1))):
+        yuv, blocks, boxes = _overlay_layer(style, layout, seed=number)
+        path = folder / f"clip{number + 1:02d}.mp4"
+        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+                   "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{WIDTH}x{HEIGHT}", "-r", str(RATE), "-i", "-",
+                   "-vf", "noise=c0s=10:c0f=t+u:c1s=4:c1f=t+u:c2s=4:c2f=t+u",
+                   "-c:v", "libx264", "-preset", "veryfast", "-crf", "22", "-pix_fmt", "yuv420p",
+                   "-g", str(GOP), "-keyint_min", str(GOP), "-sc_threshold", "0",
+                   "-x264-params", f"scenecut=0:keyint={GOP}:min-keyint={GOP}", "-f", "mp4", str(path)]
+        process = subprocess.Popen(command, stdin=subprocess.PIPE)
+        assert process.stdin is not None
+        for i in range(first, first + count):
+            x = abs(i % (2 * PAN) - PAN) // 2 * 2
+            y = abs((i // 4) % PAN - PAN // 2) // 2 * 2
+            process.stdin.write(_paste(_crop(inbody[(i // (20 * RATE)) % len(inbody)], x, y), yuv, blocks))
+        process.stdin.close()
+        if process.wait() != 0:
+            raise RuntimeError(f"ffmpeg failed on {path}")
+        planted.append({"clip": path.name, "first_frame": first, "frames": count, "style": style.name,
+                        "boxes": boxes})
+        first += count
+    truth.write_text(json.dumps(planted, indent=1) + "\n", encoding="utf-8")
+    return folder, planted
+
+
+def covered(ink: tuple[int, int, int, int], regions: list) -> bool:
+    x0, y0, x1, y1 = ink
+    return any(r.box.x0 <= x0 and r.box.y0 <= y0 and r.box.x1 >= x1 and r.box.y1 >= y1 for r in regions)
+
+
+def per_style(detector) -> list[tuple[str, int, int, float]]:  # type: ignore[no-untyped-def]
+    """(style, lines whose every ink pixel is masked, lines planted, detector seconds per picture) at
+    1080p, with the finder's margins (one text height left and right, 35 % above and below)."""
+    import math
+
+    import av
+
+    from endoshare import synthetic
+    from endoshare.overlay.find import OverlayOptions
+    from endoshare.overlay.text import detector_size
+
+    options = OverlayOptions()
+    backgrounds = [synthetic.inbody_frame(np.random.default_rng(40 + k), WIDTH, HEIGHT, 0.0) for k in range(4)]
+    styles = [*STYLES, Style("DejaVuSans.ttf", 18, (255, 255, 255)), Style("DejaVuSansMono.ttf", 20, (0, 255, 255)),
+              Style("DejaVuSans.ttf", 14, (255, 255, 255)), Style("DejaVuSans-Bold.ttf", 48, (255, 255, 255))]
+    det_w, det_h = detector_size(WIDTH, HEIGHT)
+    rows = []
+    for style in styles:
+        found = planted = 0
+        seconds = 0.0
+        for k, background in enumerate(backgrounds):
+            lines = patient_lines(k, k % 2)
+            rgb = draw(background, lines, style)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            picture = frame.reformat(width=det_w, height=det_h, format="bgr24", interpolation="AREA").to_ndarray()
+            started = time.perf_counter()
+            boxes = detector.boxes(picture, (WIDTH / det_w, HEIGHT / det_h))
+            seconds += time.perf_counter() - started
+            masked = np.zeros((HEIGHT, WIDTH), bool)
+            for b in boxes:
+                g = b.grown(max(4, math.ceil(options.margin_share_x * b.height)), WIDTH, HEIGHT,
+                            max(4, math.ceil(options.margin_share * b.height)))
+                masked[g.y0:g.y1, g.x0:g.x1] = True
+            for line in lines:
+                ink = draw(np.zeros((HEIGHT, WIDTH, 3), np.uint8), (line,), style).max(axis=2) > 40
+                planted += 1
+                found += bool(masked[ink].all())
+        rows.append((style.name, found, planted, seconds / len(backgrounds)))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--detector", default="builtin", help="out-of-body detector to compare with")
+    args = parser.parse_args()
+
+    from endoshare.cases import discover_case
+    from endoshare.detect.case import detect_case
+    from endoshare.media.join import plan_join
+    from endoshare.overlay.find import find_overlays
+    from endoshare.overlay.text import TextDetector
+    from endoshare.pipeline import probe_case
+
+    started = time.monotonic()
+    folder, planted = make_overlay_case(args.minutes, args.cache)
+    print(f"case {folder} ready in {time.monotonic() - started:.0f} s", flush=True)
+    plan = plan_join(probe_case(discover_case(folder)))
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    started = time.monotonic()
+    detect_case(plan, args.detector)
+    oob_seconds = time.monotonic() - started
+    detector = TextDetector()
+    started = time.monotonic()
+    overlays = find_overlays(plan, detector=detector)
+    text_seconds = time.monotonic() - started
+    minutes = plan.total_frames / RATE / 60
+    print(f"{plan.total_frames} frames ({minutes:.1f} min) at {plan.target.width}x{plan.target.height}")
+    print(f"out-of-body detection ({args.detector}): {oob_seconds:.1f} s")
+    print(f"load average before the timed part: {load}")
+    print(f"overlay finding: {text_seconds:.1f} s, {len(overlays.samples)} sampled frames "
+          f"({text_seconds / max(1, len(overlays.samples)):.2f} s each)")
+    print(f"overlay / out-of-body detection time: {100 * text_seconds / oob_seconds:.0f} %; "
+          f"overlay share of both: {100 * text_seconds / (oob_seconds + text_seconds):.0f} %")
+    for clip in planted:
+        first, last = clip["first_frame"], clip["first_frame"] + clip["frames"]
+        regions = [r for r in overlays.masked if r.start_frame <= first and r.end_frame >= last]
+        hits = {kind: covered(tuple(box), regions) for kind, box in clip["boxes"].items()}
+        if not all(hits.values()):      # several regions may share a line: count pixels
+            union = np.zeros((HEIGHT, WIDTH), bool)
+            for r in regions:
+                union[r.box.y0:r.box.y1, r.box.x0:r.box.x1] = True
+            hits = {kind: bool(union[y0:y1, x0:x1].all()) for kind, (x0, y0, x1, y1) in clip["boxes"].items()}
+        print(f"  {clip['clip']} ({clip['style']}): planted lines masked over the whole clip: {hits}")
+    print(f"  regions: {sum(r.kind == 'overlay' for r in overlays.regions)} overlay, "
+          f"{sum(r.kind == 'transient' for r in overlays.regions)} transient (left visible)")
+    print("\nper style at 1080p (4 pictures, 4 lines each): style | found/planted | detector s per picture")
+    for name, found, total, seconds in per_style(detector):
+        print(f"  {name:34s} {found:2d}/{total:2d}  {seconds:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

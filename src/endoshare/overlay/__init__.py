@@ -1,0 +1,1 @@
+"""Burned-in text (recorder overlays): find it, mask it, check the mask.  See :mod:`.find`."""

@@ -1,0 +1,343 @@
+"""Burned-in recorder overlays: planted names, dates of birth and IDs are masked in every frame, in
+fast and advanced mode; device settings follow the setting; the in-body picture is left alone."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from endoshare.cli import main as cli_main
+from endoshare.jobs.queue import options_from_record, options_to_record
+from endoshare.media.join import plan_join
+from endoshare.overlay.find import OverlayOptions, choose_samples, find_overlays, stroke_similarity
+from endoshare.overlay.mask import FILL_Y, mask_frame
+from endoshare.overlay.regions import OverlayRegion, OverlaySet
+from endoshare.overlay.text import Box, TextDetector, classify, model_dir, only_device_settings
+from endoshare.overlay.verify import verify_overlays
+from endoshare.pipeline import CaseRequest, ProcessOptions, probe_case, process_case
+from endoshare.cases import discover_case
+from endoshare.render.common import Redaction, RenderResult
+from endoshare.timeline import SegmentSet
+
+from overlay_media import STYLES, overlay_clip, patient_lines, text_boxes
+
+WIDTH, HEIGHT, FRAMES = 640, 360, 50
+
+
+@dataclass(frozen=True)
+class PlantedClip:
+    style: int
+    lines: tuple
+    boxes: dict[str, tuple[int, int, int, int]]
+
+
+@pytest.fixture(scope="module")
+def detector() -> TextDetector:
+    return TextDetector()
+
+
+def make_case(folder: Path, styles: tuple[int, ...], layouts: tuple[int, ...] = (0, 1)) -> list[PlantedClip]:
+    """One clip per style, the layout changing from clip to clip."""
+    folder.mkdir(parents=True)
+    planted = []
+    for number, (style, layout) in enumerate(zip(styles, layouts)):
+        lines = patient_lines(seed=style, layout=layout)
+        overlay_clip(folder / f"clip{number + 1}.mp4", FRAMES, STYLES[style], lines, width=WIDTH, height=HEIGHT)
+        planted.append(PlantedClip(style, lines, text_boxes(lines, STYLES[style], WIDTH, HEIGHT)))
+    return planted
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, list[PlantedClip]]]:
+    root = tmp_path_factory.mktemp("overlay-cases")
+    # case-c's second clip: half-transparent text over the moving picture itself.
+    return [(root / name, make_case(root / name, styles, layouts))
+            for name, styles, layouts in (("case-a", (0, 1), (0, 1)), ("case-b", (2, 3), (0, 1)),
+                                          ("case-c", (4, 5), (0, 2)))]
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
+
+
+def source_frames(case: Path) -> list[np.ndarray]:
+    return [frame for clip in sorted(case.glob("clip*.mp4")) for frame in decode(clip)]
+
+
+def recognised(detector: TextDetector, yuv: np.ndarray) -> list[str]:
+    """Every line of text that detection + recognition read on a whole output frame."""
+    frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    bgr = frame.to_ndarray(format="bgr24")
+    texts = []
+    for box in detector.boxes(frame.reformat(width=640, height=352, format="bgr24").to_ndarray(),
+                              (WIDTH / 640, HEIGHT / 352)):
+        text, _ = detector.read(bgr[box.y0:box.y1, box.x0:box.x1])
+        texts.append(text.lower())
+    return texts
+
+
+def secrets(clip: PlantedClip) -> list[str]:
+    """Pieces of the planted personal data that must not be readable: surname, birth year, ID digits."""
+    name = next(line.text for line in clip.lines if line.kind == "name")
+    dob = next(line.text for line in clip.lines if line.kind == "dob")
+    pid = next(line.text for line in clip.lines if line.kind == "id")
+    surname = name.split(",")[0] if "," in name else name.split()[-1]
+    return [surname.lower().split()[-1], dob[-4:], pid.split()[-1][-5:]]
+
+
+def filled(yuv: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    x0, y0, x1, y1 = box
+    luma = yuv[:HEIGHT][y0:y1, x0:x1].astype(np.int16)
+    return float(np.abs(luma - FILL_Y).mean()) <= 3 and float(np.percentile(np.abs(luma - FILL_Y), 95)) <= 12
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory):
+    """Processed cases by (case folder, mode, options), each rendered once for the module."""
+    done: dict[tuple, dict] = {}
+
+    def get(case: Path, mode: str, **extra: object) -> dict:
+        key = (case, mode, tuple(sorted(extra.items())))
+        if key not in done:
+            done[key] = run(case, tmp_path_factory.mktemp("out"), mode, **extra)
+        return done[key]
+    return get
+
+
+def run(case: Path, out: Path, mode: str, **extra: object) -> dict:
+    options = ProcessOptions(out_dir=out / "shared", archive_dir=out / "archive", mode=mode, detector="none",
+                             **extra)  # type: ignore[arg-type]
+    result = process_case(CaseRequest(case), options)
+    assert result.status == "ok", result.error
+    assert result.report is not None and result.output is not None
+    return {"report": json.loads(result.report.read_text(encoding="utf-8")), "output": result.output}
+
+
+@pytest.mark.parametrize("mode", ["fast", "advanced"])
+def test_planted_overlays_masked_in_every_frame(cases, detector, rendered, mode):
+    for case, planted in cases:
+        done = rendered(case, mode)
+        report, frames = done["report"], decode(done["output"])
+        source = source_frames(case)
+        assert len(frames) == len(source) == FRAMES * len(planted)
+        checks = {c["name"]: c for c in report["checks"]}
+        assert checks["overlay-fill"]["passed"] and checks["overlay-text"]["passed"]
+        assert report["overlays"]["checked_output_frames"]
+        if mode == "fast":
+            assert any("burned-in text" in note for note in report["output"]["notes"])
+        regions = [OverlayRegion.from_json(r) for r in report["overlays"]["regions"]]
+        for number, clip in enumerate(planted):
+            first = number * FRAMES
+            for index in range(first, first + FRAMES):
+                for kind, box in clip.boxes.items():
+                    assert filled(frames[index], box), (case.name, STYLES[clip.style].name, kind, index)
+            for index in (first + 1, first + FRAMES - 2):
+                read = " ".join(recognised(detector, frames[index]))
+                for secret in secrets(clip):
+                    assert secret not in read, (case.name, STYLES[clip.style].name, secret, read)
+        # Outside the masked regions the in-body picture is what the source showed (up to re-encoding).
+        outside = np.ones((HEIGHT, WIDTH), bool)
+        for region in regions:
+            if region.masked:
+                outside[region.box.y0:region.box.y1, region.box.x0:region.box.x1] = False
+        assert outside.mean() > 0.75, "masks must cover the overlays, not the picture"
+        for index in range(0, len(frames), 7):
+            diff = np.abs(frames[index][:HEIGHT].astype(np.int16) - source[index][:HEIGHT].astype(np.int16))
+            assert diff[outside].mean() < 2.0, (case.name, index, diff[outside].mean())
+
+
+def test_device_settings_kept_only_when_asked(cases, rendered):
+    case, planted = cases[0]
+    kept = rendered(case, "advanced", keep_device_settings=True)
+    masked = rendered(case, "advanced")
+    kept_frames, masked_frames = decode(kept["output"]), decode(masked["output"])
+    for number, clip in enumerate(planted):
+        index = number * FRAMES + 10
+        assert not filled(kept_frames[index], clip.boxes["settings"])
+        assert filled(masked_frames[index], clip.boxes["settings"])
+        for kind in ("name", "dob", "id"):
+            assert filled(kept_frames[index], clip.boxes[kind])
+    visible = [r for r in kept["report"]["overlays"]["regions"] if not r["masked"] and r["kind"] == "overlay"]
+    assert visible and all("device-settings" in r["labels"] for r in visible)
+    assert kept["report"]["settings"]["keep_device_settings"] is True
+
+
+def test_masking_off_leaves_the_picture_and_says_so(cases, tmp_path):
+    case, planted = cases[2]
+    done = run(case, tmp_path, "fast", mask_overlays=False)
+    frames = decode(done["output"])
+    assert not filled(frames[5], planted[0].boxes["name"])
+    assert done["report"]["overlays"]["masking"] is False
+    assert done["report"]["output"]["method"] == "stream-copy"
+    assert not any(c["name"].startswith("overlay") for c in done["report"]["checks"])
+
+
+def test_check_fails_when_text_is_left_in_a_region(cases, detector):
+    """The output check run on an unmasked picture: both overlay checks must fail."""
+    case, _ = cases[2]
+    plan = plan_join(probe_case(discover_case(case)))
+    overlays = find_overlays(plan, detector=detector)
+    assert overlays.masked
+    unmasked = RenderResult("stream-copy", "h264", FRAMES, Fraction(25), WIDTH, HEIGHT)
+    checks, frames = verify_overlays(case / "clip1.mp4", overlays, unmasked, SegmentSet(), Redaction.BLACK, FRAMES,
+                                     (WIDTH, HEIGHT, Fraction(25)), detector)
+    assert frames
+    assert [c.passed for c in checks] == [False, False]
+    assert "text found in a masked region" in checks[1].detail
+
+
+def test_text_that_moves_with_the_scene_is_not_an_overlay(tmp_path, detector):
+    """Text drawn at a new place in every frame is transient: reported, not masked."""
+    from overlay_media import Line, draw, inbody
+    from endoshare.sample import write_clip
+
+    def frames():
+        for index in range(FRAMES):
+            line = Line("SCALE 10 20 30 mm", "scene", 0.25 + 0.006 * index, 0.45 + 0.004 * index)
+            yield draw(inbody(index, WIDTH, HEIGHT, 3, Fraction(25)), (line,), STYLES[0])
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", frames(), gop=25, options={"crf": "20"})
+    plan = plan_join(probe_case(discover_case(tmp_path / "case")))
+    overlays = find_overlays(plan, detector=detector)
+    moving = [r for r in overlays.regions if r.box.x0 > WIDTH * 0.2 and r.box.y0 > HEIGHT * 0.35
+              and r.box.width > 60]
+    assert moving and all(r.kind == "transient" and not r.masked for r in moving)
+
+
+def test_detector_runs_without_network(monkeypatch):
+    """The models come from the installed wheel: no socket may be opened to load or run them."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the text detector tried to use the network")
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    detector = TextDetector()
+    picture = np.zeros((64, 256, 3), np.uint8)
+    picture[20:40, 20:200] = 255
+    assert isinstance(detector.boxes(picture), list)
+    assert detector.read(picture)[0] is not None
+    record = (model_dir().parent.parent / "rapidocr-").as_posix()
+    assert (model_dir() / "PP-OCRv6_det_small.onnx").is_file()
+    installed = list(model_dir().parent.parent.glob("rapidocr-*.dist-info/RECORD"))
+    assert installed, record
+    listed = installed[0].read_text(encoding="utf-8")
+    assert "rapidocr/models/PP-OCRv6_det_small.onnx" in listed and "rapidocr/models/PP-OCRv6_rec_small.onnx" in listed
+
+
+def test_regions_round_trip_and_mask_geometry():
+    region = OverlayRegion(Box(10, 4, 51, 23).grown(4, 64, 32), 0, 10, "overlay", ("name-like",), True, (0, 5))
+    assert region.box == Box(6, 0, 56, 28)
+    overlays = OverlaySet.of([region, OverlayRegion(Box(0, 0, 8, 8), 5, 7, "transient", masked=False)], [0, 5])
+    assert OverlaySet.from_json(json.loads(json.dumps(overlays.to_json()))) == overlays
+    assert overlays.boxes_at(9) == (region.box,) and overlays.boxes_at(10) == ()
+    assert overlays.frames() == SegmentSet.of([(0, 10)])
+    frame = av.VideoFrame.from_ndarray(np.full((48, 64), 200, np.uint8), format="yuv420p")
+    out = mask_frame(frame, [Box(3, 3, 9, 9)]).to_ndarray()
+    assert (out[2:10, 2:10] == FILL_Y).all() and out[:32][11:, 11:].min() == 200 and out[:2].min() == 200
+    with pytest.raises(ValueError):
+        OverlayRegion(Box(0, 0, 4, 4), 5, 5)
+
+
+def test_sampling_reads_scene_cuts_and_the_grid():
+    keys = [0, 250, 500, 610, 750, 1000, 1250]     # 610: a keyframe out of cadence (scene cut)
+    chosen = choose_samples(keys, 1400, Fraction(25), OverlayOptions(interval_seconds=Fraction(20)))
+    assert [keys[i] for i in chosen] == [0, 500, 610, 750, 1000, 1250]
+    few = choose_samples(list(range(0, 10_000, 25)), 10_000, Fraction(25),
+                         OverlayOptions(interval_seconds=Fraction(1), max_samples_per_clip=5))
+    assert len(few) == 5 and few[0] == 0 and few[-1] == 399
+
+
+def test_stroke_similarity_tells_standing_from_moving_text():
+    rng = np.random.default_rng(0)
+    text = (rng.random((20, 80)) > 0.7).astype(np.uint8) * 255
+    crop = np.repeat(text[:, :, None], 3, axis=2)
+    other = np.repeat(np.roll(text, 7, axis=1)[:, :, None], 3, axis=2)
+    assert stroke_similarity(crop, crop // 2 + 40) > 0.9
+    assert stroke_similarity(crop, other) < 0.6
+
+
+@pytest.mark.parametrize("text, labels", [
+    ("MUELLER, Hans-Peter", {"name-like"}), ("DOB 12.03.1961", {"date"}), ("ID 004512873", {"id"}),
+    ("Insuffl 12 mmHg", {"device-settings"}), ("", {"unreadable"}),
+])
+def test_classify_for_the_report(text, labels):
+    assert labels <= set(classify(text))
+
+
+def test_only_device_settings_needs_confidence_and_nothing_else():
+    assert only_device_settings("Insuffl 12 mmHg  Flow 8 l/min", 0.95)
+    assert not only_device_settings("Insuffl 12 mmHg  Flow 8 l/min", 0.5)
+    assert not only_device_settings("Flow 8 l/min MUELLER", 0.99)
+    assert not only_device_settings("12 mmHg 12.03.1961", 0.99)
+
+
+def test_options_reach_the_queue_record_and_the_cli(tmp_path, capsys):
+    options = ProcessOptions(out_dir=tmp_path / "o", archive_dir=tmp_path / "a", mask_overlays=False,
+                             keep_device_settings=True)
+    assert options_from_record(json.loads(json.dumps(options_to_record(options)))) == options
+    old = options_to_record(ProcessOptions(out_dir=tmp_path / "o", archive_dir=tmp_path / "a"))
+    del old["mask_overlays"], old["keep_device_settings"]
+    assert options_from_record(old).mask_overlays is True
+    # A damaged record is refused by the one validation, never read as "keep the device settings".
+    for name, damaged in (("mask_overlays", "false"), ("keep_device_settings", "false"), ("mask_overlays", 0)):
+        with pytest.raises(ValueError, match=name):
+            options_from_record({**old, name: damaged})
+    with pytest.raises(SystemExit):
+        cli_main(["process", "--help"])
+    assert "--no-overlay-mask" in capsys.readouterr().out
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RECORDER_FRAMES = sorted((DATA / "frames").glob("nvidia-holoscan__holohub__colonoscopy_segmentation_testing_000*.png"))
+
+
+@pytest.mark.skipif(len(RECORDER_FRAMES) < 4, reason=f"development frames not found at {DATA}")
+def test_real_recorder_text_is_masked(tmp_path, detector):
+    """Real 1080p colonoscopy frames with burned-in recorder text (video standard, bitrate, date, time,
+    counters; no patient data): after processing, recognition reads none of it any more."""
+    from PIL import Image
+    from endoshare.sample import write_clip
+
+    pictures = [np.asarray(Image.open(p).convert("RGB")) for p in RECORDER_FRAMES[:4]]
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", (pictures[i // 3] for i in range(12)), gop=6, options={"crf": "20"})
+    before = " ".join(recognised_at(detector, decode(tmp_path / "case" / "clip.mp4")[7]))
+    assert "2015" in before and "mbit" in before          # the text is there, and readable
+    done = run(tmp_path / "case", tmp_path / "out", "advanced")
+    after = " ".join(recognised_at(detector, decode(done["output"])[7]))
+    for secret in ("2015", "mbit", "video", "drop", "buf"):
+        assert secret not in after, (secret, after)
+
+
+def recognised_at(detector: TextDetector, yuv: np.ndarray) -> list[str]:
+    """Like :func:`recognised`, for a picture of any size (read at the finder's detector size)."""
+    from endoshare.overlay.text import detector_size
+
+    frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    width, height = frame.width, frame.height
+    det_w, det_h = detector_size(width, height)
+    bgr = frame.to_ndarray(format="bgr24")
+    return [detector.read(bgr[b.y0:b.y1, b.x0:b.x1])[0].lower()
+            for b in detector.boxes(frame.reformat(width=det_w, height=det_h, format="bgr24").to_ndarray(),
+                                    (width / det_w, height / det_h))]
+
+
+def test_output_frames_map_back_through_cuts_and_rate_changes():
+    from endoshare.overlay.verify import _OutputMap
+
+    cut = _OutputMap(50, SegmentSet.of([(10, 20)]), Redaction.CUT,
+                     RenderResult("re-encode", "h264", 40, Fraction(25), 64, 64), Fraction(25))
+    assert [cut.timeline(w) for w in (0, 9, 10, 39)] == [0, 9, 20, 49]
+    assert cut.output_near(15) == 10 and cut.output_near(49) == 39 and cut.output_near(50) is None
+    halved = _OutputMap(50, SegmentSet(), Redaction.BLACK,
+                        RenderResult("re-encode", "h264", 25, Fraction(25), 64, 64), Fraction(50))
+    assert [halved.timeline(w) for w in (0, 1, 24)] == [0, 2, 48]
+    assert halved.output_near(3) == 2
