@@ -1,17 +1,20 @@
-"""Test media built at test time: frames that carry their own index, clips with planted identifiers."""
+"""Test media built at test time: frames that carry their own index, clips with planted identifiers; and
+a case processed with given spans redacted."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import av
 import imageio_ffmpeg
 import numpy as np
 import numpy.typing as npt
 
+from endoshare.pipeline import CaseRequest, CaseResult, ProcessOptions, process_case
 from endoshare.sample import write_clip
 
 BITS = 12          # frame indices up to 4095
@@ -75,3 +78,14 @@ def ffmpeg(*args: str | Path) -> None:
     command: Sequence[str] = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
                               *map(str, args)]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+def process_spans(case: Path, tmp_path: Path, spans: Iterable[tuple[int, int]],
+                  **options: Any) -> tuple[CaseResult, dict[str, Any]]:
+    """Process ``case`` with these (start, end) timeline frame spans redacted, read from a segments file
+    (no detector), into ``tmp_path``'s shared and archive folders: the result and its report."""
+    segments = tmp_path / "segments.json"
+    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in spans]}))
+    options = {"out_dir": tmp_path / "shared", "archive_dir": tmp_path / "archive", "detector": "none", **options}
+    result = process_case(CaseRequest(case), ProcessOptions(segments_file=segments, **options))
+    return result, json.loads(result.report.read_text())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 
-from media import ffmpeg
+from media import ffmpeg, process_spans
 
 SPANS = [(30, 35)]          # inside the second group of pictures: that group is re-encoded in fast mode
 
@@ -49,12 +48,7 @@ def test_rotation_pixel_shape_colour_and_scan_are_kept(tmp_path: Path, case: Pat
     sar, primaries, trc, space, color_range, interlaced, rotation = next(iter(source))
     assert (sar, primaries, trc, space, color_range, interlaced, abs(rotation)) == \
         (Fraction(64, 45), 1, 1, 1, 1, True, 90)
-    segments = tmp_path / "segments.json"
-    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in SPANS]}))
-    result = process_case(CaseRequest(case), ProcessOptions(out_dir=tmp_path / "shared",
-                                                            archive_dir=tmp_path / "archive", detector="none",
-                                                            mode=mode, segments_file=segments))
-    report = json.loads(result.report.read_text())
+    result, report = process_spans(case, tmp_path, SPANS, mode=mode)
     assert report["output"]["method"] == ("smart-render" if mode == "fast" else "re-encode")
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     # Every output picture, copied or re-encoded (black ones included), has the source's geometry and scan.
@@ -104,12 +98,7 @@ def test_a_full_range_recording_is_spliced_and_keeps_its_range(tmp_path: Path) -
     case.mkdir()
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=4", "-vf", "setparams=range=pc",
            "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", "-color_range", "pc", case / "clip.mp4")
-    segments = tmp_path / "segments.json"
-    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in SPANS]}))
-    result = process_case(CaseRequest(case), ProcessOptions(out_dir=tmp_path / "shared",
-                                                            archive_dir=tmp_path / "archive", detector="none",
-                                                            segments_file=segments))
-    report = json.loads(result.report.read_text())
+    result, report = process_spans(case, tmp_path, SPANS)
     assert report["output"]["method"] == "smart-render"
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     with av.open(str(case / "clip.mp4")) as container:

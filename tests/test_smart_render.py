@@ -18,7 +18,7 @@ from endoshare.render.common import Redaction
 from endoshare.render.smart import plan_smart
 from endoshare.timeline import SegmentSet
 
-from media import barcode_clip, decoded_frames, luma_max, read_barcode
+from media import barcode_clip, decoded_frames, luma_max, process_spans, read_barcode
 
 GOP = 25
 # First frame; inside one GOP (shorter than a GOP); across the clip boundary at 100; two adjacent
@@ -37,17 +37,13 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def render(tmp_path: Path, case: Path, redaction: Redaction) -> tuple[Path, dict]:
-    segments = tmp_path / "segments.json"
-    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in SPANS]}))
-    result = process_case(CaseRequest(case), ProcessOptions(out_dir=tmp_path / "shared",
-                                                            archive_dir=tmp_path / "archive", detector="none",
-                                                            redaction=redaction, segments_file=segments))
-    return result.output, json.loads(result.report.read_text())
+    result, report = process_spans(case, tmp_path, SPANS, redaction=redaction)
+    return result.output, report
 
 
-def source_frames(case: Path) -> list[np.ndarray]:
+def source_frames(case: Path, pattern: str = "clip*.mp4") -> list[np.ndarray]:
     frames = []
-    for clip in sorted(case.glob("clip*.mp4")):
+    for clip in sorted(case.glob(pattern)):
         frames += [f.to_ndarray() for f in decoded_frames(clip)]
     return frames
 
@@ -62,21 +58,25 @@ def test_plan_reencodes_only_the_groups_that_show_a_redacted_frame(case: Path) -
     assert smart.delay_ticks > 0            # the source has B-frames
 
 
-def test_black_is_frame_exact_and_copied_groups_are_bit_identical(tmp_path: Path, case: Path) -> None:
-    output, report = render(tmp_path, case, Redaction.BLACK)
-    assert report["output"]["method"] == "smart-render"
-    assert all(c["passed"] for c in report["checks"])
+def assert_black_spans_and_copied_group(frames: list[av.VideoFrame], sources: list[np.ndarray]) -> None:
+    """200 frames: those in SPANS black, every other one shows its own index, and the one clean group
+    [50, 75) is bit-identical to the source (copied, not re-encoded)."""
     redacted = SegmentSet.of(SPANS)
-    frames = decoded_frames(output)
     assert len(frames) == 200
-    sources = source_frames(case)
     for index, frame in enumerate(frames):
         if redacted.contains(index):
             assert luma_max(frame) <= 20, index
         else:
             assert read_barcode(frame) == index
-        if 50 <= index < 75:                      # the one clean group: copied, not re-encoded
+        if 50 <= index < 75:
             assert np.array_equal(frame.to_ndarray(), sources[index]), f"copied frame {index} changed"
+
+
+def test_black_is_frame_exact_and_copied_groups_are_bit_identical(tmp_path: Path, case: Path) -> None:
+    output, report = render(tmp_path, case, Redaction.BLACK)
+    assert report["output"]["method"] == "smart-render"
+    assert all(c["passed"] for c in report["checks"])
+    assert_black_spans_and_copied_group(decoded_frames(output), source_frames(case))
 
 
 def test_no_hidden_samples_and_ffmpeg_decodes_cleanly(tmp_path: Path, case: Path) -> None:
@@ -120,12 +120,7 @@ def test_hevc_is_spliced_with_inband_parameter_sets(tmp_path: Path) -> None:
         barcode_clip(folder / name, frames, codec="libx265", gop=GOP,
                      options={"x265-params": "log-level=error:keyint=25:min-keyint=25:scenecut=0:open-gop=0"})
     spans = [(0, 3), (30, 34), (58, 62), (119, 120)]
-    segments = tmp_path / "segments.json"
-    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in spans]}))
-    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
-                                                              archive_dir=tmp_path / "archive", detector="none",
-                                                              segments_file=segments))
-    report = json.loads(result.report.read_text())
+    result, report = process_spans(folder, tmp_path, spans)
     assert report["output"]["method"] == "smart-render" and report["output"]["codec"] == "hevc"
     assert all(c["passed"] for c in report["checks"])
     redacted = SegmentSet.of(spans)
@@ -150,12 +145,7 @@ def test_sources_that_cannot_be_spliced_fall_back_to_a_full_reencode(tmp_path: P
     # HEVC in MPEG-TS: Annex B without an hvcC record (only Annex B H.264 is spliced).
     barcode_clip(folder / "clip.ts", range(60), container_format="mpegts", codec="libx265",
                  options={"x265-params": "log-level=error"})
-    segments = tmp_path / "segments.json"
-    segments.write_text(json.dumps({"segments": [{"start_frame": 10, "end_frame": 20}]}))
-    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
-                                                              archive_dir=tmp_path / "archive", detector="none",
-                                                              segments_file=segments))
-    report = json.loads(result.report.read_text())
+    result, report = process_spans(folder, tmp_path, [(10, 20)])
     assert report["output"]["method"] == "re-encode"
     assert any("could not splice" in note for note in report["output"]["notes"])
     assert [read_barcode(f) for i, f in enumerate(decoded_frames(result.output)) if not 10 <= i < 20] == \
@@ -169,26 +159,11 @@ def test_mpegts_is_spliced_not_reencoded(tmp_path: Path) -> None:
     for name, frames in (("clip1.ts", range(0, 100)), ("clip2.ts", range(100, 200))):
         barcode_clip(folder / name, frames, gop=GOP, container_format="mpegts",
                      options={"x264-params": "scenecut=0:aud=1"})
-    segments = tmp_path / "segments.json"
-    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in SPANS]}))
-    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
-                                                              archive_dir=tmp_path / "archive", detector="none",
-                                                              segments_file=segments))
-    report = json.loads(result.report.read_text())
+    result, report = process_spans(folder, tmp_path, SPANS)
     assert report["output"]["method"] == "smart-render", report["output"]["notes"]
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     assert any(c["name"] == "copied_packets" for c in report["checks"])
-    redacted = SegmentSet.of(SPANS)
-    frames = decoded_frames(result.output)
-    sources = [f.to_ndarray() for clip in ("clip1.ts", "clip2.ts") for f in decoded_frames(folder / clip)]
-    assert len(frames) == 200
-    for index, frame in enumerate(frames):
-        if redacted.contains(index):
-            assert luma_max(frame) <= 20, index
-        else:
-            assert read_barcode(frame) == index
-        if 50 <= index < 75:                      # the one clean group: copied, not re-encoded
-            assert np.array_equal(frame.to_ndarray(), sources[index]), f"copied frame {index} changed"
+    assert_black_spans_and_copied_group(decoded_frames(result.output), source_frames(folder, "clip*.ts"))
     proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-err_detect", "explode",
                            "-i", str(result.output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr == ""
@@ -258,12 +233,7 @@ def test_repeated_timestamps_in_mp4_do_not_fail_a_case(tmp_path: Path, spans: li
     folder.mkdir()
     plain = barcode_clip(tmp_path / "plain.mp4", range(100), gop=GOP, options={"x264-params": "scenecut=0:bframes=0"})
     repeated_timestamps_mp4(plain, folder / "clip.mp4")
-    segments = tmp_path / "segments.json"
-    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in spans]}))
-    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
-                                                              archive_dir=tmp_path / "archive", detector="none",
-                                                              segments_file=segments))
-    report = json.loads(result.report.read_text())
+    result, report = process_spans(folder, tmp_path, spans)
     assert report["output"]["method"] == ("smart-render" if spans else "stream-copy")
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     codes = [read_barcode(f) for f in decoded_frames(result.output)]
@@ -285,12 +255,7 @@ def test_groups_wholly_redacted_are_replaced_without_decoding(tmp_path: Path, ca
 
     monkeypatch.setattr(smart, "_redacted_unit", counting)
     spans = [(25, 75), (80, 81)]          # two whole groups, and one frame of the next
-    segments = tmp_path / "segments.json"
-    segments.write_text(json.dumps({"segments": [{"start_frame": a, "end_frame": b} for a, b in spans]}))
-    result = process_case(CaseRequest(case), ProcessOptions(out_dir=tmp_path / "shared",
-                                                            archive_dir=tmp_path / "archive", detector="none",
-                                                            redaction=redaction, segments_file=segments))
-    report = json.loads(result.report.read_text())
+    result, report = process_spans(case, tmp_path, spans, redaction=redaction)
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     assert decoded == [0, 0, 25]          # only the partly redacted group was decoded
     frames = decoded_frames(result.output)
@@ -309,12 +274,7 @@ def test_repeated_timestamps_with_reordered_pictures_are_re_encoded_not_guessed(
     plain = barcode_clip(tmp_path / "plain.mp4", range(100), gop=GOP, options={"x264-params": "scenecut=0"})
     # The times never go back, yet frame order is not display order.
     repeated_timestamps_mp4(plain, folder / "clip.mp4", every=True)
-    segments = tmp_path / "segments.json"
-    segments.write_text(json.dumps({"segments": [{"start_frame": 40, "end_frame": 45}]}))
-    result = process_case(CaseRequest(folder), ProcessOptions(out_dir=tmp_path / "shared",
-                                                              archive_dir=tmp_path / "archive", detector="none",
-                                                              segments_file=segments))
-    report = json.loads(result.report.read_text())
+    result, report = process_spans(folder, tmp_path, [(40, 45)])
     assert report["output"]["method"] == "re-encode"
     assert any("reordered pictures" in note for note in report["output"]["notes"])
     assert all(c["passed"] for c in report["checks"]), report["checks"]

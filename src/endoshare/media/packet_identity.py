@@ -219,22 +219,28 @@ class PacketIdentity:
                     and unit not in src_units[position:]:
                 continue                      # the source's own parameter sets, repeated in-band
             while position < len(src_units) and src_units[position] != unit:
-                dropped = src_units[position]
-                if _vcl(dropped, self.codec):
-                    return "a picture slice differs from the source's"
-                if _parameter_set_kind(dropped, self.codec) is not None and dropped not in self.output_sets:
-                    return "a parameter set of the source was dropped"
+                problem = self._dropped(src_units[position], "a picture slice differs from the source's")
+                if problem:
+                    return problem
                 position += 1
             if position == len(src_units):
                 return "holds a NAL unit the source packet does not have"
             position += 1
         for dropped in src_units[position:]:
-            if _vcl(dropped, self.codec):
-                return "a picture slice of the source is missing"
-            if _parameter_set_kind(dropped, self.codec) is not None and dropped not in self.output_sets:
-                return "a parameter set of the source was dropped"
+            problem = self._dropped(dropped, "a picture slice of the source is missing")
+            if problem:
+                return problem
         if not any(_vcl(u, self.codec) for u in out_units):
             return "holds no picture"
+        return None
+
+    def _dropped(self, unit: bytes, slice_problem: str) -> str | None:
+        """Why a source unit may not be missing from its copy (``slice_problem`` for picture data, or a
+        parameter set the output's record lacks), or None."""
+        if _vcl(unit, self.codec):
+            return slice_problem
+        if _parameter_set_kind(unit, self.codec) is not None and unit not in self.output_sets:
+            return "a parameter set of the source was dropped"
         return None
 
     def result(self, packets: int) -> tuple[bool, str]:
