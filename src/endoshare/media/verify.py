@@ -4,8 +4,9 @@ Checks (each reported by name in the audit report):
 - ``metadata_allow_list``: only technical container/stream tags, one video track (and audio only if
   asked), no chapters, no subtitle/data/timecode/attachment streams, zero MP4 creation/modification times;
 - ``no_sei_user_data``: no SEI user-data payload in the bitstream;
-- ``bitstream_allow_list``: every NAL unit of every stored sample (edit lists ignored) is of an allowed
-  type (:data:`endoshare.media.nal.ALLOWED_NAL_TYPES`) and the avcC/hvcC holds parameter sets only;
+- ``bitstream_allow_list``: every NAL unit of every sample (a sample hidden by an edit list fails
+  ``no_hidden_samples``) is of an allowed type (:data:`endoshare.media.nal.ALLOWED_NAL_TYPES`) and the
+  avcC/hvcC holds parameter sets only;
 - ``no_identifying_strings``: none of the case's identifiers nor an encoder/muxer signature in the bytes;
 - ``no_hidden_samples``: samples in the file (edit lists ignored) == frames displayed;
 - ``copied_packets`` (mode "changes"): every stream-copied packet is its source packet (see
@@ -95,7 +96,6 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
         _check_metadata(path, keep_audio, scan.sei_user_data),
         _check_identifying_strings(path, identifiers),
         *sample_checks,
-        _check_bitstream_allow_list(path),
     ]
     checks.extend(_check_decode(path, expected, mode, packets, progress, cancel))
     if expected.audio_samples is not None:
@@ -164,39 +164,6 @@ def _check_identifying_strings(path: Path, identifiers: tuple[str, ...]) -> Chec
                        f"searched for {len(needles)} identifier(s) and {len(ENCODER_SIGNATURES)} signatures")
 
 
-def _check_bitstream_allow_list(path: Path) -> CheckResult:
-    """Every NAL unit in every stored sample (edit lists ignored) is on the bitstream allow-list and in
-    canonical form, and the parameter-set record holds parameter sets only, with nothing after them."""
-    with open_input(path, {"ignore_editlist": "1"}) as container:
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name
-        if codec not in ALLOWED_NAL_TYPES:
-            # Only H.264/HEVC are ever copied; other codecs are written by our own encoder (re-encode).
-            return CheckResult("bitstream_allow_list", True,
-                               f"not applicable: {codec} is only written by re-encoding, never copied")
-        extradata = bytes(stream.codec_context.extradata or b"")
-        length_size = nal_length_size(extradata, codec)
-        problems = []
-        record = record_units(extradata, codec)
-        bad_record = sorted({nal_type(u, codec) for u in disallowed_record_units(extradata, codec)})
-        if bad_record:
-            problems.append(f"NAL unit types {bad_record} in the {'avcC' if codec == 'h264' else 'hvcC'} record")
-        if record.leftover_bytes:
-            problems.append(f"{record.leftover_bytes} bytes after the parameter sets of the record")
-        bad: dict[int, int] = {}
-        samples = 0
-        for packet in iter_video_packets(container, stream):
-            samples += 1
-            for unit in disallowed_units(bytes(packet), codec, length_size):
-                bad[nal_type(unit, codec)] = bad.get(nal_type(unit, codec), 0) + 1
-    if bad:
-        problems.append(f"{sum(bad.values())} NAL units outside the allow-list in the samples (types "
-                        + ", ".join(f"{kind}: {count}" for kind, count in sorted(bad.items())) + ")")
-    return CheckResult("bitstream_allow_list", not problems, "; ".join(problems) if problems else
-                       f"{samples} samples and {len(record.units)} parameter sets hold only NAL unit types "
-                       f"{_type_ranges(ALLOWED_NAL_TYPES[codec])}")
-
-
 def _type_ranges(types: frozenset[int]) -> str:
     """1, 5, 7-8 style list of NAL unit types."""
     ordered = sorted(types)
@@ -217,7 +184,8 @@ def _count_packets(path: Path, options: dict[str, str]) -> int:
 
 class _PacketScan:
     """The one demux pass over the output's video packets that every packet-level check shares: hidden
-    samples, sample framing, SEI user data and, in mode "changes", packet identity (``copied_packets``)."""
+    samples, sample framing, SEI user data, the bitstream allow-list and, in mode "changes", packet
+    identity (``copied_packets``)."""
 
     def __init__(self, path: Path, copied: RenderResult | None, sources: tuple[Path, ...] | None) -> None:
         self.path, self.copied, self.sources = path, copied, sources
@@ -235,15 +203,19 @@ class _PacketScan:
                                       self.sources) if self.copied is not None else None
             shown = 0
             misframed = 0
+            #: NAL units outside the bitstream allow-list, by type.
+            outside: dict[int, int] = {}
             for number, packet in enumerate(iter_video_packets(container, stream)):
                 self.packets += 1
                 if cancel is not None and number % 256 == 0 and cancel():
                     raise CancelledError("Cancelled by the user; nothing was published.")
                 shown += not packet.is_discard
                 data = bytes(packet)
-                if codec in ("h264", "hevc"):
+                if codec in ALLOWED_NAL_TYPES:
                     if not is_length_prefixed(data, length_size or 0):
                         misframed += 1
+                    for unit in disallowed_units(data, codec, length_size):
+                        outside[nal_type(unit, codec)] = outside.get(nal_type(unit, codec), 0) + 1
                     for unit in split_nal_units(data, length_size):
                         if is_sei(unit, codec) and len(sei) < MAX_SEI_RECORDS:
                             for item in sei_user_data(unit, codec):
@@ -266,9 +238,33 @@ class _PacketScan:
                 f"{misframed} of {shown} samples are not length-prefixed NAL units"
                 if misframed or length_size is None
                 else f"all {shown} samples are length-prefixed NAL units ({length_size}-byte lengths)"))
+        results.append(_allow_list_result(codec, extradata, outside, shown))
         if identity is not None:
             results.append(CheckResult("copied_packets", *identity.result(shown)))
         return results
+
+
+def _allow_list_result(codec: str, extradata: bytes, outside: dict[int, int], samples: int) -> CheckResult:
+    """``bitstream_allow_list``: the samples' NAL units outside the allow-list (counted by the packet scan)
+    and the parameter-set record, which must hold parameter sets only, with nothing after them.  A sample
+    hidden by an edit list is not scanned, but then ``no_hidden_samples`` fails."""
+    if codec not in ALLOWED_NAL_TYPES:
+        # Only H.264/HEVC are ever copied; other codecs are written by our own encoder (re-encode).
+        return CheckResult("bitstream_allow_list", True,
+                           f"not applicable: {codec} is only written by re-encoding, never copied")
+    problems = []
+    record = record_units(extradata, codec)
+    bad_record = sorted({nal_type(u, codec) for u in disallowed_record_units(extradata, codec)})
+    if bad_record:
+        problems.append(f"NAL unit types {bad_record} in the {'avcC' if codec == 'h264' else 'hvcC'} record")
+    if record.leftover_bytes:
+        problems.append(f"{record.leftover_bytes} bytes after the parameter sets of the record")
+    if outside:
+        problems.append(f"{sum(outside.values())} NAL units outside the allow-list in the samples (types "
+                        + ", ".join(f"{kind}: {count}" for kind, count in sorted(outside.items())) + ")")
+    return CheckResult("bitstream_allow_list", not problems, "; ".join(problems) if problems else
+                       f"{samples} samples and {len(record.units)} parameter sets hold only NAL unit types "
+                       f"{_type_ranges(ALLOWED_NAL_TYPES[codec])}")
 
 
 #: AAC spreads a transition over about one frame (1024 samples): silence is checked this far inside.
