@@ -23,12 +23,13 @@ import pytest
 from endoshare.cli import detect as detect_cli
 from endoshare.detect import registry
 from endoshare.detect.base import Detector
+from endoshare.detect.cues import CueSettings, PacketIndex, suspicious_gops
 from endoshare.detect.run import DetectOptions, detect_video, evaluate_segments
-from endoshare.detect.sampling import (CueSettings, DetectProgress, PacketIndex, ReadSettings,
-                                       suspicious_gops)
+from endoshare.detect.sampling import DetectProgress, ReadSettings
 from endoshare.detect.smooth import SmoothingOptions
 from endoshare.errors import (CancelledError, EmptyFileError, InputError, MissingInputError,
                               NoVideoStreamError, UnreadableMediaError, WeightsError)
+from endoshare.sample import write_clip
 from endoshare.timeline import SegmentSet, seconds_to_frames
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
@@ -258,25 +259,67 @@ def test_gop_plan_rules_on_a_synthetic_packet_index() -> None:
     index = PacketIndex.from_decode_order(list(range(frames)), sizes, [i % 10 == 0 for i in range(frames)])
     keys = np.array([0, 10, 20, 30, 40])
     scores = np.array([0.0, 0.0, 0.9, 0.0, 0.0], dtype=np.float32)
-    plan = suspicious_gops(index, keys, scores, 0.5, 0.5, CueSettings())
+    cues = CueSettings(full_decode_below_frames=0)  # the rules for a long video, on a short index
+    plan = suspicious_gops(index, keys, scores, 0.5, 0.5, cues)
     # body|body: trusted; body|oob and oob|body: boundaries inside; body|end with a spike: decoded.
     assert plan.ranges == ((10, 30), (40, 50))
     assert plan.scene_changes == 1 and plan.gops_flagged == 3
     assert plan.stop_at_oob_from == (None, None)
     assert plan.stop_at_inbody_from == (20, 45)
-    both_oob = suspicious_gops(index, keys, np.array([0.9, 0.9, 0.9, 0.0, 0.0], np.float32), 0.5, 0.5,
-                               CueSettings())
+    both_oob = suspicious_gops(index, keys, np.array([0.9, 0.9, 0.9, 0.0, 0.0], np.float32), 0.5, 0.5, cues)
     assert both_oob.ranges == ((20, 30), (40, 50))  # GOPs 0 and 1 lie between out-of-body keyframes
     assert both_oob.stop_at_oob_from[0] is None and both_oob.stop_at_inbody_from[0] == 20
-    entering = suspicious_gops(index, keys, np.array([0.0, 0.0, 0.0, 0.9, 0.9], np.float32), 0.5, 0.5,
-                               CueSettings())
-    # The last GOP starts out of body and runs to the end: redacted whole, its spike notwithstanding.
-    assert entering.ranges == ((20, 30),) and entering.stop_at_oob_from == (20,)
-    uncertain = suspicious_gops(index, keys, np.array([0.0, 0.3, 0.0, 0.0, 0.0], np.float32), 0.5, 0.2,
-                                CueSettings())
+    entering = suspicious_gops(index, keys, np.array([0.0, 0.0, 0.0, 0.9, 0.9], np.float32), 0.5, 0.5, cues)
+    # The last GOP starts out of body but the end of the video is no out-of-body keyframe: it may come
+    # back into the body before the end, so it is decoded (and may stop early only once back in body).
+    assert entering.ranges == ((20, 30), (40, 50)) and entering.stop_at_oob_from == (20, None)
+    assert entering.stop_at_inbody_from == (None, 45)
+    uncertain = suspicious_gops(index, keys, np.array([0.0, 0.3, 0.0, 0.0, 0.0], np.float32), 0.5, 0.2, cues)
     assert uncertain.ranges == ((0, 20), (40, 50))
-    unscored = suspicious_gops(index, keys[1:], scores[1:], 0.5, 0.5, CueSettings())
+    unscored = suspicious_gops(index, keys[1:], scores[1:], 0.5, 0.5, cues)
     assert unscored.ranges[0][0] == 0  # a keyframe without a score is never trusted
+
+
+def test_gop_plan_decodes_long_out_of_body_gops_and_short_videos() -> None:
+    frames = 400  # keyframes at 0, 100, 200, 300: 4 s GOPs at 25 fps
+    sizes = [1000 if i % 100 == 0 else 50 for i in range(frames)]
+    index = PacketIndex.from_decode_order(list(range(frames)), sizes, [i % 100 == 0 for i in range(frames)])
+    keys = np.array([0, 100, 200, 300])
+    oob_middle = np.array([0.0, 0.9, 0.9, 0.0], np.float32)
+    plan = suspicious_gops(index, keys, oob_middle, 0.5, 0.5, CueSettings(max_unrefined_oob_gop_frames=50))
+    # 100 frames between two out-of-body keyframes could hide a return into the body: decoded, and
+    # decoding does not stop at the first out-of-body frame.
+    assert plan.ranges == ((0, 300),) and plan.stop_at_oob_from == (None,)
+    trusted = suspicious_gops(index, keys, oob_middle, 0.5, 0.5, CueSettings(max_unrefined_oob_gop_frames=100))
+    assert trusted.ranges == ((0, 100), (200, 300))
+    short = PacketIndex.from_decode_order([0, 1, 2, 3, 4], [1000, 50, 50, 50, 50], [True] + [False] * 4)
+    # Five frames make no packet-size statistics: decoded in full even with an in-body keyframe.
+    assert suspicious_gops(short, np.array([0]), np.array([0.0], np.float32), 0.5, 0.5,
+                           CueSettings()).ranges == ((0, 5),)
+
+
+def test_every_frame_of_a_very_short_clip_is_looked_at(tmp_path: Path) -> None:
+    """A 5-frame clip whose middle three frames are out of body, its keyframe in body."""
+    labels = [False, True, True, True, False]
+    video = tmp_path / "five.mp4"
+    frames = [np.full((HEIGHT, WIDTH, 3), (200, 60, 50) if not oob else (40, 110, 170), np.uint8)
+              for oob in labels]
+    write_clip(video, frames, gop=50, options={"x264-params": "scenecut=0"})
+    result = detect_video(video, RedTissueDetector(),
+                          DetectOptions(smoothing=SmoothingOptions(margin_seconds=0, fill_gap_seconds=0)))
+    assert [result.segments.contains(i) for i in range(5)] == labels
+
+
+def test_one_out_of_body_keyframe_does_not_redact_a_long_gop(tmp_path: Path) -> None:
+    """One keyframe for 12 s: the first 20 frames are out of body, the rest in body."""
+    labels = [i < 20 for i in range(300)]
+    video = tmp_path / "long-gop.mp4"
+    frames = [np.full((HEIGHT, WIDTH, 3), (200, 60, 50) if not oob else (40, 110, 170), np.uint8)
+              for oob in labels]
+    write_clip(video, frames, gop=1000, options={"x264-params": "scenecut=0"})
+    result = detect_video(video, RedTissueDetector(),
+                          DetectOptions(smoothing=SmoothingOptions(margin_seconds=0, fill_gap_seconds=0)))
+    assert result.segments == SegmentSet.of([(0, 20)])
 
 
 def test_sequential_strategy_agrees_and_decodes_everything(red_video: tuple[Path, bool]) -> None:
@@ -549,7 +592,6 @@ def test_reference_coarse_pass_sees_an_excursion_without_size_cues(tmp_path: Pat
     every reference picture finds it anyway."""
     from endoshare.detect.registry import create_detector
     from endoshare.detect.run import DetectOptions, detect_video
-    from endoshare.detect.sampling import CueSettings
     from endoshare.sample import synthetic_frames, write_clip
 
     labels = [False] * 150

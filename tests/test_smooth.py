@@ -130,3 +130,10 @@ def test_result_is_a_segment_set_of_exact_frames() -> None:
     result = every_frame([0.0, 0.9, 0.9, 0.0])
     assert isinstance(result, SegmentSet)
     assert result.segments == (Segment(1, 3),)
+
+
+def test_a_detector_may_recommend_its_exit_threshold() -> None:
+    # Used when the entry threshold is the detector's own; explicit user thresholds always win.
+    assert SmoothingOptions().resolved(0.3, 0.075).exit_threshold == 0.075
+    assert SmoothingOptions(exit_threshold=0.2).resolved(0.3, 0.075).exit_threshold == 0.2
+    assert SmoothingOptions(enter_threshold=0.5).resolved(0.3, 0.075).exit_threshold == 0.5

@@ -39,3 +39,7 @@ class Detector(Protocol):
 #: Video readers then pass it whole decoded frames instead of shrinking them with swscale, for a model that
 #: was trained on another resize (OOBNet: TensorFlow's bilinear resize without antialiasing).
 SHRINK_HOOK = "shrink"
+
+#: A detector may also define ``exit_threshold``: the score below which an out-of-body span ends
+#: (hysteresis), when it differs from ``threshold``.  Smoothing uses it unless the user sets thresholds.
+EXIT_THRESHOLD_ATTRIBUTE = "exit_threshold"

