@@ -1,0 +1,218 @@
+"""The self-contained Linux app, tested as a user gets it.
+
+The archive made by ``python3 dev.py bundle`` is extracted into an empty folder and its programs run with a
+clean environment (as ``env -i PATH=/usr/bin:/bin HOME=...``: no virtualenv, no project on the path, the
+working directory outside the project).  Slow.  Without a built archive the tests are skipped, except when
+``CI=true`` (the archive must then exist: ``.ci/run`` builds it first) or ``ENDOSHARE_TEST_BUNDLE=1`` (the
+archive is built here if missing).  ``ENDOSHARE_BUNDLE_ARCHIVE`` names another archive to test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux bundle is tested on Linux")]
+
+ROOT = Path(__file__).resolve().parents[1]
+DIST = ROOT / "dist"
+#: The development data that must never be inside a bundle (the same places dev.py checks).
+DEVELOPMENT_DATA = (ROOT.parent / "shared" / "data", Path("/work/shared/data"))
+CLEAN_PATH = "/usr/bin:/bin"
+GUI_START_TIMEOUT_S = 120
+#: How long the GUI must stay up once its window is shown.
+GUI_STAYS_UP_S = 4
+#: Distributions that are test-only and must not ship.
+TEST_ONLY = ("tensorflow", "tf_keras", "keras", "playwright", "pytest", "_pytest", "pytestqt", "imageio_ffmpeg")
+
+
+def _asked() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("ENDOSHARE_TEST_BUNDLE") == "1"
+
+
+def _archive() -> Path | None:
+    named = os.environ.get("ENDOSHARE_BUNDLE_ARCHIVE")
+    if named:
+        return Path(named)
+    found = sorted(DIST.glob("Endoshare-*-linux-*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+@pytest.fixture(scope="module")
+def archive() -> Path:
+    path = _archive()
+    if path is None or not path.is_file():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but no bundle archive in dist/: .ci/run must run `python3 dev.py bundle` first")
+        if not _asked():
+            pytest.skip("no bundle archive in dist/ (build it with `python3 dev.py bundle`, or set "
+                        "ENDOSHARE_TEST_BUNDLE=1 to build it here)")
+        subprocess.run([sys.executable, str(ROOT / "dev.py"), "bundle"], check=True, cwd=ROOT)
+        path = _archive()
+        assert path is not None and path.is_file(), "dev.py bundle made no archive"
+    return path
+
+
+@pytest.fixture(scope="module")
+def user_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty folder outside the project, as a user's download folder."""
+    return tmp_path_factory.mktemp("user")
+
+
+@pytest.fixture(scope="module")
+def app(archive: Path, user_dir: Path) -> Path:
+    """The archive extracted into an empty folder; returns its single top folder."""
+    target = user_dir / "download"
+    target.mkdir()
+    with tarfile.open(archive) as tf:
+        tf.extractall(target, filter="tar")
+    tops = list(target.iterdir())
+    assert [p.name for p in tops] == ["Endoshare"], f"the archive must hold one folder Endoshare/, not {tops}"
+    return tops[0]
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    return {"PATH": CLEAN_PATH, "HOME": str(home), **extra}
+
+
+def run_clean(app: Path, args: list[str | Path], home: Path, cwd: Path, timeout: float = 600) \
+        -> subprocess.CompletedProcess[str]:
+    command = [str(app / "endoshare"), *(str(a) for a in args)]
+    result = subprocess.run(command, env=clean_env(home), cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files_equal_to_development_data(folder: Path) -> list[str]:
+    by_size: dict[int, list[Path]] = {}
+    for data in DEVELOPMENT_DATA:
+        for path in data.rglob("*") if data.is_dir() else ():
+            if path.is_file():
+                by_size.setdefault(path.stat().st_size, []).append(path)
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_size in by_size:
+            mine = digest(path)
+            found += [f"{path} = {d}" for d in by_size[path.stat().st_size] if digest(d) == mine]
+    return found
+
+
+def test_layout_package_data_and_no_test_extras(app: Path) -> None:
+    internal = app / "_internal"
+    for name in ("endoshare", "endoshare-gui"):
+        assert os.access(app / name, os.X_OK), f"{name} is missing or not executable"
+    desktop = (app / "endoshare.desktop").read_text(encoding="utf-8").splitlines()
+    assert desktop[0] == "[Desktop Entry]"
+    assert {"Name=Endoshare", "Icon=endoshare", "Type=Application", "Terminal=false"} <= set(desktop)
+    assert (app / "endoshare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Every data file of the package, whatever it is (models added later included), is in the bundle.
+    package = ROOT / "src" / "endoshare"
+    data_files = [p for p in package.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+                  and "__pycache__" not in p.parts]
+    assert data_files, "the package has no data files: the detector model is missing from src/"
+    for path in data_files:
+        bundled = internal / "endoshare" / path.relative_to(package)
+        assert bundled.is_file() and digest(bundled) == digest(path), \
+            f"{path.relative_to(ROOT)} is not in the bundle as it is in the tree (rebuild: python3 dev.py bundle)"
+    assert list((internal / "onnxruntime" / "capi").glob("libonnxruntime*.so*")), "onnxruntime's library is missing"
+    assert list(internal.glob("PySide6/Qt/plugins/platforms/libqxcb.so")), "Qt's X11 platform plugin is missing"
+    shipped = {p.name.split("-")[0].lower() for p in internal.iterdir()}
+    assert not shipped & set(TEST_ONLY), f"test-only packages in the bundle: {shipped & set(TEST_ONLY)}"
+    for component in ("Python", "FFmpeg"):
+        assert list((internal / "licenses" / component).iterdir()), f"{component}'s licence text is missing"
+    assert list(internal.glob("av-*.dist-info/licenses/LICENSE*")), "PyAV's licence (Help screen) is missing"
+
+
+def test_bundle_holds_no_development_data(app: Path, tmp_path: Path) -> None:
+    data_files = [p for d in DEVELOPMENT_DATA if d.is_dir() for p in d.rglob("*") if p.is_file()]
+    if not data_files:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but no development data beside the clone (../shared/data) to compare with")
+        pytest.skip("no development data on this machine (../shared/data) to compare the bundle with")
+    # The check finds a planted copy (so that an empty result below means something).
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    shutil.copy(data_files[len(data_files) // 2], planted / "renamed.bin")
+    assert files_equal_to_development_data(planted)
+    assert files_equal_to_development_data(app) == []
+
+
+def test_cli_processes_the_sample_case_verified_and_redacted(app: Path, user_dir: Path) -> None:
+    home, work = user_dir / "home-cli", user_dir / "cli"
+    work.mkdir()
+    assert run_clean(app, ["--version"], home, work).stdout.strip().startswith("endoshare ")
+    run_clean(app, ["sample", work / "input"], home, work)
+    case = next(p for p in (work / "input").iterdir() if p.is_dir())
+    truth = json.loads((work / "input" / "truth.json").read_text(encoding="utf-8"))["labels"]
+    # One case runs in the program's own process; two cases go through the job queue's worker processes
+    # (multiprocessing's fork server started from the frozen executable).
+    second = work / "input" / "second case"
+    shutil.copytree(case, second)
+    runs = [([case], work / "one"), ([case, second], work / "two")]
+    for cases, out in runs:
+        result = run_clean(app, ["process", *cases, "--out", out / "shared", "--archive", out / "archive",
+                                 "--detector", "builtin", "--json"], home, work)
+        summary = json.loads(result.stdout.strip().splitlines()[-1])["cases"]
+        assert [c["status"] for c in summary] == ["ok"] * len(cases), summary
+        for entry in summary:
+            report = json.loads(Path(entry["report"]).read_text(encoding="utf-8"))
+            checks = {c["name"]: c["passed"] for c in report["checks"]}
+            assert checks and all(checks.values()), checks
+            assert {"decodes_cleanly", "redaction", "metadata_allow_list", "no_identifying_strings"} <= set(checks)
+            spans = [(s["start_frame"], s["end_frame"]) for s in report["redaction"]["spans"]]
+            oob = [i for i, label in enumerate(truth) if label == "oob"]
+            assert oob and all(any(a <= i < b for a, b in spans) for i in oob), "an out-of-body frame is not redacted"
+            output = Path(entry["output"])
+            assert output.parent == out / "shared" and digest(output) == report["output"]["sha256"]
+            assert case.name.encode() not in output.read_bytes()
+    assert not (work / "one" / "shared" / "mapping.csv").exists() and (work / "one" / "archive" / "mapping.csv").exists()
+
+
+def test_gui_starts_offscreen_stays_up_and_exits_cleanly(app: Path, user_dir: Path) -> None:
+    home = user_dir / "home-gui"
+    log = home / ".local" / "state" / "endoshare" / "endoshare-gui.log"
+    env = clean_env(home, QT_QPA_PLATFORM="offscreen")
+    started = time.monotonic()
+    process = subprocess.Popen([str(app / "endoshare-gui")], env=env, cwd=user_dir, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        while time.monotonic() - started < GUI_START_TIMEOUT_S:
+            if process.poll() is not None:
+                pytest.fail(f"the GUI exited with {process.returncode} at start:\n{process.stdout.read()}")
+            if log.is_file() and "Main window shown" in log.read_text(encoding="utf-8"):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the GUI showed no window within {GUI_START_TIMEOUT_S} s (log {log})")
+        startup = time.monotonic() - started
+        print(f"bundled GUI start-up to window shown: {startup:.1f} s")
+        time.sleep(GUI_STAYS_UP_S)
+        assert process.poll() is None, f"the GUI exited on its own with {process.returncode}"
+        process.send_signal(signal.SIGTERM)      # a desktop logout: the app closes its window
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, f"the GUI exited with {process.returncode}:\n{output}"
+    assert "Traceback" not in output, output
+    text = log.read_text(encoding="utf-8")
+    assert "started (bundle" in text, text
+    assert "Received SIGTERM" in text and "exited with status 0" in text, text
