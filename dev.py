@@ -34,6 +34,9 @@ BUNDLE_PYTHON = BUNDLE_VENV / ("Scripts/python.exe" if os.name == "nt" else "bin
 #: What the bundle environment holds besides endoshare and its gui extra: the bundler and its hooks.
 BUNDLER = ("pyinstaller>=6.10,<7", "pyinstaller-hooks-contrib>=2024.8",
            "pillow; sys_platform == 'darwin'")   # PyInstaller makes the macOS .icns from the PNG with it
+#: Libraries Qt's X11 plugin links that a desktop may lack: installed here (as root with apt) so that
+#: PyInstaller copies them into the bundle.
+BUNDLE_SYSTEM_PACKAGES = ("libxcb-icccm4", "libxcb-keysyms1", "libxcb-cursor0", "libxkbcommon-x11-0")
 DIST = ROOT / "dist"
 BUNDLE_DIR = DIST / "Endoshare"
 #: Development data that must never end up in a bundle (checked file by file, by content).
@@ -91,7 +94,8 @@ def demo() -> None:
     print(f"Inspect the result:  {endoshare} inspect {work / 'shared'}/*.mp4")
 
 
-def ensure_system_packages(packages: tuple[str, ...]) -> None:
+def ensure_system_packages(packages: tuple[str, ...], without: str = "the browser and GUI tests that need them "
+                           "will be skipped") -> None:
     """apt-get install what is missing, when we may (root on Debian/Ubuntu); otherwise say what is skipped."""
     missing = [p for p in packages
                if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True)
@@ -104,8 +108,7 @@ def ensure_system_packages(packages: tuple[str, ...]) -> None:
         run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, env=env,
             stdout=subprocess.DEVNULL)
     else:
-        print(f"Not installing {', '.join(missing)} (needs root and apt-get): the browser and GUI tests that "
-              "need them will be skipped.", flush=True)
+        print(f"Not installing {', '.join(missing)} (needs root and apt-get): {without}.", flush=True)
 
 
 def test(pytest_args: list[str]) -> int:
@@ -159,6 +162,8 @@ def write_archive(source: Path, archive: Path) -> None:
 def bundle() -> Path:
     """Build dist/Endoshare/ with PyInstaller in .bundle-venv, check it, and archive it; return the archive."""
     started = time.monotonic()
+    if sys.platform.startswith("linux"):
+        ensure_system_packages(BUNDLE_SYSTEM_PACKAGES, "the bundle will need them on the user's machine")
     ensure_environment("[gui]", BUNDLE_VENV, BUNDLE_PYTHON, editable=False, also=BUNDLER)
     # The spec analyses the working tree's src/ (its pathex); the installed copy gives the metadata.
     env = {**os.environ, "PYTHONNOUSERSITE": "1", "ENDOSHARE_ICON_DIR": str(ROOT / "build" / "bundle-icons"),

@@ -140,6 +140,31 @@ def test_layout_package_data_and_no_test_extras(app: Path) -> None:
     assert list(internal.glob("av-*.dist-info/licenses/LICENSE*")), "PyAV's licence (Help screen) is missing"
 
 
+#: Libraries the bundle may take from the user's system: the C library and the X11/OpenGL/Wayland client
+#: libraries every graphical Linux desktop has (they must match the machine's drivers and display server).
+SYSTEM_LIBRARIES = ("libc.so", "libm.so", "libdl.so", "libpthread.so", "librt.so", "libresolv.so", "libutil.so",
+                    "ld-linux", "linux-vdso", "libxcb.so", "libGL.so", "libEGL.so", "libGLX.so", "libGLdispatch.so",
+                    "libOpenGL.so", "libdrm.so", "libwayland-client.so", "libwayland-cursor.so", "libwayland-egl.so")
+
+
+@pytest.mark.skipif(shutil.which("ldd") is None, reason="needs ldd")
+def test_bundle_needs_only_desktop_system_libraries(app: Path) -> None:
+    internal = app / "_internal"
+    search = f"{internal}:{internal / 'PySide6' / 'Qt' / 'lib'}"
+    outside: dict[str, str] = {}
+    elf = [p for p in internal.rglob("*") if p.is_file() and not p.is_symlink() and ".so" in p.name]
+    for path in elf + [app / "endoshare", app / "endoshare-gui"]:
+        result = subprocess.run(["ldd", str(path)], env={"PATH": CLEAN_PATH, "LD_LIBRARY_PATH": search},
+                                capture_output=True, text=True)
+        for line in result.stdout.splitlines():
+            name, _, where = line.strip().partition(" => ")
+            if where.startswith(str(internal)) or line.strip().startswith(("/", "linux-vdso", "statically")):
+                continue
+            if not name.startswith(SYSTEM_LIBRARIES):
+                outside[name] = f"{where.split(' (')[0]} (needed by {path.relative_to(app)})"
+    assert outside == {}, f"the bundle needs system libraries a desktop may lack: {outside}"
+
+
 def test_bundle_holds_no_development_data(app: Path, tmp_path: Path) -> None:
     data_files = [p for d in DEVELOPMENT_DATA if d.is_dir() for p in d.rglob("*") if p.is_file()]
     if not data_files:
