@@ -159,6 +159,43 @@ def write_archive(source: Path, archive: Path) -> None:
     temp.replace(archive)
 
 
+#: What the .deb needs from the system (see README: what the bundle still takes from the system).
+DEB_DEPENDS = "libc6 (>= 2.36), libxcb1, libgl1, libegl1, libdrm2, fontconfig-config, fonts-dejavu-core | fonts-freefont-ttf"
+
+
+def write_deb(source: Path, version: str) -> Path | None:
+    """A Debian package of the bundle: the folder in /opt/endoshare, the commands in /usr/bin, the menu
+    entry and icons in /usr/share.  Only where dpkg-deb exists (it needs nothing else: no Docker)."""
+    if not shutil.which("dpkg-deb") or not sys.platform.startswith("linux"):
+        return None
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+    stage = ROOT / "build" / "deb"
+    shutil.rmtree(stage, ignore_errors=True)
+    shutil.copytree(source, stage / "opt" / "endoshare", symlinks=True, copy_function=os.link)
+    (stage / "usr" / "bin").mkdir(parents=True)
+    for name in ("endoshare", "endoshare-gui"):    # relative links: valid installed and extracted alike
+        (stage / "usr" / "bin" / name).symlink_to(Path("..", "..", "opt", "endoshare", name))
+    icons = ROOT / "build" / "bundle-icons"
+    for src, dest in ((ROOT / "packaging" / "endoshare.desktop", "usr/share/applications/endoshare.desktop"),
+                      (icons / "endoshare.png", "usr/share/icons/hicolor/256x256/apps/endoshare.png"),
+                      (icons / "endoshare.svg", "usr/share/icons/hicolor/scalable/apps/endoshare.svg"),
+                      (ROOT / "LICENSE", "usr/share/doc/endoshare/copyright")):
+        (stage / dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, stage / dest)
+    size_kib = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file() and not p.is_symlink()) // 1024
+    (stage / "DEBIAN").mkdir()
+    (stage / "DEBIAN" / "control").write_text(
+        f"Package: endoshare\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Endoshare developers\n"
+        f"Installed-Size: {size_kib}\nDepends: {DEB_DEPENDS}\nSection: video\nPriority: optional\n"
+        "Description: de-identify surgical videos (self-contained desktop app)\n"
+        " Merges a case's clips, redacts out-of-body scenes, strips metadata, pseudonymises and verifies.\n"
+        " Python, FFmpeg, Qt and the detector models are inside /opt/endoshare.\n", encoding="utf-8")
+    deb = DIST / f"endoshare_{version}_{arch}.deb"
+    run("dpkg-deb", "--root-owner-group", "-Zzstd", "-z3", "--build", stage, deb, stdout=subprocess.DEVNULL)
+    shutil.rmtree(stage, ignore_errors=True)
+    return deb
+
+
 def bundle() -> Path:
     """Build dist/Endoshare/ with PyInstaller in .bundle-venv, check it, and archive it; return the archive."""
     started = time.monotonic()
@@ -189,9 +226,11 @@ def bundle() -> Path:
                                         capture_output=True, text=True).stdout)
     archive = DIST / f"Endoshare-{version}-{platform_tag()}{'.zip' if os.name == 'nt' else '.tar.gz'}"
     write_archive(BUNDLE_DIR, archive)
+    deb = write_deb(BUNDLE_DIR, version)
     size = sum(p.stat().st_size for p in BUNDLE_DIR.rglob("*") if p.is_file() and not p.is_symlink())
-    print(f"Built {BUNDLE_DIR} ({size / 2**20:.0f} MiB) and {archive} ({archive.stat().st_size / 2**20:.0f} MiB) "
-          f"in {time.monotonic() - started:.0f} s.", flush=True)
+    print(f"Built {BUNDLE_DIR} ({size / 2**20:.0f} MiB), {archive} ({archive.stat().st_size / 2**20:.0f} MiB)"
+          + (f" and {deb} ({deb.stat().st_size / 2**20:.0f} MiB)" if deb else "")
+          + f" in {time.monotonic() - started:.0f} s.", flush=True)
     return archive
 
 

@@ -241,3 +241,28 @@ def test_gui_starts_offscreen_stays_up_and_exits_cleanly(app: Path, user_dir: Pa
     text = log.read_text(encoding="utf-8")
     assert "started (bundle" in text, text
     assert "Received SIGTERM" in text and "exited with status 0" in text, text
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian/Ubuntu)")
+def test_deb_package_installs_the_bundle_with_menu_entry(archive: Path, tmp_path: Path) -> None:
+    debs = sorted(DIST.glob("endoshare_*.deb"), key=lambda p: p.stat().st_mtime)
+    if not debs:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but dev.py bundle made no .deb beside the archive")
+        pytest.skip("no .deb in dist/ (python3 dev.py bundle makes one where dpkg-deb exists)")
+    deb = debs[-1]
+    fields = dict(line.split(": ", 1) for line in subprocess.run(
+        ["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True).stdout.splitlines()
+        if ": " in line and not line.startswith(" "))
+    assert fields["Package"] == "endoshare" and "libc6 (>= 2.36)" in fields["Depends"]
+    root = tmp_path / "root"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    for name in ("endoshare", "endoshare-gui"):
+        link = root / "usr" / "bin" / name
+        assert link.is_symlink() and not os.path.isabs(os.readlink(link)) and link.resolve().is_file()
+    entry = (root / "usr" / "share" / "applications" / "endoshare.desktop").read_text(encoding="utf-8")
+    assert "Exec=endoshare-gui" in entry.splitlines() and "Icon=endoshare" in entry.splitlines()
+    assert (root / "usr" / "share" / "icons" / "hicolor" / "256x256" / "apps" / "endoshare.png").is_file()
+    version = subprocess.run([str(root / "usr" / "bin" / "endoshare"), "--version"], env=clean_env(tmp_path / "home"),
+                             cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert fields["Version"] == version
