@@ -135,7 +135,7 @@ def test_layout_package_data_and_no_test_extras(app: Path) -> None:
     assert list(internal.glob("PySide6/Qt/plugins/platforms/libqxcb.so")), "Qt's X11 platform plugin is missing"
     shipped = {p.name.split("-")[0].lower() for p in internal.iterdir()}
     assert not shipped & set(TEST_ONLY), f"test-only packages in the bundle: {shipped & set(TEST_ONLY)}"
-    for component in ("Python", "FFmpeg"):
+    for component in ("Python", "FFmpeg", "Qt"):
         assert list((internal / "licenses" / component).iterdir()), f"{component}'s licence text is missing"
     assert list(internal.glob("av-*.dist-info/licenses/LICENSE*")), "PyAV's licence (Help screen) is missing"
 
