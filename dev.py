@@ -44,7 +44,7 @@ DEVELOPMENT_DATA = (ROOT.parent / "shared" / "data", Path("/work/shared/data"))
 EXTRAS = {"demo": "", "test": "[test,gui,oobnet-reference]"}
 #: Debian packages the browser playback and GUI tests need (installed only when run as root with apt).
 TEST_SYSTEM_PACKAGES = ("chromium", "libegl1", "libgl1", "libfontconfig1", "libxkbcommon0", "libglib2.0-0",
-                        "libdbus-1-3", "fonts-dejavu-core")
+                        "libdbus-1-3", "fonts-dejavu-core", "xvfb")   # Xvfb: the bundled GUI on a real X display
 
 
 def run(*command: str | Path, **kwargs: object) -> None:
