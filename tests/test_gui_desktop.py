@@ -98,3 +98,23 @@ def test_requirements_are_followed_by_extra() -> None:
     assert follow('pytest>=8; extra == "test"', frozenset({"gui"})) is None
     assert follow("dask[distributed]>=2024.1", frozenset()) == ("dask", frozenset({"distributed"}))
     assert follow("numpy>=1.26", frozenset()) == ("numpy", frozenset())
+
+
+def test_uncaught_errors_are_logged_without_their_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    path = desktop.start_logging()
+    message = "/cases/Jane Doe 1957-03-14 MRN4711/VID1.mp4 is gone"   # not on the traceback's source line
+    try:
+        try:
+            raise FileNotFoundError(message)
+        except FileNotFoundError as exc:
+            desktop._log_uncaught(type(exc), exc, exc.__traceback__)
+    finally:
+        for handler in list(desktop.logger.handlers):
+            handler.close()
+            desktop.logger.removeHandler(handler)
+    assert path is not None
+    text = path.read_text(encoding="utf-8")
+    assert "Uncaught builtins.FileNotFoundError" in text and "test_gui_desktop.py" in text
+    assert "MRN4711" not in text and "Jane" not in text

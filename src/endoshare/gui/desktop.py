@@ -1,9 +1,10 @@
 """How the app presents itself to the desktop: name, icon, log file, and a clean exit on SIGTERM/Ctrl-C.
 
 Only the GUI shell logs: the core library never logs or prints.  The log holds the app's own events
-(start, exit, case status changes named by pseudonym, Qt warnings, uncaught errors); it never holds a
-patient ID, but an error's traceback may name a file the user opened, so it stays on this computer, in the
-user's state folder (``log_file()``).
+(start, exit, case status changes named by pseudonym, uncaught errors by type and code location) and
+Qt's warnings as Qt words them.  The app writes no case ID, folder or file name of its own into it (an
+error message may name the case's folder, so uncaught errors are logged without their message).  It
+stays on this computer, in the user's state folder (``log_file()``).
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def log_file() -> Path:
 def start_logging() -> Path | None:
     """Send the ``endoshare`` logger to the rotating log file; ``None`` when it cannot be written.
 
-    A log that cannot be written must not stop the app (a read-only home folder, say): the app then
-    runs without one, and says so in the log-less case through the Help screen's path only.
+    A log that cannot be written (a read-only home folder, say) must not stop the app: it then runs
+    without one.
     """
     path = log_file()
     if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
@@ -132,7 +133,11 @@ def start_logging() -> Path | None:
 
 
 def _log_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-    logger.error("Uncaught error:\n%s", "".join(traceback.format_exception(kind, value, tb)).rstrip())
+    # The type and where in the code, not the message: a message may name the patient's folder.  The
+    # whole traceback still goes to standard error, as without this hook.
+    where = "".join(traceback.format_list(traceback.extract_tb(tb))).rstrip()
+    logger.error("Uncaught %s.%s (message not logged: it may name a case's files)\n%s", kind.__module__,
+                 kind.__qualname__, where)
     sys.__excepthook__(kind, value, tb)
 
 

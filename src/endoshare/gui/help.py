@@ -200,7 +200,7 @@ def about_html() -> str:
     return (f"<h3>About this copy</h3><p>Endoshare {__version__} ({frozen}), Python {platform.python_version()}, "
             f"Qt {qVersion()}.</p>"
             f"<h3>Logs</h3><ul><li>This app's log: <code>{html.escape(str(log_file()))}</code> (start, exit, case "
-            f"status by pseudonym, errors; never a patient ID).</li>"
+            f"status by pseudonym, errors by type; the app writes no patient ID into it).</li>"
             f"<li>Each archive folder's audit log: <code>&lt;archive&gt;/{AUDIT_FILE_NAME}</code> (every case, private)."
             f"</li></ul><h3>Components and licences</h3>"
             "<p>Endoshare's own code is MIT-licensed. It ships with these components, under their own licences:</p>"
