@@ -210,6 +210,7 @@ def bundle() -> Path:
     run(BUNDLE_PYTHON, ROOT / "packaging" / "make_icons.py", env["ENDOSHARE_ICON_DIR"],
         env={**env, "PYTHONPATH": str(ROOT / "src")})
     shutil.rmtree(BUNDLE_DIR, ignore_errors=True)
+    shutil.rmtree(DIST / "Endoshare.app", ignore_errors=True)
     run(BUNDLE_PYTHON, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN", "--distpath", DIST,
         "--workpath", ROOT / "build" / "pyinstaller", ROOT / "packaging" / "endoshare.spec", env=env)
     # Desktop integration and the user's notes, beside the executables.
@@ -225,7 +226,8 @@ def bundle() -> Path:
                                          "print(json.dumps(endoshare.__version__))"], env=env, check=True,
                                         capture_output=True, text=True).stdout)
     archive = DIST / f"Endoshare-{version}-{platform_tag()}{'.zip' if os.name == 'nt' else '.tar.gz'}"
-    write_archive(BUNDLE_DIR, archive)
+    mac_app = DIST / "Endoshare.app"     # on macOS users get the .app; the plain folder stays for tests
+    write_archive(mac_app if sys.platform == "darwin" and mac_app.is_dir() else BUNDLE_DIR, archive)
     deb = write_deb(BUNDLE_DIR, version)
     size = sum(p.stat().st_size for p in BUNDLE_DIR.rglob("*") if p.is_file() and not p.is_symlink())
     print(f"Built {BUNDLE_DIR} ({size / 2**20:.0f} MiB), {archive} ({archive.stat().st_size / 2**20:.0f} MiB)"
