@@ -44,7 +44,8 @@ DEVELOPMENT_DATA = (ROOT.parent / "shared" / "data", Path("/work/shared/data"))
 EXTRAS = {"demo": "", "test": "[test,gui,oobnet-reference]"}
 #: Debian packages the browser playback and GUI tests need (installed only when run as root with apt).
 TEST_SYSTEM_PACKAGES = ("chromium", "libegl1", "libgl1", "libfontconfig1", "libxkbcommon0", "libglib2.0-0",
-                        "libdbus-1-3", "fonts-dejavu-core", "xvfb")   # Xvfb: the bundled GUI on a real X display
+                        "libdbus-1-3", "fonts-dejavu-core",
+                        "xvfb", "desktop-file-utils")   # the bundled GUI on a real X display, its menu entry
 
 
 def run(*command: str | Path, **kwargs: object) -> None:

@@ -67,7 +67,7 @@ def archive() -> Path:
 @pytest.fixture(scope="module")
 def user_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty folder outside the project, as a user's download folder."""
-    return tmp_path_factory.mktemp("user")
+    return tmp_path_factory.mktemp("user folder")   # a space in every path the app gets
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +122,10 @@ def test_layout_package_data_and_no_test_extras(app: Path) -> None:
     assert desktop[0] == "[Desktop Entry]"
     assert {"Name=Endoshare", "Icon=endoshare", "Type=Application", "Terminal=false"} <= set(desktop)
     assert (app / "endoshare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if shutil.which("desktop-file-validate"):
+        result = subprocess.run(["desktop-file-validate", str(app / "endoshare.desktop")], capture_output=True,
+                                text=True)
+        assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
     # Every data file of the package, whatever it is (models added later included), is in the bundle.
     package = ROOT / "src" / "endoshare"
     data_files = [p for p in package.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
@@ -163,6 +167,21 @@ def test_bundle_needs_only_desktop_system_libraries(app: Path) -> None:
             if not name.startswith(SYSTEM_LIBRARIES):
                 outside[name] = f"{where.split(' (')[0]} (needed by {path.relative_to(app)})"
     assert outside == {}, f"the bundle needs system libraries a desktop may lack: {outside}"
+
+
+def test_desktop_entry_installs_for_the_user(app: Path, tmp_path: Path) -> None:
+    """install-desktop-entry.sh puts a menu entry that starts this folder's app, and --remove takes it out."""
+    home = tmp_path / "home with space"
+    env = clean_env(home)
+    subprocess.run([str(app / "install-desktop-entry.sh")], env=env, check=True, capture_output=True)
+    entry = home / ".local" / "share" / "applications" / "endoshare.desktop"
+    assert f'Exec="{app / "endoshare-gui"}"' in entry.read_text(encoding="utf-8").splitlines()
+    assert (home / ".local" / "share" / "icons" / "hicolor" / "256x256" / "apps" / "endoshare.png").is_file()
+    if shutil.which("desktop-file-validate"):
+        result = subprocess.run(["desktop-file-validate", str(entry)], capture_output=True, text=True)
+        assert result.returncode == 0 and not result.stdout.strip(), result.stdout
+    subprocess.run([str(app / "install-desktop-entry.sh"), "--remove"], env=env, check=True, capture_output=True)
+    assert not entry.exists()
 
 
 def test_bundle_holds_no_development_data(app: Path, tmp_path: Path) -> None:
