@@ -82,7 +82,7 @@ def test_help_lists_components_with_their_licences(qapp: QApplication) -> None:
     ffmpeg = components["FFmpeg (inside PyAV)"]
     import av
     assert ffmpeg.version == av.ffmpeg_version_info and "GPL" in ffmpeg.licence   # as libavcodec reports it
-    assert "--enable-libx264" in ffmpeg.note
+    assert "--enable-libx264" in ffmpeg.note and "GPL-2.0-or-later: libx264" in ffmpeg.note
     assert any("Redistribution" in text for _, text in components["av"].texts)   # PyAV's BSD licence
     # Requirements are followed with the extras they ask for (dask[distributed]) and Endoshare's gui extra.
     assert {"numpy", "distributed", "PySide6_Essentials", "shiboken6"} <= set(components)

@@ -151,9 +151,11 @@ def ffmpeg_component() -> Component:
     meta = _core.library_meta.get("libavcodec", {})
     libs_dir = Path(av.__file__).resolve().parent.parent / "av.libs"
     shipped = sorted(p.name.split("-")[0].split(".")[0] for p in libs_dir.glob("*")) if libs_dir.is_dir() else []
-    note = (f"Build configuration: {meta.get('configuration', 'unknown')}." +
+    configuration = str(meta.get("configuration", "unknown"))
+    gpl_codecs = [name for name in ("libx264", "libx265") if f"--enable-{name}" in configuration]
+    note = (f"Build configuration: {configuration}." +
             (f" Native libraries shipped with it: {', '.join(shipped)}." if shipped else "") +
-            " libx264 and libx265 are GPL-2.0-or-later.")
+            (f" Linked encoders under GPL-2.0-or-later: {', '.join(gpl_codecs)}." if gpl_codecs else ""))
     return Component("FFmpeg (inside PyAV)", str(av.ffmpeg_version_info), str(meta.get("license", "unknown")),
                      _texts_in(_licence_folder("FFmpeg", SYSTEM_LICENCES), FFMPEG_LICENCE_NAMES), note)
 
