@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QT
 
 from ..pipeline import CaseResult
 from .case_builder import CaseBuilder
+from .desktop import DesktopSession
 from .help import DISCLAIMER, HelpView, show_about
 from .queue_view import AWAITING_REVIEW, DONE, QueueView
 from .review import ReviewView
@@ -113,8 +114,10 @@ class MainWindow(QMainWindow):
 
 def main(argv: Sequence[str] | None = None, settings_path: Path | None = None) -> int:
     app = QApplication.instance() or QApplication(list(argv) if argv is not None else sys.argv[:1])
-    app.setApplicationName("Endoshare")
-    app.setOrganizationName("Endoshare")
+    session = DesktopSession(app)   # name, icon, log file, SIGTERM/Ctrl-C close the window
     window = MainWindow(settings_path)
+    session.watch(window.queue)
     window.show()
-    return int(app.exec())
+    code = int(app.exec())
+    session.close(code)
+    return code
