@@ -54,7 +54,7 @@ class GuiSettings:
     crf: int | None = None
     preset: str = "fast"
     height: int | None = None
-    require_review: bool = False
+    require_review: bool = True
     keep_audio: bool = False
     #: Seconds added before and after every detected span.
     margin_seconds: Fraction = Fraction(1, 2)
@@ -173,7 +173,7 @@ def load_settings(store: QSettings) -> GuiSettings:
         crf=_optional_int(_text(store, "render/crf", "")),
         preset=_text(store, "render/preset", base.preset),
         height=_optional_int(_text(store, "render/height", "")),
-        require_review=_text(store, "review/required", "false").lower() == "true",
+        require_review=_text(store, "review/required", "true").lower() == "true",
         keep_audio=_text(store, "render/keep_audio", "false").lower() == "true",
         margin_seconds=_margin(_text(store, "detector/margin_seconds", ""), base.margin_seconds))
     if settings.mode not in MODES:
