@@ -224,6 +224,7 @@ def test_review_edit_span_rerender_then_publish(qtbot, make_window, barcode_case
     review = window.review
     open_review_of(qtbot, window, "P-REVIEW")
     assert window.tabs.currentWidget() is review and len(review.spans) == 0
+    assert not review.picture.pixmap().isNull()                       # the report's timeline picture
     qtbot.waitUntil(lambda: len(review.timeline.thumbnails) > 0, timeout=20_000)
 
     review.show_frame(10)
@@ -266,6 +267,7 @@ def test_review_edit_span_rerender_then_publish(qtbot, make_window, barcode_case
     reviewed = [r for r in audit if r["event"] == "reviewed"]
     assert len(reviewed) == 1 and reviewed[0]["reviewer"] and reviewed[0]["spans"] == report["review"]["spans"]
     assert reviewed[0]["published"] == str(output)
+    assert (tmp_path / "shared" / f"{entry.job.pseudonym}.timeline.png").is_file()
 
 
 @pytest.fixture

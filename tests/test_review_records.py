@@ -43,6 +43,8 @@ def test_mark_reviewed_publishes_and_records_who_when_and_spans(tmp_path: Path, 
     assert not held_job.output.exists() and not held_job.report.exists()
     report = json.loads((shared / held_job.report.name).read_text())
     assert report["review"] == {"reviewed_utc": review.time_utc, "spans": [{"start_frame": 3, "end_frame": 7}]}
+    picture = shared / held_job.report.name.replace(".report.json", ".timeline.png")
+    assert picture.read_bytes().startswith(b"\x89PNG")
     assert current_user() not in json.dumps(report["review"])     # the reviewer's name stays private
     assert stat.S_IMODE(os.stat(review.output).st_mode) & 0o044       # shared files get the shared mode
     line = [r for r in AuditLog(tmp_path / "archive").records() if r["event"] == "reviewed"]
@@ -85,3 +87,26 @@ def test_only_finished_jobs_can_be_reviewed(tmp_path: Path) -> None:
         job = queue.add(folder, options)
         with pytest.raises(JobStateError, match="only a finished case"):
             mark_reviewed(queue, job.id, SegmentSet(), tmp_path / "shared")
+
+
+def test_timeline_png_shows_spans_and_holds_nothing_else(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    import av
+
+    from endoshare.report import timeline_png
+
+    data = timeline_png(25 * 180, Fraction(25), [(25 * 60, 25 * 90)], width=600)
+    path = tmp_path / "t.png"
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        picture = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert picture.shape[1] == 600
+    row = picture[30]                            # through the bar
+    red = [x for x in range(600) if tuple(row[x]) == (210, 30, 40)]
+    # 60 s..90 s of 180 s on the 580 px between the margins
+    assert red and abs(red[0] - (10 + 580 // 3)) <= 1 and abs(red[-1] + 1 - (10 + 580 // 2)) <= 1
+    assert tuple(row[5]) == (255, 255, 255) and tuple(row[100]) == (120, 170, 120)
+    assert b"tEXt" not in data and b"iTXt" not in data and b"eXIf" not in data   # pixels only
+    with pytest.raises(ValueError):
+        timeline_png(0, Fraction(25), [])

@@ -86,10 +86,8 @@ class MainWindow(QMainWindow):
         report = job.report
         if entry.reviewed and entry.output is not None and report is not None:
             report = entry.output.parent / report.name         # published with its video
-        picture = report.with_suffix(".png") if report is not None else None
         return ReviewCase(key=entry.entry_id, case_id=job.case_id, folder=job.folder, output=entry.output,
-                          report=report, redaction=job.options.redaction.value, status=entry.status,
-                          picture=picture)
+                          report=report, redaction=job.options.redaction.value, status=entry.status)
 
     def open_review(self, entry_id: str) -> None:
         entry = self.queue.entries.get(entry_id)

@@ -51,6 +51,7 @@ from ..cases import discover_case
 from ..errors import EndoshareError
 from ..media.join import JoinPlan, plan_join
 from ..pipeline import probe_case
+from ..report import report_timeline_png
 from ..timeline import (
     Segment,
     SegmentSet,
@@ -83,8 +84,6 @@ class ReviewCase:
     report: Path | None
     redaction: str = "black"
     status: str = ""
-    #: The timeline picture beside the report, if there is one.
-    picture: Path | None = None
 
 
 def format_time(frame: int, rate: Fraction) -> str:
@@ -433,12 +432,22 @@ class ReviewView(QWidget):
             return
         self.spans = self.saved_spans
         self.title.setText(f"Reading case {case.case_id}…")
-        if case.picture is not None and case.picture.exists():
-            pixmap = QPixmap(str(case.picture))
-            self.picture.setPixmap(pixmap.scaledToWidth(360, Qt.TransformationMode.SmoothTransformation))
-            self.picture.setToolTip(str(case.picture))
+        self._show_picture(case.report)
         self.tasks.run(lambda: load_plan(case.folder, case.case_id),
                        lambda plan, key=case.key: self._plan_ready(plan, key), self._plan_failed)
+
+    def _show_picture(self, report: Path | None) -> None:
+        """The report's timeline picture (the one published beside the report at review)."""
+        if report is None or not report.exists():
+            return
+        try:
+            png = report_timeline_png(json.loads(report.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError):
+            return
+        pixmap = QPixmap()
+        pixmap.loadFromData(png, "PNG")
+        self.picture.setPixmap(pixmap.scaledToWidth(420, Qt.TransformationMode.SmoothTransformation))
+        self.picture.setToolTip("The case's timeline as rendered: hidden spans in red, a tick every 10 s")
 
     def reset(self, message: str = "Choose a finished case in the Queue and press Review…") -> None:
         """Nothing open: no case, no spans, no selection, no undo history."""

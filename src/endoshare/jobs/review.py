@@ -4,7 +4,8 @@ A job run with ``held_for_review`` writes its output into a private holding fold
 reviews it (the desktop app), then :func:`mark_reviewed` moves the video and its report into the shared
 folder — the video first, the commit point, so a report never stands there without its video — and records
 the review in the queue database (table ``reviews``) and the audit log, in one transaction.  The report gets a
-``review`` section: the time and the final spans (the reviewer's OS user name stays in the private audit
+``review`` section: the time and the final spans, and a timeline picture ``<pseudonym>.timeline.png`` (no
+identifier: the case's length and the hidden spans) is written beside it (the reviewer's OS user name stays in the private audit
 log and queue only).  Every state survives a restart: it lives in the queue database.
 
 Review states of a job (no row: not reviewed yet)::
@@ -23,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import OutputError
-from ..report import json_bytes
+from ..report import json_bytes, report_timeline_png
 from ..storage import shared_file_mode, write_atomically
 from ..timeline import SegmentSet
 from .audit import AuditLog, current_user
@@ -76,9 +77,11 @@ def publish_held(job: Job, shared_dir: Path, review: dict[str, object]) -> tuple
             report = shared_dir / job.report.name
             write_atomically(report, json_bytes(data), shared_file_mode())
             job.report.unlink()
-            picture = job.report.with_suffix(".png")
-            if picture.is_file():
-                _move(picture, shared_dir / picture.name)
+            picture = shared_dir / job.report.name.replace(".report.json", ".timeline.png")
+            spans = review.get("spans", [])
+            write_atomically(picture, report_timeline_png(data, [(s["start_frame"], s["end_frame"])
+                                                                 for s in spans]),  # type: ignore[union-attr]
+                             shared_file_mode())
     except (OSError, ValueError) as exc:
         raise OutputError(f"Cannot move the reviewed output into the shared folder {shared_dir} ({exc}); check "
                           "that it is writable and has space.", path=shared_dir) from None
