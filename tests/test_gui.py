@@ -676,3 +676,35 @@ def test_killed_app_reopens_with_queue_held_cases_and_reviews(qtbot, make_window
     assert entry_for(reopened, "SLOW").status == NEEDS_REVIEW, entry_for(reopened, "SLOW").job.error
     events = [json.loads(line)["event"] for line in (tmp_path / "archive" / "audit.jsonl").read_text().splitlines()]
     assert "interrupted" in events and events.count("reviewed") == 1
+
+
+LDD_OUTPUT = """\tlinux-vdso.so.1 (0x00007ffd)
+\tlibQt6XcbQpa.so.6 => /venv/PySide6/Qt/lib/libQt6XcbQpa.so.6 (0x00007f2)
+\tlibxcb-icccm.so.4 => not found
+\tlibxcb-keysyms.so.1 => not found
+\tlibxcb-icccm.so.4 => not found
+\tlibxcb.so.1 => /lib/x86_64-linux-gnu/libxcb.so.1 (0x00007f3)
+\tlibweird.so.9 => not found
+"""
+
+
+def test_gui_command_names_the_missing_system_libraries(monkeypatch, capsys, tmp_path: Path) -> None:
+    from endoshare.cli import gui as gui_cli
+
+    assert gui_cli.missing_from_ldd(LDD_OUTPUT) == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libweird.so.9"]
+    message = gui_cli.missing_libraries_message(gui_cli.missing_from_ldd(LDD_OUTPUT))
+    assert "apt-get install libxcb-icccm4 libxcb-keysyms1" in message
+    assert "dnf install xcb-util-keysyms xcb-util-wm" in message and "libweird.so.9" in message
+    assert "xcb-cursor" not in message                          # Qt's own guess, wrong here
+    # The check runs ldd on Qt's real xcb plugin; with the libraries reported missing the app does not start.
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, LDD_OUTPUT, "")
+
+    monkeypatch.setattr(gui_cli.subprocess, "run", fake_run)
+    assert gui_cli.run(argparse.Namespace(settings=tmp_path / "s.ini")) == gui_cli.EXIT_USAGE
+    assert calls and calls[0][1].endswith("libqxcb.so")
+    assert "libxcb-keysyms.so.1" in capsys.readouterr().err
