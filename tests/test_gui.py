@@ -58,6 +58,8 @@ def make_window(qtbot, tmp_path: Path):
         path = tmp_path / "settings.ini"
         values = {"archive_dir": tmp_path / "archive", "shared_dir": tmp_path / "shared", "detector": "none",
                   "require_review": False, **overrides}
+        for folder in ("archive_dir", "shared_dir"):
+            Path(values[folder]).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
         save_settings(QSettings(str(path), QSettings.Format.IniFormat), GuiSettings(**values))  # type: ignore[arg-type]
         window = MainWindow(path)
         # Questions are answered "yes" unless a test says otherwise (qtbot closes the window at the end).
@@ -515,7 +517,8 @@ def test_settings_are_validated_then_persisted(qtbot, make_window, tmp_path: Pat
     dialog.weights.edit.setText(str(broken_weights))
     qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
     assert dialog.isVisible() and dialog.problems.isVisible()
-    assert "not writable" in dialog.problems.text() and str(broken_weights) in dialog.problems.text()
+    assert "is a file, not a folder" in dialog.problems.text() and str(broken_weights) in dialog.problems.text()
+    assert "Errno" not in dialog.problems.text() and "HDF5" not in dialog.problems.text()     # no jargon
     assert load_settings(window.store).archive_dir == tmp_path / "archive"     # nothing saved
 
     dialog.archive.edit.setText(str(tmp_path / "shared"))
@@ -557,7 +560,7 @@ def test_settings_are_validated_then_persisted(qtbot, make_window, tmp_path: Pat
 
 def test_unusable_margins_are_refused(tmp_path: Path) -> None:
     good = GuiSettings(archive_dir=tmp_path / "archive", shared_dir=tmp_path / "shared", detector="none")
-    assert validate_settings(good) == ()
+    assert validate_settings(good, create_folders=True) == ()
     assert any("0 seconds or more" in p for p in validate_settings(replace(good, margin_seconds=Fraction(-1, 10))))
     assert any("number of seconds" in p for p in validate_settings(replace(good, margin_seconds="soon")))
     store = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
@@ -708,3 +711,38 @@ def test_gui_command_names_the_missing_system_libraries(monkeypatch, capsys, tmp
     assert gui_cli.run(argparse.Namespace(settings=tmp_path / "s.ini")) == gui_cli.EXIT_USAGE
     assert calls and calls[0][1].endswith("libqxcb.so")
     assert "libxcb-keysyms.so.1" in capsys.readouterr().err
+
+
+def test_relative_and_missing_folders_are_refused_not_recreated(qtbot, make_window, tmp_path: Path) -> None:
+    good = GuiSettings(archive_dir=tmp_path / "archive", shared_dir=tmp_path / "shared", detector="none")
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "shared").mkdir()
+    assert validate_settings(good) == ()
+    relative = validate_settings(replace(good, shared_dir=Path("shared")))
+    assert len(relative) == 1 and "full path" in relative[0]
+    (tmp_path / "shared").rmdir()                                 # deleted (or its disk unplugged)
+    missing = validate_settings(good)
+    assert len(missing) == 1 and "does not exist" in missing[0]
+    assert not (tmp_path / "shared").exists()                     # and not silently re-created
+    assert validate_settings(good, create_folders=True) == () and (tmp_path / "shared").is_dir()
+    # The window refuses to queue a case while the shared folder is gone.
+    window = make_window()
+    (tmp_path / "shared").rmdir()
+    assert window.queue.add_case("X", tmp_path, ()) is None
+    assert "does not exist" in window.queue.error_dialog.text() and not (tmp_path / "shared").exists()
+
+
+def test_first_start_opens_the_settings_with_an_explanation(qtbot, tmp_path: Path) -> None:
+    window = MainWindow(tmp_path / "fresh.ini")
+    qtbot.addWidget(window)
+    from endoshare.gui.settings import first_run
+    assert first_run(window.store)
+    dialog = window.first_run_settings()
+    qtbot.addWidget(dialog)
+    assert dialog.isVisible() and "archive folder" in dialog.intro.text()
+    dialog.archive.edit.setText(str(tmp_path / "a"))
+    dialog.shared.edit.setText(str(tmp_path / "s"))
+    dialog.detector.setCurrentIndex(dialog.detector.findData("none"))
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert not dialog.isVisible(), dialog.problems.text()
+    assert not first_run(window.store) and window.settings().archive_dir == tmp_path / "a"

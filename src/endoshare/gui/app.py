@@ -14,7 +14,7 @@ from .case_builder import CaseBuilder
 from .help import DISCLAIMER, HelpView, show_about
 from .queue_view import INTERRUPTED, RUNNING, WAITING, QueueEntry, QueueView
 from .review import ReviewCase, ReviewView
-from .settings import GuiSettings, SettingsDialog, load_settings, settings_store
+from .settings import GuiSettings, SettingsDialog, first_run, load_settings, settings_store
 
 
 class MainWindow(QMainWindow):
@@ -73,6 +73,15 @@ class MainWindow(QMainWindow):
     def edit_settings(self) -> None:
         if self.settings_dialog().exec():
             self.reload_settings()
+
+    def first_run_settings(self) -> SettingsDialog:
+        """The settings dialog with a welcome text, shown (not blocking) at the very first start."""
+        dialog = self.settings_dialog()
+        dialog.show_first_run()
+        dialog.accepted.connect(self.reload_settings)
+        dialog.setModal(True)
+        dialog.show()
+        return dialog
 
     def reload_settings(self) -> None:
         self._settings = load_settings(self.store)
@@ -155,4 +164,6 @@ def main(argv: Sequence[str] | None = None, settings_path: Path | None = None) -
     app.setOrganizationName("Endoshare")
     window = MainWindow(settings_path)
     window.show()
+    if first_run(window.store):
+        window.first_run_settings()
     return int(app.exec())
