@@ -746,3 +746,25 @@ def test_first_start_opens_the_settings_with_an_explanation(qtbot, tmp_path: Pat
     qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
     assert not dialog.isVisible(), dialog.problems.text()
     assert not first_run(window.store) and window.settings().archive_dir == tmp_path / "a"
+
+
+def test_builder_warns_about_copies_and_clips_from_elsewhere(qtbot, make_window, barcode_case: Path,
+                                                             tmp_path: Path) -> None:
+    window = make_window()
+    builder = window.builder
+    builder.load_folder(barcode_case)
+    qtbot.waitUntil(lambda: not builder.busy and builder.clips.count() == 2, timeout=20_000)
+    assert builder.patient_id.text() == ""                 # never guessed from the folder name
+    assert not builder.warning.isVisible()
+    other = tmp_path / "other-patient"
+    other.mkdir()
+    stranger = barcode_clip(other / "x.mp4", range(100, 110), width=160, height=96)
+    copy = other / "copy-of-c1.mp4"
+    copy.write_bytes((barcode_case / "c1.mp4").read_bytes())
+    builder.add_clips([stranger, copy])
+    qtbot.waitUntil(lambda: not builder.busy, timeout=20_000)
+    text = builder.warning.text()
+    assert builder.warning.isVisible()
+    assert "copy-of-c1.mp4 is the same recording as c1.mp4" in text
+    assert str(stranger) in text and "belong to this patient" in text
+    assert builder.clips.height() > 100                    # the message does not squeeze the clip list
