@@ -125,10 +125,11 @@ def timeline_png(total_frames: int, frame_rate: Fraction, spans: Iterable[tuple[
     return _png(pixels)
 
 
-def report_timeline_png(report: dict[str, Any], spans: Iterable[tuple[int, int]] | None = None) -> bytes:
+def report_timeline_png(report: dict[str, Any], spans: Iterable[tuple[int, int]] | None = None,
+                        width: int = 1200) -> bytes:
     """:func:`timeline_png` of a report (its merged timeline and redacted spans, or ``spans``)."""
     timeline = report["merged_timeline"]
     rate = Fraction(timeline["frame_rate"])
     chosen = spans if spans is not None else [(s["start_frame"], s["end_frame"])
                                               for s in report.get("redaction", {}).get("spans", [])]
-    return timeline_png(int(timeline["frames"]), rate, chosen)
+    return timeline_png(int(timeline["frames"]), rate, chosen, width=width)

@@ -328,13 +328,15 @@ class QueueView(QWidget):
             clips = ", ".join(sorted(p.name for p in entry.folder.iterdir())) if entry.folder.is_dir() else ""
             texts = (entry.case_id, entry.status_text(), "", output, clips)
             for column, text in enumerate(texts):
-                item = table.item(row, column) or QTableWidgetItem()
+                item = table.item(row, column)
+                if item is None:
+                    item = QTableWidgetItem()
+                    table.setItem(row, column, item)
                 item.setText(text)
                 item.setBackground(colour)
                 item.setToolTip(entry.job.error if entry.job.error and column == 1 else text)
                 if column == 0:
                     item.setData(256, entry.entry_id)   # Qt.UserRole: find the entry from its row
-                table.setItem(row, column, item)
             bar = table.cellWidget(row, 2)
             if not isinstance(bar, QProgressBar):
                 bar = QProgressBar()

@@ -280,10 +280,10 @@ class ReviewView(QWidget):
         self.forward_button = QPushButton("1 frame ▶")
         self.forward_button.setToolTip("→ (Shift+→: one second)")
         self.forward_button.clicked.connect(lambda: self.step(1))
-        self.previous_button = QPushButton("⏮ Previous span")
+        self.previous_button = QPushButton("« Previous span")
         self.previous_button.setToolTip("P")
         self.previous_button.clicked.connect(self.go_previous_span)
-        self.next_button = QPushButton("Next span ⏭")
+        self.next_button = QPushButton("Next span »")
         self.next_button.setToolTip("N")
         self.next_button.clicked.connect(self.go_next_span)
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -441,12 +441,12 @@ class ReviewView(QWidget):
         if report is None or not report.exists():
             return
         try:
-            png = report_timeline_png(json.loads(report.read_text(encoding="utf-8")))
+            png = report_timeline_png(json.loads(report.read_text(encoding="utf-8")), width=420)
         except (OSError, ValueError, KeyError):
             return
         pixmap = QPixmap()
         pixmap.loadFromData(png, "PNG")
-        self.picture.setPixmap(pixmap.scaledToWidth(420, Qt.TransformationMode.SmoothTransformation))
+        self.picture.setPixmap(pixmap)
         self.picture.setToolTip("The case's timeline as rendered: hidden spans in red, a tick every 10 s")
 
     def reset(self, message: str = "Choose a finished case in the Queue and press Review…") -> None:
