@@ -191,6 +191,8 @@ def test_build_reordered_case_and_run_it_to_done(qtbot, make_window, barcode_cas
     assert any(0 < f < 1 for f in seen) and seen == sorted(seen)      # real, forward-only progress
     output = entry.output
     assert window.queue.table.item(row, 3).text() == str(output)       # the full path
+    clips = window.queue.table.item(row, 4).text()
+    assert clips.index("c2.mp4") < clips.index("c1.mp4")               # in the order the pipeline reads them
     assert output.parent == tmp_path / "shared" and output.exists()
     assert "PATIENT-42" not in output.name
     frames = decoded_frames(output)

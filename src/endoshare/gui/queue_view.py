@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..cases import discover_case
 from ..errors import EndoshareError
 from ..jobs.queue import Job, JobQueue
 from ..jobs.review import Review, hide_job, mark_reviewed, replace_job, reviews
@@ -179,6 +180,7 @@ class QueueView(QWidget):
         self.eta: float | None = None
         self.error_dialog: QMessageBox | None = None
         self._db: JobQueue | None = None
+        self._clips: dict[int, str] = {}
         #: Asks the user; replaced in tests.  (title, text) → True for "yes".
         self.ask: Callable[[str, str], bool] = self._ask
 
@@ -325,7 +327,7 @@ class QueueView(QWidget):
         for row, entry in enumerate(self.entries.values()):
             colour = QColor(STATUS_COLOURS[entry.status])
             output = str(entry.output) if entry.output else ""
-            clips = ", ".join(sorted(p.name for p in entry.folder.iterdir())) if entry.folder.is_dir() else ""
+            clips = self._clip_names(entry.job)
             texts = (entry.case_id, entry.status_text(), "", output, clips)
             for column, text in enumerate(texts):
                 item = table.item(row, column)
@@ -345,6 +347,16 @@ class QueueView(QWidget):
             fraction = entry.live_fraction if entry.live_fraction is not None else entry.job.fraction
             bar.setValue(100 if entry.job.state == "done" else int(fraction * 100))
         table.blockSignals(False)
+
+    def _clip_names(self, job: Job) -> str:
+        """The case's clips in the order the pipeline reads them (read once per job)."""
+        if job.id not in self._clips:
+            try:
+                names = [p.name for p in discover_case(job.folder, job.case_id).clips]
+            except (EndoshareError, OSError):
+                names = []
+            self._clips[job.id] = ", ".join(names)
+        return self._clips[job.id]
 
     def row_of(self, entry_id: str) -> int:
         for row in range(self.table.rowCount()):
