@@ -770,3 +770,11 @@ def test_builder_warns_about_copies_and_clips_from_elsewhere(qtbot, make_window,
     assert "copy-of-c1.mp4 is the same recording as c1.mp4" in text
     assert str(stranger) in text and "belong to this patient" in text
     assert builder.clips.height() > 100                    # the message does not squeeze the clip list
+    # The preview follows the window's size.
+    builder.clips.setCurrentRow(0)
+    qtbot.waitUntil(lambda: builder.preview.pixmap() is not None and not builder.preview.pixmap().isNull())
+    window.resize(900, 600)
+    qtbot.waitUntil(lambda: builder.preview.pixmap().width() <= builder.preview.width())
+    small = builder.preview.pixmap().width()
+    window.resize(1600, 1000)
+    qtbot.waitUntil(lambda: builder.preview.pixmap().width() > small)

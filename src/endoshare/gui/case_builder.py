@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -59,6 +60,42 @@ def probe_clip(path: Path) -> MediaInfo | str:
     except (EndoshareError, OSError) as exc:
         return str(exc)
     return info
+
+
+class ScaledPixmapLabel(QLabel):
+    """A label whose picture is scaled to the label, again whenever the window changes size."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__(text)
+        self._pixmap: QPixmap | None = None
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def show_pixmap(self, pixmap: QPixmap | None) -> None:
+        self._pixmap = pixmap
+        self._rescale()
+
+    def sizeHint(self) -> QSize:
+        # Not the shown pixmap's size: the label follows the window, never the other way round.
+        return QSize(320, 180)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(160, 90)
+
+    def clear(self) -> None:
+        self._pixmap = None
+        super().clear()
+
+    def _rescale(self) -> None:
+        if self._pixmap is None:
+            super().clear()
+            return
+        self.setPixmap(self._pixmap.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                                           Qt.TransformationMode.SmoothTransformation))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._rescale()
 
 
 def _head_digest(path: Path, size: int = 1 << 20) -> str:
@@ -112,14 +149,13 @@ class CaseBuilder(QWidget):
             clip_buttons.addWidget(button)
         clip_buttons.addStretch(1)
 
-        self.preview = QLabel("Select a clip to see a frame of it")
-        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview = ScaledPixmapLabel("Select a clip to see a frame of it")
         self.preview.setMinimumSize(260, 160)
         self.preview.setStyleSheet("background: #202020; color: #cccccc;")
         clip_row = QHBoxLayout()
         clip_row.addWidget(self.clips, 1)
         clip_row.addLayout(clip_buttons)
-        clip_row.addWidget(self.preview)
+        clip_row.addWidget(self.preview, 1)
 
         self.warning = QLabel()
         self.warning.setWordWrap(True)
@@ -301,8 +337,7 @@ class CaseBuilder(QWidget):
 
     def _thumbnail_ready(self, rgb: RGB) -> None:
         pixmap = rgb_pixmap(rgb)
-        self.preview.setPixmap(pixmap.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                             Qt.TransformationMode.SmoothTransformation))
+        self.preview.show_pixmap(pixmap)
         self.thumbnail_shown.emit()
 
     def _thumbnail_failed(self, message: str) -> None:

@@ -63,7 +63,7 @@ from ..timeline import (
     replace_span,
     span_at,
 )
-from .case_builder import rgb_pixmap
+from .case_builder import ScaledPixmapLabel, rgb_pixmap
 from .frames import RGB, FrameSource, output_rgb
 from .workers import TaskRunner
 
@@ -194,30 +194,12 @@ class SpanEdit(QUndoCommand):
         self.view.set_spans(self.before, self.select_before)
 
 
-class VideoLabel(QLabel):
+class VideoLabel(ScaledPixmapLabel):
     """The picture, rescaled to the label whenever the window changes size."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._pixmap: QPixmap | None = None
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setMinimumSize(320, 180)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-
-    def show_pixmap(self, pixmap: QPixmap | None) -> None:
-        self._pixmap = pixmap
-        self._rescale()
-
-    def _rescale(self) -> None:
-        if self._pixmap is None:
-            self.clear()
-            return
-        self.setPixmap(self._pixmap.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                           Qt.TransformationMode.SmoothTransformation))
-
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._rescale()
 
 
 class ReviewView(QWidget):
