@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import stat
 import time
 import subprocess
 import sys
@@ -778,3 +779,20 @@ def test_builder_warns_about_copies_and_clips_from_elsewhere(qtbot, make_window,
     small = builder.preview.pixmap().width()
     window.resize(1600, 1000)
     qtbot.waitUntil(lambda: builder.preview.pixmap().width() > small)
+
+
+def test_edits_survive_a_crash_of_the_app(qtbot, reviewed_window, make_window, tmp_path: Path) -> None:
+    review = reviewed_window.review
+    review.span_table.selectRow(0)
+    qtbot.mouseClick(review.remove_button, Qt.MouseButton.LeftButton)
+    assert spans_of(review) == [(50, 60)]
+    drafts = list((tmp_path / "archive" / "review-drafts").iterdir())
+    assert len(drafts) == 1 and stat.S_IMODE(os.stat(drafts[0]).st_mode) == 0o600      # private
+    # A second window on the same archive stands for the app started again after a crash.
+    again = make_window(require_review=True, workers=2)
+    open_review_of(qtbot, again, "CASE-A")
+    assert spans_of(again.review) == [(50, 60)] and again.review.edited
+    assert "restored" in again.review.state.text()
+    qtbot.mouseClick(again.review.undo_button, Qt.MouseButton.LeftButton)   # drop them
+    assert spans_of(again.review) == [(10, 20), (50, 60)] and not again.review.edited
+    assert not list((tmp_path / "archive" / "review-drafts").iterdir())

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QT
 from .case_builder import CaseBuilder
 from .help import DISCLAIMER, HelpView, show_about
 from .queue_view import INTERRUPTED, RUNNING, WAITING, QueueEntry, QueueView
-from .review import ReviewCase, ReviewView
+from .review import REVIEW_DRAFTS_FOLDER, ReviewCase, ReviewView
 from .settings import GuiSettings, SettingsDialog, first_run, load_settings, settings_store
 
 
@@ -103,6 +103,7 @@ class MainWindow(QMainWindow):
         if entry is None or not self.review.confirm_discard():
             return
         self.rerender_key = None
+        self.review.draft_folder = self.settings().archive_dir / REVIEW_DRAFTS_FOLDER
         self.review.open_case(self.review_case(entry))
         self.tabs.setCurrentWidget(self.review)
 

@@ -52,11 +52,13 @@ from ..errors import EndoshareError
 from ..media.join import JoinPlan, plan_join
 from ..pipeline import probe_case
 from ..report import report_timeline_png
+from ..storage import private_dir, write_atomically
 from ..timeline import (
     Segment,
     SegmentSet,
     add_span,
     format_timecode,
+    load_segments_file,
     next_span,
     previous_span,
     remove_span,
@@ -71,6 +73,8 @@ THUMBNAILS = 16
 THUMBNAIL_WIDTH = 96
 SPAN_COLOUR = QColor(220, 30, 40, 120)
 MAX_ZOOM = 64
+#: Edited spans not re-rendered yet, kept in the archive so that a crash of the app loses no edit.
+REVIEW_DRAFTS_FOLDER = "review-drafts"
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,8 @@ class ReviewView(QWidget):
         self.current = 0
         self.zoom = 1
         self.undo_stack = QUndoStack(self)
+        #: Where edited, not yet re-rendered spans are kept (private, in the archive); None: nowhere.
+        self.draft_folder: Path | None = None
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._next_frame)
         #: Asks the user; replaced in tests.  (title, text) → True for "yes".
@@ -397,9 +403,12 @@ class ReviewView(QWidget):
         """True when there are no unsaved edits, or the user chose to discard them."""
         if not self.edited or self.case is None:
             return True
-        return self.ask("Discard your edits?",
-                        f"The spans of case {self.case.case_id} were edited but not re-rendered. Discard the "
-                        "edits? (Choose No, then press “Re-render with these spans” to keep them.)")
+        if self.ask("Discard your edits?",
+                    f"The spans of case {self.case.case_id} were edited but not re-rendered. Discard the "
+                    "edits? (Choose No, then press “Re-render with these spans” to keep them.)"):
+            self.drop_draft()
+            return True
+        return False
 
     def open_case(self, case: ReviewCase) -> None:
         """Show ``case`` from scratch: its spans, no selection, an empty undo history."""
@@ -482,6 +491,7 @@ class ReviewView(QWidget):
         self._show_spans()
         self.current = -1
         self.show_frame(0)
+        self._restore_draft()
         self.tasks.run(lambda: thumbnail_strip(plan), lambda images, k=key: self._thumbnails_ready(images, k),
                        lambda _text: None)
         self.loaded.emit()
@@ -615,8 +625,48 @@ class ReviewView(QWidget):
         """Show ``spans`` with ``select`` selected (None, or a span not in the set: no selection)."""
         self.spans = spans
         self.selected = select if select is not None and select in spans.segments else None
+        self._save_draft()
         self._show_spans()
         self._redraw()
+
+    # --- drafts: edits survive a crash of the app ----------------------------------------------------
+    def _draft_path(self) -> Path | None:
+        if self.draft_folder is None or self.case is None:
+            return None
+        return self.draft_folder / f"job-{self.case.key}.json"
+
+    def _save_draft(self) -> None:
+        """Keep edited, not re-rendered spans in the private archive; drop the draft when there is none."""
+        path = self._draft_path()
+        if path is None:
+            return
+        try:
+            if self.edited:
+                private_dir(path.parent)
+                write_atomically(path, json.dumps({"segments": self.spans.to_json()}).encode("utf-8"))
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            self.state.setText(f"Your edits could not be kept in the archive ({exc}); re-render soon.")
+
+    def drop_draft(self) -> None:
+        path = self._draft_path()
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _restore_draft(self) -> None:
+        """Edits left by an earlier session (the app was closed or crashed) come back as one undoable edit."""
+        path = self._draft_path()
+        if path is None or not path.is_file():
+            return
+        try:
+            spans = load_segments_file(path).clipped(self.total)
+        except EndoshareError:
+            return
+        if spans != self.spans:
+            self._edit("restore unsaved edits", spans, None)
+            self.state.setText(self.state.text() + " · unsaved edits from an earlier session were restored "
+                               "(Ctrl+Z drops them)")
 
     def _show_spans(self) -> None:
         rate = self.source.frame_rate if self.source else Fraction(25)
@@ -760,6 +810,7 @@ class ReviewView(QWidget):
             self.set_controls_enabled(False)
             self.state.setText("Re-rendering with these spans… (see the Queue for progress)")
             self.rerender_requested.emit(self.case.key, self.spans)
+            self.drop_draft()           # the spans are in the archive's reviewed-spans file now
 
     def rerender_finished(self, case: ReviewCase | None, message: str = "") -> None:
         """The re-render asked for here ended: show the new output, or say why not."""
