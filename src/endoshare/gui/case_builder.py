@@ -31,7 +31,7 @@ from ..media.probe import MediaInfo, probe
 from .frames import RGB, clip_thumbnail
 from .settings import GuiSettings
 from .staging import needs_staging, stage_case
-from .workers import TaskRunner
+from .workers import TaskRunner, plain
 
 PATH_ROLE = 256          # Qt.UserRole
 INFO_ROLE = 257
@@ -58,7 +58,7 @@ def probe_clip(path: Path) -> MediaInfo | str:
         # Reading .video raises the NoVideoStreamError that names the file (e.g. an audio recording).
         info.video  # noqa: B018
     except (EndoshareError, OSError) as exc:
-        return str(exc)
+        return plain(str(exc))
     return info
 
 

@@ -39,6 +39,7 @@ from ..jobs.runner import Executor, LocalExecutor, QueueEvent, add_job, cancel_j
 from ..storage import private_dir, write_atomically
 from ..timeline import SegmentSet
 from .settings import GuiSettings, validate_settings
+from .workers import plain
 
 WAITING, RUNNING, INTERRUPTED, NEEDS_REVIEW, PUBLISHED, REVIEWED, FAILED, STOPPED = (
     "waiting", "running", "interrupted", "needs review", "published, not reviewed", "reviewed, published",
@@ -95,7 +96,7 @@ class QueueEntry:
             phase = self.live_phase or self.job.phase or "starting"
             return f"running {int(fraction * 100)} % ({PHASE_NAMES.get(phase, phase)})"
         if self.status == FAILED:
-            return f"failed: {self.job.error}"
+            return f"failed: {plain(self.job.error or '')}"
         if self.status == INTERRUPTED:
             return "interrupted: press Start to run it again"
         return self.status
@@ -465,7 +466,7 @@ class QueueView(QWidget):
 
     def _show_error(self, title: str, message: str) -> None:
         # Not modal: the queue goes on with the next case while the message waits to be read.
-        dialog = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        dialog = QMessageBox(QMessageBox.Icon.Warning, title, plain(message), QMessageBox.StandardButton.Ok, self)
         dialog.setModal(False)
         dialog.show()
         self.error_dialog = dialog

@@ -6,11 +6,21 @@ touched from the GUI thread and the window keeps responding while a case runs.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from ..errors import EndoshareError
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+
+
+def plain(message: str) -> str:
+    """A core or library message without the numeric error codes people cannot use ("[Errno 1094995529]")."""
+    return _ERRNO.sub("", message)
 
 
 class TaskSignals(QObject):
@@ -32,7 +42,7 @@ class Task(QRunnable):
             value = self.fn()
         except Exception as exc:
             # waiting for this task would wait forever.  Core errors already read as user messages.
-            self.signals.failed.emit(str(exc) if isinstance(exc, (EndoshareError, OSError, ValueError))
+            self.signals.failed.emit(plain(str(exc)) if isinstance(exc, (EndoshareError, OSError, ValueError))
                                      else f"Unexpected error: {exc!r}; please report it.")
         else:
             self.signals.done.emit(value)
