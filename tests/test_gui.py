@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import stat
 import time
@@ -174,11 +175,13 @@ def test_build_reordered_case_and_run_it_to_done(qtbot, make_window, barcode_cas
     builder.clear()
 
     seen: list[float] = []
+    summaries: list[str] = []
 
     def progress(_id: str) -> None:
         now = entry_for(window, "PATIENT-42")
         if now.status == RUNNING and now.live_fraction is not None:
             seen.append(now.live_fraction)
+            summaries.append(window.queue.summary.text())
 
     window.queue.entry_changed.connect(progress)
     run_queue(qtbot, window)
@@ -190,10 +193,11 @@ def test_build_reordered_case_and_run_it_to_done(qtbot, make_window, barcode_cas
     assert window.queue.table.item(row, 1).background().color().name() == STATUS_COLOURS[PUBLISHED]
     assert window.queue.table.cellWidget(row, 2).value() == 100
     assert any(0 < f < 1 for f in seen) and seen == sorted(seen)      # real, forward-only progress
+    assert any(re.search(r"about \d+ min \d\d s left", text) for text in summaries), summaries   # an ETA
     output = entry.output
     assert window.queue.table.item(row, 3).text() == str(output)       # the full path
     clips = window.queue.table.item(row, 4).text()
-    assert clips.index("c2.mp4") < clips.index("c1.mp4")               # in the order the pipeline reads them
+    assert clips == "c2.mp4, c1.mp4"                                    # in the order the pipeline reads them
     assert output.parent == tmp_path / "shared" and output.exists()
     assert "PATIENT-42" not in output.name
     frames = decoded_frames(output)

@@ -39,6 +39,7 @@ from ..jobs.runner import Executor, LocalExecutor, QueueEvent, add_job, cancel_j
 from ..storage import private_dir, write_atomically
 from ..timeline import SegmentSet
 from .settings import GuiSettings, validate_settings
+from .staging import STAGING_FOLDER
 from .workers import plain
 
 WAITING, RUNNING, INTERRUPTED, NEEDS_REVIEW, PUBLISHED, REVIEWED, FAILED, STOPPED = (
@@ -354,6 +355,8 @@ class QueueView(QWidget):
         if job.id not in self._clips:
             try:
                 names = [p.name for p in discover_case(job.folder, job.case_id).clips]
+                if job.folder.parent.name == STAGING_FOLDER:       # links named 001_<clip name>
+                    names = [name.split("_", 1)[-1] for name in names]
             except (EndoshareError, OSError):
                 names = []
             self._clips[job.id] = ", ".join(names)
