@@ -67,6 +67,8 @@ def take(out: Path) -> None:
         root = Path(temp)
         sample = make_sample_case(root / "recordings", width=320, height=180)
         settings_file = root / "endoshare-gui.ini"
+        for folder in ("archive", "shared"):
+            (root / folder).mkdir()
         save_settings(QSettings(str(settings_file), QSettings.Format.IniFormat),
                       GuiSettings(archive_dir=root / "archive", shared_dir=root / "shared", detector="builtin"))
         window = MainWindow(settings_file)
@@ -74,6 +76,7 @@ def take(out: Path) -> None:
         window.show()
 
         dialog = window.settings_dialog()
+        dialog.show_first_run()
         dialog.show()
         save(dialog, "settings.png")
         dialog.close()
@@ -90,9 +93,10 @@ def take(out: Path) -> None:
         builder.confirm()
         window.queue.add_case("CASE-2024-0118", sample.folder, tuple(p.name for p in sample.clips))
         window.queue.start()
-        wait_until(lambda: not window.queue.runs, 120)
+        wait_until(lambda: not window.queue.running, 120)
         later = window.queue.add_case("CASE-2024-0119", sample.folder, tuple(p.name for p in sample.clips))
-        window.queue.select(later.entry_id)
+        assert later is not None
+        window.queue.select(next(iter(window.queue.entries)))
         window.tabs.setCurrentWidget(window.queue)
         save(window, "queue.png")
 
@@ -102,8 +106,9 @@ def take(out: Path) -> None:
         wait_until(lambda: review.source is not None and len(review.timeline.thumbnails) > 0)
         if review.spans:
             span = review.spans.segments[min(1, len(review.spans) - 1)]
-            review.select_span_at(span.start_frame)
+            review.select(span)
             review.show_frame(span.start_frame + span.length // 2)
+            review.set_zoom(2)
         save(window, "review.png")
 
         window.tabs.setCurrentWidget(window.help)

@@ -152,3 +152,53 @@ def parse_rate(text: str) -> Fraction:
     if rate <= 0:
         raise ValueError(f"frame rate must be positive, got {text!r}")
     return rate
+
+
+# --- editing spans (the review screen's operations; each returns a new set, the old one stays valid) ----
+
+def replace_span(spans: SegmentSet, old: Segment, new: Segment) -> SegmentSet:
+    """``spans`` with ``old`` given the bounds of ``new``; spans that ``new`` overlaps or touches merge."""
+    if old not in spans.segments:
+        raise ValueError(f"span [{old.start_frame}, {old.end_frame}) is not in the set; nothing to replace")
+    return SegmentSet.of([*(s for s in spans.segments if s != old), new])
+
+
+def remove_span(spans: SegmentSet, old: Segment) -> SegmentSet:
+    """``spans`` without ``old`` (which must be one of its spans)."""
+    if old not in spans.segments:
+        raise ValueError(f"span [{old.start_frame}, {old.end_frame}) is not in the set; nothing to remove")
+    return SegmentSet(tuple(s for s in spans.segments if s != old))
+
+
+def add_span(spans: SegmentSet, new: Segment) -> SegmentSet:
+    """``spans`` with ``new`` added (merged with the spans it overlaps or touches)."""
+    return spans.union(SegmentSet((new,)))
+
+
+def span_at(spans: SegmentSet, frame: int) -> Segment | None:
+    """The span that contains ``frame``, if any."""
+    return next((s for s in spans.segments if frame in s), None)
+
+
+def next_span(spans: SegmentSet, frame: int) -> Segment | None:
+    """The first span that starts after ``frame``."""
+    return next((s for s in spans.segments if s.start_frame > frame), None)
+
+
+def previous_span(spans: SegmentSet, frame: int) -> Segment | None:
+    """The last span that starts before ``frame`` (the one holding ``frame`` counts only if it starts before it)."""
+    return next((s for s in reversed(spans.segments) if s.start_frame < frame), None)
+
+
+def format_timecode(frame: int, rate: Fraction) -> str:
+    """``mm:ss:ff`` (``h:mm:ss:ff`` past an hour) of frame ``frame``: whole seconds, then the frame within that
+    second counted from 0.  Exact for any rate: frame ``ff`` of second ``s`` is frame ``ceil(s * rate) + ff``."""
+    if frame < 0:
+        raise ValueError(f"frame must be >= 0, got {frame}")
+    seconds = int(Fraction(frame) / rate)       # floor: ceil(seconds * rate) <= frame < ceil((seconds+1) * rate)
+    within = frame - seconds_to_frames(seconds, rate)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    width = len(str(max(0, -(-rate.numerator // rate.denominator) - 1)))
+    text = f"{minutes:02d}:{secs:02d}:{within:0{max(2, width)}d}"
+    return f"{hours}:{text}" if hours else text

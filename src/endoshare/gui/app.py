@@ -6,16 +6,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
-from ..pipeline import CaseResult
 from .case_builder import CaseBuilder
 from .desktop import DesktopSession
 from .help import DISCLAIMER, HelpView, show_about
-from .queue_view import AWAITING_REVIEW, DONE, QueueView
-from .review import ReviewView
-from .settings import GuiSettings, SettingsDialog, load_settings, settings_store
+from .queue_view import INTERRUPTED, RUNNING, WAITING, QueueEntry, QueueView
+from .review import REVIEW_DRAFTS_FOLDER, ReviewCase, ReviewView
+from .settings import GuiSettings, SettingsDialog, first_run, load_settings, settings_store
 
 
 class MainWindow(QMainWindow):
@@ -38,9 +38,13 @@ class MainWindow(QMainWindow):
 
         self.builder.case_confirmed.connect(self._add_case)
         self.queue.review_requested.connect(self.open_review)
+        self.rerender_key: str | None = None     # the job re-rendering the reviewed case
+        self.replacing: str | None = None
         self.review.rerender_requested.connect(self._rerender)
-        self.review.reviewed.connect(self.queue.mark_reviewed)
+        self.review.reviewed.connect(self._reviewed)
         self.queue.entry_changed.connect(self._entry_changed)
+        self.queue.entry_removed.connect(self._entry_removed)
+        self.tabs.tabBar().setFocusPolicy(Qt.FocusPolicy.NoFocus)   # arrow keys step frames in the review
 
         file_menu = self.menuBar().addMenu("&File")
         self.settings_action = QAction("&Settings…", self)
@@ -71,42 +75,86 @@ class MainWindow(QMainWindow):
         if self.settings_dialog().exec():
             self.reload_settings()
 
+    def first_run_settings(self) -> SettingsDialog:
+        """The settings dialog with a welcome text, shown (not blocking) at the very first start."""
+        dialog = self.settings_dialog()
+        dialog.show_first_run()
+        dialog.accepted.connect(self.reload_settings)
+        dialog.setModal(True)
+        dialog.show()
+        return dialog
+
     def reload_settings(self) -> None:
         self._settings = load_settings(self.store)
 
     def _add_case(self, case_id: str, folder: Path, clip_names: tuple[str, ...]) -> None:
-        self.queue.add_case(case_id, folder, clip_names)
-        self.tabs.setCurrentWidget(self.queue)
+        if self.queue.add_case(case_id, folder, clip_names) is not None:
+            self.tabs.setCurrentWidget(self.queue)
+
+    def review_case(self, entry: QueueEntry) -> ReviewCase:
+        job = entry.job
+        report = job.report
+        if entry.reviewed and entry.output is not None and report is not None:
+            report = entry.output.parent / report.name         # published with its video
+        return ReviewCase(key=entry.entry_id, case_id=job.case_id, folder=job.folder, output=entry.output,
+                          report=report, redaction=job.options.redaction.value, status=entry.status)
 
     def open_review(self, entry_id: str) -> None:
-        self.review.open_entry(self.queue.entries[entry_id])
+        entry = self.queue.entries.get(entry_id)
+        if entry is None or not self.review.confirm_discard():
+            return
+        self.rerender_key = None
+        self.review.draft_folder = self.settings().archive_dir / REVIEW_DRAFTS_FOLDER
+        self.review.open_case(self.review_case(entry))
         self.tabs.setCurrentWidget(self.review)
 
     def _rerender(self, entry_id: str, segments: object) -> None:
-        self.queue.rerender(entry_id, segments)  # type: ignore[arg-type]
+        self.replacing = entry_id
+        try:
+            new = self.queue.rerender(entry_id, segments)  # type: ignore[arg-type]
+        finally:
+            self.replacing = None
+        if new is None:
+            self.review.rerender_finished(None, "The re-render could not be queued; nothing changed.")
+        self.rerender_key = new
+
+    def _reviewed(self, entry_id: str, spans: object) -> None:
+        if self.queue.mark_reviewed(entry_id, spans):  # type: ignore[arg-type]
+            self.review.open_case(self.review_case(self.queue.entries[entry_id]))
 
     def _entry_changed(self, entry_id: str) -> None:
         # A re-render asked for in the review ended: show the new output, or say why it failed.
-        entry = self.queue.entries.get(entry_id)
-        if entry is None or self.review.entry is not entry or not self.review.rerender_pending \
-                or entry_id in self.queue.runs:
+        if entry_id != self.rerender_key:
             return
-        self.review.rerender_pending = False
-        if entry.status in (DONE, AWAITING_REVIEW) and isinstance(entry.result, CaseResult):
-            self.review.open_entry(entry)
+        entry = self.queue.entries.get(entry_id)
+        if entry is None or entry.status in (RUNNING, WAITING, INTERRUPTED):
+            return
+        self.rerender_key = None
+        if entry.job.state == "done":
+            self.review.rerender_finished(self.review_case(entry))
         else:
-            self.review.state.setText(f"Re-render {entry.status_text()}")
-            self.review.set_controls_enabled(True)
+            self.review.rerender_finished(None, f"Re-render {entry.status_text()}")
+
+    def _entry_removed(self, entry_id: str) -> None:
+        case = self.review.case
+        if case is not None and case.key == entry_id and entry_id != self.replacing:
+            self.review.close_case(f"Case {case.case_id} was removed from the queue; its review was closed.")
+        if entry_id == self.rerender_key:
+            self.rerender_key = None
+            self.review.close_case("The re-rendered case was removed from the queue.")
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.queue.runs:
-            answer = QMessageBox.question(self, "Quit Endoshare?", "Cases are still running. Stop them and quit? "
-                                          "Nothing half-written is published.")
-            if answer != QMessageBox.StandardButton.Yes:
+        if not self.review.confirm_discard():
+            event.ignore()
+            return
+        if self.queue.running:
+            if not self.queue.ask("Quit Endoshare?", "Cases are still running. Stop them and quit? Nothing "
+                                  "half-written is published; they run again on the next Start."):
                 event.ignore()
                 return
             self.queue.cancel_all()
         self.queue.wait()
+        self.queue.close_db()
         self.builder.tasks.wait()
         self.review.tasks.wait()
         super().closeEvent(event)
@@ -118,6 +166,8 @@ def main(argv: Sequence[str] | None = None, settings_path: Path | None = None) -
     window = MainWindow(settings_path)
     session.watch(window.queue)
     window.show()
+    if first_run(window.store):
+        window.first_run_settings()
     code = int(app.exec())
     session.close(code)
     return code

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -17,6 +18,8 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -28,7 +31,7 @@ from ..media.probe import MediaInfo, probe
 from .frames import RGB, clip_thumbnail
 from .settings import GuiSettings
 from .staging import needs_staging, stage_case
-from .workers import TaskRunner
+from .workers import TaskRunner, plain
 
 PATH_ROLE = 256          # Qt.UserRole
 INFO_ROLE = 257
@@ -55,8 +58,50 @@ def probe_clip(path: Path) -> MediaInfo | str:
         # Reading .video raises the NoVideoStreamError that names the file (e.g. an audio recording).
         info.video  # noqa: B018
     except (EndoshareError, OSError) as exc:
-        return str(exc)
+        return plain(str(exc))
     return info
+
+
+class ScaledPixmapLabel(QLabel):
+    """A label whose picture is scaled to the label, again whenever the window changes size."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__(text)
+        self._pixmap: QPixmap | None = None
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def show_pixmap(self, pixmap: QPixmap | None) -> None:
+        self._pixmap = pixmap
+        self._rescale()
+
+    def sizeHint(self) -> QSize:
+        # Not the shown pixmap's size: the label follows the window, never the other way round.
+        return QSize(320, 180)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(160, 90)
+
+    def clear(self) -> None:
+        self._pixmap = None
+        super().clear()
+
+    def _rescale(self) -> None:
+        if self._pixmap is None:
+            super().clear()
+            return
+        self.setPixmap(self._pixmap.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                                           Qt.TransformationMode.SmoothTransformation))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._rescale()
+
+
+def _head_digest(path: Path, size: int = 1 << 20) -> str:
+    """SHA-256 of the first MiB: with the file size, enough to tell the same recording copied twice."""
+    with path.open("rb") as fh:
+        return hashlib.sha256(fh.read(size)).hexdigest()
 
 
 class CaseBuilder(QWidget):
@@ -104,18 +149,24 @@ class CaseBuilder(QWidget):
             clip_buttons.addWidget(button)
         clip_buttons.addStretch(1)
 
-        self.preview = QLabel("Select a clip to see a frame of it")
-        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview = ScaledPixmapLabel("Select a clip to see a frame of it")
         self.preview.setMinimumSize(260, 160)
         self.preview.setStyleSheet("background: #202020; color: #cccccc;")
         clip_row = QHBoxLayout()
         clip_row.addWidget(self.clips, 1)
         clip_row.addLayout(clip_buttons)
-        clip_row.addWidget(self.preview)
+        clip_row.addWidget(self.preview, 1)
 
         self.warning = QLabel()
         self.warning.setWordWrap(True)
         self.warning.setStyleSheet("background: #fff3c4; color: #5d4037; padding: 6px;")
+        # Long messages scroll inside a box of bounded height: the clip list keeps its room.
+        self.warning_area = QScrollArea()
+        self.warning_area.setWidget(self.warning)
+        self.warning_area.setWidgetResizable(True)
+        self.warning_area.setMaximumHeight(110)
+        self.warning_area.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.warning_area.hide()
         self.warning.hide()
         self.confirm_button = QPushButton("Add case to queue")
         self.confirm_button.setDefault(True)
@@ -129,9 +180,13 @@ class CaseBuilder(QWidget):
         layout.addLayout(form)
         layout.addWidget(QLabel("Clips, in recording order (drag to reorder):"))
         layout.addLayout(clip_row, 1)
-        layout.addWidget(self.warning)
+        layout.addWidget(self.warning_area)
         layout.addWidget(self.confirm_button, 0, Qt.AlignmentFlag.AlignRight)
         self._update_state()
+
+    def _show_warning(self, visible: bool) -> None:
+        self.warning.setVisible(visible)
+        self.warning_area.setVisible(visible)
 
     # --- reading clips ------------------------------------------------------------------------------
     def _browse(self) -> None:
@@ -150,13 +205,13 @@ class CaseBuilder(QWidget):
         self.clips.clear()
         self.folder = folder
         self.folder_edit.setText(str(folder))
-        if not self.patient_id.text().strip():
-            self.patient_id.setText(folder.name)
+        # The patient ID is never guessed from the folder name: a wrong guess would file the case under
+        # another patient's pseudonym.
         try:
             paths = list(discover_case(folder).clips)
         except EndoshareError as exc:
             self.warning.setText(str(exc))
-            self.warning.show()
+            self._show_warning(True)
             self._update_state()
             return
         self.add_clips(paths)
@@ -215,7 +270,7 @@ class CaseBuilder(QWidget):
     def _clips_edited(self) -> None:
         problems = self.problems()
         self.warning.setText("\n".join(problems))
-        self.warning.setVisible(bool(problems))
+        self._show_warning(bool(problems))
         self._update_state()
         self.clips_changed.emit()
 
@@ -233,10 +288,34 @@ class CaseBuilder(QWidget):
         reasons = [r for r in plan_join(ready).reasons
                    if any(word in r for word in ("resolution", "frame rate", "pixel format", "codec "))
                    and "parameter sets" not in r]
-        if not reasons:
-            return []
-        return ["These clips do not match; the case will be re-encoded to the first clip's format (slower):",
-                *reasons]
+        notes = self.origin_problems()
+        if reasons:
+            notes += ["These clips do not match; the case will be re-encoded to the first clip's format (slower):",
+                      *reasons]
+        return notes
+
+    def origin_problems(self) -> list[str]:
+        """Clips listed twice (the same file, or the same content under two names) and clips from another
+        folder than the case folder (possibly another patient's)."""
+        notes = []
+        seen: dict[tuple[int, str], Path] = {}
+        for path in self.clip_paths():
+            try:
+                key = (path.stat().st_size, _head_digest(path))
+            except OSError:
+                continue
+            if key in seen:
+                notes.append(f"⚠ {path.name} is the same recording as {seen[key].name}: remove one of them.")
+            else:
+                seen[key] = path
+        if self.folder is not None:
+            home = self.folder.resolve()
+            strangers = [p for p in self.clip_paths() if p.resolve().parent != home]
+            if strangers:
+                notes.append(f"⚠ Not from the case folder {self.folder}: "
+                             + ", ".join(str(p) for p in strangers)
+                             + ". Check that they belong to this patient.")
+        return notes
 
     def _update_state(self) -> None:
         has_item = self.clips.currentRow() >= 0
@@ -258,8 +337,7 @@ class CaseBuilder(QWidget):
 
     def _thumbnail_ready(self, rgb: RGB) -> None:
         pixmap = rgb_pixmap(rgb)
-        self.preview.setPixmap(pixmap.scaled(self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                             Qt.TransformationMode.SmoothTransformation))
+        self.preview.show_pixmap(pixmap)
         self.thumbnail_shown.emit()
 
     def _thumbnail_failed(self, message: str) -> None:
@@ -276,7 +354,7 @@ class CaseBuilder(QWidget):
             # One patient ID keeps one pseudonym, so two runs at once would write the same output file.
             self.warning.setText(f"Patient {case_id} is already waiting or running in the queue; let it finish "
                                  "(or remove it) first.")
-            self.warning.show()
+            self._show_warning(True)
             return False
         clips = self.clip_paths()
         folder = self.folder
@@ -285,7 +363,7 @@ class CaseBuilder(QWidget):
                 folder = stage_case(self.settings().archive_dir, clips)
         except EndoshareError as exc:
             self.warning.setText(str(exc))
-            self.warning.show()
+            self._show_warning(True)
             return False
         self.case_confirmed.emit(case_id, folder, tuple(p.name for p in clips))
         self.clear()
@@ -296,7 +374,7 @@ class CaseBuilder(QWidget):
         self.folder = None
         self.folder_edit.clear()
         self.patient_id.clear()
-        self.warning.hide()
+        self._show_warning(False)
         self.preview.clear()
         self.preview.setText("Select a clip to see a frame of it")
         self._update_state()

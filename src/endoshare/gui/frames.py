@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import UnreadableMediaError
-from ..media.frames import normalise
+from ..media.frames import black_frame, blurred_frame, normalise
 from ..media.join import ClipPlan, JoinPlan
 from ..media.probe import open_input
 
@@ -147,3 +147,17 @@ def clip_thumbnail(path: Path, at_seconds: float = 1.0, width: int = 240) -> RGB
             raise UnreadableMediaError(f"{path} holds no decodable picture; remove it from the case.", path=path)
         height = max(2, round(chosen.height * width / chosen.width / 2) * 2)
         return chosen.to_ndarray(format="rgb24", width=width, height=height)
+
+
+def output_rgb(source: FrameSource, index: int, redaction: str, redacted: bool,
+               width: int | None = None) -> RGB | None:
+    """Frame ``index`` as the output shows it: the source frame, video black, or the renderer's blur of it
+    (the same functions the renderer uses).  None for a frame that ``cut`` removes from the output."""
+    if not redacted:
+        return source.rgb(index, width)
+    if redaction == "cut":
+        return None
+    target = source.plan.target
+    frame = black_frame(target) if redaction == "black" else blurred_frame(source.frame(index), target)
+    height = max(2, round(frame.height * width / frame.width / 2) * 2) if width else frame.height
+    return frame.to_ndarray(format="rgb24", width=width or frame.width, height=height)

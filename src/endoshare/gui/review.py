@@ -1,23 +1,44 @@
 """Review a case: play and scrub the merged timeline, see and correct the out-of-body spans, re-render.
 
-Spans are edited in frames of the merged timeline (start inclusive, end exclusive), the unit the
-pipeline's segments file uses, so a re-render redacts exactly the frames shown here as redacted.
+Spans are frames of the merged timeline (the unit of the pipeline's segments file), so a re-render
+redacts exactly the frames shown here as redacted.  The screen shows a span as its first and last
+redacted frame (both included) and times as mm:ss:ff.  Every edit is a :mod:`endoshare.timeline`
+operation wrapped in one undoable command; the edit boxes always show the selected span.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 from PySide6.QtCore import QRect, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QKeySequence,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+    QPixmap,
+    QResizeEvent,
+    QUndoCommand,
+    QUndoStack,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMessageBox,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QTableWidget,
@@ -30,21 +51,47 @@ from ..cases import discover_case
 from ..errors import EndoshareError
 from ..media.join import JoinPlan, plan_join
 from ..pipeline import probe_case
-from ..timeline import Segment, SegmentSet
-from .case_builder import rgb_pixmap
-from .frames import RGB, FrameSource
-from .queue_view import QueueEntry
+from ..report import report_timeline_png
+from ..storage import private_dir, write_atomically
+from ..timeline import (
+    Segment,
+    SegmentSet,
+    add_span,
+    format_timecode,
+    load_segments_file,
+    next_span,
+    previous_span,
+    remove_span,
+    replace_span,
+    span_at,
+)
+from .case_builder import ScaledPixmapLabel, rgb_pixmap
+from .frames import RGB, FrameSource, output_rgb
 from .workers import TaskRunner
 
 THUMBNAILS = 16
 THUMBNAIL_WIDTH = 96
 SPAN_COLOUR = QColor(220, 30, 40, 120)
+MAX_ZOOM = 64
+#: Edited spans not re-rendered yet, kept in the archive so that a crash of the app loses no edit.
+REVIEW_DRAFTS_FOLDER = "review-drafts"
+
+
+@dataclass(frozen=True)
+class ReviewCase:
+    """What the review screen needs to know about one finished case."""
+
+    key: str                 # the queue's job id, as text
+    case_id: str
+    folder: Path
+    output: Path | None
+    report: Path | None
+    redaction: str = "black"
+    status: str = ""
 
 
 def format_time(frame: int, rate: Fraction) -> str:
-    seconds = Fraction(frame) / rate
-    minutes, rest = divmod(float(seconds), 60)
-    return f"{int(minutes)}:{rest:06.3f}"
+    return format_timecode(max(0, frame), rate)
 
 
 def load_plan(folder: Path, case_id: str) -> JoinPlan:
@@ -68,9 +115,15 @@ def thumbnail_strip(plan: JoinPlan, count: int = THUMBNAILS, width: int = THUMBN
 
 
 class TimelineBar(QWidget):
-    """Thumbnails across the case, the spans in red over them, and the playhead; click or drag to scrub."""
+    """Thumbnails across the case, the spans in red over them, and the playhead.
+
+    Click or drag to move the playhead; a click inside a span also selects it.  ``zoom`` widens the bar
+    (it sits in a scroll area); Ctrl + mouse wheel zooms around the pointer.
+    """
 
     frame_chosen = Signal(int)
+    span_clicked = Signal(object)       # the Segment under the click, or None
+    zoom_requested = Signal(int)        # +1 / -1
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -80,7 +133,7 @@ class TimelineBar(QWidget):
         self.selected: Segment | None = None
         self.thumbnails: list[QPixmap] = []
         self.setMinimumHeight(72)
-        self.setMouseTracking(False)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def x_of(self, frame: int) -> int:
         return round(frame * self.width() / self.total) if self.total else 0
@@ -104,8 +157,8 @@ class TimelineBar(QWidget):
             painter.fillRect(QRect(left, height - 10, max(2, right - left), 10), QColor(220, 30, 40))
         if self.selected is not None:
             left, right = self.x_of(self.selected.start_frame), self.x_of(self.selected.end_frame)
-            painter.setPen(QPen(QColor("#ffeb3b"), 2))
-            painter.drawRect(QRect(left, 1, max(2, right - left), height - 2))
+            painter.setPen(QPen(QColor("#ffeb3b"), 3))
+            painter.drawRect(QRect(left, 1, max(3, right - left), height - 3))
         if self.total:
             painter.setPen(QPen(QColor("#ffffff"), 2))
             x = self.x_of(self.current)
@@ -113,16 +166,49 @@ class TimelineBar(QWidget):
         painter.end()
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        self.frame_chosen.emit(self.frame_at(event.position().x()))
+        frame = self.frame_at(event.position().x())
+        self.frame_chosen.emit(frame)
+        self.span_clicked.emit(span_at(self.spans, frame))
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         if event.buttons() & Qt.MouseButton.LeftButton:
             self.frame_chosen.emit(self.frame_at(event.position().x()))
 
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.zoom_requested.emit(1 if event.angleDelta().y() > 0 else -1)
+            event.accept()
+        else:
+            super().wheelEvent(event)
+
+
+class SpanEdit(QUndoCommand):
+    """One edit of the spans: both sets and the span selected before and after, so undo restores exactly."""
+
+    def __init__(self, view: ReviewView, text: str, after: SegmentSet, select_after: Segment | None) -> None:
+        super().__init__(text)
+        self.view = view
+        self.before, self.select_before = view.spans, view.selected
+        self.after, self.select_after = after, select_after
+
+    def redo(self) -> None:
+        self.view.set_spans(self.after, self.select_after)
+
+    def undo(self) -> None:
+        self.view.set_spans(self.before, self.select_before)
+
+
+class VideoLabel(ScaledPixmapLabel):
+    """The picture, rescaled to the label whenever the window changes size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumSize(320, 180)
+
 
 class ReviewView(QWidget):
-    rerender_requested = Signal(str, object)    # entry id, SegmentSet
-    reviewed = Signal(str)
+    rerender_requested = Signal(str, object)    # case key, SegmentSet
+    reviewed = Signal(str, object)              # case key, the final SegmentSet
     #: The case's timeline is ready (after the clips were read in a worker thread), or could not be read.
     loaded = Signal()
     load_failed = Signal(str)
@@ -131,77 +217,123 @@ class ReviewView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.tasks = TaskRunner(parent=self)
-        self.entry: QueueEntry | None = None
+        self.case: ReviewCase | None = None
         #: A re-render of the shown case was asked for and has not finished yet.
         self.rerender_pending = False
         self.source: FrameSource | None = None
+        #: The spans the output was rendered with, and the spans as edited now.
+        self.saved_spans = SegmentSet()
         self.spans = SegmentSet()
-        self.edited = False
+        self.selected: Segment | None = None
         self.current = 0
+        self.zoom = 1
+        self.undo_stack = QUndoStack(self)
+        #: Where edited, not yet re-rendered spans are kept (private, in the archive); None: nowhere.
+        self.draft_folder: Path | None = None
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._next_frame)
+        #: Asks the user; replaced in tests.  (title, text) → True for "yes".
+        self.ask: Callable[[str, str], bool] = self._ask
 
-        self.title = QLabel("Choose a finished case in the queue and press Review…")
+        self.title = QLabel("Choose a finished case in the Queue and press Review…")
         self.title.setWordWrap(True)
-        self.video = QLabel()
-        self.video.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.video.setMinimumSize(480, 270)
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.video = VideoLabel()
         self.video.setStyleSheet("background: #101010;")
         self.frame_state = QLabel()
+        self.output_preview = QCheckBox("Show the output (redacted frames as they will look)")
+        self.output_preview.setChecked(True)
+        self.output_preview.toggled.connect(lambda _on: self._redraw())
         self.timeline = TimelineBar()
         self.timeline.frame_chosen.connect(self.show_frame)
+        self.timeline.span_clicked.connect(self._timeline_span_clicked)
+        self.timeline.zoom_requested.connect(lambda step: self.set_zoom(self.zoom * (2 if step > 0 else 0.5)))
+        self.timeline_area = QScrollArea()
+        self.timeline_area.setWidget(self.timeline)
+        self.timeline_area.setWidgetResizable(False)
+        self.timeline_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.timeline_area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.timeline_area.setFixedHeight(96)
+        self.zoom_in_button = QPushButton("Zoom +")
+        self.zoom_in_button.clicked.connect(lambda: self.set_zoom(self.zoom * 2))
+        self.zoom_out_button = QPushButton("Zoom −")
+        self.zoom_out_button.clicked.connect(lambda: self.set_zoom(self.zoom // 2))
 
         self.play_button = QPushButton("Play")
+        self.play_button.setToolTip("Space")
         self.play_button.clicked.connect(self.toggle_play)
         self.back_button = QPushButton("◀ 1 frame")
-        self.back_button.clicked.connect(lambda: self.show_frame(self.current - 1))
+        self.back_button.setToolTip("← (Shift+←: one second)")
+        self.back_button.clicked.connect(lambda: self.step(-1))
         self.forward_button = QPushButton("1 frame ▶")
-        self.forward_button.clicked.connect(lambda: self.show_frame(self.current + 1))
+        self.forward_button.setToolTip("→ (Shift+→: one second)")
+        self.forward_button.clicked.connect(lambda: self.step(1))
+        self.previous_button = QPushButton("« Previous span")
+        self.previous_button.setToolTip("P")
+        self.previous_button.clicked.connect(self.go_previous_span)
+        self.next_button = QPushButton("Next span »")
+        self.next_button.setToolTip("N")
+        self.next_button.clicked.connect(self.go_next_span)
         self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)   # the arrow keys step frames, not the slider
+        self.slider.setSingleStep(1)
         self.slider.valueChanged.connect(self.show_frame)
-        self.frame_box = QSpinBox()
-        self.frame_box.setKeyboardTracking(False)
-        self.frame_box.valueChanged.connect(self.show_frame)
         self.time_label = QLabel()
+        self.time_label.setMinimumWidth(200)
         player = QHBoxLayout()
-        for widget in (self.play_button, self.back_button, self.forward_button):
+        for widget in (self.play_button, self.back_button, self.forward_button, self.previous_button,
+                       self.next_button):
             player.addWidget(widget)
         player.addWidget(self.slider, 1)
-        player.addWidget(QLabel("Frame"))
-        player.addWidget(self.frame_box)
         player.addWidget(self.time_label)
 
-        self.span_table = QTableWidget(0, 4)
-        self.span_table.setHorizontalHeaderLabels(["First frame", "End frame (excl.)", "Frames", "Time"])
+        self.span_table = QTableWidget(0, 3)
+        self.span_table.setHorizontalHeaderLabels(["From (mm:ss:ff)", "To (mm:ss:ff)", "Length"])
         self.span_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.span_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.span_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.span_table.verticalHeader().hide()
         self.span_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.span_table.horizontalHeader().setStretchLastSection(True)
-        self.span_table.itemSelectionChanged.connect(self._span_selected)
+        self.span_table.itemSelectionChanged.connect(self._table_selection_changed)
         self.start_box = QSpinBox()
         self.end_box = QSpinBox()
+        self.start_box.setToolTip("First hidden frame of the selected span")
+        self.end_box.setToolTip("Last hidden frame of the selected span (it is hidden too)")
+        self.box_times = QLabel()
         self.apply_button = QPushButton("Apply")
         self.apply_button.clicked.connect(self.apply_span_boxes)
         self.add_button = QPushButton("Add span at playhead")
         self.add_button.clicked.connect(self.add_span_at_playhead)
-        self.remove_button = QPushButton("Remove span")
+        self.remove_button = QPushButton("Remove span…")
         self.remove_button.clicked.connect(self.remove_selected_span)
         self.start_here_button = QPushButton("Start here")
+        self.start_here_button.setToolTip("The selected span starts at the playhead")
         self.start_here_button.clicked.connect(lambda: self._set_edge(start=True))
         self.end_here_button = QPushButton("End here")
+        self.end_here_button.setToolTip("The selected span ends at the playhead (that frame is hidden too)")
         self.end_here_button.clicked.connect(lambda: self._set_edge(start=False))
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Ctrl+Z")
+        self.undo_button.clicked.connect(self.undo_stack.undo)
+        self.redo_button = QPushButton("Redo")
+        self.redo_button.setToolTip("Ctrl+Shift+Z")
+        self.redo_button.clicked.connect(self.undo_stack.redo)
+        self.undo_stack.canUndoChanged.connect(self.undo_button.setEnabled)
+        self.undo_stack.canRedoChanged.connect(self.redo_button.setEnabled)
         edit_row = QHBoxLayout()
-        edit_row.addWidget(QLabel("First"))
+        edit_row.addWidget(QLabel("Hidden from frame"))
         edit_row.addWidget(self.start_box)
-        edit_row.addWidget(QLabel("End (excl.)"))
+        edit_row.addWidget(QLabel("to frame"))
         edit_row.addWidget(self.end_box)
+        edit_row.addWidget(self.box_times)
         for button in (self.apply_button, self.start_here_button, self.end_here_button, self.add_button,
-                       self.remove_button):
+                       self.remove_button, self.undo_button, self.redo_button):
             edit_row.addWidget(button)
+        edit_row.addStretch(1)
 
         self.state = QLabel()
+        self.state.setWordWrap(True)
         self.rerender_button = QPushButton("Re-render with these spans")
         self.rerender_button.clicked.connect(self.request_rerender)
         self.reviewed_button = QPushButton("Mark reviewed")
@@ -211,68 +343,166 @@ class ReviewView(QWidget):
         bottom.addWidget(self.rerender_button)
         bottom.addWidget(self.reviewed_button)
 
+        self.picture = QLabel()
+        self.picture.setScaledContents(False)
         top = QHBoxLayout()
-        top.addWidget(self.video, 3)
+        left = QVBoxLayout()
+        left.addWidget(self.video, 1)
+        left.addWidget(self.output_preview)
+        top.addLayout(left, 3)
         side = QVBoxLayout()
-        side.addWidget(QLabel("Out-of-body spans (redacted in the output):"))
+        side.addWidget(QLabel("Out-of-body spans (hidden in the output):"))
         side.addWidget(self.span_table, 1)
+        side.addWidget(self.picture)
         top.addLayout(side, 2)
+        zoom_row = QHBoxLayout()
+        zoom_row.addWidget(self.timeline_area, 1)
+        zoom_column = QVBoxLayout()
+        zoom_column.addWidget(self.zoom_in_button)
+        zoom_column.addWidget(self.zoom_out_button)
+        zoom_row.addLayout(zoom_column)
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addLayout(top, 1)
         layout.addWidget(self.frame_state)
-        layout.addWidget(self.timeline)
+        layout.addLayout(zoom_row)
         layout.addLayout(player)
         layout.addLayout(edit_row)
         layout.addLayout(bottom)
+        self._add_shortcuts()
         self.set_controls_enabled(False)
+
+    def _add_shortcuts(self) -> None:
+        def add(keys: QKeySequence | str | QKeySequence.StandardKey, slot: Callable[[], None]) -> QAction:
+            action = QAction(self)
+            action.setShortcut(QKeySequence(keys))
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            action.triggered.connect(slot)
+            self.addAction(action)
+            return action
+
+        self.shortcuts = {
+            "play": add("Space", self.toggle_play),
+            "back": add("Left", lambda: self.step(-1)),
+            "forward": add("Right", lambda: self.step(1)),
+            "back_second": add("Shift+Left", lambda: self.step(-self.frames_per_second())),
+            "forward_second": add("Shift+Right", lambda: self.step(self.frames_per_second())),
+            "next_span": add("N", self.go_next_span),
+            "previous_span": add("P", self.go_previous_span),
+            "undo": add(QKeySequence.StandardKey.Undo, self.undo_stack.undo),
+            "redo": add("Ctrl+Shift+Z", self.undo_stack.redo),
+        }
 
     # --- loading ------------------------------------------------------------------------------------
-    def open_entry(self, entry: QueueEntry) -> None:
+    @property
+    def edited(self) -> bool:
+        """The spans differ from those the output was rendered with (and were not re-rendered yet)."""
+        return self.case is not None and self.spans != self.saved_spans
+
+    def confirm_discard(self) -> bool:
+        """True when there are no unsaved edits, or the user chose to discard them."""
+        if not self.edited or self.case is None:
+            return True
+        if self.ask("Discard your edits?",
+                    f"The spans of case {self.case.case_id} were edited but not re-rendered. Discard the "
+                    "edits? (Choose No, then press “Re-render with these spans” to keep them.)"):
+            self.drop_draft()
+            return True
+        return False
+
+    def open_case(self, case: ReviewCase) -> None:
+        """Show ``case`` from scratch: its spans, no selection, an empty undo history."""
+        self.reset()
+        self.case = case
+        try:
+            self.saved_spans = report_spans(case.report)
+        except (OSError, ValueError) as exc:
+            self.title.setText(f"Cannot read the report of case {case.case_id}: {exc}")
+            self.load_failed.emit(f"Cannot read the report of case {case.case_id}: {exc}")
+            self.case = None
+            return
+        self.spans = self.saved_spans
+        self.title.setText(f"Reading case {case.case_id}…")
+        self._show_picture(case.report)
+        self.tasks.run(lambda: load_plan(case.folder, case.case_id),
+                       lambda plan, key=case.key: self._plan_ready(plan, key), self._plan_failed)
+
+    def _show_picture(self, report: Path | None) -> None:
+        """The report's timeline picture (the one published beside the report at review)."""
+        if report is None or not report.exists():
+            return
+        try:
+            png = report_timeline_png(json.loads(report.read_text(encoding="utf-8")), width=420)
+        except (OSError, ValueError, KeyError):
+            return
+        pixmap = QPixmap()
+        pixmap.loadFromData(png, "PNG")
+        self.picture.setPixmap(pixmap)
+        self.picture.setToolTip("The case's timeline as rendered: hidden spans in red, a tick every 10 s")
+
+    def reset(self, message: str = "Choose a finished case in the Queue and press Review…") -> None:
+        """Nothing open: no case, no spans, no selection, no undo history."""
         self.stop_playing()
         self._close_source()
-        self.entry = entry
+        self.case = None
+        self.rerender_pending = False
+        self.undo_stack.clear()
+        self.saved_spans = self.spans = SegmentSet()
+        self.selected = None
+        self.current = 0
+        self.zoom = 1
+        self.timeline.total = 0
+        self.timeline.thumbnails = []
+        self.picture.clear()
+        self.video.show_pixmap(None)
+        self.frame_state.clear()
+        self.time_label.clear()
+        self.title.setText(message)
         self.set_controls_enabled(False)
-        result = entry.result
-        try:
-            self.spans = report_spans(result.report if result else None)
-        except (OSError, ValueError) as exc:
-            self.load_failed.emit(f"Cannot read the report of case {entry.case_id}: {exc}")
-            return
-        self.edited = False
-        self.title.setText(f"Reading case {entry.case_id}…")
-        self.tasks.run(lambda: load_plan(entry.folder, entry.case_id), self._plan_ready, self._plan_failed)
+        self._show_spans()
 
-    def _plan_ready(self, plan: JoinPlan) -> None:
-        assert self.entry is not None
+    def close_case(self, message: str) -> None:
+        """The open case went away (removed from the queue): say so and show nothing."""
+        self.reset(message)
+        self.state.setText(message)
+
+    def _plan_ready(self, plan: JoinPlan, key: str) -> None:
+        if self.case is None or self.case.key != key:
+            return                       # another case was opened meanwhile
+        case = self.case
         self.source = FrameSource(plan)
         total = plan.total_frames
-        self.spans = self.spans.clipped(total)
-        for widget in (self.slider, self.frame_box, self.start_box):
+        self.saved_spans = self.saved_spans.clipped(total)
+        self.spans = self.saved_spans
+        for widget in (self.slider, self.start_box, self.end_box):
             widget.blockSignals(True)
             widget.setRange(0, total - 1)
             widget.blockSignals(False)
-        self.end_box.setRange(1, total)
-        self.timeline.total = total
-        self.timeline.thumbnails = []
         rate = plan.target.frame_rate
+        self.slider.setPageStep(self.frames_per_second())
+        self.timeline.total = total
         self.timer.setInterval(max(1, round(1000 / float(rate))))
-        result = self.entry.result
+        output = str(case.output) if case.output else "-"
         self.title.setText(
-            f"<b>Patient {self.entry.case_id}</b> → output <b>{result.output.name if result and result.output else '-'}"
-            f"</b> · {total} frames at {float(rate):.3g} fps ({format_time(total, rate)}) · {self.entry.status}")
+            f"<b>Patient {case.case_id}</b> · {format_time(total, rate)} ({total} frames at {float(rate):.3g} "
+            f"fps) · {case.status}<br>Output: {output}")
         self.set_controls_enabled(True)
-        self._spans_changed(edited=False)
+        self.set_zoom(1)
+        self._show_spans()
         self.current = -1
         self.show_frame(0)
-        self.tasks.run(lambda: thumbnail_strip(plan), self._thumbnails_ready, lambda _text: None)
+        self._restore_draft()
+        self.tasks.run(lambda: thumbnail_strip(plan), lambda images, k=key: self._thumbnails_ready(images, k),
+                       lambda _text: None)
         self.loaded.emit()
 
     def _plan_failed(self, message: str) -> None:
         self.title.setText(f"Cannot review this case: {message}")
         self.load_failed.emit(message)
 
-    def _thumbnails_ready(self, images: list[RGB]) -> None:
+    def _thumbnails_ready(self, images: list[RGB], key: str) -> None:
+        if self.case is None or self.case.key != key:
+            return
         self.timeline.thumbnails = [rgb_pixmap(rgb) for rgb in images]
         self.timeline.update()
         self.thumbnails_ready.emit()
@@ -283,16 +513,34 @@ class ReviewView(QWidget):
             self.source = None
 
     def set_controls_enabled(self, enabled: bool) -> None:
-        for widget in (self.play_button, self.back_button, self.forward_button, self.slider, self.frame_box,
-                       self.span_table, self.start_box, self.end_box, self.apply_button, self.add_button,
-                       self.remove_button, self.start_here_button, self.end_here_button, self.rerender_button,
-                       self.reviewed_button):
+        for widget in (self.play_button, self.back_button, self.forward_button, self.previous_button,
+                       self.next_button, self.slider, self.span_table, self.add_button, self.rerender_button,
+                       self.reviewed_button, self.output_preview, self.zoom_in_button, self.zoom_out_button):
             widget.setEnabled(enabled)
+        for action in getattr(self, "shortcuts", {}).values():
+            action.setEnabled(enabled)
+        self._update_edit_controls()
+
+    def _update_edit_controls(self) -> None:
+        usable = self.source is not None and not self.rerender_pending
+        has_span = usable and self.selected is not None
+        for widget in (self.start_box, self.end_box, self.apply_button, self.remove_button,
+                       self.start_here_button, self.end_here_button):
+            widget.setEnabled(has_span)
+        self.undo_button.setEnabled(usable and self.undo_stack.canUndo())
+        self.redo_button.setEnabled(usable and self.undo_stack.canRedo())
 
     # --- player -------------------------------------------------------------------------------------
     @property
     def total(self) -> int:
         return self.source.total_frames if self.source else 0
+
+    def frames_per_second(self) -> int:
+        return max(1, round(self.source.frame_rate)) if self.source else 1
+
+    def step(self, frames: int) -> None:
+        self.stop_playing()
+        self.show_frame(self.current + frames)
 
     def show_frame(self, index: int) -> None:
         if self.source is None:
@@ -301,27 +549,39 @@ class ReviewView(QWidget):
         if index == self.current:
             return
         self.current = index
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self.source is None or self.case is None:
+            return
+        index = self.current
+        redacted = self.spans.contains(index)
         try:
-            rgb = self.source.rgb(index)
+            if self.output_preview.isChecked():
+                rgb = output_rgb(self.source, index, self.case.redaction, redacted)
+            else:
+                rgb = self.source.rgb(index)
         except EndoshareError as exc:
             self.stop_playing()
             self.frame_state.setText(str(exc))
             return
-        pixmap = rgb_pixmap(rgb).scaled(self.video.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                        Qt.TransformationMode.FastTransformation)
-        self.video.setPixmap(pixmap)
-        redacted = self.spans.contains(index)
+        if rgb is None:        # "cut": the frame is not in the output at all
+            self.video.show_pixmap(None)
+            self.video.setText("This frame is cut from the output")
+        else:
+            self.video.show_pixmap(rgb_pixmap(rgb))
         border = "#dc1e28" if redacted else "#101010"
-        self.video.setStyleSheet(f"background: #101010; border: 4px solid {border};")
-        self.frame_state.setText(f"Frame {index}: REDACTED in the output" if redacted
-                                 else f"Frame {index}: shown in the output")
-        for widget in (self.slider, self.frame_box):
-            widget.blockSignals(True)
-            widget.setValue(index)
-            widget.blockSignals(False)
-        self.time_label.setText(format_time(index, self.source.frame_rate))
+        self.video.setStyleSheet(f"background: #101010; color: white; border: 4px solid {border};")
+        rate = self.source.frame_rate
+        self.frame_state.setText(f"{format_time(index, rate)} (frame {index}): "
+                                 + ("HIDDEN in the output" if redacted else "shown in the output"))
+        self.slider.blockSignals(True)
+        self.slider.setValue(index)
+        self.slider.blockSignals(False)
+        self.time_label.setText(f"{format_time(index, rate)} / {format_time(self.total, rate)}")
         self.timeline.current = index
         self.timeline.update()
+        self._keep_playhead_visible()
 
     def toggle_play(self) -> None:
         if self.timer.isActive():
@@ -340,98 +600,231 @@ class ReviewView(QWidget):
         else:
             self.show_frame(self.current + 1)
 
-    # --- spans --------------------------------------------------------------------------------------
-    def selected_span(self) -> Segment | None:
-        rows = self.span_table.selectionModel().selectedRows()
-        if not rows or rows[0].row() >= len(self.spans):
+    # --- timeline zoom ------------------------------------------------------------------------------
+    def set_zoom(self, zoom: float) -> None:
+        self.zoom = max(1, min(MAX_ZOOM, int(zoom)))
+        self._layout_timeline()
+        self.zoom_in_button.setEnabled(self.source is not None and self.zoom < MAX_ZOOM)
+        self.zoom_out_button.setEnabled(self.source is not None and self.zoom > 1)
+
+    def _layout_timeline(self) -> None:
+        viewport = self.timeline_area.viewport().width()
+        self.timeline.resize(max(1, viewport * self.zoom), self.timeline_area.viewport().height())
+        self._keep_playhead_visible()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._layout_timeline()
+
+    def _keep_playhead_visible(self) -> None:
+        if self.zoom > 1:
+            self.timeline_area.ensureVisible(self.timeline.x_of(self.current), 10, 60, 0)
+
+    # --- spans: showing -----------------------------------------------------------------------------
+    def set_spans(self, spans: SegmentSet, select: Segment | None) -> None:
+        """Show ``spans`` with ``select`` selected (None, or a span not in the set: no selection)."""
+        self.spans = spans
+        self.selected = select if select is not None and select in spans.segments else None
+        self._save_draft()
+        self._show_spans()
+        self._redraw()
+
+    # --- drafts: edits survive a crash of the app ----------------------------------------------------
+    def _draft_path(self) -> Path | None:
+        if self.draft_folder is None or self.case is None:
             return None
-        return self.spans.segments[rows[0].row()]
+        return self.draft_folder / f"job-{self.case.key}.json"
 
-    def select_span_at(self, frame: int) -> None:
-        for row, span in enumerate(self.spans):
-            if frame in span:
-                self.span_table.selectRow(row)
-                return
-        self.span_table.clearSelection()
+    def _save_draft(self) -> None:
+        """Keep edited, not re-rendered spans in the private archive; drop the draft when there is none."""
+        path = self._draft_path()
+        if path is None:
+            return
+        try:
+            if self.edited:
+                private_dir(path.parent)
+                write_atomically(path, json.dumps({"segments": self.spans.to_json()}).encode("utf-8"))
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            self.state.setText(f"Your edits could not be kept in the archive ({exc}); re-render soon.")
 
-    def _spans_changed(self, edited: bool = True, select: int | None = None) -> None:
-        self.edited = self.edited or edited
+    def drop_draft(self) -> None:
+        path = self._draft_path()
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _restore_draft(self) -> None:
+        """Edits left by an earlier session (the app was closed or crashed) come back as one undoable edit."""
+        path = self._draft_path()
+        if path is None or not path.is_file():
+            return
+        try:
+            spans = load_segments_file(path).clipped(self.total)
+        except EndoshareError:
+            return
+        if spans != self.spans:
+            self._edit("restore unsaved edits", spans, None)
+            self.state.setText(self.state.text() + " · unsaved edits from an earlier session were restored "
+                               "(Ctrl+Z drops them)")
+
+    def _show_spans(self) -> None:
         rate = self.source.frame_rate if self.source else Fraction(25)
-        self.span_table.setRowCount(len(self.spans))
+        table = self.span_table
+        table.blockSignals(True)
+        table.setRowCount(len(self.spans))
         for row, span in enumerate(self.spans):
-            texts = (str(span.start_frame), str(span.end_frame), str(span.length),
-                     f"{format_time(span.start_frame, rate)} – {format_time(span.end_frame, rate)}")
+            texts = (format_time(span.start_frame, rate), format_time(span.end_frame - 1, rate),
+                     f"{format_time(span.length, rate)} ({span.length} frames)")
             for column, text in enumerate(texts):
-                self.span_table.setItem(row, column, QTableWidgetItem(text))
-        if select is not None:
-            self.select_span_at(select)
+                item = QTableWidgetItem(text)
+                item.setToolTip(f"frames {span.start_frame} to {span.end_frame - 1}")
+                table.setItem(row, column, item)
+        table.clearSelection()
+        if self.selected is not None:
+            row = self.spans.segments.index(self.selected)
+            table.selectRow(row)
+            table.scrollToItem(table.item(row, 0))
+        table.blockSignals(False)
+        self._show_selected_in_boxes()
         self.timeline.spans = self.spans
+        self.timeline.selected = self.selected
         self.timeline.update()
-        redacted = self.spans.frame_count
-        self.state.setText(f"{len(self.spans)} span(s), {redacted} of {self.total} frames redacted"
-                           + (" · edited: re-render to apply" if self.edited else ""))
-        if self.source is not None and self.current >= 0:
-            previous, self.current = self.current, -1
-            self.show_frame(previous)
+        if self.case is None:
+            self.state.clear()
+            return
+        edited = " · edited, not re-rendered yet" if self.edited else ""
+        self.state.setText(f"{len(self.spans)} span(s), {self.spans.frame_count} of {self.total} frames hidden"
+                           + edited)
 
-    def _span_selected(self) -> None:
-        span = self.selected_span()
-        self.timeline.selected = span
-        self.timeline.update()
-        if span is not None:
+    def _show_selected_in_boxes(self) -> None:
+        span = self.selected
+        for box in (self.start_box, self.end_box):
+            box.blockSignals(True)
+        if span is None:
+            self.start_box.clear()
+            self.end_box.clear()
+            self.box_times.clear()
+        else:
             self.start_box.setValue(span.start_frame)
-            self.end_box.setValue(span.end_frame)
+            self.end_box.setValue(span.end_frame - 1)
+            rate = self.source.frame_rate if self.source else Fraction(25)
+            self.box_times.setText(f"({format_time(span.start_frame, rate)} – {format_time(span.end_frame - 1, rate)})")
+        for box in (self.start_box, self.end_box):
+            box.blockSignals(False)
+        self._update_edit_controls()
 
-    def replace_selected_span(self, start: int, end: int) -> bool:
-        """Give the selected span new bounds (frames; end exclusive); overlapping spans merge."""
-        span = self.selected_span()
-        if span is None or not 0 <= start < end <= self.total:
+    def select(self, span: Segment | None, jump: bool = True) -> None:
+        """Select ``span`` (in the table, the boxes and the timeline) and move the playhead to its start."""
+        self.selected = span if span is not None and span in self.spans.segments else None
+        self._show_spans()
+        if jump and self.selected is not None:
+            self.stop_playing()
+            self.show_frame(self.selected.start_frame)
+
+    def selected_span(self) -> Segment | None:
+        return self.selected
+
+    def _table_selection_changed(self) -> None:
+        rows = self.span_table.selectionModel().selectedRows()
+        row = rows[0].row() if rows else None
+        self.select(self.spans.segments[row] if row is not None and row < len(self.spans) else None)
+
+    def _timeline_span_clicked(self, span: Segment | None) -> None:
+        self.select(span, jump=False)
+
+    def go_next_span(self) -> None:
+        span = next_span(self.spans, self.current)
+        if span is not None:
+            self.select(span)
+
+    def go_previous_span(self) -> None:
+        span = previous_span(self.spans, self.current)
+        if span is not None:
+            self.select(span)
+
+    # --- spans: editing (each one undoable command) -------------------------------------------------
+    def _edit(self, text: str, after: SegmentSet, select: Segment | None) -> None:
+        if after != self.spans:
+            self.undo_stack.push(SpanEdit(self, text, after, select))
+
+    def _replace_selected(self, new: Segment, text: str) -> bool:
+        old = self.selected
+        if old is None:
             return False
-        others = [s for s in self.spans if s != span]
-        self.spans = SegmentSet.of([*others, Segment(start, end)])
-        self._spans_changed(select=start)
+        after = replace_span(self.spans, old, new)
+        self._edit(text, after, span_at(after, new.start_frame))
         return True
+
+    def replace_selected_span(self, first: int, last: int) -> bool:
+        """Hide frames ``first``..``last`` (both included) instead of the selected span; neighbours merge."""
+        if self.selected is None or not 0 <= first <= last < self.total:
+            return False
+        return self._replace_selected(Segment(first, last + 1), "change span")
 
     def apply_span_boxes(self) -> None:
         if not self.replace_selected_span(self.start_box.value(), self.end_box.value()):
-            self.state.setText("The first frame must come before the end frame; nothing changed.")
+            self.state.setText("The first hidden frame must not come after the last one; nothing changed.")
 
     def _set_edge(self, start: bool) -> None:
-        span = self.selected_span()
+        span = self.selected
         if span is None:
             return
-        if start:
-            self.replace_selected_span(self.current, span.end_frame)
+        if start and self.current < span.end_frame:
+            self._replace_selected(Segment(self.current, span.end_frame), "move span start")
+        elif not start and self.current >= span.start_frame:
+            self._replace_selected(Segment(span.start_frame, self.current + 1), "move span end")
         else:
-            self.replace_selected_span(span.start_frame, self.current + 1)
+            self.state.setText("The playhead is on the wrong side of the selected span: a span must start before "
+                               "it ends. Nothing changed.")
 
     def add_span_at_playhead(self) -> None:
         if self.source is None:
             return
-        length = max(1, round(self.source.frame_rate))     # one second, then adjust its edges
-        end = min(self.total, self.current + length)
-        self.spans = self.spans.union(SegmentSet.of([(self.current, end)]))
-        self._spans_changed(select=self.current)
+        end = min(self.total, self.current + self.frames_per_second())   # one second, then adjust its edges
+        after = add_span(self.spans, Segment(self.current, end))
+        self._edit("add span", after, span_at(after, self.current))
 
     def remove_selected_span(self) -> None:
-        span = self.selected_span()
-        if span is not None:
-            self.spans = SegmentSet.of(s for s in self.spans if s != span)
-            self._spans_changed()
+        span = self.selected
+        if span is None or self.source is None:
+            return
+        rate = self.source.frame_rate
+        if not self.ask("Remove this span?",
+                        f"Show frames {format_time(span.start_frame, rate)} to {format_time(span.end_frame - 1, rate)} "
+                        f"({span.length} frames) in the output? They are hidden now as out-of-body. "
+                        "(Ctrl+Z undoes it.)"):
+            return
+        self._edit("remove span", remove_span(self.spans, span), None)
+
+    def _ask(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     # --- decisions ----------------------------------------------------------------------------------
     def request_rerender(self) -> None:
-        if self.entry is not None:
+        if self.case is not None and self.source is not None:
             self.stop_playing()
             self.rerender_pending = True
             self.set_controls_enabled(False)
             self.state.setText("Re-rendering with these spans… (see the Queue for progress)")
-            self.rerender_requested.emit(self.entry.entry_id, self.spans)
+            self.rerender_requested.emit(self.case.key, self.spans)
+            self.drop_draft()           # the spans are in the archive's reviewed-spans file now
+
+    def rerender_finished(self, case: ReviewCase | None, message: str = "") -> None:
+        """The re-render asked for here ended: show the new output, or say why not."""
+        self.rerender_pending = False
+        if case is not None:
+            self.open_case(case)
+        else:
+            self.state.setText(message)
+            self.set_controls_enabled(self.source is not None)
 
     def mark_reviewed(self) -> None:
-        if self.entry is None:
+        if self.case is None:
             return
         if self.edited:
             self.state.setText("The spans were edited: re-render first, then mark the case reviewed.")
             return
-        self.reviewed.emit(self.entry.entry_id)
+        self.reviewed.emit(self.case.key, self.spans)

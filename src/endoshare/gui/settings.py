@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -54,7 +55,7 @@ class GuiSettings:
     crf: int | None = None
     preset: str = "fast"
     height: int | None = None
-    require_review: bool = False
+    require_review: bool = True
     keep_audio: bool = False
     #: Burned-in text (recorder overlays) found and filled with black; device-settings overlays kept on request.
     mask_overlays: bool = True
@@ -87,7 +88,16 @@ def margin_from_seconds(seconds: float) -> Fraction:
     return Fraction(str(seconds)).limit_denominator(1000)
 
 
-def _writable(path: Path, label: str) -> str | None:
+def _writable(path: Path, label: str, create: bool = False) -> str | None:
+    if not path.is_absolute():
+        return (f"The {label} must be a full path, such as {Path.home() / 'Endoshare' / label.split()[0]}, not "
+                f"“{path}”.")
+    if not path.is_dir():
+        if path.exists():
+            return f"The {label} {path} is a file, not a folder; choose a folder."
+        if not create:
+            return (f"The {label} {path} does not exist (deleted, renamed, or its disk is not connected); "
+                    "reconnect it, or choose or create a folder in File → Settings.")
     try:
         path.mkdir(parents=True, exist_ok=True)
         new_temp_file(path, ".write-test").unlink()
@@ -106,18 +116,29 @@ def _margin_problem(margin: object) -> str | None:
     return None
 
 
-def validate_settings(settings: GuiSettings, load_weights: bool = True) -> tuple[str, ...]:
+def _weights_problem(exc: BaseException, weights: Path | None) -> str:
+    """The loader's message, unless it is a low-level one (an errno from the HDF5 library, say)."""
+    text = str(exc)
+    if weights is not None and ("Errno" in text or "HDF5" in text or "h5py" in text or "unable to" in text.lower()):
+        return (f"The weights file {weights} cannot be read: it is damaged or not an OOBNet weights file. "
+                "Download it again, or choose the built-in model.")
+    return text
+
+
+def validate_settings(settings: GuiSettings, load_weights: bool = True,
+                      create_folders: bool = False) -> tuple[str, ...]:
     """Every problem that would make a run fail, as sentences for the user (empty: all good).
 
     ``load_weights=False`` skips loading the detector (OOBNet's file is 68 MB): for checks that must
     not hold up the window; a weights file that broke since it was saved then fails each case with the
-    loader's message.
+    loader's message.  Folders must be full paths; a missing one is refused (a deleted or disconnected
+    folder is never silently re-created) unless ``create_folders`` (the user just chose it in Settings).
     """
     problems = []
     for path, label in ((settings.archive_dir, "archive folder"), (settings.shared_dir, "shared folder")):
         if not str(path).strip() or str(path) == ".":
-            problems.append(f"Choose a {label}.")
-        elif (problem := _writable(path, label)) is not None:
+            problems.append(f"Choose the {label}.")
+        elif (problem := _writable(path, label, create_folders)) is not None:
             problems.append(problem)
     # The core's rule (the archive holds the pseudonym mapping: sharing it would undo the de-identification).
     if (problem := folder_problem(settings.shared_dir, settings.archive_dir)) is not None:
@@ -138,7 +159,7 @@ def validate_settings(settings: GuiSettings, load_weights: bool = True) -> tuple
         try:
             create_detector(settings.detector, settings.weights)
         except (EndoshareError, OSError, ValueError) as exc:
-            problems.append(str(exc))
+            problems.append(_weights_problem(exc, settings.weights))
     return tuple(problems)
 
 
@@ -177,7 +198,7 @@ def load_settings(store: QSettings) -> GuiSettings:
         crf=_optional_int(_text(store, "render/crf", "")),
         preset=_text(store, "render/preset", base.preset),
         height=_optional_int(_text(store, "render/height", "")),
-        require_review=_text(store, "review/required", "false").lower() == "true",
+        require_review=_text(store, "review/required", "true").lower() == "true",
         keep_audio=_text(store, "render/keep_audio", "false").lower() == "true",
         # Anything but an explicit "false" masks: the safe reading of a missing or damaged value.
         mask_overlays=_text(store, "render/mask_overlays", "true").lower() != "false",
@@ -213,6 +234,11 @@ def save_settings(store: QSettings, settings: GuiSettings) -> None:
     store.setValue("run/workers", str(settings.workers))
     store.setValue("review/required", "true" if settings.require_review else "false")
     store.sync()
+
+
+def first_run(store: QSettings) -> bool:
+    """No settings were ever saved here."""
+    return not store.contains("folders/archive")
 
 
 def settings_store(path: Path | None) -> QSettings:
@@ -303,13 +329,24 @@ class SettingsDialog(QDialog):
         self.advanced = QGroupBox("Advanced mode")
         advanced_form = QFormLayout(self.advanced)
         advanced_form.addRow("Codec", self.codec)
-        advanced_form.addRow("Quality (CRF)", self.crf)
+        self.crf.setToolTip("Lower numbers mean better quality and bigger files (the encoder's CRF value).")
+        advanced_form.addRow("Quality (lower = better)", self.crf)
         advanced_form.addRow("Speed preset", self.preset)
         advanced_form.addRow("Output height", self.height)
         self.problems = QLabel()
         self.problems.setWordWrap(True)
         self.problems.setStyleSheet("color: #b00020;")
-        self.problems.hide()
+        self.problems.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # A long message scrolls instead of squashing the form.
+        self.problems_area = QScrollArea()
+        self.problems_area.setWidget(self.problems)
+        self.problems_area.setWidgetResizable(True)
+        self.problems_area.setMaximumHeight(120)
+        self.problems_area.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.problems_area.hide()
+        self.intro = QLabel()
+        self.intro.setWordWrap(True)
+        self.intro.hide()
 
         form = QFormLayout()
         form.addRow("Archive folder", self.archive)
@@ -329,13 +366,24 @@ class SettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         self.save_button = buttons.button(QDialogButtonBox.StandardButton.Save)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.intro)
         layout.addLayout(form)
         layout.addWidget(self.advanced)
-        layout.addWidget(self.problems)
+        layout.addWidget(self.problems_area)
         layout.addWidget(buttons)
         self.mode.currentIndexChanged.connect(self._update_enabled)
         self.detector.currentIndexChanged.connect(self._update_enabled)
         self.show_settings(current)
+
+    def show_first_run(self) -> None:
+        """The first start: say what the two folders are for before anything else."""
+        self.setWindowTitle("Welcome to Endoshare: first settings")
+        self.intro.setText(
+            "<b>Before the first case, choose two folders.</b><br>The <b>archive folder</b> is private: it keeps "
+            "the list linking patients to pseudonyms, the queue and the audit log (keep it on this computer, "
+            "backed up). The <b>shared folder</b> receives only de-identified videos and their reports. "
+            "Outputs wait for a person's review before they are shared.")
+        self.intro.show()
 
     def show_settings(self, settings: GuiSettings) -> None:
         self.archive.edit.setText(str(settings.archive_dir))
@@ -386,10 +434,11 @@ class SettingsDialog(QDialog):
 
     def accept(self) -> None:
         settings = self.chosen_settings()
-        problems = validate_settings(settings)
+        problems = validate_settings(settings, create_folders=True)
         if problems:
             self.problems.setText("Not saved:\n• " + "\n• ".join(problems))
             self.problems.show()
+            self.problems_area.show()
             return
         save_settings(self.store, settings)
         super().accept()

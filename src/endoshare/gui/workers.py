@@ -6,14 +6,21 @@ touched from the GUI thread and the window keeps responding while a case runs.
 
 from __future__ import annotations
 
-import threading
-import traceback
+import re
+
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-from ..errors import CancelledError, EndoshareError
-from ..pipeline import CaseRequest, CaseResult, ProcessOptions, ProgressEvent, process_case
+from ..errors import EndoshareError
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+
+
+def plain(message: str) -> str:
+    """A core or library message without the numeric error codes people cannot use ("[Errno 1094995529]")."""
+    return _ERRNO.sub("", message)
 
 
 class TaskSignals(QObject):
@@ -35,7 +42,7 @@ class Task(QRunnable):
             value = self.fn()
         except Exception as exc:
             # waiting for this task would wait forever.  Core errors already read as user messages.
-            self.signals.failed.emit(str(exc) if isinstance(exc, (EndoshareError, OSError, ValueError))
+            self.signals.failed.emit(plain(str(exc)) if isinstance(exc, (EndoshareError, OSError, ValueError))
                                      else f"Unexpected error: {exc!r}; please report it.")
         else:
             self.signals.done.emit(value)
@@ -66,56 +73,3 @@ class TaskRunner(QObject):
 
     def wait(self, msecs: int = -1) -> bool:
         return self.pool.waitForDone(msecs)
-
-
-class CaseSignals(QObject):
-    #: entry id, fraction of the whole case 0..1, phase name
-    progress = Signal(str, float, str)
-    finished = Signal(str, object)       # entry id, CaseResult
-    failed = Signal(str, str, str)       # entry id, message, error type
-    cancelled = Signal(str)
-
-
-class CaseRun(QRunnable):
-    """One :func:`process_case` call; :meth:`cancel` is honoured at the core's next poll."""
-
-    def __init__(self, entry_id: str, request: CaseRequest, options: ProcessOptions) -> None:
-        super().__init__()
-        self.setAutoDelete(False)
-        self.entry_id = entry_id
-        self.request = request
-        self.options = options
-        self.signals = CaseSignals()
-        self._cancel = threading.Event()
-        self._last_percent = -1
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
-
-    def _progress(self, event: ProgressEvent) -> None:
-        # Whole percents are enough for a person and keep the GUI's event queue short.
-        percent = int(event.fraction * 100)
-        if percent != self._last_percent:
-            self._last_percent = percent
-            self.signals.progress.emit(self.entry_id, event.fraction, event.phase)
-
-    def run(self) -> None:
-        try:
-            result: CaseResult = process_case(self.request, self.options, self._progress, self._cancel.is_set)
-        except CancelledError:
-            self.signals.cancelled.emit(self.entry_id)
-        except EndoshareError as exc:
-            self.signals.failed.emit(self.entry_id, str(exc), type(exc).__name__)
-        except OSError as exc:
-            self.signals.failed.emit(self.entry_id, f"{self.request.folder}: {exc}", type(exc).__name__)
-        except Exception as exc:
-            # case "running" forever with no word to the user, so it becomes a failed case with details.
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.signals.failed.emit(self.entry_id, f"Unexpected error in case {self.request.folder}: {detail}. "
-                                     "Please report this with the case's clips' details.", type(exc).__name__)
-        else:
-            self.signals.finished.emit(self.entry_id, result)

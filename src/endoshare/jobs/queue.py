@@ -74,6 +74,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     runner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
+CREATE TABLE IF NOT EXISTS reviews (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs (id),
+    state TEXT NOT NULL CHECK (state IN ('reviewed', 'replaced', 'removed')),
+    reviewer TEXT,
+    time_utc TEXT,
+    spans TEXT,
+    output TEXT,
+    replaced_by INTEGER
+);
 """
 
 
@@ -310,6 +319,10 @@ class JobQueue:
         return {r[0] for r in self._db.execute(
             "SELECT id FROM jobs WHERE state = 'running' AND cancel_requested = 1")}
 
+    def review_rows(self) -> list[sqlite3.Row]:
+        """The rows of the ``reviews`` table (see :mod:`endoshare.jobs.review`)."""
+        return self._db.execute("SELECT * FROM reviews ORDER BY job_id").fetchall()
+
     # --- changing ---------------------------------------------------------------------------------------
 
     def _recorded(self, db: sqlite3.Connection, job_id: int, record: Recorder | None) -> None:
@@ -404,6 +417,19 @@ class JobQueue:
                                     "be cancelled.", path=self.path)
             self._recorded(db, job_id, record)
         return self.get(job_id)
+
+    def set_review(self, job_id: int, state: str, *, reviewer: str | None = None, time_utc: str | None = None,
+                   spans: str | None = None, output: str | None = None, replaced_by: int | None = None,
+                   record: Recorder | None = None) -> None:
+        """Store a job's review state (see :mod:`endoshare.jobs.review`), with its audit line."""
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+                raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue "
+                                       "status'.", path=self.path)
+            db.execute("INSERT OR REPLACE INTO reviews (job_id, state, reviewer, time_utc, spans, output, "
+                       "replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (job_id, state, reviewer, time_utc or utc_now(), spans, output, replaced_by))
+            self._recorded(db, job_id, record)
 
     def retry(self, job_id: int, record: Recorder | None = None) -> Job:
         with self._write() as db:
