@@ -298,28 +298,26 @@ def test_gop_plan_decodes_long_out_of_body_gops_and_short_videos() -> None:
                            CueSettings()).ranges == ((0, 5),)
 
 
+def detect_in_solid_clip(path: Path, labels: list[bool], gop: int) -> SegmentSet:
+    """Encode tissue-red (in body) and drape-blue (out of body) frames with one keyframe every ``gop``
+    frames, detect with no margin and no gap filling: the spans say which frames were looked at."""
+    frames = [np.full((HEIGHT, WIDTH, 3), (40, 110, 170) if oob else (200, 60, 50), np.uint8) for oob in labels]
+    write_clip(path, frames, gop=gop, options={"x264-params": "scenecut=0"})
+    return detect_video(path, RedTissueDetector(), DetectOptions(
+        smoothing=SmoothingOptions(margin_seconds=0, fill_gap_seconds=0))).segments
+
+
 def test_every_frame_of_a_very_short_clip_is_looked_at(tmp_path: Path) -> None:
     """A 5-frame clip whose middle three frames are out of body, its keyframe in body."""
     labels = [False, True, True, True, False]
-    video = tmp_path / "five.mp4"
-    frames = [np.full((HEIGHT, WIDTH, 3), (200, 60, 50) if not oob else (40, 110, 170), np.uint8)
-              for oob in labels]
-    write_clip(video, frames, gop=50, options={"x264-params": "scenecut=0"})
-    result = detect_video(video, RedTissueDetector(),
-                          DetectOptions(smoothing=SmoothingOptions(margin_seconds=0, fill_gap_seconds=0)))
-    assert [result.segments.contains(i) for i in range(5)] == labels
+    segments = detect_in_solid_clip(tmp_path / "five.mp4", labels, gop=50)
+    assert [segments.contains(i) for i in range(5)] == labels
 
 
 def test_one_out_of_body_keyframe_does_not_redact_a_long_gop(tmp_path: Path) -> None:
     """One keyframe for 12 s: the first 20 frames are out of body, the rest in body."""
-    labels = [i < 20 for i in range(300)]
-    video = tmp_path / "long-gop.mp4"
-    frames = [np.full((HEIGHT, WIDTH, 3), (200, 60, 50) if not oob else (40, 110, 170), np.uint8)
-              for oob in labels]
-    write_clip(video, frames, gop=1000, options={"x264-params": "scenecut=0"})
-    result = detect_video(video, RedTissueDetector(),
-                          DetectOptions(smoothing=SmoothingOptions(margin_seconds=0, fill_gap_seconds=0)))
-    assert result.segments == SegmentSet.of([(0, 20)])
+    segments = detect_in_solid_clip(tmp_path / "long-gop.mp4", [i < 20 for i in range(300)], gop=1000)
+    assert segments == SegmentSet.of([(0, 20)])
 
 
 def test_sequential_strategy_agrees_and_decodes_everything(red_video: tuple[Path, bool]) -> None:
