@@ -341,3 +341,23 @@ def test_output_frames_map_back_through_cuts_and_rate_changes():
                         RenderResult("re-encode", "h264", 25, Fraction(25), 64, 64), Fraction(50))
     assert [halved.timeline(w) for w in (0, 1, 24)] == [0, 2, 48]
     assert halved.output_near(3) == 2
+
+
+def test_text_box_counts_only_for_the_part_outside_the_masks() -> None:
+    """The check's rule: in a frame whose masks are solid black, a text box inside them is the detector
+    reading the black fill (the demo case's tissue made it do so); a box reaching out of them is text left
+    visible."""
+    from endoshare.overlay.text import Box
+    from endoshare.overlay.verify import OUTSIDE_SHARE, _share_outside
+
+    masks = [Box(100, 40, 160, 80), Box(150, 40, 220, 80)]        # overlapping masks
+    assert _share_outside(Box(110, 45, 210, 75), masks) == 0.0    # the fill itself
+    sticking_out = Box(180, 45, 260, 75)                          # a name's last letters beyond the mask
+    assert _share_outside(sticking_out, masks) == pytest.approx(0.5)
+    assert _share_outside(sticking_out, masks) >= OUTSIDE_SHARE
+    assert _share_outside(Box(0, 0, 10, 10), masks) == 1.0
+    # The detector reports a box grown around the pixels it took for text: the rule looks at those pixels.
+    from endoshare.overlay.verify import _kernel
+    kernel = _kernel(Box(192, 50, 243, 86))       # the demo case: a black mask read as text
+    assert kernel.x0 > 192 and kernel.x1 < 243 and kernel.y0 > 50 and kernel.y1 < 86
+    assert _share_outside(kernel, [Box(196, 56, 238, 80)]) < OUTSIDE_SHARE

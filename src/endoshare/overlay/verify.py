@@ -18,7 +18,7 @@ from ..render.common import Redaction, RenderResult
 from ..timeline import SegmentSet
 from .mask import FILL_Y
 from .regions import OverlaySet
-from .text import Box, TextDetector, detector_size
+from .text import UNCLIP_RATIO, Box, TextDetector, detector_size
 
 Cancel = Callable[[], bool]
 #: Output frames checked per masked region (its first, middle and last frame), and per case at most.
@@ -94,6 +94,36 @@ def _decode_frames(path: Path, wanted: list[int], rate: Fraction, cancel: Cancel
     return found
 
 
+#: Share of a detected text box that must lie outside every mask for it to be text left visible.
+OUTSIDE_SHARE = 0.2
+
+
+def _kernel(found: Box) -> Box:
+    """The text kernel the detector grew ``found`` from (DB unclip: ``grow = w * h * ratio / (2 (w + h))``
+    on each side), found by fixed-point iteration: the pixels the detector actually took for text."""
+    grow = 0.0
+    for _ in range(20):
+        w, h = found.width - 2 * grow, found.height - 2 * grow
+        if w <= 1 or h <= 1:
+            return found
+        grow = w * h * UNCLIP_RATIO / (2 * (w + h))
+    g = math.floor(grow)
+    if found.width - 2 * g < 1 or found.height - 2 * g < 1:
+        return found
+    return Box(found.x0 + g, found.y0 + g, found.x1 - g, found.y1 - g)
+
+
+def _share_outside(found: Box, masks: list[Box]) -> float:
+    """Share of ``found``'s pixels covered by no mask (masks may overlap each other)."""
+    covered = np.zeros((found.height, found.width), dtype=bool)
+    for m in masks:
+        x0, x1 = max(found.x0, m.x0) - found.x0, min(found.x1, m.x1) - found.x0
+        y0, y1 = max(found.y0, m.y0) - found.y0, min(found.y1, m.y1) - found.y0
+        if x1 > x0 and y1 > y0:
+            covered[y0:y1, x0:x1] = True
+    return float(1.0 - covered.mean())
+
+
 def verify_overlays(path: Path, overlays: OverlaySet, rendered: RenderResult, segments: SegmentSet,
                     redaction: Redaction, total: int, target: tuple[int, int, Fraction],
                     detector: TextDetector, cancel: Cancel | None = None) -> tuple[tuple[CheckResult, ...],
@@ -126,17 +156,22 @@ def verify_overlays(path: Path, overlays: OverlaySet, rendered: RenderResult, se
                 if not r.masked and r.start_frame <= t < r.end_frame]
         luma = luma_plane(frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame)
         # A redacted (black or blurred) frame carries no mask: the redaction check covers it.
+        filled = True
         for box in masked if not outputs.redacted[t] else ():
             inner = luma[box.y0 + 2:box.y1 - 2, box.x0 + 2:box.x1 - 2].astype(np.int16)
             if inner.size and (np.abs(inner - FILL_Y).mean() > 4 or np.percentile(np.abs(inner - FILL_Y), 99) > 24):
                 fill_problems.append(f"frame {output} region {box.to_json()}")
+                filled = False
         picture = frame.reformat(width=det_w, height=det_h, format="bgr24", interpolation="AREA").to_ndarray()
         for found in detector.boxes(picture, (rendered.width / det_w, rendered.height / det_h)):
             if any(found.intersection(k) >= 0.5 * found.area for k in kept):
                 continue
             # A box taller than the region it overlaps is not a line of its text sticking out of the
-            # mask: it is the detector taking a stack of black masks for a text block.
-            if any(found.intersection(m) >= 0.1 * found.area and found.height <= 1.5 * m.height for m in masked):
+            # mask: it is the detector taking a stack of black masks for a text block.  In a frame whose
+            # masks are verified solid black, a box lying within them is the detector taking the black
+            # fill itself for text (nothing is left inside); text sticking out of a mask reaches outside.
+            touching = [m for m in masked if found.intersection(m) >= 0.1 * found.area and found.height <= 1.5 * m.height]
+            if touching and (not filled or _share_outside(_kernel(found), masked) >= OUTSIDE_SHARE):
                 text_problems.append(f"frame {output} text at {found.to_json()}")
     checked = f"{len(frames)} output frames checked"
     fill = CheckResult("overlay-fill", not fill_problems and not missing,
