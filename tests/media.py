@@ -3,6 +3,7 @@ a case processed with given spans redacted."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from fractions import Fraction
@@ -89,3 +90,12 @@ def process_spans(case: Path, tmp_path: Path, spans: Iterable[tuple[int, int]],
     options = {"out_dir": tmp_path / "shared", "archive_dir": tmp_path / "archive", "detector": "none", **options}
     result = process_case(CaseRequest(case), ProcessOptions(segments_file=segments, **options))
     return result, json.loads(result.report.read_text())
+
+
+def mapping_rows(archive: Path) -> list[dict[str, str]]:
+    """The rows of an archive's mapping file as dicts (none when it does not exist yet)."""
+    path = archive / "mapping.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))

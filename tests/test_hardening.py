@@ -21,7 +21,7 @@ from endoshare.identity import MappingRow, MappingStore
 from endoshare.jobs import JobQueue, LocalExecutor, add_job, process_batch, run_queue
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 
-from media import barcode_clip
+from media import barcode_clip, mapping_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_audio import clip_with_tone  # noqa: E402
@@ -37,14 +37,6 @@ def make_case(root: Path, name: str, frames: int = 20) -> Path:
 def options(tmp_path: Path, **kwargs: Any) -> ProcessOptions:
     return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
                           **{"detector": "none", **kwargs})
-
-
-def mapping_rows(archive: Path) -> list[dict[str, str]]:
-    path = archive / "mapping.csv"
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def cli(*args: object) -> subprocess.CompletedProcess[str]:

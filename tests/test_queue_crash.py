@@ -8,7 +8,6 @@ that every kill lands in a run with work in it.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import random
@@ -24,7 +23,7 @@ from endoshare.jobs import AuditLog, JobQueue, add_job
 from endoshare.pipeline import ProcessOptions
 from endoshare.render.common import EncodeSettings
 
-from media import barcode_clip, decoded_frames
+from media import barcode_clip, decoded_frames, mapping_rows
 
 SEED = 20261124
 KILLS = 12
@@ -48,14 +47,6 @@ def make_cases(tmp_path: Path) -> dict[str, ProcessOptions]:
             "gamma": ProcessOptions(**{**base.__dict__, "segments_file": segments}),
             "delta": ProcessOptions(**{**base.__dict__, "mode": "advanced",
                                        "encode": EncodeSettings(preset="slower")})}
-
-
-def mapping_rows(archive: Path) -> list[dict[str, str]]:
-    path = archive / "mapping.csv"
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def wait_until_gone(pids: list[int], timeout: float = 20.0) -> None:

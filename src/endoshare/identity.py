@@ -22,7 +22,6 @@ import contextlib
 import csv
 import hashlib
 import io
-import os
 import uuid
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 
 from .errors import CaseBusyError, DiskFullError, MappingError, OutputError
-from .storage import full_folder_error, open_private, private_dir, remove_stale, write_atomically
+from .storage import append_private, full_folder_error, private_dir, remove_stale, write_atomically
 
 MAPPING_FILE_NAME = "mapping.csv"
 LOCK_TIMEOUT_SECONDS = 60
@@ -170,16 +169,7 @@ class MappingStore:
     def _append(self, row: MappingRow, write_header: bool) -> None:
         data = self._encode([astuple(row)], header=write_header)
         try:
-            fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                written = os.write(fd, data)
-                if written != len(data):
-                    # Never leave half a row: cut the file back to where it was.
-                    os.ftruncate(fd, os.fstat(fd).st_size - written)
-                    raise OSError(28, "short write")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_private(self.path, data)   # never half a row
         except OSError as exc:
             raise (full_folder_error(exc, self.path.parent, f"adding a row to {self.path.name}")
                    or MappingError(f"Cannot write the mapping file {self.path} ({exc.strerror or exc}); check "

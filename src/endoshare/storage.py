@@ -127,6 +127,20 @@ def open_private(path: Path, flags: int) -> int:
     return fd
 
 
+def append_private(path: Path, data: bytes) -> None:
+    """Append ``data`` to the private file ``path`` as one record: written whole and synced, or not at all
+    (a short write, a full disk, is cut back off so that no half record stays).  Raises ``OSError``."""
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            os.ftruncate(fd, os.fstat(fd).st_size - written)
+            raise OSError(errno.ENOSPC, "short write")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def temp_name(owner: str, suffix: str) -> str:
     if not _OWNER.match(owner):
         raise ValueError(f"temporary file owner {owner!r} must be letters, digits, '-' or '_'")

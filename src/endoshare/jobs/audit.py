@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
-from ..storage import full_folder_error, open_private
+from ..storage import append_private, full_folder_error
 from .queue import Job, options_to_record, utc_now
 
 AUDIT_FILE_NAME = "audit.jsonl"
@@ -39,13 +39,7 @@ class AuditLog:
         record = {"time_utc": utc_now(), "user": self.user, "host": self.host, "event": event, **fields}
         data = (json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
         try:
-            fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(f"short write to {self.path}")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_private(self.path, data)   # never half a line
         except OSError as exc:
             raise (full_folder_error(exc, self.path.parent, f"appending to the audit log {self.path.name}")
                    or OutputError(f"Cannot append to the audit log {self.path} ({exc}); the archive folder must "
