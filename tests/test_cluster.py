@@ -15,9 +15,9 @@ import pytest
 
 from endoshare.jobs import JobQueue, LocalExecutor, QueueEvent, add_job, cancel_job, run_queue
 from endoshare.jobs.cluster import DaskExecutor, parse_cluster
-from endoshare.pipeline import ProcessOptions
 from endoshare.render.common import EncodeSettings
 
+from conftest import options
 from media import barcode_clip, decoded_frames, read_barcode
 
 
@@ -27,10 +27,6 @@ def make_case(root: Path, name: str, frames: int, **clip: int) -> Path:
     barcode_clip(folder / "VID1.mp4", range(frames), **clip)
     return folder
 
-
-def options(tmp_path: Path, **kwargs: object) -> ProcessOptions:
-    return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
-                          **{"detector": "none", **kwargs})  # type: ignore[arg-type]
 
 
 def test_local_cluster_processes_cases_and_isolates_a_bad_one(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from endoshare.storage import temp_name
 from endoshare.pipeline import ProcessOptions
 from endoshare.render.common import EncodeSettings, Redaction
 
+from conftest import options
 from media import barcode_clip, decoded_frames, read_barcode
 
 
@@ -42,11 +43,6 @@ def make_bad_case(root: Path, name: str = "bad") -> Path:
     (folder / "clip1.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8)   # no moov
     return folder
 
-
-def options(tmp_path: Path, **kwargs: object) -> ProcessOptions:
-    # Detection is tested elsewhere; here it would only add time.
-    return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
-                          **{"detector": "none", **kwargs})  # type: ignore[arg-type]
 
 
 def mapping_rows(archive: Path) -> list[dict[str, str]]:
