@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from endoshare import synthetic
 from endoshare.cli import main as cli_main
 from endoshare.jobs.queue import options_from_record, options_to_record
 from endoshare.media.join import plan_join
@@ -26,7 +27,8 @@ from endoshare.cases import discover_case
 from endoshare.render.common import Redaction, RenderResult
 from endoshare.timeline import SegmentSet
 
-from overlay_media import STYLES, overlay_clip, patient_lines, text_boxes
+from conftest import DEV_DATA, picture_sources
+from overlay_media import STYLES, Line, draw, overlay_clip, patient_lines, text_boxes
 
 WIDTH, HEIGHT, FRAMES = 640, 360, 50
 
@@ -295,18 +297,32 @@ def test_options_reach_the_queue_record_and_the_cli(tmp_path, capsys):
     assert "--no-overlay-mask" in capsys.readouterr().out
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-RECORDER_FRAMES = sorted((DATA / "frames").glob("nvidia-holoscan__holohub__colonoscopy_segmentation_testing_000*.png"))
+#: Recorder text as colonoscopy recorders burn it in (video standard, bitrate, date, time, counters).
+RECORDER_LINES = (Line("VIDEO 1080i  8.0 Mbit", "settings", 0.04, 0.05), Line("2015/06/12", "date", 0.78, 0.05),
+                  Line("14:22:07", "time", 0.78, 0.10), Line("DROP 0  BUF 12", "settings", 0.04, 0.90))
 
 
-@pytest.mark.skipif(len(RECORDER_FRAMES) < 4, reason=f"development frames not found at {DATA}")
-def test_real_recorder_text_is_masked(tmp_path, detector):
-    """Real 1080p colonoscopy frames with burned-in recorder text (video standard, bitrate, date, time,
-    counters; no patient data): after processing, recognition reads none of it any more."""
+def recorder_pictures(source: str) -> list[np.ndarray]:
+    """Four 1080p pictures with recorder text: generated in-body pictures with :data:`RECORDER_LINES`
+    drawn on them, or real colonoscopy frames of the development data (no patient data)."""
     from PIL import Image
+
+    if source == "synthetic":
+        return [draw(synthetic.inbody_frame(np.random.default_rng(40 + i), 1920, 1080, 0.0), RECORDER_LINES,
+                     STYLES[0]) for i in range(4)]
+    assert DEV_DATA is not None
+    files = sorted((DEV_DATA / "frames").glob("nvidia-holoscan__holohub__colonoscopy_segmentation_testing_000*.png"))
+    assert len(files) >= 4, f"the development data lacks the colonoscopy recorder frames in {DEV_DATA}"
+    return [np.asarray(Image.open(p).convert("RGB")) for p in files[:4]]
+
+
+@pytest.mark.parametrize("source", picture_sources())
+def test_real_recorder_text_is_masked(tmp_path, detector, source):
+    """1080p frames with burned-in recorder text (video standard, bitrate, date, time, counters; no
+    patient data), generated and, when present, real: after processing, recognition reads none of it."""
     from endoshare.sample import write_clip
 
-    pictures = [np.asarray(Image.open(p).convert("RGB")) for p in RECORDER_FRAMES[:4]]
+    pictures = recorder_pictures(source)
     (tmp_path / "case").mkdir()
     write_clip(tmp_path / "case" / "clip.mp4", (pictures[i // 3] for i in range(12)), gop=6, options={"crf": "20"})
     before = " ".join(recognised_at(detector, decode(tmp_path / "case" / "clip.mp4")[7]))
