@@ -69,7 +69,7 @@ def one_run(root: Path, case: Path) -> tuple[float, float]:
         executor.close()
     if "cancelled" not in moments:
         raise SystemExit("the job finished before it could be cancelled: use more --frames")
-    intervals = [b - a for a, b in zip(progress_times, progress_times[1:])]
+    intervals = [b - a for a, b in zip(progress_times, progress_times[1:], strict=False)]
     return moments["cancelled"] - moments["requested"], statistics.median(intervals)
 
 

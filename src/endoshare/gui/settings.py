@@ -439,14 +439,17 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         try:
             settings = self.chosen_settings()
-        except (OptionsError, ValueError) as exc:
-            problems: tuple[str, ...] = (str(exc),)
-        else:
-            problems = validate_settings(settings, create_folders=True)
+        except (OptionsError, ValueError) as exc:     # refused by ProcessOptions: says what to fix
+            self._show_problems((str(exc),))
+            return
+        problems = validate_settings(settings, create_folders=True)
         if problems:
-            self.problems.setText("Not saved:\n• " + "\n• ".join(problems))
-            self.problems.show()
-            self.problems_area.show()
+            self._show_problems(problems)
             return
         save_settings(self.store, settings)
         super().accept()
+
+    def _show_problems(self, problems: tuple[str, ...]) -> None:
+        self.problems.setText("Not saved:\n• " + "\n• ".join(problems))
+        self.problems.show()
+        self.problems_area.show()
