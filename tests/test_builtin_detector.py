@@ -103,7 +103,8 @@ def generated_stills_table(folder: Path) -> Path:
     return table
 
 
-@pytest.mark.parametrize("source", picture_sources())
+@pytest.mark.parametrize("source", [pytest.param(s, marks=pytest.mark.slow) if s == "development" else s
+                                    for s in picture_sources()])        # the whole development set: ~20 s
 def test_stills_table_figures(detector: BuiltinDetector, source: str, tmp_path: Path) -> None:
     """The evaluation path (table, image files, figures) on generated stills; and on the whole development
     set when present (most of it trained on: a regression check, not an accuracy claim)."""

@@ -614,6 +614,7 @@ def test_keep_audio_reaches_the_output(qtbot, make_window, tmp_path: Path) -> No
     assert [c["passed"] for c in report["checks"] if c["name"] == "audio"] == [True]
 
 
+@pytest.mark.slow
 def test_margin_setting_widens_detected_spans(qtbot, make_window, tmp_path: Path) -> None:
     sample = make_sample_case(tmp_path / "sample", width=160, height=96)
     window = make_window(detector="builtin", margin_seconds=Fraction(0))
@@ -657,6 +658,7 @@ app.exec()
 """
 
 
+@pytest.mark.slow
 def test_killed_app_reopens_with_queue_held_cases_and_reviews(qtbot, make_window, barcode_case: Path,
                                                               tmp_path: Path) -> None:
     """The app is killed (SIGKILL) while a case runs; reopened, it shows the held and reviewed cases as
