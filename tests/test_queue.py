@@ -258,7 +258,8 @@ def test_cli_add_run_status_retry_and_ctrl_c(tmp_path: Path) -> None:
             runner.send_signal(signal.SIGINT)
             break
     rest = [json.loads(line) for line in runner.stdout.read().splitlines()]
-    assert runner.wait(timeout=30) == 130
+    # Seen once on a loaded machine: exit 0, the job done despite the Ctrl-C; the events and stderr say why.
+    assert runner.wait(timeout=30) == 130, (rest, runner.stderr.read() if runner.stderr else "")
     # Interrupted mid-render (a count, not a time bound: those flake under load).
     assert all(e["done"] < e["total"] for e in rest if e["event"] == "job-progress" and e["phase"] == "render"), rest
     assert rest[-1]["event"] == "job-interrupted"
