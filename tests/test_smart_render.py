@@ -247,17 +247,17 @@ def test_groups_wholly_redacted_are_replaced_without_decoding(tmp_path: Path, ca
     import endoshare.render.smart as smart
 
     decoded: list[int] = []
-    real = smart._redacted_unit
+    real = smart._decode_group
 
     def counting(unit, packets, *args):  # type: ignore[no-untyped-def]
         decoded.append(len(packets))
         return real(unit, packets, *args)
 
-    monkeypatch.setattr(smart, "_redacted_unit", counting)
+    monkeypatch.setattr(smart, "_decode_group", counting)
     spans = [(25, 75), (80, 81)]          # two whole groups, and one frame of the next
     result, report = process_spans(case, tmp_path, spans, redaction=redaction)
     assert all(c["passed"] for c in report["checks"]), report["checks"]
-    assert decoded == [0, 0, 25]          # only the partly redacted group was decoded
+    assert decoded == [25]                # only the partly redacted group was decoded
     frames = decoded_frames(result.output)
     if redaction is Redaction.BLACK:
         assert all(luma_max(frames[i]) <= 20 for i in [*range(25, 75), 80])
@@ -278,3 +278,64 @@ def test_repeated_timestamps_with_reordered_pictures_are_re_encoded_not_guessed(
     assert report["output"]["method"] == "re-encode"
     assert any("reordered pictures" in note for note in report["output"]["notes"])
     assert all(c["passed"] for c in report["checks"]), report["checks"]
+
+
+def test_copyable_prefix_is_read_from_the_timestamps() -> None:
+    from endoshare.render.smart import _copyable_prefix
+
+    # Decode order I P B B P B B P, shown 0 3 1 2 6 4 5 7 (B-frames).
+    pts = np.array([0, 3, 1, 2, 6, 4, 5, 7]) * 512
+    assert _copyable_prefix(pts, 5) == 4      # frames 0-4 unchanged: the P shown at 6 must not be copied
+    assert _copyable_prefix(pts, 4) == 4
+    assert _copyable_prefix(pts, 3) == 0      # only the IDR alone is closed: too short to copy
+    assert _copyable_prefix(pts, 0) == 0
+    assert _copyable_prefix(np.arange(10), 7) == 7        # no reordering: every unchanged frame
+    # A stream that reorders without saying so: the timestamps decide, not the SPS.
+    assert _copyable_prefix(np.array([0, 2, 1, 3]), 2) == 0
+
+
+def test_partly_redacted_groups_copy_their_unchanged_start(tmp_path: Path, case: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-body then out of body: the in-body start is copied and the black rest is encoded without decoding
+    anything; in-body, black, in-body: the start copied, the rest re-encoded from a new IDR picture;
+    out of body then in-body: nothing copied, the in-body rest re-encoded from its own IDR picture."""
+    import endoshare.render.smart as smart
+
+    spans = [(60, 75), (110, 118), (125, 130)]
+    plan = plan_join([probe(p) for p in sorted(case.glob("clip*.mp4"))])
+    smart_plan = plan_smart(plan, SegmentSet.of(spans))
+    by_start = {u.first_frame: n for n, u in enumerate(smart_plan.units)}
+    assert smart_plan.prefix(by_start[50]) >= 2 and smart_plan.prefix(by_start[100]) >= 2
+    assert smart_plan.prefix(by_start[125]) == 0
+    assert smart_plan.reencoded_frames < 3 * GOP
+    decoded: list[int] = []
+    real = smart._decode_group
+
+    def counting(unit, packets, *args):  # type: ignore[no-untyped-def]
+        decoded.append(unit.first_frame)
+        return real(unit, packets, *args)
+
+    monkeypatch.setattr(smart, "_decode_group", counting)
+    result, report = process_spans(case, tmp_path, spans)
+    assert report["output"]["method"] == "smart-render"
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert decoded == [100, 125]              # the group that ends out of body is not decoded
+    frames = decoded_frames(result.output)
+    sources = source_frames(case)
+    redacted = SegmentSet.of(spans)
+    assert len(frames) == 200
+    for index, frame in enumerate(frames):
+        if redacted.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+    for start in (50, 100):
+        for index in range(start, start + smart_plan.prefix(by_start[start])):
+            assert np.array_equal(frames[index].to_ndarray(), sources[index]), f"copied frame {index} changed"
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-xerror", "-err_detect", "explode",
+                           "-i", str(result.output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+    with av.open(str(result.output)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    dts = [p.dts for p in packets]
+    assert all(b > a for a, b in zip(dts, dts[1:])) and all(p.dts <= p.pts for p in packets)

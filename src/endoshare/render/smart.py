@@ -107,10 +107,17 @@ class SmartPlan:
     decoder_extradata: bytes = b""
     #: Clips whose presentation timestamps were rebuilt from frame order.
     rebuilt_clips: frozenset[int] = frozenset()
+    #: For each dirty unit, how many of its first packets (decode order) are copied: a decode-order prefix
+    #: that shows exactly the unit's first frames, all of them unchanged (see :func:`_copyable_prefix`).
+    prefixes: tuple[int, ...] = ()
 
     @property
     def reencoded_frames(self) -> int:
-        return sum(self.units[i].packet_count for i in self.dirty)
+        return sum(self.units[i].packet_count - self.prefix(i) for i in self.dirty)
+
+    def prefix(self, unit: int) -> int:
+        """Packets copied at the start of a dirty unit (0 for a plan made without them)."""
+        return self.prefixes[unit] if unit < len(self.prefixes) else 0
 
 
 def _is_idr(data: bytes, length_size: int | None, codec: str) -> bool:
@@ -246,6 +253,13 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
     dirty = frozenset(n for n, unit in enumerate(units)
                       if any(s.start_frame < unit.frame_range.stop and unit.first_frame < s.end_frame
                              for s in segments))
+    changed = segments.clipped(plan.total_frames).mask(plan.total_frames)
+    prefixes = [0] * len(units)
+    for n in dirty:
+        unit = units[n]
+        unchanged = next((i for i in range(unit.packet_count) if changed[unit.first_frame + i]), unit.packet_count)
+        pts = indexes[unit.clip].pts[unit.first_packet:unit.first_packet + unit.packet_count]
+        prefixes[n] = _copyable_prefix(pts, unchanged)
     # One delay for the whole output keeps decoding timestamps rising across clip boundaries too.
     delay = max(index.reorder_ticks for index in indexes)
     return SmartPlan(tuple(units), dirty, int(ticks), time_base, delay, plan.codec, extradata, length_size,
@@ -253,7 +267,33 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
                      tuple(np.sort(index.pts) for index in indexes),
                      clip_pts=tuple(index.pts for index in indexes), source_length_size=source_length_size,
                      decoder_extradata=decoder_extradata,
-                     rebuilt_clips=frozenset(n for n, index in enumerate(indexes) if index.rebuilt))
+                     rebuilt_clips=frozenset(n for n, index in enumerate(indexes) if index.rebuilt),
+                     prefixes=tuple(prefixes))
+
+
+#: A copied prefix is at least this long, so that the re-encoded group after it never follows a lone IDR
+#: picture (two IDR pictures in a row must differ in idr_pic_id; x264 numbers each new encoder's first 0).
+MIN_PREFIX = 2
+
+
+def _copyable_prefix(pts: np.ndarray, unchanged: int) -> int:
+    """How many of a closed group's first packets (decode order, presentation times ``pts``) can be
+    copied when only its first ``unchanged`` frames (display order) are shown unchanged.
+
+    The first ``m`` packets decode on their own (the group starts with an IDR picture and a picture only
+    refers to pictures decoded before it), so copying them reproduces their pictures bit for bit; they may
+    be copied when they are exactly the pictures shown first, i.e. their presentation times are the ``m``
+    smallest of the group: then no picture of the prefix is shown after one that is re-encoded, and none
+    of the re-encoded ones (a new closed group from an IDR picture) refers back into the prefix.  This
+    reads the reordering from the timestamps themselves, so B-frames (or a stream that says it has none
+    yet reorders) only shorten the prefix; it never assumes decode order is display order."""
+    if unchanged <= 0:
+        return 0
+    ranks = np.argsort(np.argsort(pts, kind="stable"), kind="stable")
+    highest = np.maximum.accumulate(ranks[:unchanged])
+    closed = np.flatnonzero(highest == np.arange(highest.size))     # prefix of m = i + 1 packets is closed
+    best = int(closed[-1]) + 1 if closed.size else 0
+    return best if best >= MIN_PREFIX else 0
 
 
 class _Splicer:
@@ -407,14 +447,17 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                 stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
                 for number, unit, packets in _groups(iter_video_packets(container, stream),
                                                      units_by_clip[clip_number], cancel):
-                    if number not in smart.dirty:
-                        for packet_number, packet in enumerate(packets, start=unit.first_packet):
-                            writer.copy(packet, clip_number, packet_number, unit, clip)
-                    elif redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
-                        writer.reencode(unit, _redacted_unit(unit, [], smart, clip, redacted, redactor, timeline))
-                    else:
-                        writer.reencode(unit, _redacted_unit(unit, packets, smart, clip, redacted, redactor,
-                                                             timeline))
+                    copied = unit.packet_count if number not in smart.dirty else smart.prefix(number)
+                    for packet_number, packet in enumerate(packets[:copied], start=unit.first_packet):
+                        writer.copy(packet, clip_number, packet_number, unit, clip)
+                    if number in smart.dirty:
+                        runs = _runs(unit, copied, redacted, redactor)
+                        # The group is decoded only when a re-encoded frame needs its source picture.
+                        pictures = (_decode_group(unit, packets, smart, clip)
+                                    if any(not uniform for _, uniform in runs) else None)
+                        for frames, uniform in runs:
+                            writer.reencode(_redacted_run(frames, uniform, unit, pictures, redacted, redactor,
+                                                          timeline))
                     if progress is not None:
                         progress(min(total, unit.first_frame + unit.packet_count), total)
             written, runs = writer.written, tuple(writer.runs)
@@ -431,8 +474,9 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
         blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs, geometry=geometry,
-        notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
-               f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",
+        notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures changed, {smart.reencoded_frames} of "
+               f"{total} frames re-encoded ({sum(smart.prefixes)} unchanged frames at the start of changed groups "
+               "copied); the rest stream-copied",
                *((f"{redactor.masked} frames had burned-in text masked; every group of pictures showing "
                   "one was re-encoded, since the text is part of the coded picture and cannot be copied",)
                  if redactor.masked else ())))
@@ -541,7 +585,7 @@ class _SpliceWriter:
         else:
             self.runs.append(CopiedRun(source, stream_index, packet_number, 1, self.written, shift, frame_order))
 
-    def reencode(self, unit: Unit, group: _RedactedGroup) -> None:
+    def reencode(self, group: _RedactedGroup) -> None:
         """A dirty group's kept pictures encoded into one closed group (a wholly black group of a length
         already encoded reuses that encoding: every group starts with an IDR picture, refers to nothing
         outside itself and carries no timestamp in its slices)."""
@@ -571,7 +615,10 @@ def _splice_ranges(smart: SmartPlan, out_index: Callable[[int], int]) -> tuple[t
     marked: set[int] = set()
     for n in range(len(units)):
         if n in smart.dirty:
-            marked.update(m for m in (n - 1, n, n + 1) if 0 <= m < len(units))
+            # A dirty unit that starts with copied packets continues the group before it unchanged: only
+            # the unit itself (its splice) and the next one are decoded.
+            before = n - 1 if smart.prefix(n) == 0 else n
+            marked.update(m for m in (before, n, n + 1) if 0 <= m < len(units))
         elif n > 0 and units[n - 1].clip != units[n].clip:
             marked.update((n - 1, n))
     ranges: list[tuple[int, int]] = []
@@ -594,7 +641,7 @@ def _display_origin(clip: ClipPlan, unit: Unit, smart: SmartPlan) -> int:
 
 @dataclass(frozen=True)
 class _RedactedGroup:
-    """The pictures to encode for one dirty group, as (output index, picture)."""
+    """The pictures to encode for one re-encoded group, as (output index, picture)."""
 
     frames: list[tuple[int, av.VideoFrame]]
     #: Every picture is the same synthetic one (a wholly blacked-out group): its encoding depends only on
@@ -602,14 +649,36 @@ class _RedactedGroup:
     uniform: bool = False
 
 
-def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan, redacted: list[bool],
-                   redactor: Redactor, timeline: _OutputTimeline) -> _RedactedGroup:
-    """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame.
-    A group whose every frame is blacked out or cut needs no decoding (it is given no packets)."""
-    if redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
-        pictures = (redactor.replacement(timeline.index(index)) for index in unit.frame_range)
-        return _RedactedGroup([(timeline.index(index), p) for index, p in zip(unit.frame_range, pictures)
-                               if p is not None], uniform=True)
+#: Re-encoded groups inside a dirty unit are at least this long (a shorter run joins its neighbour), so
+#: that no two IDR pictures follow each other (see MIN_PREFIX).
+MIN_RUN = 2
+
+
+def _runs(unit: Unit, copied: int, redacted: list[bool], redactor: Redactor) -> list[tuple[range, bool]]:
+    """The timeline frames of a dirty unit after its copied prefix, as the closed groups to encode them
+    into: (frames, uniform).  A uniform run is wholly blacked out or cut (its pictures need no source);
+    the others need the decoded group.  Each run becomes its own closed group starting with an IDR
+    picture, so a black stretch is encoded once per length and in-body frames after it are re-encoded
+    from their own IDR picture."""
+    first = unit.first_frame + copied
+    runs: list[list[int]] = []                     # [start, stop, uniform]
+    for index in range(first, unit.frame_range.stop):
+        uniform = int(redactor.replaces_all([redacted[index]]))
+        if runs and runs[-1][2] == uniform:
+            runs[-1][1] = index + 1
+        else:
+            runs.append([index, index + 1, uniform])
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and (merged[-1][1] - merged[-1][0] < MIN_RUN or run[1] - run[0] < MIN_RUN):
+            merged[-1] = [merged[-1][0], run[1], merged[-1][2] and run[2]]
+        else:
+            merged.append(run)
+    return [(range(a, b), bool(uniform)) for a, b, uniform in merged]
+
+
+def _decode_group(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan) -> list[av.VideoFrame]:
+    """A dirty group's pictures in display order, decoded from its buffered packets."""
     decoder = av.CodecContext.create(smart.codec, "r")
     decoder.extradata = smart.decoder_extradata if smart.source_length_size is None else smart.extradata
     decoder.thread_type = "AUTO"             # both cores: the group is decoded whole, latency does not matter
@@ -621,13 +690,24 @@ def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip:
         raise UnreadableMediaError(f"{clip.info.path}: a group of pictures decoded to {len(frames)} frames "
                                    f"instead of {unit.packet_count}; run again with --mode advanced.",
                                    path=clip.info.path)
+    return frames
+
+
+def _redacted_run(frames: range, uniform: bool, unit: Unit, pictures: list[av.VideoFrame] | None,
+                  redacted: list[bool], redactor: Redactor, timeline: _OutputTimeline) -> _RedactedGroup:
+    """The pictures of one run of a dirty unit, redacted: (output index, picture) per kept frame.  A uniform
+    run (every frame blacked out or cut) is made without its source pictures."""
     kept = []
-    for index, frame in zip(unit.frame_range, frames):
+    for index in frames:
         out_index = timeline.index(index)
-        picture = redactor.apply(frame, redacted[index], out_index, index)
+        if uniform:
+            picture = redactor.replacement(out_index)
+        else:
+            assert pictures is not None
+            picture = redactor.apply(pictures[index - unit.first_frame], redacted[index], out_index, index)
         if picture is not None:
             kept.append((out_index, picture))
-    return _RedactedGroup(kept)
+    return _RedactedGroup(kept, uniform=uniform)
 
 
 def _with_data(packet: av.Packet, data: bytes) -> av.Packet:
