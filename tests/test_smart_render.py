@@ -339,3 +339,30 @@ def test_partly_redacted_groups_copy_their_unchanged_start(tmp_path: Path, case:
         packets = [p for p in container.demux(video=0) if p.size]
     dts = [p.dts for p in packets]
     assert all(b > a for a, b in zip(dts, dts[1:])) and all(p.dts <= p.pts for p in packets)
+
+
+def test_adjacent_one_picture_groups_differ_in_idr_pic_id(tmp_path: Path) -> None:
+    """Every picture of an all-intra source is its own group; two adjacent redacted frames become two
+    adjacent one-picture re-encoded groups, between copied IDR pictures.  H.264 (7.4.3) requires any two
+    IDR pictures in a row to differ in idr_pic_id, which x264 starts at 0 in every new encoder."""
+    from endoshare.media.nal import AvcConfig, h264_idr_pic_id, h264_slice_syntaxes, split_nal_units
+
+    folder = tmp_path / "case"
+    folder.mkdir()
+    barcode_clip(folder / "clip.mp4", range(30), gop=1, options={"x264-params": "scenecut=0"})
+    spans = [(5, 7), (10, 11), (20, 21)]
+    result, report = process_spans(folder, tmp_path, spans)
+    assert report["output"]["method"] == "smart-render"
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    with av.open(str(result.output)) as container:
+        stream = container.streams.video[0]
+        config = AvcConfig.parse(bytes(stream.codec_context.extradata))
+        packets = [bytes(p) for p in container.demux(stream) if p.size]
+    syntax = h264_slice_syntaxes(config.sps, config.pps)
+    ids = [next(h264_idr_pic_id(u, syntax) for u in split_nal_units(p, config.length_size) if u[0] & 0x1F == 5)
+           for p in packets]
+    assert len(ids) == 30 and None not in ids
+    assert all(a != b for a, b in zip(ids, ids[1:])), ids
+    frames = decoded_frames(result.output)
+    redacted = SegmentSet.of(spans)
+    assert [luma_max(f) <= 20 for f in frames] == [redacted.contains(i) for i in range(30)]

@@ -40,7 +40,8 @@ from av.video.frame import PictureType
 from ..errors import CancelledError, UnreadableMediaError
 from ..media.join import ClipPlan, JoinPlan
 from ..media.nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
-                         HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_sps_id, hvcc_for_inband_track,
+                         HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_idr_pic_id, h264_slice_syntaxes,
+                         h264_sps_id, hvcc_for_inband_track,
                          hvcc_parameter_sets, nal_length_size, nal_type, read_ue, scrub_access_unit,
                          split_nal_units, to_length_prefixed, unit_allowed)
 from ..media.probe import iter_video_packets, open_input
@@ -271,8 +272,8 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
                      prefixes=tuple(prefixes))
 
 
-#: A copied prefix is at least this long, so that the re-encoded group after it never follows a lone IDR
-#: picture (two IDR pictures in a row must differ in idr_pic_id; x264 numbers each new encoder's first 0).
+#: A copied prefix is at least this long: copying a lone IDR picture saves one frame and costs a second
+#: IDR picture right after it.
 MIN_PREFIX = 2
 
 
@@ -351,18 +352,22 @@ class _Splicer:
         assert self.parameter_sets is not None
         return self.parameter_sets
 
-    def encode(self, frames: list[av.VideoFrame]) -> Iterator[tuple[bytes, bool]]:
-        """(length-prefixed picture, is keyframe) per frame, in order (no B-frames)."""
+    def encode(self, frames: list[av.VideoFrame], idr_pic_id: int = 0) -> Iterator[tuple[bytes, bool]]:
+        """(length-prefixed picture, is keyframe) per frame, in order (no B-frames).  ``idr_pic_id`` (H.264):
+        x264 numbers the IDR pictures of one encoder 0, 1, 0, 1…, so for 1 one throwaway IDR picture (the
+        first frame once more) is encoded first and dropped; the caller checks the number it got."""
         encoder = self._encoder()
+        lead = [frames[0]] * idr_pic_id
         packets: list[av.Packet] = []
-        for n, frame in enumerate(frames):
+        for n, frame in enumerate((*lead, *frames)):
             frame.pts = n
             frame.time_base = encoder.time_base
-            frame.pict_type = PictureType.I if n == 0 else PictureType.NONE
+            frame.pict_type = PictureType.I if n <= len(lead) else PictureType.NONE
             packets.extend(encoder.encode(frame))
         packets.extend(encoder.encode(None))
-        if len(packets) != len(frames):
+        if len(packets) != len(lead) + len(frames):
             raise NotSpliceable(f"{self.encoder_name} returned {len(packets)} pictures for {len(frames)} frames")
+        packets = packets[len(lead):]
         # Parameter sets travel in the track's record (H.264) or before the group (HEVC), not in pictures.
         dropped = self.parameter_set_types()
         for packet in packets:
@@ -460,6 +465,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                                                           timeline))
                     if progress is not None:
                         progress(min(total, unit.first_frame + unit.packet_count), total)
+            writer.finish()
             written, runs = writer.written, tuple(writer.runs)
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
@@ -532,8 +538,16 @@ class _SpliceWriter:
         self.inband_changed = False
         #: Runs of copied packets, for the verifier.
         self.runs: list[CopiedRun] = []
-        #: Encodings of wholly black groups, by length.
-        self.uniform_groups: dict[int, list[tuple[bytes, bool]]] = {}
+        #: Encodings of wholly black groups, by (length, idr_pic_id).
+        self.uniform_groups: dict[tuple[int, int], list[tuple[bytes, bool]]] = {}
+        #: H.264: the slice syntax of every PPS of the track, to read idr_pic_id (two IDR pictures in a
+        #: row must differ in it); None for HEVC, which has no such number.
+        self.idr_syntax = (h264_slice_syntaxes(*_avcc_sets(extradata)) if smart.codec == "h264" else None)
+        #: idr_pic_id of the last picture written when it is an IDR picture, else None.
+        self.last_idr: int | None = None
+        #: A re-encoded group of one picture (an IDR picture) waiting for the picture after it, whose
+        #: idr_pic_id its own must differ from too.
+        self.held: _RedactedGroup | None = None
 
     def __enter__(self) -> "_SpliceWriter":
         return self
@@ -541,7 +555,34 @@ class _SpliceWriter:
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         self.out.close()
 
+    def _idr_pic_id(self, data: bytes) -> int | None:
+        """idr_pic_id of a length-prefixed H.264 picture when it is an IDR picture, else None."""
+        if self.idr_syntax is None:
+            return None
+        for unit in split_nal_units(data, self.smart.length_size):
+            if nal_type(unit, "h264") == H264_IDR:
+                try:
+                    found = h264_idr_pic_id(unit, self.idr_syntax)
+                except (ValueError, IndexError):
+                    found = None
+                # Unreadable: no number is safe next to it (only refused when a one-picture group is).
+                return UNKNOWN_IDR if found is None else found
+        return None
+
+    def finish(self) -> None:
+        """Write what is still held (call once after the last group)."""
+        self._release(None)
+
+    def _release(self, next_idr: int | None) -> None:
+        """Encode and write the held one-picture group now that the picture after it is known (``next_idr``:
+        its idr_pic_id when it is an IDR picture)."""
+        if self.held is not None:
+            group, self.held = self.held, None
+            self._encode_group(group, next_idr)
+
     def _mux(self, packet: av.Packet) -> None:
+        if self.idr_syntax is not None:
+            self.last_idr = self._idr_pic_id(bytes(packet)) if packet.is_keyframe else None
         packet.stream = self.stream
         packet.time_base = self.smart.time_base
         self.out.mux(packet)
@@ -569,11 +610,14 @@ class _SpliceWriter:
             packet = _with_data(packet, self.splicer.prefix_after_reencoded() + bytes(packet))
         self.inband_changed = False
         packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
+        data = self._scrubbed(bytes(packet))
+        if self.held is not None:
+            self._release(self._idr_pic_id(data) if packet.is_keyframe else None)
         frame_order = clip_number in smart.rebuilt_clips
         # A run's timing for the verifier: source time + shift, or (rebuilt) base + packet number x ticks.
         self._record_run(clip.info.path, clip.info.video.index, packet_number,
                          pts - packet_number * smart.frame_ticks if frame_order else shift, frame_order)
-        self._mux(_with_data(packet, self._scrubbed(bytes(packet))))
+        self._mux(_with_data(packet, data))
         self.written += 1
 
     def _record_run(self, source: Path, stream_index: int, packet_number: int, shift: int,
@@ -588,16 +632,34 @@ class _SpliceWriter:
     def reencode(self, group: _RedactedGroup) -> None:
         """A dirty group's kept pictures encoded into one closed group (a wholly black group of a length
         already encoded reuses that encoding: every group starts with an IDR picture, refers to nothing
-        outside itself and carries no timestamp in its slices)."""
-        frames = group.frames
-        if not frames:
+        outside itself and carries no timestamp in its slices).  A group of one picture (H.264) waits for
+        the next picture, so that its idr_pic_id can differ from both neighbours'."""
+        if not group.frames:
             return
+        self._release(None)                  # the held group comes first; this group's number adapts to it
+        if len(group.frames) == 1 and self.idr_syntax is not None:
+            self.held = group
+            return
+        self._encode_group(group, None)
+
+    def _encode_group(self, group: _RedactedGroup, next_idr: int | None) -> None:
+        frames = group.frames
+        idr_pic_id = 0
+        if self.idr_syntax is not None:
+            free = [n for n in (0, 1) if n not in (self.last_idr, next_idr)]
+            if not free or UNKNOWN_IDR in (self.last_idr, next_idr):
+                raise NotSpliceable("a one-picture re-encoded group sits between IDR pictures whose idr_pic_id "
+                                    "leaves no number free for it (or cannot be read)")
+            idr_pic_id = free[0]
         first_out = frames[0][0]
-        encoded = self.uniform_groups.get(len(frames)) if group.uniform else None
+        key = (len(frames), idr_pic_id)
+        encoded = self.uniform_groups.get(key) if group.uniform else None
         if encoded is None:
-            encoded = list(self.splicer.encode([f for _, f in frames]))
+            encoded = list(self.splicer.encode([f for _, f in frames], idr_pic_id))
+            if self.idr_syntax is not None and self._idr_pic_id(encoded[0][0]) != idr_pic_id:
+                raise NotSpliceable(f"the encoder did not number its IDR picture {idr_pic_id}")
             if group.uniform:
-                self.uniform_groups[len(frames)] = encoded
+                self.uniform_groups[key] = encoded
         for n, (data, keyframe) in enumerate(encoded):
             packet = av.Packet((self.splicer.prefix_reencoded() if n == 0 else b"") + data)
             packet.pts = (first_out + n) * self.smart.frame_ticks
@@ -606,6 +668,15 @@ class _SpliceWriter:
             self._mux(packet)
         self.written += len(frames)
         self.inband_changed = True
+
+
+#: The idr_pic_id of an IDR slice that could not be read.
+UNKNOWN_IDR = -1
+
+
+def _avcc_sets(extradata: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    config = AvcConfig.parse(extradata)
+    return config.sps, config.pps
 
 
 def _splice_ranges(smart: SmartPlan, out_index: Callable[[int], int]) -> tuple[tuple[int, int], ...]:
@@ -649,8 +720,8 @@ class _RedactedGroup:
     uniform: bool = False
 
 
-#: Re-encoded groups inside a dirty unit are at least this long (a shorter run joins its neighbour), so
-#: that no two IDR pictures follow each other (see MIN_PREFIX).
+#: Re-encoded groups inside a dirty unit are at least this long (a shorter run joins its neighbour): a
+#: one-frame group is all IDR picture.
 MIN_RUN = 2
 
 
