@@ -366,3 +366,41 @@ def test_adjacent_one_picture_groups_differ_in_idr_pic_id(tmp_path: Path) -> Non
     frames = decoded_frames(result.output)
     redacted = SegmentSet.of(spans)
     assert [luma_max(f) <= 20 for f in frames] == [redacted.contains(i) for i in range(30)]
+
+
+@pytest.mark.parametrize("bframes", [0, 3])
+def test_missing_timestamps_are_rebuilt_from_frame_order_only_without_reordering(tmp_path: Path,
+                                                                                 bframes: int) -> None:
+    """A raw Annex B H.264 stream carries no timestamps at all (nor do PES packets without a PTS): without
+    reordered pictures they are rebuilt from frame order and the stream is spliced; with B-frames the
+    planner refuses (the caller re-encodes) instead of guessing."""
+    from endoshare.media.verify import verify_output
+    from endoshare.render.common import EncodeSettings
+    from endoshare.render.smart import NotSpliceable, render_smart
+
+    from media import ffmpeg
+
+    plain = barcode_clip(tmp_path / "plain.mp4", range(100), gop=GOP,
+                         options={"x264-params": f"scenecut=0:bframes={bframes}"})
+    raw = tmp_path / "clip.h264"
+    ffmpeg("-i", plain, "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264", raw)
+    with av.open(str(raw)) as container:
+        assert all(p.pts is None for p in container.demux(video=0) if p.size)
+    plan = plan_join([probe(raw)])
+    spans = SegmentSet.of([(40, 45)])
+    if bframes:
+        with pytest.raises(NotSpliceable, match="missing in a stream with reordered pictures"):
+            plan_smart(plan, spans)
+        return
+    out = tmp_path / "out.mp4"
+    result = render_smart(plan, spans, Redaction.BLACK, EncodeSettings(), out)
+    assert result.method == "smart-render"
+    checks = {c.name: (c.passed, c.detail) for c in verify_output(out, result, sources=(raw,))}
+    assert all(passed for passed, _ in checks.values()), checks
+    frames = decoded_frames(out)
+    assert len(frames) == 100
+    for index, frame in enumerate(frames):
+        if spans.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index

@@ -620,3 +620,10 @@ def h264_slice_syntaxes(sps_units: Iterable[bytes], pps_units: Iterable[bytes]) 
         if sps_id in by_sps:
             found[pps_id] = by_sps[sps_id]
     return found
+
+
+def h264_slice_type(unit: bytes) -> int:
+    """slice_type of an H.264 slice NAL unit (0/5 P, 1/6 B, 2/7 I, 3/8 SP, 4/9 SI)."""
+    bits = _Bits(_unescape(unit[1:16]))
+    bits.ue()                                                  # first_mb_in_slice
+    return bits.ue()

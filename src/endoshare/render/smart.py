@@ -40,7 +40,7 @@ from av.video.frame import PictureType
 from ..errors import CancelledError, UnreadableMediaError
 from ..media.join import ClipPlan, JoinPlan
 from ..media.nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
-                         HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_idr_pic_id, h264_slice_syntaxes,
+                         HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_idr_pic_id, h264_slice_syntaxes, h264_slice_type,
                          h264_sps_id, hvcc_for_inband_track,
                          hvcc_parameter_sets, nal_length_size, nal_type, read_ue, scrub_access_unit,
                          split_nal_units, to_length_prefixed, unit_allowed)
@@ -158,13 +158,13 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
         # The stream's own word (SPS) that no picture is shown before one decoded earlier.
         reorders = bool(stream.codec_context.has_b_frames)
         starts: list[int] = []
-        pts: list[int] = []
+        pts: list[int | None] = []
         for number, packet in enumerate(iter_video_packets(container, stream)):
             if cancel is not None and number % 256 == 0 and cancel():
                 raise CancelledError("Cancelled by the user; nothing was published.")
-            if packet.pts is None:
-                raise NotSpliceable("packets without timestamps")
             data = bytes(packet)
+            # A B slice may be shown before a picture decoded earlier, whatever the SPS says.
+            reorders = reorders or (codec == "h264" and _has_b_slice(data, length_size))
             if length_size is None:
                 for unit in split_nal_units(data, None):
                     if nal_type(unit, codec) in (H264_SPS, H264_PPS):
@@ -176,17 +176,27 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
             pts.append(packet.pts)
     if not starts or starts[0] != 0:
         raise NotSpliceable("the clip does not start with an IDR picture")
-    order = np.asarray(pts, dtype=np.int64)
+    known = np.asarray([t for t in pts if t is not None], dtype=np.int64)
+    missing = len(known) != len(pts)
     rebuilt = False
-    if np.unique(order).size != order.size:
-        # Repeated timestamps (a recorder's coarse clock, or a TS remuxed without care): rebuilt from frame
-        # order, which is display order only when no picture is shown before one decoded earlier: the
-        # stream must say so (no reordering delay in its SPS) and its timestamps must never go back.
+    if missing or np.unique(known).size != known.size:
+        # Missing or repeated timestamps (a recorder's coarse clock, a TS remuxed without care, PES packets
+        # without a PTS): rebuilt from frame order, which is display order only when no picture is shown
+        # before one decoded earlier: the stream must say so (no reordering delay in its SPS), carry no
+        # B slice (H.264), and the timestamps it has must never go back.
         ticks = 1 / (frame_rate * time_base)
-        if reorders or np.any(np.diff(order) < 0) or ticks.denominator != 1:
-            raise NotSpliceable("timestamps repeat in a stream with reordered pictures")
-        order = order[0] + np.arange(order.size, dtype=np.int64) * int(ticks)
+        what = "are missing" if missing else "repeat"
+        if reorders or np.any(np.diff(known) < 0) or ticks.denominator != 1:
+            raise NotSpliceable(f"timestamps {what} in a stream with reordered pictures")
+        first = next(((t, n) for n, t in enumerate(pts) if t is not None), (0, 0))
+        order = first[0] - first[1] * int(ticks) + np.arange(len(pts), dtype=np.int64) * int(ticks)
+        # The timestamps the stream has must be the ones frame order gives them.
+        given = np.asarray([t is not None for t in pts])
+        if missing and np.any(order[given] != known) and np.unique(known).size == known.size:
+            raise NotSpliceable("some timestamps are missing and the others are not one frame apart")
         rebuilt = True
+    else:
+        order = known
     # Merge a group into the previous one while any of its pictures is shown before the previous
     # group's last picture (an open GOP): only the union decodes on its own.
     merged: list[int] = []
@@ -205,6 +215,17 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
     # packet decodes at the i-th presentation time, moved back far enough to precede its own display.
     reorder = int(np.max(np.sort(order) - order)) if order.size else 0
     return _ClipIndex(units, time_base, order, max(0, reorder), parameter_sets, rebuilt)
+
+
+def _has_b_slice(data: bytes, length_size: int | None) -> bool:
+    """True when an H.264 picture has a B slice (slice_type 1 or 6)."""
+    for unit in split_nal_units(data, length_size):
+        if unit and nal_type(unit, "h264") in (1, 5):
+            try:
+                return h264_slice_type(unit) % 5 == 1
+            except (ValueError, IndexError):
+                return True                  # unreadable: take it for one
+    return False
 
 
 def _annexb_record(parameter_sets: dict[tuple[int, int], bytes]) -> bytes:
