@@ -404,3 +404,28 @@ def test_missing_timestamps_are_rebuilt_from_frame_order_only_without_reordering
             assert luma_max(frame) <= 20, index
         else:
             assert read_barcode(frame) == index
+
+
+def test_black_groups_reuse_one_black_encoding(tmp_path: Path, case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Black groups of 25, 20 and 10 frames: one black encoding of 25 pictures serves all three."""
+    import endoshare.render.smart as smart
+
+    black_lengths: list[int] = []
+    real = smart._Splicer.encode
+
+    def recording(self, frames, idr_pic_id=0):  # type: ignore[no-untyped-def]
+        if len({id(f) for f in frames}) == 1 and len(frames) > 1:
+            black_lengths.append(len(frames))
+        return real(self, frames, idr_pic_id)
+
+    monkeypatch.setattr(smart._Splicer, "encode", recording)
+    spans = [(0, 25), (30, 50), (75, 85)]
+    result, report = process_spans(case, tmp_path, spans)
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert black_lengths == [25]
+    redacted = SegmentSet.of(spans)
+    for index, frame in enumerate(decoded_frames(result.output)):
+        if redacted.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index

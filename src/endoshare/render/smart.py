@@ -559,8 +559,8 @@ class _SpliceWriter:
         self.inband_changed = False
         #: Runs of copied packets, for the verifier.
         self.runs: list[CopiedRun] = []
-        #: Encodings of wholly black groups, by (length, idr_pic_id).
-        self.uniform_groups: dict[tuple[int, int], list[tuple[bytes, bool]]] = {}
+        #: The longest black group encoded so far, by idr_pic_id: shorter black groups are its first pictures.
+        self.uniform_groups: dict[int, list[tuple[bytes, bool]]] = {}
         #: H.264: the slice syntax of every PPS of the track, to read idr_pic_id (two IDR pictures in a
         #: row must differ in it); None for HEVC, which has no such number.
         self.idr_syntax = (h264_slice_syntaxes(*_avcc_sets(extradata)) if smart.codec == "h264" else None)
@@ -651,9 +651,9 @@ class _SpliceWriter:
             self.runs.append(CopiedRun(source, stream_index, packet_number, 1, self.written, shift, frame_order))
 
     def reencode(self, group: _RedactedGroup) -> None:
-        """A dirty group's kept pictures encoded into one closed group (a wholly black group of a length
-        already encoded reuses that encoding: every group starts with an IDR picture, refers to nothing
-        outside itself and carries no timestamp in its slices).  A group of one picture (H.264) waits for
+        """A dirty group's kept pictures encoded into one closed group (a wholly black group reuses the
+        first pictures of the longest black group encoded so far: every group starts with an IDR picture,
+        refers to nothing outside itself and carries no timestamp in its slices).  A group of one picture (H.264) waits for
         the next picture, so that its idr_pic_id can differ from both neighbours'."""
         if not group.frames:
             return
@@ -673,14 +673,17 @@ class _SpliceWriter:
                                     "leaves no number free for it (or cannot be read)")
             idr_pic_id = free[0]
         first_out = frames[0][0]
-        key = (len(frames), idr_pic_id)
-        encoded = self.uniform_groups.get(key) if group.uniform else None
-        if encoded is None:
-            encoded = list(self.splicer.encode([f for _, f in frames], idr_pic_id))
-            if self.idr_syntax is not None and self._idr_pic_id(encoded[0][0]) != idr_pic_id:
-                raise NotSpliceable(f"the encoder did not number its IDR picture {idr_pic_id}")
-            if group.uniform:
-                self.uniform_groups[key] = encoded
+        if group.uniform:
+            # Any black group is the first pictures of one longer black encoding: with no B-frames each
+            # picture refers only to earlier ones, so a prefix of a closed group is a closed group.
+            encoded = self.uniform_groups.get(idr_pic_id, [])
+            if len(encoded) < len(frames):
+                length = max(len(frames), 2 * len(encoded))
+                encoded = self._encode_checked([frames[0][1]] * length, idr_pic_id)
+                self.uniform_groups[idr_pic_id] = encoded
+            encoded = encoded[:len(frames)]
+        else:
+            encoded = self._encode_checked([f for _, f in frames], idr_pic_id)
         for n, (data, keyframe) in enumerate(encoded):
             packet = av.Packet((self.splicer.prefix_reencoded() if n == 0 else b"") + data)
             packet.pts = (first_out + n) * self.smart.frame_ticks
@@ -689,6 +692,13 @@ class _SpliceWriter:
             self._mux(packet)
         self.written += len(frames)
         self.inband_changed = True
+
+
+    def _encode_checked(self, pictures: list[av.VideoFrame], idr_pic_id: int) -> list[tuple[bytes, bool]]:
+        encoded = list(self.splicer.encode(pictures, idr_pic_id))
+        if self.idr_syntax is not None and self._idr_pic_id(encoded[0][0]) != idr_pic_id:
+            raise NotSpliceable(f"the encoder did not number its IDR picture {idr_pic_id}")
+        return encoded
 
 
 #: The idr_pic_id of an IDR slice that could not be read.
@@ -736,8 +746,8 @@ class _RedactedGroup:
     """The pictures to encode for one re-encoded group, as (output index, picture)."""
 
     frames: list[tuple[int, av.VideoFrame]]
-    #: Every picture is the same synthetic one (a wholly blacked-out group): its encoding depends only on
-    #: the group's length and can be reused.
+    #: Every picture is the same synthetic one (a wholly blacked-out group): its encoding is the first
+    #: pictures of any longer black encoding.
     uniform: bool = False
 
 
