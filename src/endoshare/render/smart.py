@@ -711,22 +711,28 @@ def _avcc_sets(extradata: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
 
 
 def _splice_ranges(smart: SmartPlan, out_index: Callable[[int], int]) -> tuple[tuple[int, int], ...]:
-    """Output frames of every re-encoded group and of the groups on either side of each splice
-    (re-encoded/copied and clip/clip), merged: what a "splices" verification decodes."""
+    """Output frames that a "changes"/"splices" verification decodes, merged: every re-encoded group whole,
+    the copied group before each splice whole (its last pictures are output across the splice), and the
+    first picture of the copied group after each splice (its IDR picture, decoded with the parameter sets
+    it switches back to; the rest of that group refers to nothing before it and is proven by packet
+    identity).  A clip join counts as a splice: the group before it whole, the first picture after it."""
     units = smart.units
-    marked: set[int] = set()
+    whole: set[int] = set()
+    head: set[int] = set()
     for n in range(len(units)):
         if n in smart.dirty:
-            # A dirty unit that starts with copied packets continues the group before it unchanged: only
-            # the unit itself (its splice) and the next one are decoded.
-            before = n - 1 if smart.prefix(n) == 0 else n
-            marked.update(m for m in (before, n, n + 1) if 0 <= m < len(units))
+            # A dirty unit that starts with copied packets continues the group before it unchanged.
+            whole.update(m for m in ((n - 1, n) if smart.prefix(n) == 0 else (n,)) if m >= 0)
+            if n + 1 < len(units):
+                head.add(n + 1)
         elif n > 0 and units[n - 1].clip != units[n].clip:
-            marked.update((n - 1, n))
+            whole.add(n - 1)
+            head.add(n)
     ranges: list[tuple[int, int]] = []
-    for n in sorted(marked):
+    for n in sorted(whole | head):
         unit = units[n]
-        start, end = out_index(unit.first_frame), out_index(unit.first_frame + unit.packet_count)
+        start = out_index(unit.first_frame)
+        end = out_index(unit.first_frame + (unit.packet_count if n in whole else 1))
         if end <= start:
             continue
         if ranges and start <= ranges[-1][1]:
