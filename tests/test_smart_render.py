@@ -431,3 +431,37 @@ def test_black_groups_reuse_one_black_encoding(tmp_path: Path, case: Path, monke
             assert luma_max(frame) <= 20, index
         else:
             assert read_barcode(frame) == index
+
+
+@pytest.mark.parametrize("span", [(26, 27), (28, 30), (31, 50), (37, 38), (44, 49), (48, 49), (49, 50), (25, 26)])
+def test_a_span_anywhere_in_a_group_with_b_frames_is_frame_exact_and_verified(tmp_path: Path, case: Path,
+                                                                              span: tuple[int, int]) -> None:
+    """Spans starting at every kind of place in a group with B-frames (pyramid): whatever prefix the
+    timestamps allow is copied bit for bit, every other frame shows its own index or is black, and
+    every check passes (packet identity of the prefix included)."""
+    from endoshare.media.verify import verify_output
+    from endoshare.render.common import EncodeSettings
+    from endoshare.render.smart import render_smart
+
+    plan = plan_join([probe(p) for p in sorted(case.glob("clip*.mp4"))])
+    spans = SegmentSet.of([span])
+    smart_plan = plan_smart(plan, spans)
+    prefix = smart_plan.prefix(next(n for n, u in enumerate(smart_plan.units) if u.first_frame == 25))
+    assert 25 + prefix <= span[0]
+    if span[0] >= 28:
+        assert prefix >= 2                 # x264's first B-frame group closes after 3 pictures here
+    out = tmp_path / "out.mp4"
+    result = render_smart(plan, spans, Redaction.BLACK, EncodeSettings(), out)
+    clips = tuple(sorted(case.glob("clip*.mp4")))
+    checks = {c.name: (c.passed, c.detail) for c in verify_output(out, result, sources=clips)}
+    assert all(passed for passed, _ in checks.values()), checks
+    frames = decoded_frames(out)
+    sources = source_frames(case)
+    assert len(frames) == 200
+    for index, frame in enumerate(frames):
+        if spans.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+        if 25 <= index < 25 + prefix or 50 <= index < 75:
+            assert np.array_equal(frame.to_ndarray(), sources[index]), f"copied frame {index} changed"
