@@ -40,10 +40,9 @@ from av.video.frame import PictureType
 from ..errors import CancelledError, UnreadableMediaError
 from ..media.join import ClipPlan, JoinPlan
 from ..media.nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
-                         HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_idr_pic_id, h264_slice_syntaxes, h264_slice_type,
-                         h264_sps_id, hvcc_for_inband_track,
-                         hvcc_parameter_sets, nal_length_size, nal_type, read_ue, scrub_access_unit,
-                         split_nal_units, to_length_prefixed, unit_allowed)
+                         HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_idr_pic_id, h264_slice_syntaxes,
+                         h264_slice_type, h264_sps_id, hvcc_for_inband_track, hvcc_parameter_sets, nal_length_size,
+                         nal_type, read_ue, scrub_access_unit, split_nal_units, to_length_prefixed, unit_allowed)
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output
 from ..overlay.regions import OverlaySet
@@ -653,8 +652,8 @@ class _SpliceWriter:
     def reencode(self, group: _RedactedGroup) -> None:
         """A dirty group's kept pictures encoded into one closed group (a wholly black group reuses the
         first pictures of the longest black group encoded so far: every group starts with an IDR picture,
-        refers to nothing outside itself and carries no timestamp in its slices).  A group of one picture (H.264) waits for
-        the next picture, so that its idr_pic_id can differ from both neighbours'."""
+        refers to nothing outside itself and carries no timestamp in its slices).  A group of one picture
+        (H.264) waits for the next picture, so that its idr_pic_id can differ from both neighbours'."""
         if not group.frames:
             return
         self._release(None)                  # the held group comes first; this group's number adapts to it
