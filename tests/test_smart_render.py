@@ -142,14 +142,47 @@ def test_hevc_is_spliced_with_inband_parameter_sets(tmp_path: Path) -> None:
 def test_sources_that_cannot_be_spliced_fall_back_to_a_full_reencode(tmp_path: Path) -> None:
     folder = tmp_path / "case"
     folder.mkdir()
-    # HEVC in MPEG-TS: Annex B without an hvcC record (only Annex B H.264 is spliced).
-    barcode_clip(folder / "clip.ts", range(60), container_format="mpegts", codec="libx265",
-                 options={"x265-params": "log-level=error"})
+    # 10-bit H.264: only 8-bit 4:2:0 is spliced.
+    from media import ffmpeg
+
+    plain = barcode_clip(tmp_path / "plain.mp4", range(60))
+    ffmpeg("-i", plain, "-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-g", "25", "-crf", "16", folder / "clip.mp4")
     result, report = process_spans(folder, tmp_path, [(10, 20)])
     assert report["output"]["method"] == "re-encode"
-    assert any("could not splice" in note for note in report["output"]["notes"])
+    assert any("re-encoded the whole case" in note and "pixel format" in note
+               for note in report["output"]["notes"]), report["output"]["notes"]
     assert [read_barcode(f) for i, f in enumerate(decoded_frames(result.output)) if not 10 <= i < 20] == \
         [i for i in range(60) if not 10 <= i < 20]
+
+
+def test_hevc_in_mpegts_is_spliced_not_reencoded(tmp_path: Path) -> None:
+    """HEVC in MPEG-TS (Annex B, in-band VPS/SPS/PPS, no hvcC): an hvcC is built from the in-band parameter
+    sets, copied pictures are converted to length-prefixed NAL units, re-encoded groups spliced in."""
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for name, frames in (("clip1.ts", range(0, 60)), ("clip2.ts", range(60, 120))):
+        barcode_clip(folder / name, frames, codec="libx265", gop=GOP, container_format="mpegts",
+                     options={"x265-params": "log-level=error:keyint=25:min-keyint=25:scenecut=0:open-gop=0"})
+    spans = [(0, 3), (30, 34), (58, 62), (119, 120)]
+    result, report = process_spans(folder, tmp_path, spans)
+    assert report["output"]["method"] == "smart-render", report["output"]["notes"]
+    assert report["output"]["codec"] == "hevc"
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert any(c["name"] == "copied_packets" for c in report["checks"])
+    redacted = SegmentSet.of(spans)
+    frames = decoded_frames(result.output)
+    assert len(frames) == 120
+    sources = source_frames(folder, "clip*.ts")
+    for index, frame in enumerate(frames):
+        if redacted.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+        if 85 <= index < 110:                     # a group copied right after a re-encoded one
+            assert np.array_equal(frame.to_ndarray(), sources[index])
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-err_detect", "explode",
+                           "-i", str(result.output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
 
 
 def test_mpegts_is_spliced_not_reencoded(tmp_path: Path) -> None:

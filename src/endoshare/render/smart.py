@@ -15,13 +15,15 @@ How the spliced track stays one valid H.264 stream:
 * Copied packets pass the bitstream scrubber (NAL unit allow-list) like any copied packet, re-encoded
   pictures keep only their allowed NAL units, and the avcC/hvcC holds parameter sets only.
 
-* Annex B sources (MPEG-TS, AVCHD .mts/.m2ts): the in-band SPS/PPS (which must not change within the
-  case) go into an avcC record built for the output, and every copied picture is converted to 4-byte
-  length-prefixed NAL units without its access unit delimiter and parameter sets.
-* Repeated presentation timestamps are rebuilt from frame order when no picture is reordered (decode
-  order is then display order); with reordered pictures the case is re-encoded instead.
+* Annex B sources (MPEG-TS, AVCHD .mts/.m2ts): the in-band SPS/PPS, or VPS/SPS/PPS (which must not
+  change within the case), go into an avcC/hvcC record built for the output, and every copied picture is
+  converted to 4-byte length-prefixed NAL units without its access unit delimiter and parameter sets.
+* Repeated or missing presentation timestamps are rebuilt from frame order when no picture is reordered
+  (decode order is then display order); with reordered pictures the case is re-encoded instead.
+* A partly redacted group copies its unchanged start when that is a closed decode-order prefix, and is
+  re-encoded from its first changed frame, as closed groups of black (shared) and in-body runs.
 
-Only H.264 and HEVC (HEVC with an hvcC record) in 8-bit 4:2:0 with a whole number of time-base ticks
+Only H.264 and HEVC in 8-bit 4:2:0 with a whole number of time-base ticks
 per frame are spliced; anything else is rendered by the full re-encode (the report says so).
 """
 
@@ -40,7 +42,7 @@ from av.video.frame import PictureType
 from ..errors import CancelledError, UnreadableMediaError
 from ..media.join import ClipPlan, JoinPlan
 from ..media.nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
-                         HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_idr_pic_id, h264_slice_syntaxes,
+                         HEVC_VPS, RECORD_TYPES, AvcConfig, allowed_unit, clean_avcc, clean_hvcc, h264_idr_pic_id, h264_slice_syntaxes,
                          h264_slice_type, h264_sps_id, hvcc_for_inband_track, hvcc_parameter_sets, nal_length_size,
                          nal_type, read_ue, scrub_access_unit, split_nal_units, to_length_prefixed, unit_allowed)
 from ..media.probe import iter_video_packets, open_input
@@ -135,14 +137,18 @@ class _ClipIndex:
     pts: np.ndarray
     #: How far decoding must run ahead of display (B-frame reordering), in ticks.
     reorder_ticks: int
-    #: In-band SPS/PPS of an Annex B source, by (NAL type, id).
+    #: In-band parameter sets of an Annex B source, by (NAL type, id).
     parameter_sets: dict[tuple[int, int], bytes]
     #: True when the source's timestamps repeated and were rebuilt from frame order.
     rebuilt: bool
 
 
-def _h264_parameter_set_key(unit: bytes) -> tuple[int, int]:
-    kind = nal_type(unit, "h264")
+def _parameter_set_key(unit: bytes, codec: str) -> tuple[int, int]:
+    """(NAL type, id) of an in-band parameter set.  HEVC ids are taken as 0: a stream with two different
+    VPS, SPS or PPS then counts as changing them, and is not spliced."""
+    kind = nal_type(unit, codec)
+    if codec != "h264":
+        return kind, 0
     rbsp = unit.replace(b"\0\0\3", b"\0\0")
     return kind, read_ue(rbsp, 32 if kind == H264_SPS else 8)[0]
 
@@ -166,8 +172,8 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
             reorders = reorders or (codec == "h264" and _has_b_slice(data, length_size))
             if length_size is None:
                 for unit in split_nal_units(data, None):
-                    if nal_type(unit, codec) in (H264_SPS, H264_PPS):
-                        key = _h264_parameter_set_key(unit)
+                    if nal_type(unit, codec) in RECORD_TYPES[codec]:
+                        key = _parameter_set_key(unit, codec)
                         if parameter_sets.setdefault(key, unit) != unit:
                             raise NotSpliceable("the stream changes its parameter sets mid-stream")
             if packet.is_keyframe and _is_idr(data, length_size, codec):
@@ -238,6 +244,24 @@ def _annexb_record(parameter_sets: dict[tuple[int, int], bytes]) -> bytes:
     return clean_avcc(AvcConfig(first[1], first[2], first[3], 4, sps, pps, b"").serialize())
 
 
+def _annexb_hvcc(parameter_sets: dict[tuple[int, int], bytes]) -> bytes:
+    """An hvcC record (4-byte NAL lengths, 8-bit 4:2:0 as the planner requires) listing an Annex B HEVC
+    stream's VPS, SPS and PPS; clean_hvcc copies the profile, tier and level from the SPS."""
+    arrays = []
+    for kind in (HEVC_VPS, HEVC_SPS, HEVC_PPS):
+        units = [unit for key, unit in sorted(parameter_sets.items()) if key[0] == kind]
+        if not units:
+            raise NotSpliceable("the Annex B HEVC stream lacks a VPS, SPS or PPS")
+        arrays.append(bytes([kind]) + len(units).to_bytes(2, "big")
+                      + b"".join(len(u).to_bytes(2, "big") + u for u in units))
+    header = bytearray(22)
+    header[0] = 1                                    # configurationVersion
+    header[16] = 0xFC | 1                            # chroma_format_idc 4:2:0
+    header[17], header[18] = 0xF8, 0xF8              # bit depths minus 8: 0
+    header[21] = 3                                   # lengthSizeMinusOne
+    return clean_hvcc(bytes(header) + bytes([len(arrays)]) + b"".join(arrays))
+
+
 def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = None) -> SmartPlan:
     if not plan.copy_compatible:
         raise NotSpliceable("; ".join(plan.reasons))
@@ -247,21 +271,19 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
     if video.pix_fmt not in ("yuv420p", "yuvj420p"):
         raise NotSpliceable(f"pixel format {video.pix_fmt} (only 8-bit 4:2:0 is spliced)")
     source_length_size = nal_length_size(video.extradata, plan.codec)
-    if source_length_size is None and plan.codec != "h264":
-        raise NotSpliceable("an Annex B HEVC stream (only Annex B H.264 is spliced)")
     indexes = [_clip_units(number, clip, source_length_size, plan.codec, plan.target.frame_rate, cancel)
                for number, clip in enumerate(plan.clips)]
     extradata, length_size, decoder_extradata = video.extradata, source_length_size or 4, b""
     if source_length_size is None:
         parameter_sets: dict[tuple[int, int], bytes] = {}
         for unit in split_nal_units(video.extradata, None):
-            if nal_type(unit, "h264") in (H264_SPS, H264_PPS):
-                parameter_sets[_h264_parameter_set_key(unit)] = unit
+            if nal_type(unit, plan.codec) in RECORD_TYPES[plan.codec]:
+                parameter_sets[_parameter_set_key(unit, plan.codec)] = unit
         for index in indexes:
             for key, unit in index.parameter_sets.items():
                 if parameter_sets.setdefault(key, unit) != unit:
                     raise NotSpliceable("the clips' parameter sets differ")
-        extradata = _annexb_record(parameter_sets)
+        extradata = (_annexb_record if plan.codec == "h264" else _annexb_hvcc)(parameter_sets)
         decoder_extradata = b"".join(b"\0\0\0\1" + unit for unit in parameter_sets.values())
     units = [unit for index in indexes for unit in index.units]
     time_bases = {index.time_base for index in indexes}
@@ -616,7 +638,8 @@ class _SpliceWriter:
             # parameter sets, which the track's record now lists (the planner checked that they never change).
             kept = (allowed_unit(u, smart.codec) for u in split_nal_units(data, None))
             return to_length_prefixed([u for u in kept if u is not None
-                                       and nal_type(u, smart.codec) not in (H264_SPS, H264_PPS)], smart.length_size)
+                                       and nal_type(u, smart.codec) not in RECORD_TYPES[smart.codec]],
+                                      smart.length_size)
         return scrub_access_unit(data, smart.codec, smart.length_size)
 
     def copy(self, packet: av.Packet, clip_number: int, packet_number: int, unit: Unit, clip: ClipPlan) -> None:
@@ -626,13 +649,15 @@ class _SpliceWriter:
         shift = self.timeline.index(unit.first_frame) * smart.frame_ticks - _display_origin(clip, unit, smart)
         pts = int(smart.clip_pts[clip_number][packet_number]) + shift
         dts = int(smart.clip_sorted_pts[clip_number][packet_number]) - smart.delay_ticks + shift
-        if self.inband_changed and self.splicer.prefix_after_reencoded():
-            packet = _with_data(packet, self.splicer.prefix_after_reencoded() + bytes(packet))
-        self.inband_changed = False
-        packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
         data = self._scrubbed(bytes(packet))
         if self.held is not None:
             self._release(self._idr_pic_id(data) if packet.is_keyframe else None)
+        if self.inband_changed:
+            # After a group that brought its own parameter sets in-band (HEVC), the source's again (already
+            # length-prefixed: added after scrubbing, which drops an Annex B source's in-band ones).
+            data = self.splicer.prefix_after_reencoded() + data
+        self.inband_changed = False
+        packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
         frame_order = clip_number in smart.rebuilt_clips
         # A run's timing for the verifier: source time + shift, or (rebuilt) base + packet number x ticks.
         self._record_run(clip.info.path, clip.info.video.index, packet_number,
