@@ -414,7 +414,8 @@ def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_pa
             return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel,
                                 overlays)
         except NotSpliceable as exc:
-            if not segments and not overlays:       # nothing to change in any picture
+            untimed = any(c.info.video.untimed_packets for c in plan.clips)
+            if not segments and not overlays and not untimed:       # nothing to change in any picture
                 return render_copy(plan, out_path, progress, cancel)
             fallback = f"fast mode could not splice ({exc}); the whole case was re-encoded"
     elif options.mode == "fast":

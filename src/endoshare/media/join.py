@@ -104,8 +104,8 @@ def plan_join(infos: list[MediaInfo]) -> JoinPlan:
         if record_hides_slices(video.extradata, video.codec):
             diffs.append("its parameter sets allow slices that decoders skip (redundant slices or slice "
                          "groups): they must not be copied")
-        if video.untimed_packets:
-            diffs.append(f"{video.untimed_packets} packets carry no timestamp (they cannot be copied in order)")
+        # Packets without a timestamp do not make a clip incompatible: the splicer rebuilds the times from
+        # frame order when no picture is reordered, and refuses otherwise (render/smart.py).
         frames = video.frame_count or 0
         timeline = timeline_frames_for(frames, source_rate, target.frame_rate)
         clips.append(ClipPlan(info, frames, source_rate, target.frame_rate, start, timeline, tuple(diffs)))
