@@ -195,7 +195,7 @@ def test_check_fails_when_text_is_left_in_a_region(cases, detector):
 
 
 def test_text_that_moves_with_the_scene_is_not_an_overlay(tmp_path, detector):
-    """Text drawn at a new place in every frame is transient: reported, not masked."""
+    """Text drawn at a new place in every frame never stands still: nothing masks it."""
     from overlay_media import Line, draw, inbody
     from endoshare.sample import write_clip
 
@@ -210,7 +210,69 @@ def test_text_that_moves_with_the_scene_is_not_an_overlay(tmp_path, detector):
     overlays = find_overlays(plan, detector=detector)
     moving = [r for r in overlays.regions if r.box.x0 > WIDTH * 0.2 and r.box.y0 > HEIGHT * 0.35
               and r.box.width > 60]
-    assert moving and all(r.kind == "transient" and not r.masked for r in moving)
+    assert all(r.kind == "transient" and not r.masked for r in moving)
+    assert not overlays.masked
+
+
+def test_banner_between_two_old_samples_is_found(tmp_path, detector):
+    """A banner shown for 30 s in the middle of a minute-long clip (the finder once sampled every two
+    minutes and saw only the clip's ends): it is masked while it shows, and the picture before it is not."""
+    from overlay_media import Line, draw, inbody
+    from endoshare.sample import write_clip
+
+    rate, seconds = 5, 60
+    banner = (Line("SCHNEIDER, Maria  04.11.1958", "name", 0.05, 0.82),)
+
+    def frames():
+        for index in range(rate * seconds):
+            picture = inbody(index * 5, WIDTH, HEIGHT, 7, Fraction(25))     # the scene moves as at 25 fps
+            yield draw(picture, banner, STYLES[0]) if 15 * rate <= index < 45 * rate else picture
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", frames(), rate=Fraction(rate), gop=rate, options={"crf": "20"})
+    plan = plan_join(probe_case(discover_case(tmp_path / "case")))
+    overlays = find_overlays(plan, detector=detector)
+    x0, y0, x1, y1 = text_boxes(banner, STYLES[0], WIDTH, HEIGHT)["name"]
+    for index in range(15 * rate, 45 * rate):
+        assert any(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1 for b in overlays.boxes_at(index)), index
+    assert not overlays.boxes_at(2 * rate) and not overlays.boxes_at(58 * rate)
+
+
+def test_static_instrument_and_slow_tissue_are_not_masked(tmp_path, detector):
+    """The demo case (synthetic tissue drifting slowly, instrument shafts that do not move): no mask."""
+    from endoshare.sample import make_sample_case
+
+    case = make_sample_case(tmp_path).folder
+    plan = plan_join(probe_case(discover_case(case)))
+    overlays = find_overlays(plan, detector=detector)
+    assert not overlays.masked, [r.to_json() for r in overlays.masked]
+
+
+def test_still_map_keeps_standing_strokes_only():
+    """The still map: edges present in both pictures at the same place (luma or chroma) survive; tissue
+    that moved and a flat picture leave nothing."""
+    from endoshare.overlay.find import analysis_picture, areas_to_read, still_blocks, still_map
+
+    from overlay_media import inbody
+
+    def picture(index: int, text_colour: tuple[int, int, int]) -> av.VideoFrame:
+        rgb = np.array(inbody(index, WIDTH, HEIGHT, 3, Fraction(25)))      # tissue, 10 s apart
+        rgb[140:160, 240:400:6] = text_colour                                # vertical strokes
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+
+    for colour in ((255, 255, 255), (0, 200, 0)):       # white, and green of about the tissue's brightness
+        a, b = analysis_picture(picture(0, colour), 1), analysis_picture(picture(250, colour), 1)
+        still = still_map(a, b)
+        assert still[140:160, 240:400].mean() > 0.15, colour
+        outside = still.copy()
+        outside[136:164, 236:404] = False
+        assert outside.mean() < 0.03, colour      # the scope's rim stands still too
+        blocks = still_blocks(still)
+        areas = areas_to_read(blocks, blocks)      # the strokes' area, and arcs of the scope's rim
+        assert any(x0 * 8 <= 240 and x1 * 8 >= 400 and y0 * 8 <= 140 and y1 * 8 >= 160 and y1 - y0 <= 6
+                   for x0, y0, x1, y1 in areas), areas
+    flat = analysis_picture(av.VideoFrame.from_ndarray(np.full((360, 640, 3), 90, np.uint8), format="rgb24"), 1)
+    assert not still_map(flat, flat).any()
 
 
 def test_detector_runs_without_network(monkeypatch):

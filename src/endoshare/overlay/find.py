@@ -89,6 +89,12 @@ CONTEXT_X = 4
 #: on slowly moving tissue 0.10-0.82 half a second apart, less further apart; a "14:23:09" clock
 #: turning to "14:23:10" 0.87-0.90.
 STILL_SIMILARITY = 0.85
+#: In a pair where a box's mean stroke strength is below this share of its strength where it was found,
+#: the text is gone (a banner taken off the screen), even if the empty place stands still.
+ENERGY_SHARE = 0.5
+#: A detected box narrower than this many times its height that reads as less than two letters or
+#: digits is a single blob (a specular highlight), not text; see :func:`glyph_like`.
+GLYPH_ASPECT = 3
 #: Between this and :data:`STILL_SIMILARITY` a box stands still only if it reads as text (at least
 #: READABLE_CHARACTERS letters or digits, with READABLE_CONFIDENCE): half-transparent text over moving
 #: tissue measured 0.6-0.75, while the detector's false boxes on tissue read as one or two symbols with
@@ -184,6 +190,20 @@ def stroke_similarity(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic]) ->
 def readable(text: str, confidence: float) -> bool:
     """A recognised line that is text beyond doubt (see :data:`DOUBT_SIMILARITY`)."""
     return confidence >= READABLE_CONFIDENCE and sum(c.isalnum() for c in text) >= READABLE_CHARACTERS
+
+
+def glyph_like(box: Box, text: str, confidence: float) -> bool:
+    """A box the size of one character that reads as at most one character: a specular highlight or a
+    blob of tissue, not a line of text (names, dates and IDs are several characters; a wide box that
+    reads badly is still treated as text)."""
+    return box.width < GLYPH_ASPECT * box.height and sum(c.isalnum() for c in text) < 2
+
+
+def box_energy(picture: npt.NDArray[np.uint8], box: Box, factor: int) -> float:
+    """Mean stroke strength (:func:`edges`) inside ``box`` (picture pixels) of an analysis picture."""
+    y0, y1 = box.y0 // factor, max(box.y0 // factor + 2, -(-box.y1 // factor))
+    x0, x1 = box.x0 // factor, max(box.x0 // factor + 2, -(-box.x1 // factor))
+    return float(edges(np.ascontiguousarray(picture[y0:y1, x0:x1])).mean())
 
 
 def box_similarity(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], box: Box, factor: int) -> float:
@@ -339,9 +359,17 @@ class OverlayFinder:
         readings = self.detector.read_many([c.crop for c in clusters]) if clusters else []
         regions = []
         for cluster, reading in zip(clusters, readings):
-            needed = DOUBT_SIMILARITY if readable(*reading) else STILL_SIMILARITY
-            standing = {k for k in range(len(pictures) - 1)
-                        if box_similarity(pictures[k], pictures[k + 1], cluster.box, self.factor) >= needed}
+            if glyph_like(cluster.box, *reading):
+                standing: set[int] = set()
+            else:
+                needed = DOUBT_SIMILARITY if readable(*reading) else STILL_SIMILARITY
+                energy = [box_energy(p, cluster.box, self.factor) for p in pictures]
+                # The strokes must be there: a box emptied (a banner gone, dark or flat picture behind)
+                # stands still but holds no text any more.
+                present = ENERGY_SHARE * max(energy[k] for pair in cluster.found for k in (pair, pair + 1))
+                standing = {k for k in range(len(pictures) - 1)
+                            if min(energy[k], energy[k + 1]) >= present
+                            and box_similarity(pictures[k], pictures[k + 1], cluster.box, self.factor) >= needed}
             regions.extend(self._regions(cluster, standing, times, clip, reading))
         return regions, times
 
