@@ -8,17 +8,20 @@ the keyframes an encoder inserted out of its regular cadence (scene cuts), at mo
 pixels that are an edge in both pictures and did not change are the **still map** of the pair.  While
 the scene moves, the still map holds the burned-in text (and other fixed furniture: the scope's rim, a
 black border); tissue that moved leaves nothing in it.  The text detector runs only on the parts of
-the still map it has not seen yet, each cropped from the full picture at its native scale (so a small
-overlay costs a few milliseconds, and small text is not shrunk away); a scene that did not move at all
-makes the whole picture still and is read whole, shrunk to ``detector_long_side``.
+the still areas that stood still in two pairs running (three probes; a clip of two probes: its one
+pair) and that it has not read yet, each cropped from the full picture at its native scale (so a small
+overlay costs a few milliseconds, and small text is not shrunk away), or the whole picture shrunk to
+``detector_long_side`` when that is cheaper.
 
-A text box found this way is an overlay in every pair whose still map has strokes in it (so a banner
-that appears between two of the old two-minute samples is found as soon as two probes show it, and its
-span follows the pairs it stands still in).  It is masked from the probe before it was first seen
-standing to the probe after it was last seen (to the clip's ends when it was seen at them): when in
-doubt, mask.  Text that moves with the scene (an instrument's print, a ruler) never stands still and is
-left alone, and so is tissue texture the detector would take for text.  Recognition only labels regions
-for the report; it never unmasks anything, except device settings when the user asks to keep them.
+A text box found this way is an overlay in every pair where its strokes are there (their strength at
+least half of what it was where found) and stand still (:data:`STILL_SIMILARITY`, or
+:data:`DOUBT_SIMILARITY` for a box that reads as text), so a banner that appears for part of a clip
+gets a span of its own.  It is masked from the probe before it was first seen standing to the probe
+after it was last seen (to the clip's ends when it was seen at them): when in doubt, mask.  Text that
+moves with the scene (an instrument's print, a ruler) never stands still and is left alone; a box the
+size of one character that reads as at most one character (a specular highlight) is not text.
+Otherwise recognition only labels regions for the report, and unmasks device settings only when the
+user asks to keep them.
 A clip with a single decodable keyframe is compared with the frame ``still_seconds`` after it.
 """
 
@@ -69,8 +72,8 @@ class OverlayOptions:
             raise ValueError("overlay sampling needs a positive interval and at least 2 samples per clip")
 
 
-#: Still map: a pixel is an edge when its luma gradient (|dx| + |dy|, on the analysis picture) reaches
-#: EDGE in both pictures of a pair, and it is still when its luma changed by at most SAME between them.
+#: Still map: a pixel is an edge when its gradient (:func:`edges`, luma and chroma) reaches EDGE in both
+#: pictures of a pair, and it is still when no plane changed by more than SAME between them.
 EDGE = 24
 SAME = 14
 #: The still map is summarised in blocks of BLOCK analysis pixels; a block with at least BLOCK_EDGES
@@ -84,10 +87,10 @@ MIN_FRESH = 2
 #: A still area is read with this many blocks of context left and right (one above and below).
 CONTEXT_X = 4
 #: A text box stands still in a pair when its strokes in the two pictures correlate at least this well
-#: (cosine similarity of the luma gradient magnitudes, :func:`stroke_similarity`).  Measured: burned-in
-#: text 0.97-1.00 (opaque, on plates, half transparent over tissue, with sensor noise); false detections
-#: on slowly moving tissue 0.10-0.82 half a second apart, less further apart; a "14:23:09" clock
-#: turning to "14:23:10" 0.87-0.90.
+#: (cosine similarity of the gradient magnitudes, :func:`stroke_similarity`).  Measured (on luma, half a
+#: second apart): burned-in text 0.97-1.00 (opaque, on plates, with sensor noise); false detections on
+#: slowly moving tissue 0.10-0.82, less further apart; a "14:23:09" clock turning to "14:23:10" 0.87-0.90.
+#: Small half-transparent text over tissue that moved for 1 s: 0.6-0.75 (hence DOUBT_SIMILARITY).
 STILL_SIMILARITY = 0.85
 #: In a pair where a box's mean stroke strength is below this share of its strength where it was found,
 #: the text is gone (a banner taken off the screen), even if the empty place stands still.
@@ -97,8 +100,8 @@ ENERGY_SHARE = 0.5
 GLYPH_ASPECT = 3
 #: Between this and :data:`STILL_SIMILARITY` a box stands still only if it reads as text (at least
 #: READABLE_CHARACTERS letters or digits, with READABLE_CONFIDENCE): half-transparent text over moving
-#: tissue measured 0.6-0.75, while the detector's false boxes on tissue read as one or two symbols with
-#: confidence below 0.5.  Recognition only ever adds masks here, never removes one.
+#: tissue measured 0.6-0.75, while the detector's false boxes on tissue read as one or two symbols.
+#: Recognition adds masks here; the only mask it takes away is a one-character blob (GLYPH_ASPECT).
 DOUBT_SIMILARITY = 0.5
 READABLE_CHARACTERS = 3
 READABLE_CONFIDENCE = 0.75
