@@ -308,6 +308,20 @@ def test_regions_round_trip_and_mask_geometry():
         OverlayRegion(Box(0, 0, 4, 4), 5, 5)
 
 
+def test_pictures_with_an_odd_number_of_chroma_rows():
+    """160x90 (45 chroma rows: the U plane ends in the middle of a packed row) is masked and analysed."""
+    from endoshare.overlay.find import analysis_picture
+    from endoshare.overlay.mask import yuv_planes
+
+    frame = av.VideoFrame.from_ndarray(np.full((90 * 3 // 2, 160), 200, np.uint8), format="yuv420p")
+    out = mask_frame(frame, [Box(10, 10, 30, 20)])
+    y = out.to_ndarray()[:90]
+    assert (y[10:20, 10:30] == FILL_Y).all() and y[40:].min() == 200
+    _, u, v = yuv_planes(out.to_ndarray(), 160, 90)
+    assert (u[5:10, 5:15] == 128).all() and (v[5:10, 5:15] == 128).all() and u[20:].min() == 200
+    assert analysis_picture(frame, 1).shape == (90, 160, 3)
+
+
 def test_sampling_reads_scene_cuts_and_the_grid():
     keys = [0, 250, 500, 610, 750, 1000, 1250]     # 610: a keyframe out of cadence (scene cut)
     chosen = choose_samples(keys, 1400, Fraction(25), OverlayOptions(interval_seconds=Fraction(20)))

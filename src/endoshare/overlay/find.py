@@ -42,6 +42,7 @@ from ..errors import CancelledError, UnreadableMediaError
 from ..media.frames import normalise
 from ..media.join import ClipPlan, JoinPlan
 from ..media.probe import open_input
+from .mask import yuv_planes
 from .regions import OverlayRegion, OverlaySet
 from .text import Box, TextDetector, classify, detector_size, only_device_settings
 
@@ -125,12 +126,10 @@ def analysis_picture(frame: av.VideoFrame, factor: int) -> npt.NDArray[np.uint8]
 
     if frame.format.name not in ("yuv420p", "yuvj420p") or frame.width % 2 or frame.height % 2:
         frame = frame.reformat(width=frame.width // 2 * 2, height=frame.height // 2 * 2, format="yuv420p")
-    yuv = frame.to_ndarray()
     height, width = frame.height, frame.width
+    y, u, v = yuv_planes(frame.to_ndarray(), width, height)
     size = (max(1, width // factor), max(1, height // factor))
-    u = yuv[height:height + height // 4].reshape(height // 2, width // 2)
-    v = yuv[height + height // 4:].reshape(height // 2, width // 2)
-    planes = [yuv[:height]]
+    planes = [y]
     for chroma in (u, v):
         planes.append(chroma if size == (width // 2, height // 2) else
                       cv2.resize(chroma, size, interpolation=cv2.INTER_AREA if factor > 2 else cv2.INTER_NEAREST))
