@@ -238,6 +238,28 @@ def test_banner_between_two_old_samples_is_found(tmp_path, detector):
     assert not overlays.boxes_at(2 * rate) and not overlays.boxes_at(58 * rate)
 
 
+def test_a_ticking_clock_is_masked_all_along(tmp_path, detector):
+    """Recorder date and time, the seconds changing between every two keyframes read (10 s apart): the
+    strokes that change must not make it look like moving text."""
+    from overlay_media import Line, draw, inbody
+    from endoshare.sample import write_clip
+
+    rate = 5
+
+    def line(index: int) -> tuple[Line, ...]:
+        second = index // rate
+        return (Line(f"12.03.2024 14:{23 + second // 60:02d}:{second % 60:02d}", "time", 0.62, 0.04),)
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", (draw(inbody(i * 5, WIDTH, HEIGHT, 7, Fraction(25)), line(i), STYLES[0])
+                                                for i in range(rate * 60)),
+               rate=Fraction(rate), gop=rate, options={"crf": "20"})
+    overlays = find_overlays(plan_join(probe_case(discover_case(tmp_path / "case"))), detector=detector)
+    for index in range(0, rate * 60, 3):
+        x0, y0, x1, y1 = text_boxes(line(index), STYLES[0], WIDTH, HEIGHT)["time"]
+        assert any(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1 for b in overlays.boxes_at(index)), index
+
+
 def test_static_instrument_and_slow_tissue_are_not_masked(tmp_path, detector):
     """The demo case (synthetic tissue drifting slowly, instrument shafts that do not move): no mask."""
     from endoshare.sample import make_sample_case
