@@ -238,6 +238,28 @@ def test_banner_between_two_old_samples_is_found(tmp_path, detector):
     assert not overlays.boxes_at(2 * rate) and not overlays.boxes_at(58 * rate)
 
 
+def test_banner_where_a_paused_scene_was_read_before(tmp_path, detector):
+    """The scene pauses for the first 25 s (its tissue stands still and is read), then moves; a banner
+    shows from 28 s to 56 s over that same tissue: it must be read afresh and masked."""
+    from overlay_media import Line, draw, inbody
+    from endoshare.sample import write_clip
+
+    rate = 5
+    banner = (Line("PID 40417731  NAKAMURA", "id", 0.3, 0.45),)
+
+    def frames():
+        for index in range(rate * 60):
+            picture = inbody(max(index, 25 * rate) * 5, WIDTH, HEIGHT, 11, Fraction(25))
+            yield draw(picture, banner, STYLES[0]) if 28 * rate <= index < 56 * rate else picture
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", frames(), rate=Fraction(rate), gop=rate, options={"crf": "20"})
+    overlays = find_overlays(plan_join(probe_case(discover_case(tmp_path / "case"))), detector=detector)
+    x0, y0, x1, y1 = text_boxes(banner, STYLES[0], WIDTH, HEIGHT)["id"]
+    for index in range(28 * rate, 56 * rate):
+        assert any(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1 for b in overlays.boxes_at(index)), index
+
+
 def test_a_ticking_clock_is_masked_all_along(tmp_path, detector):
     """Recorder date and time, the seconds changing between every two keyframes read (10 s apart): the
     strokes that change must not make it look like moving text."""

@@ -85,6 +85,9 @@ BLOCK_EDGES = 4
 #: Three blocks are 24 analysis pixels: two characters of the smallest recorder text.
 MIN_AREA = 3
 MIN_FRESH = 2
+#: ... and at least this share of its blocks new: a line read before whose ends flicker in and out of the
+#: still map is not read again, while a banner appearing where tissue once stood still is.
+FRESH_SHARE = 0.3
 #: A still area is read with this many blocks of context left and right (one above and below).
 CONTEXT_X = 4
 #: A text box stands still in a pair when its strokes in the two pictures correlate at least this well
@@ -217,8 +220,9 @@ def box_similarity(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], box: Box,
 
 def areas_to_read(blocks: npt.NDArray[np.bool_], fresh: npt.NDArray[np.bool_]) -> list[tuple[int, int, int, int]]:
     """Block rectangles (x0, y0, x1, y1) of the connected still areas of at least :data:`MIN_AREA`
-    blocks that hold at least :data:`MIN_FRESH` ``fresh`` blocks (blocks not read yet: single blocks of
-    noise or of the scope's rim flicker in and out of the still map and are not worth a reading)."""
+    blocks that hold at least :data:`MIN_FRESH` and :data:`FRESH_SHARE` ``fresh`` blocks (blocks not read
+    yet: single blocks of noise or of the scope's rim flicker in and out of the still map and are not
+    worth a reading)."""
     import cv2
 
     # Blocks of one line of text join across word gaps (three blocks apart), lines one block apart.
@@ -227,7 +231,8 @@ def areas_to_read(blocks: npt.NDArray[np.bool_], fresh: npt.NDArray[np.bool_]) -
     fresh_labels = labels[fresh & blocks]
     counts = np.bincount(fresh_labels, minlength=count) if fresh_labels.size else np.zeros(count, np.int64)
     sizes = np.bincount(labels[blocks], minlength=count)
-    wanted = [n for n in range(1, count) if counts[n] >= MIN_FRESH and sizes[n] >= MIN_AREA]
+    wanted = [n for n in range(1, count)
+              if sizes[n] >= MIN_AREA and counts[n] >= max(MIN_FRESH, FRESH_SHARE * sizes[n])]
     return [(int(stats[n][0]), int(stats[n][1]), int(stats[n][0] + stats[n][2]), int(stats[n][1] + stats[n][3]))
             for n in wanted]
 
@@ -385,12 +390,13 @@ class OverlayFinder:
               pair: int, clusters: list[_Cluster]) -> npt.NDArray[np.bool_]:
         """Read the still areas (``blocks``) of ``frame`` that hold blocks not read before; the blocks
         read so far."""
-        read = np.zeros_like(blocks) if read is None else read
+        # A block that stopped standing still is forgotten: what stands there next is read afresh.
+        read = np.zeros_like(blocks) if read is None else read & blocks
         areas = areas_to_read(blocks, blocks & ~read)
         if areas:
             self._detect(frame, areas, pair, clusters)
             for bx0, by0, bx1, by1 in areas:
-                read[by0:by1, bx0:bx1] = True
+                read[by0:by1, bx0:bx1] |= blocks[by0:by1, bx0:bx1]
         return read
 
     def _probes(self, clip: ClipPlan) -> Iterator[tuple[int, av.VideoFrame]]:
