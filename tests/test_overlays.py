@@ -317,6 +317,21 @@ def test_still_map_keeps_standing_strokes_only():
                    for x0, y0, x1, y1 in areas), areas
     flat = analysis_picture(av.VideoFrame.from_ndarray(np.full((360, 640, 3), 90, np.uint8), format="rgb24"), 1)
     assert not still_map(flat, flat).any()
+    # A pattern shifted by its own period (the test suite's barcode clips: a checkerboard whose colours
+    # swap) keeps every edge in place while every pixel changes: its strokes correlate, but it does not
+    # stand still.
+    from endoshare.overlay.find import STILL_EDGES, box_similarity, still_edge_share
+    cells = (np.indices((36, 64)).sum(axis=0) % 2).astype(bool)
+    board = np.where(np.kron(cells, np.ones((10, 10), bool))[:, :, None], (200, 60, 60), (60, 60, 200))
+
+    def board_picture(swap: bool) -> np.ndarray:
+        rgb = np.ascontiguousarray(np.roll(board, 10 if swap else 0, axis=1).astype(np.uint8))
+        return analysis_picture(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p"), 1)
+
+    a, b = board_picture(False), board_picture(True)
+    box = Box(0, 0, 640, 40)
+    assert box_similarity(a, b, box, 1) > 0.9
+    assert still_edge_share(a, b, box, 1) < STILL_EDGES <= still_edge_share(a, a, box, 1)
 
 
 def test_detector_runs_without_network(monkeypatch):

@@ -96,6 +96,10 @@ CONTEXT_X = 4
 #: slowly moving tissue 0.10-0.82, less further apart; a "14:23:09" clock turning to "14:23:10" 0.87-0.90.
 #: Small half-transparent text over tissue that moved for 1 s: 0.6-0.75 (hence DOUBT_SIMILARITY).
 STILL_SIMILARITY = 0.85
+#: ... and at least this share of its edge pixels must be still (:func:`still_edge_share`).  Measured:
+#: generated overlays 0.25 (half transparent over tissue) to 0.97; boxes on moving tissue 0-0.08; a
+#: checkerboard whose colours swap (the same edges, every pixel changed) 0.08.
+STILL_EDGES = 0.15
 #: In a pair where a box's mean stroke strength is below this share of its strength where it was found,
 #: the text is gone (a banner taken off the screen), even if the empty place stands still.
 ENERGY_SHARE = 0.5
@@ -209,6 +213,17 @@ def box_energy(picture: npt.NDArray[np.uint8], box: Box, factor: int) -> float:
     y0, y1 = box.y0 // factor, max(box.y0 // factor + 2, -(-box.y1 // factor))
     x0, x1 = box.x0 // factor, max(box.x0 // factor + 2, -(-box.x1 // factor))
     return float(edges(np.ascontiguousarray(picture[y0:y1, x0:x1])).mean())
+
+
+def still_edge_share(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], box: Box, factor: int) -> float:
+    """Share of the edge pixels of ``box`` (an edge in either analysis picture) that are still: edges
+    alone can stay where they are while the picture changes (a pattern shifted by its own period)."""
+    y0, y1 = box.y0 // factor, max(box.y0 // factor + 2, -(-box.y1 // factor))
+    x0, x1 = box.x0 // factor, max(box.x0 // factor + 2, -(-box.x1 // factor))
+    crop_a, crop_b = np.ascontiguousarray(a[y0:y1, x0:x1]), np.ascontiguousarray(b[y0:y1, x0:x1])
+    edge_a, edge_b = edges(crop_a), edges(crop_b)
+    any_edge = int(((edge_a >= EDGE) | (edge_b >= EDGE)).sum())
+    return float(still_map(crop_a, crop_b, edge_a, edge_b).sum()) / any_edge if any_edge else 1.0
 
 
 def box_similarity(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], box: Box, factor: int) -> float:
@@ -376,7 +391,8 @@ class OverlayFinder:
                 present = ENERGY_SHARE * max(energy[k] for pair in cluster.found for k in (pair, pair + 1))
                 standing = {k for k in range(len(pictures) - 1)
                             if min(energy[k], energy[k + 1]) >= present
-                            and box_similarity(pictures[k], pictures[k + 1], cluster.box, self.factor) >= needed}
+                            and box_similarity(pictures[k], pictures[k + 1], cluster.box, self.factor) >= needed
+                            and still_edge_share(pictures[k], pictures[k + 1], cluster.box, self.factor) >= STILL_EDGES}
             regions.extend(self._regions(cluster, standing, times, clip, reading))
         return regions, times
 
