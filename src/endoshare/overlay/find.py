@@ -96,10 +96,13 @@ CONTEXT_X = 4
 #: slowly moving tissue 0.10-0.82, less further apart; a "14:23:09" clock turning to "14:23:10" 0.87-0.90.
 #: Small half-transparent text over tissue that moved for 1 s: 0.6-0.75 (hence DOUBT_SIMILARITY).
 STILL_SIMILARITY = 0.85
-#: ... and at least this share of its edge pixels must be still (:func:`still_edge_share`).  Measured:
-#: generated overlays 0.25 (half transparent over tissue) to 0.97; boxes on moving tissue 0-0.08; a
-#: checkerboard whose colours swap (the same edges, every pixel changed) 0.08.
+#: ... and at least this share of its edge pixels must be still (:func:`still_edge_share`), or
+#: STILL_EDGES_TEXT for a box that reads as text (see :data:`DOUBT_SIMILARITY`).  Measured: generated
+#: overlays 0.11 (14 px text over bright tissue at 1080p, read as text) and 0.14 (half transparent) to
+#: 0.99; boxes on moving tissue 0-0.08; a checkerboard whose colours swap (the same edges, every pixel
+#: changed; unreadable) 0.08-0.12.
 STILL_EDGES = 0.15
+STILL_EDGES_TEXT = 0.05
 #: In a pair where a box's mean stroke strength is below this share of its strength where it was found,
 #: the text is gone (a banner taken off the screen), even if the empty place stands still.
 ENERGY_SHARE = 0.5
@@ -384,7 +387,9 @@ class OverlayFinder:
             if glyph_like(cluster.box, *reading):
                 standing: set[int] = set()
             else:
-                needed = DOUBT_SIMILARITY if readable(*reading) else STILL_SIMILARITY
+                text = readable(*reading)
+                needed = DOUBT_SIMILARITY if text else STILL_SIMILARITY
+                needed_edges = STILL_EDGES_TEXT if text else STILL_EDGES
                 energy = [box_energy(p, cluster.box, self.factor) for p in pictures]
                 # The strokes must be there: a box emptied (a banner gone, dark or flat picture behind)
                 # stands still but holds no text any more.
@@ -392,7 +397,7 @@ class OverlayFinder:
                 standing = {k for k in range(len(pictures) - 1)
                             if min(energy[k], energy[k + 1]) >= present
                             and box_similarity(pictures[k], pictures[k + 1], cluster.box, self.factor) >= needed
-                            and still_edge_share(pictures[k], pictures[k + 1], cluster.box, self.factor) >= STILL_EDGES}
+                            and still_edge_share(pictures[k], pictures[k + 1], cluster.box, self.factor) >= needed_edges}
             regions.extend(self._regions(cluster, standing, times, clip, reading))
         return regions, times
 
