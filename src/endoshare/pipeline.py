@@ -20,6 +20,7 @@ import av.error
 
 from .cases import Case, check_recording, clip_order, discover_case
 from .detect.registry import DETECTOR_NAMES
+from .detect.smooth import DEFAULT_MARGIN_SECONDS
 from .errors import (
     CancelledError,
     DiskFullError,
@@ -71,7 +72,7 @@ class ProcessOptions:
     #: because operating-room audio carries names.
     keep_audio: bool = False
     #: Detected spans are widened by this much on each side (seconds, exact).
-    margin_seconds: Fraction = Fraction(1, 2)
+    margin_seconds: Fraction = DEFAULT_MARGIN_SECONDS
     #: ``out_dir`` is a private holding folder inside the archive (the GUI's "require review": outputs wait
     #: there, private, until a person moves them to the shared folder); otherwise it must lie apart from it.
     held_for_review: bool = False

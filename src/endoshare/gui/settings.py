@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..detect.registry import create_detector
+from ..detect.smooth import DEFAULT_MARGIN_SECONDS
 from ..errors import EndoshareError
 from ..pipeline import MODES, ProcessOptions, folder_problem
 from ..storage import new_temp_file
@@ -61,7 +62,7 @@ class GuiSettings:
     mask_overlays: bool = True
     keep_device_settings: bool = False
     #: Seconds added before and after every detected span.
-    margin_seconds: Fraction = Fraction(1, 2)
+    margin_seconds: Fraction = DEFAULT_MARGIN_SECONDS
 
     @classmethod
     def defaults(cls) -> GuiSettings:

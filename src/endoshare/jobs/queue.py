@@ -135,6 +135,7 @@ def options_from_record(record: dict[str, Any]) -> ProcessOptions:
                               height=encode["height"]),
         new_pseudonym=bool(record["new_pseudonym"]), verify=record.get("verify", "full"),
         keep_audio=bool(record.get("keep_audio", False)),
+        # A record from before the margin was stored was queued under the 0.5 s default of that time.
         margin_seconds=Fraction(record.get("margin_seconds", "1/2")),
         held_for_review=bool(record.get("held_for_review", False)), check_files=False,
         # A record from before overlay masking existed is masked: the safe reading of a missing field.
