@@ -23,7 +23,7 @@ import pytest
 from endoshare.cli import detect as detect_cli
 from endoshare.detect import registry
 from endoshare.detect.base import Detector
-from endoshare.detect.cues import CueSettings, PacketIndex, suspicious_gops
+from endoshare.detect.cues import CueSettings, PacketIndex, scene_change_frames, suspicious_gops
 from endoshare.detect.run import DetectOptions, detect_video, evaluate_segments
 from endoshare.detect.sampling import DetectProgress, ReadSettings
 from endoshare.detect.smooth import SmoothingOptions
@@ -261,11 +261,12 @@ def test_gop_plan_rules_on_a_synthetic_packet_index() -> None:
     scores = np.array([0.0, 0.0, 0.9, 0.0, 0.0], dtype=np.float32)
     cues = CueSettings(full_decode_below_frames=0)  # the rules for a long video, on a short index
     plan = suspicious_gops(index, keys, scores, 0.5, 0.5, cues)
-    # body|body: trusted; body|oob and oob|body: boundaries inside; body|end with a spike: decoded.
-    assert plan.ranges == ((10, 30), (40, 50))
+    # body|body: trusted; body|oob and oob|body: boundaries inside; body|end with a spike: decoded.  One
+    # range per GOP, each with its own early stops: the body|oob GOP ends at its first out-of-body frame.
+    assert plan.ranges == ((10, 20), (20, 30), (40, 50))
     assert plan.scene_changes == 1 and plan.gops_flagged == 3
-    assert plan.stop_at_oob_from == (None, None)
-    assert plan.stop_at_inbody_from == (20, 45)
+    assert plan.stop_at_oob_from == (10, None, None)
+    assert plan.stop_at_inbody_from == (None, 20, 45)
     both_oob = suspicious_gops(index, keys, np.array([0.9, 0.9, 0.9, 0.0, 0.0], np.float32), 0.5, 0.5, cues)
     assert both_oob.ranges == ((20, 30), (40, 50))  # GOPs 0 and 1 lie between out-of-body keyframes
     assert both_oob.stop_at_oob_from[0] is None and both_oob.stop_at_inbody_from[0] == 20
@@ -275,9 +276,25 @@ def test_gop_plan_rules_on_a_synthetic_packet_index() -> None:
     assert entering.ranges == ((20, 30), (40, 50)) and entering.stop_at_oob_from == (20, None)
     assert entering.stop_at_inbody_from == (None, 45)
     uncertain = suspicious_gops(index, keys, np.array([0.0, 0.3, 0.0, 0.0, 0.0], np.float32), 0.5, 0.2, cues)
-    assert uncertain.ranges == ((0, 20), (40, 50))
+    assert uncertain.ranges == ((0, 10), (10, 20), (40, 50))
+    # Two flagged in-body GOPs in a row: each may stop once back in body, not only the second one.
+    assert uncertain.stop_at_inbody_from == (None, 10, 45)
     unscored = suspicious_gops(index, keys[1:], scores[1:], 0.5, 0.5, cues)
     assert unscored.ranges[0][0] == 0  # a keyframe without a score is never trusted
+
+
+def test_size_spikes_compare_the_pictures_after_a_keyframe_with_their_peers() -> None:
+    """x264 spends more bits on the first forward pictures after each keyframe: no cut in any GOP."""
+    frames, gop = 1000, 50  # no B-frames; keyframe 1000, then 300, 160 and 100 for the rest
+    sizes = [1000 if i % gop == 0 else 300 if i % gop == 1 else 160 if i % gop == 2 else 100 for i in range(frames)]
+    keyframes = [i % gop == 0 for i in range(frames)]
+    cues = CueSettings()
+    index = PacketIndex.from_decode_order(list(range(frames)), sizes, keyframes)
+    assert scene_change_frames(index, cues).size == 0
+    # A cut to the room at that very rank is still a cut, and one later in the GOP too.
+    sizes[402], sizes[630] = 700, 600
+    index = PacketIndex.from_decode_order(list(range(frames)), sizes, keyframes)
+    assert scene_change_frames(index, cues).tolist() == [402, 630]
 
 
 def test_gop_plan_decodes_long_out_of_body_gops_and_short_videos() -> None:
@@ -289,7 +306,7 @@ def test_gop_plan_decodes_long_out_of_body_gops_and_short_videos() -> None:
     plan = suspicious_gops(index, keys, oob_middle, 0.5, 0.5, CueSettings(max_unrefined_oob_gop_frames=50))
     # 100 frames between two out-of-body keyframes could hide a return into the body: decoded, and
     # decoding does not stop at the first out-of-body frame.
-    assert plan.ranges == ((0, 300),) and plan.stop_at_oob_from == (None,)
+    assert plan.ranges == ((0, 100), (100, 200), (200, 300)) and plan.stop_at_oob_from == (None, None, None)
     trusted = suspicious_gops(index, keys, oob_middle, 0.5, 0.5, CueSettings(max_unrefined_oob_gop_frames=100))
     assert trusted.ranges == ((0, 100), (200, 300))
     short = PacketIndex.from_decode_order([0, 1, 2, 3, 4], [1000, 50, 50, 50, 50], [True] + [False] * 4)
