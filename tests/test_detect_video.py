@@ -212,8 +212,8 @@ def test_coarse_to_fine_is_frame_exact_and_decodes_few_frames(red_video: tuple[P
     result = detect_video(path, detector, DetectOptions())
     assert result.frame_count == count_by_full_decode(path) == FRAMES
     assert result.frame_rate == Fraction(RATE)
-    margin = seconds_to_frames(Fraction(1, 2), Fraction(RATE))
-    assert margin == 13
+    margin = seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))
+    assert margin == 5
     assert result.segments == expected_segments(margin)
     assert inbody_kept_share(result.segments) >= 0.95
     assert result.stats.strategy == "coarse-to-fine"
@@ -352,7 +352,7 @@ def test_stateful_detector_is_fed_every_frame_in_order(red_video: tuple[Path, bo
     result = detect_video(path, detector, DetectOptions())
     assert result.stats.strategy == "sequential" and detector.resets == 1
     assert len(detector.seen) == FRAMES
-    assert result.segments == expected_segments(13)
+    assert result.segments == expected_segments(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE)))
     # Frame order: the fed sequence equals a plain decode of the video resized the same way.
     with av.open(str(path)) as container:
         reference = [float(f.to_ndarray(width=64, height=36, format="rgb24",
@@ -398,7 +398,7 @@ def test_stream_without_timestamps_falls_back_to_sequential(red_video: tuple[Pat
     result = detect_video(raw, RedTissueDetector())
     assert result.stats.strategy == "sequential"
     assert result.frame_count == FRAMES
-    assert result.segments == expected_segments(13)
+    assert result.segments == expected_segments(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE)))
 
 
 def test_progress_is_measured_and_cancel_stops(red_video: tuple[Path, bool]) -> None:
@@ -432,9 +432,9 @@ def test_result_json_shape(red_video: tuple[Path, bool]) -> None:
     data = json.loads(json.dumps(result.to_json()))
     assert data["input"] == str(path) and data["frame_count"] == FRAMES and data["frame_rate"] == "25/1"
     assert data["detector"] == "red-tissue-test"
-    assert data["segments"] == expected_segments(13).to_json()
+    assert data["segments"] == expected_segments(5).to_json()
     assert "scores" not in data
-    assert data["options"]["smoothing"]["margin_seconds"] == "1/2"
+    assert data["options"]["smoothing"]["margin_seconds"] == "1/5"
     assert data["stats"]["frames_decoded"] == result.stats.frames_decoded
     with_scores = result.to_json(scores=True)["scores"]
     assert len(with_scores["frames"]) == len(with_scores["scores"]) == result.stats.frames_scored
@@ -525,7 +525,7 @@ def test_cli_detect_json_lines_and_failed_input(stand_in_registry: None, red_vid
     assert code == 2 and "exit_threshold" in err
 
     code, table, _ = cli(["detect", str(path)])
-    assert code == 0 and f"{FRAMES} frames" in table and str(EXCURSION[0] - 13) in table
+    assert code == 0 and f"{FRAMES} frames" in table and str(EXCURSION[0] - seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))) in table
 
 
 def test_cli_eval_video_figures(stand_in_registry: None, red_video: tuple[Path, bool], tmp_path: Path) -> None:
@@ -537,7 +537,7 @@ def test_cli_eval_video_figures(stand_in_registry: None, red_video: tuple[Path, 
     code, out, _ = cli(["eval-video", str(path), str(truth), "--json"])
     assert code == 0
     figures = json.loads(out)
-    redacted = np.array(expected_segments(13).mask(FRAMES))
+    redacted = np.array(expected_segments(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))).mask(FRAMES))
     lab = np.array(labels)
     assert figures["oob_recall"] == 1.0 and figures["missed_oob_frames"] == 0
     assert figures["n_transition"] == 2

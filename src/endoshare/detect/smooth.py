@@ -41,7 +41,7 @@ DEFAULT_EXIT_RATIO = 1.0
 #: The safety margin added on both sides of every span unless the user gives one: the one definition
 #: that the pipeline, the command line and the GUI import.  Chosen on cross-validated video-level
 #: behaviour of the development set (docs/builtin-detector.md, "Operating point").
-DEFAULT_MARGIN_SECONDS = Fraction(1, 2)
+DEFAULT_MARGIN_SECONDS = Fraction(1, 5)
 
 
 def _fraction_field(name: str, value: Any) -> Fraction:
