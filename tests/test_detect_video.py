@@ -223,6 +223,27 @@ def test_coarse_to_fine_is_frame_exact_and_decodes_few_frames(red_video: tuple[P
     assert result.stats.frames_decoded < result.stats.keyframes + result.stats.gops_refined * GOP
 
 
+def test_refine_scores_every_other_frame_and_fills_in_boundaries(red_video: tuple[Path, bool]) -> None:
+    """Scoring one refined frame in two (plus size spikes, plus every frame whose neighbours disagree)
+    gives exactly the spans of scoring them all, for fewer frames through the model."""
+    path, _ = red_video
+    exact = SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0))
+    every = RedTissueDetector()
+    full = detect_video(path, every, DetectOptions(smoothing=exact, read=ReadSettings(refine_step=1)))
+    half_detector = RedTissueDetector()
+    half = detect_video(path, half_detector, DetectOptions(smoothing=exact))
+    assert half.options.read.refine_step == 2
+    assert half.segments == full.segments == expected_segments(0)
+    assert half.stats.frames_decoded == full.stats.frames_decoded
+    assert half_detector.frames_scored < 0.8 * every.frames_scored
+    # The frames on both sides of every boundary were looked at, not inferred.
+    scored = set(half.sample_frames.tolist())
+    for start, end in (EXCURSION, STRETCH):
+        assert {start - 1, start, end - 1, end} <= scored
+    with pytest.raises(ValueError, match="refine_step"):
+        ReadSettings(refine_step=0)
+
+
 def test_boundaries_are_exact_without_margin(red_video: tuple[Path, bool]) -> None:
     path, _ = red_video
     options = DetectOptions(smoothing=SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0)))
