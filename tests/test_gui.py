@@ -29,6 +29,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QMessageBox
 
 from endoshare.cli import gui as gui_command
+from endoshare.detect.smooth import DEFAULT_MARGIN_SECONDS
 from endoshare.gui.app import MainWindow
 from endoshare.gui.frames import FrameSource
 from endoshare.gui.queue_view import FAILED, NEEDS_REVIEW, PUBLISHED, REVIEWED, RUNNING, STATUS_COLOURS, STOPPED, WAITING
@@ -580,7 +581,7 @@ def test_unusable_margins_are_refused(tmp_path: Path) -> None:
     store = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     for stored in ("-1", "abc", "1/0", "1e9"):
         store.setValue("detector/margin_seconds", stored)
-        assert load_settings(store).margin_seconds == Fraction(1, 2), stored     # falls back to the default
+        assert load_settings(store).margin_seconds == DEFAULT_MARGIN_SECONDS, stored  # falls back to the default
     store.setValue("detector/margin_seconds", "0.25")
     assert load_settings(store).margin_seconds == Fraction(1, 4)
 
