@@ -546,7 +546,8 @@ def test_cli_detect_json_lines_and_failed_input(stand_in_registry: None, red_vid
     assert code == 2 and "exit_threshold" in err
 
     code, table, _ = cli(["detect", str(path)])
-    assert code == 0 and f"{FRAMES} frames" in table and str(EXCURSION[0] - seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))) in table
+    margin = seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))
+    assert code == 0 and f"{FRAMES} frames" in table and str(EXCURSION[0] - margin) in table
 
 
 def test_cli_eval_video_figures(stand_in_registry: None, red_video: tuple[Path, bool], tmp_path: Path) -> None:

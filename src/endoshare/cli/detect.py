@@ -84,7 +84,8 @@ def _add_detector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, metavar="PATH",
                         help="weights file of the detector (default: its usual place; see `endoshare models`)")
     parser.add_argument("--margin", type=_seconds, default=DEFAULT_MARGIN_SECONDS, metavar="SECONDS",
-                        help=f"safety margin added before and after each span (default {float(DEFAULT_MARGIN_SECONDS):g}; rounded up to "
+                        help=f"safety margin added before and after each span "
+                             f"(default {float(DEFAULT_MARGIN_SECONDS):g}; rounded up to "
                              "whole frames)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
                         help="auto (default): keyframes first, then every frame of suspicious GOPs for a "

@@ -55,7 +55,8 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
                         help="out-of-body detector: builtin (default), oobnet, or none to skip detection")
     parser.add_argument("--weights", type=Path, help="weights file for the detector")
     parser.add_argument("--margin", type=Fraction, default=DEFAULT_MARGIN_SECONDS, metavar="SECONDS",
-                        help=f"widen each detected span by this much on both sides (default {float(DEFAULT_MARGIN_SECONDS):g})")
+                        help="widen each detected span by this much on both sides "
+                             f"(default {float(DEFAULT_MARGIN_SECONDS):g})")
     parser.add_argument("--codec", choices=sorted(ENCODERS), default="h264", help="codec when re-encoding")
     parser.add_argument("--crf", type=int, help="quality when re-encoding (lower is better)")
     parser.add_argument("--preset", choices=X264_PRESETS, default="fast", help="encoder speed/size trade-off")
