@@ -282,12 +282,11 @@ def test_gop_plan_rules_on_a_synthetic_packet_index() -> None:
     scores = np.array([0.0, 0.0, 0.9, 0.0, 0.0], dtype=np.float32)
     cues = CueSettings(full_decode_below_frames=0)  # the rules for a long video, on a short index
     plan = suspicious_gops(index, keys, scores, 0.5, 0.5, cues)
-    # body|body: trusted; body|oob and oob|body: boundaries inside; body|end with a spike: decoded.  One
-    # range per GOP, each with its own early stops: the body|oob GOP ends at its first out-of-body frame.
-    assert plan.ranges == ((10, 20), (20, 30), (40, 50))
+    # body|body: trusted; body|oob and oob|body: boundaries inside; body|end with a spike: decoded.
+    assert plan.ranges == ((10, 30), (40, 50))
     assert plan.scene_changes == 1 and plan.gops_flagged == 3
-    assert plan.stop_at_oob_from == (10, None, None)
-    assert plan.stop_at_inbody_from == (None, 20, 45)
+    assert plan.stop_at_oob_from == (None, None)
+    assert plan.stop_at_inbody_from == (20, 45)
     both_oob = suspicious_gops(index, keys, np.array([0.9, 0.9, 0.9, 0.0, 0.0], np.float32), 0.5, 0.5, cues)
     assert both_oob.ranges == ((20, 30), (40, 50))  # GOPs 0 and 1 lie between out-of-body keyframes
     assert both_oob.stop_at_oob_from[0] is None and both_oob.stop_at_inbody_from[0] == 20
@@ -297,9 +296,7 @@ def test_gop_plan_rules_on_a_synthetic_packet_index() -> None:
     assert entering.ranges == ((20, 30), (40, 50)) and entering.stop_at_oob_from == (20, None)
     assert entering.stop_at_inbody_from == (None, 45)
     uncertain = suspicious_gops(index, keys, np.array([0.0, 0.3, 0.0, 0.0, 0.0], np.float32), 0.5, 0.2, cues)
-    assert uncertain.ranges == ((0, 10), (10, 20), (40, 50))
-    # Two flagged in-body GOPs in a row: each may stop once back in body, not only the second one.
-    assert uncertain.stop_at_inbody_from == (None, 10, 45)
+    assert uncertain.ranges == ((0, 20), (40, 50))
     unscored = suspicious_gops(index, keys[1:], scores[1:], 0.5, 0.5, cues)
     assert unscored.ranges[0][0] == 0  # a keyframe without a score is never trusted
 
@@ -327,7 +324,7 @@ def test_gop_plan_decodes_long_out_of_body_gops_and_short_videos() -> None:
     plan = suspicious_gops(index, keys, oob_middle, 0.5, 0.5, CueSettings(max_unrefined_oob_gop_frames=50))
     # 100 frames between two out-of-body keyframes could hide a return into the body: decoded, and
     # decoding does not stop at the first out-of-body frame.
-    assert plan.ranges == ((0, 100), (100, 200), (200, 300)) and plan.stop_at_oob_from == (None, None, None)
+    assert plan.ranges == ((0, 300),) and plan.stop_at_oob_from == (None,)
     trusted = suspicious_gops(index, keys, oob_middle, 0.5, 0.5, CueSettings(max_unrefined_oob_gop_frames=100))
     assert trusted.ranges == ((0, 100), (200, 300))
     short = PacketIndex.from_decode_order([0, 1, 2, 3, 4], [1000, 50, 50, 50, 50], [True] + [False] * 4)

@@ -165,7 +165,7 @@ def level_shift_gops(index: PacketIndex, cues: CueSettings) -> npt.NDArray[np.in
 
 @dataclass(frozen=True)
 class RefinePlan:
-    #: Frame ranges [start, end) to decode in full, sorted and disjoint: one per flagged GOP.
+    #: Frame ranges [start, end) to decode in full, sorted and disjoint, each starting on a GOP start.
     ranges: tuple[tuple[int, int], ...]
     #: Per range: where its last GOP starts when the keyframe right after the range is out of body (else
     #: None).  Decoding may stop at the first out-of-body frame found from there: every frame between it
@@ -249,11 +249,17 @@ def suspicious_gops(index: PacketIndex, key_frames: npt.NDArray[np.int64], key_s
             # keyframe (or the end) is the situation of an unflagged GOP: it is trusted the same way.
             spikes = changes[(changes >= start) & (changes < end)]
             inbody_stop = int(spikes[-1]) if spikes.size else start
-        # One range per GOP, never merged with a flagged neighbour: each keeps its own early stops (a run
-        # of flagged in-body GOPs is decoded only up to past each one's last cue, not from end to end).
-        ranges.append((start, end))
-        oob_stops.append(oob_stop)
-        inbody_stops.append(inbody_stop)
+        # A run of adjacent flagged GOPs is one range, decoded end to end; only its last GOP may stop early.
+        # (Splitting runs so that every GOP stops early was tried and reverted: on a really encoded
+        # video-level test video, a noisy recording whose cut into a 10-frame excursion left no size spike,
+        # the GOP holding it stopped after an earlier in-body cut and the excursion was missed.)
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end)
+            oob_stops[-1], inbody_stops[-1] = oob_stop, inbody_stop
+        else:
+            ranges.append((start, end))
+            oob_stops.append(oob_stop)
+            inbody_stops.append(inbody_stop)
     return RefinePlan(ranges=tuple(ranges), stop_at_oob_from=tuple(oob_stops),
                       stop_at_inbody_from=tuple(inbody_stops), gops_total=n_gops,
                       gops_flagged=int(flagged.sum()), scene_changes=int(changes.size))
