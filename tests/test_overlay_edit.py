@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from overlay_media import STYLES, overlay_clip, patient_lines
 
 from endoshare.errors import OverlaysFileError
 from endoshare.jobs.queue import JobQueue
@@ -28,8 +29,6 @@ from endoshare.overlay.regions import (
 )
 from endoshare.overlay.text import Box
 from endoshare.pipeline import CaseRequest, ProcessOptions, overlays_path, process_case
-
-from overlay_media import STYLES, overlay_clip, patient_lines
 
 WIDTH, HEIGHT, FRAMES = 640, 360, 75
 
@@ -142,7 +141,7 @@ def test_rerender_masks_exactly_the_given_regions(text_case: Path, tmp_path: Pat
 
     frames, source = decode(result.output), decode(text_case / "clip1.mp4")
     assert len(frames) == len(source) == FRAMES
-    for index, (out, src) in enumerate(zip(frames, source)):
+    for index, (out, src) in enumerate(zip(frames, source, strict=True)):
         outside = np.ones((HEIGHT, WIDTH), bool)
         for r in EDITED.regions:
             applies = r.start_frame <= index < r.end_frame

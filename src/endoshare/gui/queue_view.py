@@ -35,8 +35,8 @@ from ..cases import discover_case
 from ..errors import EndoshareError
 from ..jobs.queue import Job, JobQueue
 from ..jobs.review import Review, hide_job, mark_reviewed, replace_job, reviews
-from ..overlay.regions import OverlaySet
 from ..jobs.runner import Executor, LocalExecutor, QueueEvent, add_job, cancel_job, retry_job, run_queue, runner_alive
+from ..overlay.regions import OverlaySet
 from ..storage import private_dir, write_atomically
 from ..timeline import SegmentSet
 from .settings import GuiSettings, validate_settings
