@@ -909,3 +909,18 @@ def test_review_regions_added_moved_removed_reach_the_job(qtbot, reviewed_window
     assert report["overlays"]["edited_in_review"] is True
     assert kept.to_json() in report["overlays"]["regions"]
     assert str(tmp_path / "archive") not in json.dumps(report)
+
+
+def test_region_edits_survive_a_crash_of_the_app(qtbot, reviewed_window, make_window) -> None:
+    from endoshare.overlay.text import Box
+
+    review = reviewed_window.review
+    before = review.overlays
+    review.add_region(Box(10, 20, 60, 50))
+    edited = review.overlays
+    assert edited != before and review.edited
+    again = make_window(require_review=True, workers=2)       # the app started again after a crash
+    open_review_of(qtbot, again, "CASE-A")
+    assert again.review.overlays == edited and again.review.edited and "restored" in again.review.state.text()
+    qtbot.mouseClick(again.review.undo_button, Qt.MouseButton.LeftButton)
+    assert again.review.overlays == before and not again.review.edited

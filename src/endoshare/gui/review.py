@@ -62,6 +62,7 @@ from ..overlay.regions import (
     add_region,
     load_overlays_file,
     move_region,
+    overlays_from_json,
     remove_region,
     replace_region,
     shown_regions,
@@ -879,8 +880,8 @@ class ReviewView(QWidget):
         try:
             spans = load_segments_file(path).clipped(self.total)
             data = json.loads(path.read_text(encoding="utf-8")).get("overlays")
-            overlays = self.overlays if data is None else load_overlays_file(
-                path, self.video.picture_size[0], self.video.picture_size[1], self.total)
+            overlays = self.overlays if data is None else overlays_from_json(
+                data, path, self.video.picture_size[0], self.video.picture_size[1], self.total)
         except (EndoshareError, OSError, ValueError):
             return
         if spans != self.spans or overlays != self.overlays:

@@ -161,6 +161,12 @@ def load_overlays_file(path: Path, width: int | None = None, height: int | None 
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise OverlaysFileError(f"Overlays file {path} is not readable JSON ({exc}); edit the regions in the "
                                 "review again.", path=path) from None
+    return overlays_from_json(data, path, width, height, total_frames)
+
+
+def overlays_from_json(data: object, path: Path, width: int | None = None, height: int | None = None,
+                       total_frames: int | None = None) -> OverlaySet:
+    """:func:`load_overlays_file` on JSON already read from ``path`` (also the ``overlays`` of a review draft)."""
     if not isinstance(data, dict) or not isinstance(data.get("regions"), list):
         raise OverlaysFileError(f"Overlays file {path} has no 'regions' list; write it as "
                                 '{"regions": [{"x0": 0, "y0": 0, "x1": 10, "y1": 10, "start_frame": 0, '
