@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QPoint, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import (
@@ -363,9 +363,9 @@ class VideoLabel(ScaledPixmapLabel):
         if (point - press).manhattanLength() < DRAG_PIXELS:
             return                                       # a click: selection only
         if grab is None:
-            box = self.picture_box(press, point)
-            if box is not None:
-                self.region_drawn.emit(box)
+            drawn = self.picture_box(press, point)
+            if drawn is not None:
+                self.region_drawn.emit(drawn)
             return
         region, how = grab
         if how == "move":
