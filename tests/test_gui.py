@@ -924,3 +924,23 @@ def test_region_edits_survive_a_crash_of_the_app(qtbot, reviewed_window, make_wi
     assert again.review.overlays == edited and again.review.edited and "restored" in again.review.state.text()
     qtbot.mouseClick(again.review.undo_button, Qt.MouseButton.LeftButton)
     assert again.review.overlays == before and not again.review.edited
+
+
+def test_a_region_left_visible_can_be_masked(qtbot, reviewed_window) -> None:
+    from endoshare.overlay.regions import OverlayRegion, OverlaySet
+    from endoshare.overlay.text import Box
+
+    review = reviewed_window.review
+    visible = OverlayRegion(Box(90, 40, 150, 70), 20, 60, "transient", masked=False)
+    review.saved_overlays = OverlaySet.of([visible])         # as if the finder had left it visible
+    review.set_overlays(review.saved_overlays, None)
+    review.show_frame(30)
+    assert review.video.regions == (visible,) and not review.mask_region_button.isEnabled()
+    qtbot.mouseClick(review.video, Qt.MouseButton.LeftButton, pos=review.video.widget_rect(visible.box).center())
+    assert review.selected_region == visible and review.mask_region_button.isEnabled()
+    qtbot.mouseClick(review.mask_region_button, Qt.MouseButton.LeftButton)
+    masked = review.selected_region
+    assert masked is not None and masked.masked and masked.kind == "manual" and masked.box == visible.box
+    assert review.overlays.boxes_at(30) == (visible.box,) and review.edited
+    qtbot.keyClick(review, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert review.overlays.regions == (visible,) and not review.edited

@@ -166,3 +166,24 @@ def test_replace_job_carries_the_overlays_file(tmp_path: Path, text_case: Path) 
     assert queue.get(new.id).options.overlays_file == regions
     again = replace_job(queue, new.id, spans)                     # a later span edit keeps the edited regions
     assert queue.get(again.id).options.overlays_file == regions
+
+
+def test_cli_masks_the_regions_of_an_overlays_file(text_case: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from endoshare.cli import main as cli_main
+
+    regions = tmp_path / "regions.json"
+    regions.write_text(json.dumps(EDITED.to_json()), encoding="utf-8")
+    common = ["process", str(text_case), "--out", str(tmp_path / "shared"), "--archive", str(tmp_path / "archive"),
+              "--detector", "none", "--mode", "advanced", "--json"]
+    assert cli_main([*common, "--overlays", str(regions)]) == 0
+    report = json.loads(next((tmp_path / "shared").glob("*.report.json")).read_text(encoding="utf-8"))
+    assert OverlaySet.from_json(report["overlays"]) == EDITED and report["overlays"]["edited_in_review"]
+    frames = decode(next((tmp_path / "shared").glob("*.mp4")))
+    assert filled(frames[10], EDITED.regions[0].box) and not filled(frames[30], EDITED.regions[0].box)
+    # A file that does not fit the case: refused for that case, naming the file and the reason.
+    regions.write_text(json.dumps(OverlaySet.of([region(0, 0, 10, 10, 0, FRAMES + 1)]).to_json()), encoding="utf-8")
+    capsys.readouterr()
+    assert cli_main([*common, "--overlays", str(regions)]) != 0
+    out = capsys.readouterr()
+    assert str(regions) in out.out + out.err and "case has 75 frames" in out.out + out.err

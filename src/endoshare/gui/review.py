@@ -65,6 +65,7 @@ from ..overlay.regions import (
     overlays_from_json,
     remove_region,
     replace_region,
+    set_kind,
     shown_regions,
 )
 from ..overlay.text import Box
@@ -523,12 +524,17 @@ class ReviewView(QWidget):
         self.region_to_button = QPushButton("Region to here")
         self.region_to_button.setToolTip("The selected region is masked up to the playhead (that frame too)")
         self.region_to_button.clicked.connect(lambda: self._set_region_edge(start=False))
+        self.mask_region_button = QPushButton("Mask region")
+        self.mask_region_button.setToolTip("Mask the selected region, left visible until now (moving text, "
+                                           "device settings)")
+        self.mask_region_button.clicked.connect(self.mask_selected_region)
         self.remove_region_button = QPushButton("Remove region…")
         self.remove_region_button.setToolTip("Delete")
         self.remove_region_button.clicked.connect(self.remove_selected_region)
         region_row = QHBoxLayout()
         region_row.addWidget(self.region_state, 1)
-        for button in (self.region_from_button, self.region_to_button, self.remove_region_button):
+        for button in (self.region_from_button, self.region_to_button, self.mask_region_button,
+                       self.remove_region_button):
             region_row.addWidget(button)
 
         self.state = QLabel()
@@ -739,6 +745,8 @@ class ReviewView(QWidget):
         has_region = usable and self.selected_region is not None
         for widget in (self.region_from_button, self.region_to_button, self.remove_region_button):
             widget.setEnabled(has_region)
+        self.mask_region_button.setEnabled(has_region and self.selected_region is not None
+                                           and not self.selected_region.masked)
         self.video.editable = usable
         self.undo_button.setEnabled(usable and self.undo_stack.canUndo())
         self.redo_button.setEnabled(usable and self.undo_stack.canRedo())
@@ -1137,3 +1145,9 @@ class ReviewView(QWidget):
                 "visible in the output? It is masked now as burned-in text. (Ctrl+Z undoes it.)"):
             return
         self._edit_overlays("remove region", remove_region(self.overlays, region), None)
+
+    def mask_selected_region(self) -> None:
+        """Mask a region that was left visible; it becomes the user's ("manual")."""
+        region = self.selected_region
+        if region is not None and not region.masked and self.source is not None and not self.rerender_pending:
+            self._replace_region(region, set_kind(region, "manual"), "mask region")
