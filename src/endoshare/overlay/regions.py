@@ -7,10 +7,10 @@ a format, which is when fast mode can copy) and the span of timeline frames it i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable
 
 from ..errors import OverlaysFileError
 from ..timeline import Segment, SegmentSet
