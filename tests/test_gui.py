@@ -820,3 +820,128 @@ def test_edits_survive_a_crash_of_the_app(qtbot, reviewed_window, make_window, t
     qtbot.mouseClick(again.review.undo_button, Qt.MouseButton.LeftButton)   # drop them
     assert spans_of(again.review) == [(10, 20), (50, 60)] and not again.review.edited
     assert not list((tmp_path / "archive" / "review-drafts").iterdir())
+
+
+def drag(qtbot, widget, start: QPoint, end: QPoint) -> None:
+    qtbot.mousePress(widget, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(widget, end)
+    qtbot.mouseRelease(widget, Qt.MouseButton.LeftButton, pos=end)
+
+
+def luma(frame: av.VideoFrame, box) -> float:
+    return float(frame.to_ndarray(format="yuv420p")[box.y0:box.y1, box.x0:box.x1].mean())
+
+
+def test_review_regions_added_moved_removed_reach_the_job(qtbot, reviewed_window, make_window,
+                                                           tmp_path: Path) -> None:
+    from endoshare.overlay.regions import OverlaySet
+    from endoshare.overlay.text import Box
+
+    window, review = reviewed_window, reviewed_window.review
+    video = review.video
+    found = review.overlays
+    assert video.picture_size == (160, 96) and review.saved_overlays == found
+    review.show_frame(30)
+    # Drag a rectangle on the picture: a region masked in every frame (when in doubt, mask).
+    target = video.widget_rect(Box(20, 30, 80, 60))
+    drag(qtbot, video, target.topLeft(), target.bottomRight())
+    added = [r for r in review.overlays.regions if r not in found.regions]
+    assert len(added) == 1 and added[0].kind == "manual" and added[0].masked
+    region = added[0]
+    assert (region.start_frame, region.end_frame) == (0, 80)
+    assert all(abs(a - b) <= 1 for a, b in zip((region.box.x0, region.box.y0, region.box.x1, region.box.y1),
+                                               (20, 30, 80, 60))), region.box
+    assert review.edited and review.selected_region == region and region in video.regions
+    draft = json.loads(next((tmp_path / "archive" / "review-drafts").iterdir()).read_text())
+    assert OverlaySet.from_json(draft["overlays"]) == review.overlays          # survives a crash
+    qtbot.mouseClick(review.undo_button, Qt.MouseButton.LeftButton)
+    assert review.overlays == found and not review.edited
+    qtbot.mouseClick(review.redo_button, Qt.MouseButton.LeftButton)
+    assert review.overlays.regions.count(region) == 1
+    # Drag it by its middle: moved (10 px right in the picture, about).
+    middle = video.widget_rect(region.box).center()
+    scale = video.widget_rect(Box(0, 0, 100, 100)).width() / 100
+    drag(qtbot, video, middle, middle + QPoint(round(10 * scale), 0))
+    moved = review.selected_region
+    assert moved is not None and region not in review.overlays.regions
+    assert abs(moved.box.x0 - region.box.x0 - 10) <= 1 and moved.box.y0 == region.box.y0
+    assert moved.box.width == region.box.width
+    # Its frames: from the playhead, to the playhead.
+    review.show_frame(5)
+    qtbot.mouseClick(review.region_from_button, Qt.MouseButton.LeftButton)
+    review.show_frame(64)
+    qtbot.mouseClick(review.region_to_button, Qt.MouseButton.LeftButton)
+    kept = review.selected_region
+    assert kept is not None and (kept.start_frame, kept.end_frame) == (5, 65) and kept.box == moved.box
+    review.show_frame(70)
+    assert kept not in video.regions                                       # not drawn where it does not apply
+    # A second region, removed again with the Delete key.
+    review.show_frame(30)
+    other = video.widget_rect(Box(100, 60, 150, 90))
+    drag(qtbot, video, other.topLeft(), other.bottomRight())
+    assert len(review.overlays.regions) == len(found.regions) + 2
+    qtbot.mouseClick(video, Qt.MouseButton.LeftButton, pos=video.widget_rect(kept.box).center())
+    assert review.selected_region == kept
+    qtbot.mouseClick(video, Qt.MouseButton.LeftButton, pos=other.center())
+    assert review.selected_region not in (None, kept)
+    qtbot.keyClick(review, Qt.Key.Key_Delete)
+    assert [r for r in review.overlays.regions if r not in found.regions] == [kept]
+
+    # Mark reviewed asks for a re-render first; the re-render masks exactly the edited regions.
+    entry = entry_for(window, "CASE-A")
+    qtbot.mouseClick(review.reviewed_button, Qt.MouseButton.LeftButton)
+    assert entry_for(window, "CASE-A").status == NEEDS_REVIEW
+    with qtbot.waitSignal(review.loaded, timeout=RUN_TIMEOUT_MS):
+        qtbot.mouseClick(review.rerender_button, Qt.MouseButton.LeftButton)
+    entry = entry_for(window, "CASE-A")
+    regions_file = entry.job.options.overlays_file
+    assert regions_file is not None and regions_file.is_relative_to(tmp_path / "archive")
+    assert review.overlays == review.saved_overlays and kept in review.overlays.regions and not review.edited
+    assert spans_of(review) == [(10, 20), (50, 60)]
+    frames = decoded_frames(entry.output)
+    for index in (5, 30, 64):
+        assert luma(frames[index], kept.box) <= BLACK_LUMA_MAX, index
+    assert luma(frames[4], kept.box) > 60 and luma(frames[65], kept.box) > 60
+    assert read_barcode(frames[30]) == 30 and luma(frames[30], Box(100, 60, 150, 90)) > 60     # removed: shown
+    qtbot.mouseClick(review.reviewed_button, Qt.MouseButton.LeftButton)
+    entry = entry_for(window, "CASE-A")
+    assert entry.status == REVIEWED
+    report = json.loads((tmp_path / "shared" / entry.job.report.name).read_text(encoding="utf-8"))
+    assert report["overlays"]["edited_in_review"] is True
+    assert kept.to_json() in report["overlays"]["regions"]
+    assert str(tmp_path / "archive") not in json.dumps(report)
+
+
+def test_region_edits_survive_a_crash_of_the_app(qtbot, reviewed_window, make_window) -> None:
+    from endoshare.overlay.text import Box
+
+    review = reviewed_window.review
+    before = review.overlays
+    review.add_region(Box(10, 20, 60, 50))
+    edited = review.overlays
+    assert edited != before and review.edited
+    again = make_window(require_review=True, workers=2)       # the app started again after a crash
+    open_review_of(qtbot, again, "CASE-A")
+    assert again.review.overlays == edited and again.review.edited and "restored" in again.review.state.text()
+    qtbot.mouseClick(again.review.undo_button, Qt.MouseButton.LeftButton)
+    assert again.review.overlays == before and not again.review.edited
+
+
+def test_a_region_left_visible_can_be_masked(qtbot, reviewed_window) -> None:
+    from endoshare.overlay.regions import OverlayRegion, OverlaySet
+    from endoshare.overlay.text import Box
+
+    review = reviewed_window.review
+    visible = OverlayRegion(Box(90, 40, 150, 70), 20, 60, "transient", masked=False)
+    review.saved_overlays = OverlaySet.of([visible])         # as if the finder had left it visible
+    review.set_overlays(review.saved_overlays, None)
+    review.show_frame(30)
+    assert review.video.regions == (visible,) and not review.mask_region_button.isEnabled()
+    qtbot.mouseClick(review.video, Qt.MouseButton.LeftButton, pos=review.video.widget_rect(visible.box).center())
+    assert review.selected_region == visible and review.mask_region_button.isEnabled()
+    qtbot.mouseClick(review.mask_region_button, Qt.MouseButton.LeftButton)
+    masked = review.selected_region
+    assert masked is not None and masked.masked and masked.kind == "manual" and masked.box == visible.box
+    assert review.overlays.boxes_at(30) == (visible.box,) and review.edited
+    qtbot.keyClick(review, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert review.overlays.regions == (visible,) and not review.edited

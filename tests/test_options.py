@@ -30,6 +30,7 @@ def every_field_changed(tmp_path: Path) -> dict[str, Any]:
         "encode": EncodeSettings(codec="hevc", crf=30, preset="slow", frame_rate=Fraction(30000, 1001), height=480),
         "new_pseudonym": True, "verify": "full", "keep_audio": True, "margin_seconds": Fraction(4, 3),
         "held_for_review": True, "mask_overlays": False, "keep_device_settings": True,
+        "overlays_file": tmp_path / "regions.json",
     }
 
 

@@ -13,7 +13,9 @@ ValueError`` code keeps working.  Every message names the file concerned and say
     │   ├── EmptyFileError                   a clip is zero bytes long
     │   ├── UnreadableMediaError             not a media file, truncated (no moov), corrupt
     │   ├── NoVideoStreamError               e.g. an audio-only file
-    │   └── SegmentsFileError                a --segments file that is malformed or out of range
+    │   ├── SegmentsFileError                a --segments file that is malformed or out of range
+    │   └── OverlaysFileError                a file of overlay regions (a review's edit) that is malformed
+    │                                        or does not fit the case's picture and length
     ├── OptionsError (ValueError)            processing options that cannot work together (e.g. the archive
     │                                        inside the shared folder, an unknown detector)
     ├── InputPermissionError (PermissionError)  a clip or folder cannot be read
@@ -70,6 +72,10 @@ class NoVideoStreamError(InputError):
 
 class SegmentsFileError(InputError):
     pass
+
+
+class OverlaysFileError(InputError):
+    """A file of overlay regions (a review's edit) cannot be read or does not fit the case's picture."""
 
 
 class OptionsError(EndoshareError, ValueError):

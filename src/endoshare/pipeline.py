@@ -38,7 +38,7 @@ from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
 from .media.verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
 from .overlay.find import OverlayOptions, find_overlays
-from .overlay.regions import OverlaySet
+from .overlay.regions import OverlaySet, load_overlays_file
 from .overlay.text import TextDetector
 from .overlay.verify import verify_overlays
 from .render.audio import add_audio, has_audio
@@ -86,6 +86,9 @@ class ProcessOptions:
     mask_overlays: bool = True
     #: Leave overlay regions that read as device settings only (pressure, flow, light) visible.
     keep_device_settings: bool = False
+    #: Mask exactly these regions (a review's edit, :meth:`OverlaySet.to_json`, kept private in the archive)
+    #: instead of running the overlay finder; the output checks still run on them.
+    overlays_file: Path | None = None
 
     def __post_init__(self) -> None:
         """The one place where processing options are checked (CLI, queue and GUI all build this value).
@@ -108,7 +111,7 @@ class ProcessOptions:
         object.__setattr__(self, "margin_seconds", margin)
         if self.margin_seconds < 0:
             raise OptionsError(f"the safety margin must not be negative, got {self.margin_seconds} s")
-        for name in ("out_dir", "archive_dir", "segments_file", "weights"):
+        for name in ("out_dir", "archive_dir", "segments_file", "weights", "overlays_file"):
             value = getattr(self, name)
             if value is not None:
                 if not str(value).strip():
@@ -123,6 +126,8 @@ class ProcessOptions:
         if self.check_files:
             if self.segments_file is not None:
                 load_segments_file(self.segments_file)      # SegmentsFileError (a ValueError) naming the file
+            if self.overlays_file is not None:
+                load_overlays_file(self.overlays_file)      # OverlaysFileError (a ValueError) naming the file
             if self.weights is not None and not self.weights.is_file():
                 raise OptionsError(f"The weights file {self.weights} does not exist; check the path given to "
                                    "--weights (see 'endoshare models').", path=self.weights)
@@ -168,14 +173,16 @@ class ProcessOptions:
                 "segments_from_file": self.segments_file is not None, "encode": self.encode.to_json(),
                 "new_pseudonym": self.new_pseudonym, "verify": self.verify, "keep_audio": self.keep_audio,
                 "margin_seconds": format_rate(self.margin_seconds), "mask_overlays": self.mask_overlays,
-                "keep_device_settings": self.keep_device_settings}
+                "keep_device_settings": self.keep_device_settings,
+                "overlays_from_file": self.overlays_file is not None}
 
 
 #: Fields of :class:`ProcessOptions` that are how a value was built, not a choice: never recorded.
 NOT_RECORDED = frozenset({"check_files"})
 #: Fields the report's settings leave out: private paths (folders, segments and weights files), and whether
 #: the output waits for review (it is published only after it).
-NOT_IN_REPORT = frozenset({"out_dir", "archive_dir", "segments_file", "weights", "held_for_review", "check_files"})
+NOT_IN_REPORT = frozenset({"out_dir", "archive_dir", "segments_file", "weights", "held_for_review", "check_files",
+                           "overlays_file"})
 _BOOL_FIELDS = ("new_pseudonym", "keep_audio", "held_for_review", "mask_overlays", "keep_device_settings")
 #: What a record written before a field existed means, where that differs from today's default: jobs queued
 #: before the verification modes were verified in full, and before the margin was recorded with the 0.5 s
@@ -371,7 +378,12 @@ def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress:
 
 def find_case_overlays(plan: JoinPlan, options: ProcessOptions, progress: Callable[[int, int], None],
                        cancel: Cancel | None) -> tuple[OverlaySet, TextDetector | None]:
-    """The burned-in text regions to mask (none when masking is off), and the detector for the check."""
+    """The burned-in text regions to mask (none when masking is off; those of the overlays file when one is
+    given: the finder does not run), and the detector for the check."""
+    if options.overlays_file is not None:
+        target = plan.target
+        return load_overlays_file(options.overlays_file, target.width, target.height, plan.total_frames), \
+            TextDetector()
     if not options.mask_overlays:
         return OverlaySet(), None
     detector = TextDetector()
@@ -456,6 +468,8 @@ class RenderedCase:
     source_files: tuple[str, ...]
     #: The detection result to archive for review, when a detector ran.
     detections: dict[str, Any] | None
+    #: The overlay regions the output was masked with, archived privately for the review screen.
+    overlays: OverlaySet = OverlaySet()
 
 
 def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *, reused_pseudonym: bool = False,
@@ -472,7 +486,8 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     case = discover_case(request.folder, request.case_id)
     phases = ("probe", "render", "verify") if options.detector == "none" or options.segments_file \
         else ("probe", "detect", "render", "verify")
-    if options.mask_overlays:
+    masking = options.mask_overlays or options.overlays_file is not None
+    if masking:
         phases = (*phases[:-2], "overlays", *phases[-2:])
     tracker = _Progress(progress, phases)
 
@@ -488,7 +503,7 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     if "detect" in phases:
         step("detect")
     overlays, text_detector = find_case_overlays(plan, options, tracker.phase("overlays"), cancel)
-    if options.mask_overlays:
+    if masking:
         step("overlays")
     temp = new_temp_file(options.out_dir, TEMP_SUFFIX, temp_owner)
     try:
@@ -524,13 +539,14 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
         digest = sha256_of(temp)
         report = _report(plan, options, pseudonym, reused_pseudonym, segments, segment_source, rendered, checks,
                          digest, timings)
-        report["overlays"] = {"masking": options.mask_overlays, **overlays.to_json(),
+        report["overlays"] = {"masking": masking, "edited_in_review": options.overlays_file is not None,
+                              **overlays.to_json(),
                               "masked_regions": len(overlays.masked), "checked_output_frames": list(checked_frames)}
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return RenderedCase(case.case_id, pseudonym, reused_pseudonym, temp, digest, report,
-                        tuple(p.name for p in case.clips), detections)
+                        tuple(p.name for p in case.clips), detections, overlays)
 
 
 def output_mode(options: ProcessOptions) -> int:
@@ -541,7 +557,8 @@ def output_mode(options: ProcessOptions) -> int:
 def publish_case(rendered: RenderedCase, options: ProcessOptions, temp_owner: str = PLAIN_OWNER) -> CaseResult:
     """Publish a verified output, in an order that no crash or full disk can turn into a lie:
 
-    1. the detection result into the archive (replaced by a redo: harmless if the rest fails);
+    1. the detection result and the overlay regions into the archive (replaced by a redo: harmless if the
+       rest fails);
     2. the report, complete under a temporary name in the output folder (a full disk fails here);
     3. the mapping row, so that the private link exists before anything is shared;
     4. the video renamed to ``<pseudonym>.mp4`` — the commit point; if it fails, the row is withdrawn;
@@ -552,9 +569,10 @@ def publish_case(rendered: RenderedCase, options: ProcessOptions, temp_owner: st
     final = options.out_dir / f"{rendered.pseudonym}.mp4"
     report_path = options.out_dir / f"{rendered.pseudonym}.report.json"
     mode = output_mode(options)
+    detections = private_dir(options.archive_dir / DETECTIONS_FOLDER)
     if rendered.detections is not None:
-        detections = private_dir(options.archive_dir / DETECTIONS_FOLDER)
         write_json_atomically(detections / f"{rendered.pseudonym}.json", rendered.detections)
+    write_json_atomically(overlays_path(options.archive_dir, rendered.pseudonym), rendered.overlays.to_json())
     report_temp = write_temp(options.out_dir, f".{report_path.name}.tmp", json_bytes(rendered.report), temp_owner)
     try:
         store = MappingStore(options.archive_dir)
@@ -581,6 +599,12 @@ def publish_case(rendered: RenderedCase, options: ProcessOptions, temp_owner: st
         report_temp.unlink(missing_ok=True)
     return CaseResult(rendered.case_id, "ok", rendered.pseudonym, final, report_path,
                       reused_pseudonym=rendered.reused_pseudonym)
+
+
+def overlays_path(archive_dir: Path, pseudonym: str) -> Path:
+    """Where the archive keeps the overlay regions a case's output was masked with (private: the review
+    screen shows and edits them; the shared report holds a copy without the pictures)."""
+    return archive_dir / DETECTIONS_FOLDER / f"{pseudonym}.overlays.json"
 
 
 def choose_pseudonym(case_id: str, options: ProcessOptions, stored: str | None = None) -> tuple[str, bool]:

@@ -74,6 +74,9 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-overlay-mask", dest="mask_overlays", action="store_false",
                         help="do not look for burned-in text (recorder overlays: name, date of birth, ID); "
                              "by default every overlay found is filled with black")
+    parser.add_argument("--overlays", type=Path, metavar="FILE.json",
+                        help="burned-in text regions to mask, in pixels and frames of the merged timeline (as "
+                             "the report's 'overlays' section; overrides the overlay finder; checked after)")
     parser.add_argument("--keep-device-settings", action="store_true",
                         help="leave overlays that read as device settings only (pressure, flow, light) visible")
     parser.add_argument("--new-pseudonym", action="store_true",
@@ -88,7 +91,7 @@ def options_from_args(args: argparse.Namespace) -> ProcessOptions:
                           detector=args.detector, weights=args.weights, encode=encode,
                           new_pseudonym=args.new_pseudonym, verify=args.verify, keep_audio=args.keep_audio,
                           margin_seconds=args.margin, mask_overlays=args.mask_overlays,
-                          keep_device_settings=args.keep_device_settings)
+                          keep_device_settings=args.keep_device_settings, overlays_file=args.overlays)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
+from ..pipeline import overlays_path
 from .case_builder import CaseBuilder
 from .desktop import DesktopSession
 from .help import DISCLAIMER, HelpView, show_about
@@ -96,8 +97,10 @@ class MainWindow(QMainWindow):
         report = job.report
         if entry.reviewed and entry.output is not None and report is not None:
             report = entry.output.parent / report.name         # published with its video
+        overlays = overlays_path(job.options.archive_dir, job.pseudonym) if job.pseudonym else None
         return ReviewCase(key=entry.entry_id, case_id=job.case_id, folder=job.folder, output=entry.output,
-                          report=report, redaction=job.options.redaction.value, status=entry.status)
+                          report=report, redaction=job.options.redaction.value, status=entry.status,
+                          overlays=overlays)
 
     def open_review(self, entry_id: str) -> None:
         entry = self.queue.entries.get(entry_id)
@@ -108,10 +111,10 @@ class MainWindow(QMainWindow):
         self.review.open_case(self.review_case(entry))
         self.tabs.setCurrentWidget(self.review)
 
-    def _rerender(self, entry_id: str, segments: object) -> None:
+    def _rerender(self, entry_id: str, segments: object, overlays: object) -> None:
         self.replacing = entry_id
         try:
-            new = self.queue.rerender(entry_id, segments)  # type: ignore[arg-type]
+            new = self.queue.rerender(entry_id, segments, overlays)  # type: ignore[arg-type]
         finally:
             self.replacing = None
         if new is None:

@@ -36,6 +36,7 @@ from ..errors import EndoshareError
 from ..jobs.queue import Job, JobQueue
 from ..jobs.review import Review, hide_job, mark_reviewed, replace_job, reviews
 from ..jobs.runner import Executor, LocalExecutor, QueueEvent, add_job, cancel_job, retry_job, run_queue, runner_alive
+from ..overlay.regions import OverlaySet
 from ..storage import private_dir, write_atomically
 from ..timeline import SegmentSet
 from .settings import GuiSettings, validate_settings
@@ -520,9 +521,10 @@ class QueueView(QWidget):
         if entry is not None and entry.job.state == "done" and entry.output is not None:
             self.review_requested.emit(entry.entry_id)
 
-    def rerender(self, entry_id: str, segments: SegmentSet) -> str | None:
+    def rerender(self, entry_id: str, segments: SegmentSet, overlays: OverlaySet | None = None) -> str | None:
         """Queue the case again with ``segments`` (merged-timeline frames), without detecting again, and
-        start the queue; the new entry's id, or None."""
+        ``overlays`` (edited regions: masked as given, the finder does not run; None: as before), and start
+        the queue; the new entry's id, or None.  Both files stay private in the archive."""
         entry = self.entries.get(entry_id)
         queue = self.db()
         if entry is None or queue is None:
@@ -530,10 +532,13 @@ class QueueView(QWidget):
         archive = queue.archive_dir
         name = entry.job.pseudonym or f"job-{entry.job.id}"
         path = archive / REVIEWED_SPANS_FOLDER / f"{name}-job{entry.job.id}.json"
+        regions = path.with_name(f"{name}-job{entry.job.id}.overlays.json") if overlays is not None else None
         try:
             private_dir(path.parent)
             write_atomically(path, json.dumps({"segments": segments.to_json()}, indent=1).encode("utf-8"))
-            new = replace_job(queue, entry.job.id, path)
+            if overlays is not None and regions is not None:
+                write_atomically(regions, json.dumps(overlays.to_json(), indent=1).encode("utf-8"))
+            new = replace_job(queue, entry.job.id, path, regions)
         except (OSError, EndoshareError) as exc:
             self._show_error("Cannot save the edited spans", f"{path}: {exc}")
             return None

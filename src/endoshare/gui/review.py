@@ -1,20 +1,26 @@
-"""Review a case: play and scrub the merged timeline, see and correct the out-of-body spans, re-render.
+"""Review a case: play and scrub the merged timeline, see and correct the out-of-body spans and the burned-in
+text regions, re-render.
 
 Spans are frames of the merged timeline (the unit of the pipeline's segments file), so a re-render
 redacts exactly the frames shown here as redacted.  The screen shows a span as its first and last
 redacted frame (both included) and times as mm:ss:ff.  Every edit is a :mod:`endoshare.timeline`
 operation wrapped in one undoable command; the edit boxes always show the selected span.
+
+Overlay regions (:mod:`endoshare.overlay.regions`, read from the archive) are drawn over the picture for the
+frame shown: drag on the picture to add one (it covers the whole case until its edges are moved with
+"Region from/to here"), drag a region to move it, its lower right corner to resize it, Delete to remove
+it.  Each is an undoable edit on the same stack as the spans; a re-render masks exactly the regions shown.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
-from PySide6.QtCore import QRect, Qt, QTimer, Signal
+from PySide6.QtCore import QPoint, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QColor,
@@ -50,6 +56,19 @@ from PySide6.QtWidgets import (
 from ..cases import discover_case
 from ..errors import EndoshareError
 from ..media.join import JoinPlan, plan_join
+from ..overlay.regions import (
+    OverlayRegion,
+    OverlaySet,
+    add_region,
+    load_overlays_file,
+    move_region,
+    overlays_from_json,
+    remove_region,
+    replace_region,
+    set_kind,
+    shown_regions,
+)
+from ..overlay.text import Box
 from ..pipeline import probe_case
 from ..report import report_timeline_png
 from ..storage import private_dir, write_atomically
@@ -88,6 +107,8 @@ class ReviewCase:
     report: Path | None
     redaction: str = "black"
     status: str = ""
+    #: The archive's file of the overlay regions the output was masked with (private).
+    overlays: Path | None = None
 
 
 def format_time(frame: int, rate: Fraction) -> str:
@@ -105,6 +126,18 @@ def report_spans(report: Path | None) -> SegmentSet:
         return SegmentSet()
     data = json.loads(report.read_text(encoding="utf-8"))
     return SegmentSet.from_json(data.get("redaction", {}).get("spans", []))
+
+
+def case_overlays(case: ReviewCase) -> OverlaySet:
+    """The regions the output was masked with: the archive's file, else (outputs made before it was kept) the
+    report's copy, else none."""
+    if case.overlays is not None and case.overlays.is_file():
+        return load_overlays_file(case.overlays)
+    if case.report is not None and case.report.exists():
+        data = json.loads(case.report.read_text(encoding="utf-8")).get("overlays")
+        if isinstance(data, dict):
+            return OverlaySet.from_json(data)
+    return OverlaySet()
 
 
 def thumbnail_strip(plan: JoinPlan, count: int = THUMBNAILS, width: int = THUMBNAIL_WIDTH) -> list[RGB]:
@@ -198,16 +231,159 @@ class SpanEdit(QUndoCommand):
         self.view.set_spans(self.before, self.select_before)
 
 
+class OverlayEdit(QUndoCommand):
+    """One edit of the overlay regions, with the region selected before and after."""
+
+    def __init__(self, view: ReviewView, text: str, after: OverlaySet, select_after: OverlayRegion | None) -> None:
+        super().__init__(text)
+        self.view = view
+        self.before, self.select_before = view.overlays, view.selected_region
+        self.after, self.select_after = after, select_after
+
+    def redo(self) -> None:
+        self.view.set_overlays(self.after, self.select_after)
+
+    def undo(self) -> None:
+        self.view.set_overlays(self.before, self.select_before)
+
+
+#: A drag shorter than this (screen pixels) is a click; the resize handle's size.
+DRAG_PIXELS = 4
+HANDLE_PIXELS = 10
+
+
 class VideoLabel(ScaledPixmapLabel):
-    """The picture, rescaled to the label whenever the window changes size."""
+    """The picture, rescaled to the label whenever the window changes size, with the overlay regions of the
+    frame shown drawn over it.  Mouse gestures become signals in picture pixels; the view edits."""
+
+    region_drawn = Signal(object)            # Box: a new rectangle dragged on the picture
+    region_moved = Signal(object, object)    # the OverlayRegion dragged, its new Box
+    region_clicked = Signal(object)          # the OverlayRegion under a click, or None
 
     def __init__(self) -> None:
         super().__init__()
         self.setMinimumSize(320, 180)
+        self.picture_size: tuple[int, int] = (0, 0)
+        self.regions: tuple[OverlayRegion, ...] = ()
+        self.selected: OverlayRegion | None = None
+        #: Fill masked regions (the output preview) or only outline them.
+        self.fill_masked = False
+        self.editable = False
+        self._press: QPoint | None = None
+        self._grab: tuple[OverlayRegion, str] | None = None     # region, "move" or "resize"
+        self._rubber: QRect | None = None
+
+    # picture pixels <-> widget pixels (the pixmap is scaled keeping its aspect and centred)
+    def _frame(self) -> tuple[float, float, float]:
+        width, height = self.picture_size
+        area = self.contentsRect()
+        if not width or not height:
+            return 1.0, float(area.x()), float(area.y())
+        scale = min(area.width() / width, area.height() / height)
+        return scale, area.x() + (area.width() - width * scale) / 2, area.y() + (area.height() - height * scale) / 2
+
+    def widget_rect(self, box: Box) -> QRect:
+        scale, left, top = self._frame()
+        return QRect(round(left + box.x0 * scale), round(top + box.y0 * scale), max(1, round(box.width * scale)),
+                     max(1, round(box.height * scale)))
+
+    def picture_point(self, point: QPoint) -> tuple[int, int]:
+        scale, left, top = self._frame()
+        width, height = self.picture_size
+        return (max(0, min(width, round((point.x() - left) / scale))),
+                max(0, min(height, round((point.y() - top) / scale))))
+
+    def picture_box(self, a: QPoint, b: QPoint) -> Box | None:
+        (x0, y0), (x1, y1) = self.picture_point(a), self.picture_point(b)
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        return Box(x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+    def region_at(self, point: QPoint) -> OverlayRegion | None:
+        hits = [r for r in self.regions if self.widget_rect(r.box).contains(point)]
+        return min(hits, key=lambda r: r.box.area) if hits else None
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        super().paintEvent(event)
+        if not self.picture_size[0] or self.pixmap().isNull():
+            return
+        painter = QPainter(self)
+        for region in self.regions:
+            rect = self.widget_rect(region.box)
+            if region.masked and self.fill_masked:
+                painter.fillRect(rect, QColor("#000000"))
+            colour = QColor("#ffeb3b") if region == self.selected else \
+                QColor("#00e5ff") if region.masked else QColor("#9e9e9e")
+            pen = QPen(colour, 2, Qt.PenStyle.SolidLine if region.masked else Qt.PenStyle.DashLine)
+            painter.setPen(pen)
+            painter.drawRect(rect)
+            if region == self.selected:
+                painter.fillRect(QRect(rect.right() - HANDLE_PIXELS + 1, rect.bottom() - HANDLE_PIXELS + 1,
+                                       HANDLE_PIXELS, HANDLE_PIXELS), colour)
+        if self._rubber is not None:
+            painter.setPen(QPen(QColor("#ffeb3b"), 1, Qt.PenStyle.DashLine))
+            painter.drawRect(self._rubber)
+        painter.end()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if not self.editable or event.button() != Qt.MouseButton.LeftButton:
+            return
+        point = event.position().toPoint()
+        self._press = point
+        region = self.region_at(point)
+        self._grab = None
+        if region is not None:
+            rect = self.widget_rect(region.box)
+            near_corner = (rect.right() - point.x() < HANDLE_PIXELS and rect.bottom() - point.y() < HANDLE_PIXELS)
+            self._grab = (region, "resize" if near_corner else "move")
+        self.region_clicked.emit(region)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._press is None:
+            return
+        point = event.position().toPoint()
+        if self._grab is None:
+            self._rubber = QRect(self._press, point).normalized()
+        else:
+            region, how = self._grab
+            rect = self.widget_rect(region.box)
+            if how == "move":
+                rect.translate(point - self._press)
+            else:
+                rect.setBottomRight(point)
+            self._rubber = rect.normalized()
+        self.update()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        press, grab = self._press, self._grab
+        self._press, self._grab, self._rubber = None, None, None
+        self.update()
+        if press is None:
+            return
+        point = event.position().toPoint()
+        if (point - press).manhattanLength() < DRAG_PIXELS:
+            return                                       # a click: selection only
+        if grab is None:
+            drawn = self.picture_box(press, point)
+            if drawn is not None:
+                self.region_drawn.emit(drawn)
+            return
+        region, how = grab
+        if how == "move":
+            scale, _left, _top = self._frame()
+            width, height = self.picture_size
+            dx = max(-region.box.x0, min(width - region.box.x1, round((point.x() - press.x()) / scale)))
+            dy = max(-region.box.y0, min(height - region.box.y1, round((point.y() - press.y()) / scale)))
+            box: Box | None = Box(region.box.x0 + dx, region.box.y0 + dy, region.box.x1 + dx, region.box.y1 + dy)
+        else:
+            x1, y1 = self.picture_point(point)
+            box = Box(region.box.x0, region.box.y0, x1, y1) if x1 > region.box.x0 and y1 > region.box.y0 else None
+        if box is not None and box != region.box:
+            self.region_moved.emit(region, box)
 
 
 class ReviewView(QWidget):
-    rerender_requested = Signal(str, object)    # case key, SegmentSet
+    rerender_requested = Signal(str, object, object)    # case key, SegmentSet, edited OverlaySet or None
     reviewed = Signal(str, object)              # case key, the final SegmentSet
     #: The case's timeline is ready (after the clips were read in a worker thread), or could not be read.
     loaded = Signal()
@@ -225,6 +401,10 @@ class ReviewView(QWidget):
         self.saved_spans = SegmentSet()
         self.spans = SegmentSet()
         self.selected: Segment | None = None
+        #: The overlay regions the output was masked with, and as edited now.
+        self.saved_overlays = OverlaySet()
+        self.overlays = OverlaySet()
+        self.selected_region: OverlayRegion | None = None
         self.current = 0
         self.zoom = 1
         self.undo_stack = QUndoStack(self)
@@ -240,6 +420,11 @@ class ReviewView(QWidget):
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.video = VideoLabel()
         self.video.setStyleSheet("background: #101010;")
+        self.video.setToolTip("Burned-in text regions: drag on the picture to add one, drag one to move it, its "
+                              "lower right corner to resize it; Delete removes the selected one")
+        self.video.region_drawn.connect(self.add_region)
+        self.video.region_moved.connect(self.move_region_to)
+        self.video.region_clicked.connect(self.select_region)
         self.frame_state = QLabel()
         self.output_preview = QCheckBox("Show the output (redacted frames as they will look)")
         self.output_preview.setChecked(True)
@@ -332,6 +517,26 @@ class ReviewView(QWidget):
             edit_row.addWidget(button)
         edit_row.addStretch(1)
 
+        self.region_state = QLabel()
+        self.region_from_button = QPushButton("Region from here")
+        self.region_from_button.setToolTip("The selected region is masked from the playhead on")
+        self.region_from_button.clicked.connect(lambda: self._set_region_edge(start=True))
+        self.region_to_button = QPushButton("Region to here")
+        self.region_to_button.setToolTip("The selected region is masked up to the playhead (that frame too)")
+        self.region_to_button.clicked.connect(lambda: self._set_region_edge(start=False))
+        self.mask_region_button = QPushButton("Mask region")
+        self.mask_region_button.setToolTip("Mask the selected region, left visible until now (moving text, "
+                                           "device settings)")
+        self.mask_region_button.clicked.connect(self.mask_selected_region)
+        self.remove_region_button = QPushButton("Remove region…")
+        self.remove_region_button.setToolTip("Delete")
+        self.remove_region_button.clicked.connect(self.remove_selected_region)
+        region_row = QHBoxLayout()
+        region_row.addWidget(self.region_state, 1)
+        for button in (self.region_from_button, self.region_to_button, self.mask_region_button,
+                       self.remove_region_button):
+            region_row.addWidget(button)
+
         self.state = QLabel()
         self.state.setWordWrap(True)
         self.rerender_button = QPushButton("Re-render with these spans")
@@ -368,6 +573,7 @@ class ReviewView(QWidget):
         layout.addLayout(zoom_row)
         layout.addLayout(player)
         layout.addLayout(edit_row)
+        layout.addLayout(region_row)
         layout.addLayout(bottom)
         self._add_shortcuts()
         self.set_controls_enabled(False)
@@ -391,21 +597,22 @@ class ReviewView(QWidget):
             "previous_span": add("P", self.go_previous_span),
             "undo": add(QKeySequence.StandardKey.Undo, self.undo_stack.undo),
             "redo": add("Ctrl+Shift+Z", self.undo_stack.redo),
+            "remove_region": add(QKeySequence.StandardKey.Delete, self.remove_selected_region),
         }
 
     # --- loading ------------------------------------------------------------------------------------
     @property
     def edited(self) -> bool:
-        """The spans differ from those the output was rendered with (and were not re-rendered yet)."""
-        return self.case is not None and self.spans != self.saved_spans
+        """The spans or regions differ from those the output was rendered with (not re-rendered yet)."""
+        return self.case is not None and (self.spans != self.saved_spans or self.overlays != self.saved_overlays)
 
     def confirm_discard(self) -> bool:
         """True when there are no unsaved edits, or the user chose to discard them."""
         if not self.edited or self.case is None:
             return True
         if self.ask("Discard your edits?",
-                    f"The spans of case {self.case.case_id} were edited but not re-rendered. Discard the "
-                    "edits? (Choose No, then press “Re-render with these spans” to keep them.)"):
+                    f"The spans or regions of case {self.case.case_id} were edited but not re-rendered. "
+                    "Discard the edits? (Choose No, then press “Re-render with these spans” to keep them.)"):
             self.drop_draft()
             return True
         return False
@@ -416,12 +623,14 @@ class ReviewView(QWidget):
         self.case = case
         try:
             self.saved_spans = report_spans(case.report)
+            self.saved_overlays = case_overlays(case)
         except (OSError, ValueError) as exc:
             self.title.setText(f"Cannot read the report of case {case.case_id}: {exc}")
             self.load_failed.emit(f"Cannot read the report of case {case.case_id}: {exc}")
             self.case = None
             return
         self.spans = self.saved_spans
+        self.overlays = self.saved_overlays
         self.title.setText(f"Reading case {case.case_id}…")
         self._show_picture(case.report)
         self.tasks.run(lambda: load_plan(case.folder, case.case_id),
@@ -449,6 +658,11 @@ class ReviewView(QWidget):
         self.undo_stack.clear()
         self.saved_spans = self.spans = SegmentSet()
         self.selected = None
+        self.saved_overlays = self.overlays = OverlaySet()
+        self.selected_region = None
+        self.video.picture_size = (0, 0)
+        self.video.regions = ()
+        self.video.selected = None
         self.current = 0
         self.zoom = 1
         self.timeline.total = 0
@@ -474,6 +688,7 @@ class ReviewView(QWidget):
         total = plan.total_frames
         self.saved_spans = self.saved_spans.clipped(total)
         self.spans = self.saved_spans
+        self.video.picture_size = (plan.target.width, plan.target.height)
         for widget in (self.slider, self.start_box, self.end_box):
             widget.blockSignals(True)
             widget.setRange(0, total - 1)
@@ -527,6 +742,12 @@ class ReviewView(QWidget):
         for widget in (self.start_box, self.end_box, self.apply_button, self.remove_button,
                        self.start_here_button, self.end_here_button):
             widget.setEnabled(has_span)
+        has_region = usable and self.selected_region is not None
+        for widget in (self.region_from_button, self.region_to_button, self.remove_region_button):
+            widget.setEnabled(has_region)
+        self.mask_region_button.setEnabled(has_region and self.selected_region is not None
+                                           and not self.selected_region.masked)
+        self.video.editable = usable
         self.undo_button.setEnabled(usable and self.undo_stack.canUndo())
         self.redo_button.setEnabled(usable and self.undo_stack.canRedo())
 
@@ -570,6 +791,10 @@ class ReviewView(QWidget):
             self.video.setText("This frame is cut from the output")
         else:
             self.video.show_pixmap(rgb_pixmap(rgb))
+        self.video.regions = shown_regions(self.overlays, index)
+        self.video.selected = self.selected_region
+        self.video.fill_masked = self.output_preview.isChecked()
+        self.video.update()
         border = "#dc1e28" if redacted else "#101010"
         self.video.setStyleSheet(f"background: #101010; color: white; border: 4px solid {border};")
         rate = self.source.frame_rate
@@ -643,7 +868,8 @@ class ReviewView(QWidget):
         try:
             if self.edited:
                 private_dir(path.parent)
-                write_atomically(path, json.dumps({"segments": self.spans.to_json()}).encode("utf-8"))
+                write_atomically(path, json.dumps({"segments": self.spans.to_json(),
+                                                   "overlays": self.overlays.to_json()}).encode("utf-8"))
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:
@@ -661,10 +887,16 @@ class ReviewView(QWidget):
             return
         try:
             spans = load_segments_file(path).clipped(self.total)
-        except EndoshareError:
+            data = json.loads(path.read_text(encoding="utf-8")).get("overlays")
+            overlays = self.overlays if data is None else overlays_from_json(
+                data, path, self.video.picture_size[0], self.video.picture_size[1], self.total)
+        except (EndoshareError, OSError, ValueError):
             return
-        if spans != self.spans:
-            self._edit("restore unsaved edits", spans, None)
+        if spans != self.spans or overlays != self.overlays:
+            self.undo_stack.beginMacro("restore unsaved edits")
+            self._edit("restore unsaved spans", spans, None)
+            self._edit_overlays("restore unsaved regions", overlays, None)
+            self.undo_stack.endMacro()
             self.state.setText(self.state.text() + " · unsaved edits from an earlier session were restored "
                                "(Ctrl+Z drops them)")
 
@@ -809,7 +1041,8 @@ class ReviewView(QWidget):
             self.rerender_pending = True
             self.set_controls_enabled(False)
             self.state.setText("Re-rendering with these spans… (see the Queue for progress)")
-            self.rerender_requested.emit(self.case.key, self.spans)
+            overlays = self.overlays if self.overlays != self.saved_overlays else None
+            self.rerender_requested.emit(self.case.key, self.spans, overlays)
             self.drop_draft()           # the spans are in the archive's reviewed-spans file now
 
     def rerender_finished(self, case: ReviewCase | None, message: str = "") -> None:
@@ -825,6 +1058,96 @@ class ReviewView(QWidget):
         if self.case is None:
             return
         if self.edited:
-            self.state.setText("The spans were edited: re-render first, then mark the case reviewed.")
+            self.state.setText("The spans or regions were edited: re-render first, then mark the case reviewed.")
             return
         self.reviewed.emit(self.case.key, self.spans)
+
+    # --- overlay regions (burned-in text): showing and editing, each edit one undoable command ------------
+    def set_overlays(self, overlays: OverlaySet, select: OverlayRegion | None) -> None:
+        """Show ``overlays`` with ``select`` selected (None, or a region not in the set: no selection)."""
+        self.overlays = overlays
+        self.selected_region = select if select is not None and select in overlays.regions else None
+        self._save_draft()
+        self._show_region_state()
+        self._show_spans()
+        self._redraw()
+
+    def _show_region_state(self) -> None:
+        region = self.selected_region
+        count = f"{len(self.overlays.masked)} masked text region(s)"
+        if region is None:
+            self.region_state.setText(f"{count}; drag on the picture to add one")
+        else:
+            box, rate = region.box, self.source.frame_rate if self.source else Fraction(25)
+            shown = "masked" if region.masked else "left visible"
+            self.region_state.setText(
+                f"{count} · selected: {box.width}x{box.height} px at ({box.x0}, {box.y0}), "
+                f"{format_time(region.start_frame, rate)} – {format_time(region.end_frame - 1, rate)}, "
+                f"{region.kind}, {shown}")
+        self._update_edit_controls()
+
+    def select_region(self, region: OverlayRegion | None) -> None:
+        self.selected_region = region if region is not None and region in self.overlays.regions else None
+        self._show_region_state()
+        self._redraw()
+
+    def _edit_overlays(self, text: str, after: OverlaySet, select: OverlayRegion | None) -> None:
+        if after != self.overlays:
+            self.undo_stack.push(OverlayEdit(self, text, after, select))
+
+    def _picture(self) -> tuple[int, int, int]:
+        width, height = self.video.picture_size
+        return width, height, self.total
+
+    def add_region(self, box: Box) -> None:
+        """Mask ``box`` (picture pixels) in every frame of the case: when in doubt, mask; move its edges after."""
+        if self.source is None or self.rerender_pending:
+            return
+        new = OverlayRegion(box, 0, self.total, "manual")
+        try:
+            after = add_region(self.overlays, new, *self._picture())
+        except ValueError as exc:
+            self.state.setText(f"The region was not added: {exc}.")
+            return
+        self._edit_overlays("add region", after, new)
+
+    def _replace_region(self, old: OverlayRegion, new: OverlayRegion, text: str) -> None:
+        try:
+            after = replace_region(self.overlays, old, new, *self._picture())
+        except ValueError as exc:
+            self.state.setText(f"The region was not changed: {exc}.")
+            return
+        self._edit_overlays(text, after, new)
+
+    def move_region_to(self, region: OverlayRegion, box: Box) -> None:
+        if self.source is not None and not self.rerender_pending and region in self.overlays.regions:
+            self._replace_region(region, move_region(region, box=box), "move region")
+
+    def _set_region_edge(self, start: bool) -> None:
+        region = self.selected_region
+        if region is None:
+            return
+        if start and self.current < region.end_frame:
+            self._replace_region(region, move_region(region, start_frame=self.current), "move region start")
+        elif not start and self.current >= region.start_frame:
+            self._replace_region(region, move_region(region, end_frame=self.current + 1), "move region end")
+        else:
+            self.state.setText("The playhead is on the wrong side of the selected region: a region must start "
+                               "before it ends. Nothing changed.")
+
+    def remove_selected_region(self) -> None:
+        region = self.selected_region
+        if region is None or self.source is None or self.rerender_pending:
+            return
+        if region.masked and not self.ask(
+                "Remove this region?",
+                f"Leave the picture at ({region.box.x0}, {region.box.y0})–({region.box.x1}, {region.box.y1}) "
+                "visible in the output? It is masked now as burned-in text. (Ctrl+Z undoes it.)"):
+            return
+        self._edit_overlays("remove region", remove_region(self.overlays, region), None)
+
+    def mask_selected_region(self) -> None:
+        """Mask a region that was left visible; it becomes the user's ("manual")."""
+        region = self.selected_region
+        if region is not None and not region.masked and self.source is not None and not self.rerender_pending:
+            self._replace_region(region, set_kind(region, "manual"), "mask region")

@@ -115,11 +115,13 @@ def mark_reviewed(queue: JobQueue, job_id: int, spans: SegmentSet, shared_dir: P
     return reviews(queue)[job_id]
 
 
-def replace_job(queue: JobQueue, job_id: int, segments_file: Path) -> Job:
-    """Queue the case of ``job_id`` again, redacted with the spans of ``segments_file`` (a review's edit);
-    the old job is marked ``replaced`` by the new one."""
+def replace_job(queue: JobQueue, job_id: int, segments_file: Path, overlays_file: Path | None = None) -> Job:
+    """Queue the case of ``job_id`` again, redacted with the spans of ``segments_file`` and, when given, masked
+    with the overlay regions of ``overlays_file`` instead of those the finder would find (a review's edit;
+    without it the old job's overlays file, if any, stays); the old job is marked ``replaced`` by the new one."""
     old = queue.get(job_id)
-    options = replace(old.options, segments_file=segments_file)
+    options = replace(old.options, segments_file=segments_file,
+                      overlays_file=overlays_file if overlays_file is not None else old.options.overlays_file)
     audit = AuditLog(queue.archive_dir)
     new = queue.add(old.folder, options, old.case_id, record=lambda j: audit.job_event("added", j,
                                                                                         replaces=job_id))
