@@ -14,7 +14,7 @@ from endoshare.media.nal import (ALLOWED_NAL_TYPES, clean_avcc, clean_hvcc, clea
                                  record_units, scrub_access_unit, split_nal_units, to_length_prefixed)
 from endoshare.media.join import plan_join
 from endoshare.media.probe import probe
-from endoshare.media.verify import verify_output
+from endoshare.verify import verify_output
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction, RenderResult
 

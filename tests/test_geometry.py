@@ -76,7 +76,7 @@ def test_the_verifier_fails_an_output_that_lost_the_geometry(tmp_path: Path, cas
 
     from endoshare.media.join import plan_join
     from endoshare.media.probe import probe
-    from endoshare.media.verify import verify_output
+    from endoshare.verify import verify_output
     from endoshare.render.common import EncodeSettings, Redaction
     from endoshare.render.smart import render_smart
     from endoshare.timeline import SegmentSet

@@ -12,7 +12,7 @@ import pytest
 from endoshare.media.join import plan_join
 from endoshare.media.probe import iter_video_packets, probe
 from endoshare.media.scrub import open_output
-from endoshare.media.verify import verify_output
+from endoshare.verify import verify_output
 from endoshare.render.common import EncodeSettings, Redaction, RenderResult
 from endoshare.render.copy import render_copy
 from endoshare.render.smart import render_smart

@@ -32,7 +32,7 @@ from .errors import (
 from .identity import DETECTIONS_FOLDER, CaseLock, MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
-from .media.verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
+from .verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
 from .overlay.find import OverlayOptions, find_overlays
 from .overlay.regions import OverlaySet
 from .overlay.text import TextDetector

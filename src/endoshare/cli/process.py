@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from ..errors import EndoshareError
-from ..media.verify import DEFAULT_VERIFY_MODE, VERIFY_MODES
+from ..verify import DEFAULT_VERIFY_MODE, VERIFY_MODES
 from ..pipeline import MODES, CaseResult, ProcessOptions
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 from ..timeline import parse_rate

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..media.frames import luma_plane
 from ..media.probe import open_input
-from ..media.verify import CheckResult
+from ..verify import CheckResult
 from ..render.common import Redaction, RenderResult
 from ..timeline import SegmentSet
 from .mask import FILL_Y

@@ -30,15 +30,15 @@ import av
 import numpy as np
 import av.error
 
-from ..errors import CancelledError
-from ..render.common import RenderResult
-from .frames import detail_energy, luma_plane
-from . import isobmff
-from .nal import (ALLOWED_NAL_TYPES, SeiUserData, disallowed_record_units, disallowed_units, is_length_prefixed,
+from .errors import CancelledError
+from .render.common import RenderResult
+from .media.frames import detail_energy, luma_plane
+from .media import isobmff
+from .media.nal import (ALLOWED_NAL_TYPES, SeiUserData, disallowed_record_units, disallowed_units, is_length_prefixed,
                   is_sei, nal_length_size, nal_type, record_units, sei_user_data, split_nal_units)
-from .packet_identity import PacketIdentity
-from .probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe
-from .scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS,
+from .media.packet_identity import PacketIdentity
+from .media.probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe
+from .media.scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS,
                     GENERIC_HANDLER_NAMES)
 
 BLACK_LUMA_MAX = 20
