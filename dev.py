@@ -2,7 +2,7 @@
 """Set up and run Endoshare on a fresh machine that has only Python 3.11+ and pip.
 
     python3 dev.py demo    # virtualenv + install + generate a sample case + process it
-    python3 dev.py test    # virtualenv + install with test extras + run the whole test suite
+    python3 dev.py test    # virtualenv + install with test extras + lint (ruff) + types (mypy) + the test suite
     python3 dev.py bundle  # the self-contained app: dist/Endoshare/ and its archive (PyInstaller)
 
 The virtual environment lives in .venv beside this file; it is (re)installed only when
@@ -112,11 +112,35 @@ def ensure_system_packages(packages: tuple[str, ...], without: str = "the browse
         print(f"Not installing {', '.join(missing)} (needs root and apt-get): {without}.", flush=True)
 
 
+#: The engineering gate that runs before the tests, each configured in pyproject.toml ([tool.ruff], [tool.mypy]).
+STATIC_CHECKS = {"ruff (lint)": ("ruff", "check", "--no-cache", "."), "mypy (types)": ("mypy",)}
+
+
+def static_checks(env: dict[str, str]) -> list[str]:
+    """Run the linter and the type checker; the names of those that reported a finding."""
+    failed = []
+    for name, (tool, *args) in STATIC_CHECKS.items():
+        print(f"+ {tool} {' '.join(args)}", flush=True)
+        if subprocess.run([str(PYTHON), "-m", tool, *args], cwd=ROOT, env=env).returncode != 0:
+            failed.append(name)
+    return failed
+
+
 def test(pytest_args: list[str]) -> int:
+    """Lint, type-check, then run pytest (all three even when one fails, so that one run shows every
+    problem); non-zero when any of them failed."""
     ensure_system_packages(TEST_SYSTEM_PACKAGES)
     ensure_environment(EXTRAS["test"])
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+    failed = static_checks(env)
+    tests = subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+    if failed:
+        print(f"\ndev.py test: FAILED: {' and '.join(failed)} reported the findings listed above"
+              f"{' (the tests passed)' if tests == 0 else ''}.  Fix them: 'ruff check --fix' repairs import "
+              "order and old syntax; mypy's errors need a real fix, or '# type: ignore[code]' with the reason "
+              "where a library's typing is wrong.", file=sys.stderr, flush=True)
+        return tests or 1
+    return tests
 
 
 def platform_tag() -> str:
@@ -161,7 +185,8 @@ def write_archive(source: Path, archive: Path) -> None:
 
 
 #: What the .deb needs from the system (see README: what the bundle still takes from the system).
-DEB_DEPENDS = "libc6 (>= 2.36), libxcb1, libgl1, libegl1, libdrm2, fontconfig-config, fonts-dejavu-core | fonts-freefont-ttf"
+DEB_DEPENDS = ("libc6 (>= 2.36), libxcb1, libgl1, libegl1, libdrm2, fontconfig-config, "
+               "fonts-dejavu-core | fonts-freefont-ttf")
 
 
 def write_deb(source: Path, version: str) -> Path | None:

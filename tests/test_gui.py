@@ -707,6 +707,7 @@ LDD_OUTPUT = """\tlinux-vdso.so.1 (0x00007ffd)
 
 def test_gui_command_names_the_missing_system_libraries(monkeypatch, capsys, tmp_path: Path) -> None:
     from endoshare.cli import gui as gui_cli
+    from endoshare.types import ExitCode
 
     assert gui_cli.missing_from_ldd(LDD_OUTPUT) == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libweird.so.9"]
     message = gui_cli.missing_libraries_message(gui_cli.missing_from_ldd(LDD_OUTPUT))
@@ -722,7 +723,7 @@ def test_gui_command_names_the_missing_system_libraries(monkeypatch, capsys, tmp
         return subprocess.CompletedProcess(command, 0, LDD_OUTPUT, "")
 
     monkeypatch.setattr(gui_cli.subprocess, "run", fake_run)
-    assert gui_cli.run(argparse.Namespace(settings=tmp_path / "s.ini")) == gui_cli.EXIT_USAGE
+    assert gui_cli.run(argparse.Namespace(settings=tmp_path / "s.ini")) == ExitCode.USAGE
     assert calls and calls[0][1].endswith("libqxcb.so")
     assert "libxcb-keysyms.so.1" in capsys.readouterr().err
 

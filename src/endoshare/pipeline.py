@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -46,6 +47,7 @@ from .report import input_summary, json_bytes, software_versions, write_json_ato
 from .storage import (FULL_ERRNOS, PLAIN_OWNER, PRIVATE_FILE_MODE, full_folder_error, new_temp_file, private_dir,
                       publish, remove_stale, shared_file_mode, write_temp)
 from .timeline import SegmentSet, format_rate, load_segments_file
+from .types import Cancel, Progress
 
 MODES = ("fast", "advanced")
 #: Unpublished outputs end with this (their names are made by :mod:`endoshare.storage`).
@@ -177,10 +179,17 @@ class ProgressEvent:
     fraction: float
 
 
+class CaseStatus(StrEnum):
+    """How processing one case ended (``status`` in a :class:`CaseResult` and its JSON)."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class CaseResult:
     case_id: str
-    status: str                      # "ok" or "failed"
+    status: CaseStatus
     pseudonym: str | None = None
     output: Path | None = None
     report: Path | None = None
@@ -196,7 +205,6 @@ class CaseResult:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
-Cancel = Callable[[], bool]
 
 
 class _Progress:
@@ -214,7 +222,7 @@ class _Progress:
         # Each phase ends exactly where the next starts, and the last at 1: rounding never moves back.
         self.end[phases[-1]] = 1.0
 
-    def phase(self, name: str) -> Callable[[int, int], None]:
+    def phase(self, name: str) -> Progress:
         def report(done: int, total: int) -> None:
             if self.callback is not None and total > 0:
                 start, end = self.start[name], self.end[name]
@@ -223,7 +231,7 @@ class _Progress:
         return report
 
 
-def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -> list[MediaInfo]:
+def probe_case(case: Case, progress: Progress | None = None) -> list[MediaInfo]:
     infos = []
     for number, clip in enumerate(case.clips, start=1):
         info = probe(clip)
@@ -235,7 +243,7 @@ def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -
     return sorted(infos, key=lambda i: (clip_order(case.folder, i.path), i.recording_time or "", i.mtime))
 
 
-def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress: Callable[[int, int], None],
+def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress: Progress,
                   cancel: Cancel | None) -> tuple[SegmentSet, str, dict[str, Any] | None]:
     """The spans to redact, where they came from, and the detection result (for the archive) if any."""
     total = plan.total_frames
@@ -257,7 +265,7 @@ def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress:
     return result.segments, f"detector {options.detector}", result.to_json()
 
 
-def find_case_overlays(plan: JoinPlan, options: ProcessOptions, progress: Callable[[int, int], None],
+def find_case_overlays(plan: JoinPlan, options: ProcessOptions, progress: Progress,
                        cancel: Cancel | None) -> tuple[OverlaySet, TextDetector | None]:
     """The burned-in text regions to mask (none when masking is off), and the detector for the check."""
     if not options.mask_overlays:
@@ -290,7 +298,7 @@ def sha256_of(path: Path) -> str:
 
 
 def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_path: Path,
-           progress: Callable[[int, int], None], cancel: Cancel | None,
+           progress: Progress, cancel: Cancel | None,
            overlays: OverlaySet = OverlaySet()) -> RenderResult:
     """Fast mode copies what it can: the whole case when nothing is redacted, else every group of
     pictures without a redacted frame (smart render); advanced mode, and whatever cannot be spliced,
@@ -366,7 +374,7 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     def step(name: str) -> None:
         timings[name] = round(time.monotonic() - started - sum(timings.values()), 3)
         if cancel is not None and cancel():
-            raise CancelledError(f"Cancelled by the user while processing {case.folder}; nothing was published.")
+            raise CancelledError(path=case.folder)
 
     plan = plan_join(probe_case(case, tracker.phase("probe")))
     step("probe")
@@ -466,7 +474,7 @@ def publish_case(rendered: RenderedCase, options: ProcessOptions, temp_owner: st
                               path=options.out_dir) from None
     finally:
         report_temp.unlink(missing_ok=True)
-    return CaseResult(rendered.case_id, "ok", rendered.pseudonym, final, report_path,
+    return CaseResult(rendered.case_id, CaseStatus.OK, rendered.pseudonym, final, report_path,
                       reused_pseudonym=rendered.reused_pseudonym)
 
 
@@ -540,10 +548,10 @@ def process_cases(requests: list[CaseRequest], options: ProcessOptions,
         except CancelledError:
             raise
         except EndoshareError as exc:
-            yield CaseResult(request.case_id or request.folder.name, "failed", error=str(exc),
+            yield CaseResult(request.case_id or request.folder.name, CaseStatus.FAILED, error=str(exc),
                              error_type=type(exc).__name__)
         except OSError as exc:
-            yield CaseResult(request.case_id or request.folder.name, "failed",
+            yield CaseResult(request.case_id or request.folder.name, CaseStatus.FAILED,
                              error=f"{request.folder}: {exc}", error_type=type(exc).__name__)
 
 

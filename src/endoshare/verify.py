@@ -24,22 +24,31 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
-import numpy as np
 import av.error
+import numpy as np
 
-from .errors import CancelledError
-from .render.common import RenderResult
-from .media.frames import detail_energy, luma_plane
 from .media import isobmff
-from .media.nal import (ALLOWED_NAL_TYPES, SeiUserData, disallowed_record_units, disallowed_units, is_length_prefixed,
-                  is_sei, nal_length_size, nal_type, record_units, sei_user_data, split_nal_units)
+from .media.frames import detail_energy, luma_plane
+from .media.nal import (
+    ALLOWED_NAL_TYPES,
+    SeiUserData,
+    disallowed_record_units,
+    disallowed_units,
+    is_length_prefixed,
+    is_sei,
+    nal_length_size,
+    nal_type,
+    record_units,
+    sei_user_data,
+    split_nal_units,
+)
 from .media.packet_identity import PacketIdentity
 from .media.probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe
-from .media.scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS,
-                    GENERIC_HANDLER_NAMES)
+from .media.scrub import ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS, GENERIC_HANDLER_NAMES
+from .render.common import RenderResult
+from .types import Cancel, Progress, check_cancelled
 
 BLACK_LUMA_MAX = 20
 #: FFmpeg's AVColorRange for limited ("tv", MPEG) range.
@@ -51,8 +60,6 @@ ENCODER_SIGNATURES = (rb"x264 - core", rb"x265 \(build", rb"Lavf\d\d\.", rb"Lavc
                       rb"HandBrake")
 #: Identifiers shorter than this are not searched for in the bytes: they would match compressed data by chance.
 MIN_SEARCHABLE_IDENTIFIER = 6
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ DEFAULT_VERIFY_MODE = "changes"
 
 def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ...] = (),
                   keep_audio: bool = False, mode: str = DEFAULT_VERIFY_MODE, progress: Progress | None = None,
-                  cancel: Callable[[], bool] | None = None,
+                  cancel: Cancel | None = None,
                   sources: tuple[Path, ...] | None = None) -> tuple[CheckResult, ...]:
     """Run every check.  ``mode`` "full" decodes every frame; "changes" decodes only the frames the
     renderer changed (``expected.check_ranges``: re-encoded groups and the groups on both sides of every
@@ -192,7 +199,7 @@ class _PacketScan:
         self.packets = 0
         self.sei_user_data: tuple[SeiUserData, ...] = ()
 
-    def run(self, cancel: Callable[[], bool] | None) -> list[CheckResult]:
+    def run(self, cancel: Cancel | None) -> list[CheckResult]:
         sei: dict[tuple[int, str, str], SeiUserData] = {}
         with open_input(self.path) as container:
             stream = container.streams.video[0]
@@ -207,8 +214,8 @@ class _PacketScan:
             outside: dict[int, int] = {}
             for number, packet in enumerate(iter_video_packets(container, stream)):
                 self.packets += 1
-                if cancel is not None and number % 256 == 0 and cancel():
-                    raise CancelledError("Cancelled by the user; nothing was published.")
+                if number % 256 == 0:
+                    check_cancelled(cancel)
                 shown += not packet.is_discard
                 data = bytes(packet)
                 if codec in ALLOWED_NAL_TYPES:
@@ -379,14 +386,10 @@ def _open_for_checking(container: av.container.InputContainer) -> av.video.strea
 
 
 def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, progress: Progress | None,
-                  cancel: Callable[[], bool] | None) -> list[CheckResult]:
+                  cancel: Cancel | None) -> list[CheckResult]:
     checker = _FrameChecker(expected)
     errors: list[str] = []
     count = 0
-
-    def poll() -> None:
-        if cancel is not None and cancel():
-            raise CancelledError("Cancelled by the user; nothing was published.")
 
     with open_input(path) as container:
         stream = _open_for_checking(container)
@@ -398,7 +401,7 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
         if mode == "full":
             try:
                 for frame in container.decode(stream):
-                    poll()
+                    check_cancelled(cancel)
                     checker.check(count, frame, stream.codec_context.sample_aspect_ratio or container_sar)
                     count += 1
                     if progress is not None:
@@ -417,7 +420,7 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
                 stream.codec_context.flush_buffers()
                 try:
                     for frame in container.decode(stream):
-                        poll()
+                        check_cancelled(cancel)
                         index = round(Fraction(frame.pts) * stream.time_base * rate)
                         if index >= end:
                             break
@@ -437,7 +440,7 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
                 keys = 0
                 try:
                     for _ in keyframes_container.decode(key_stream):
-                        poll()
+                        check_cancelled(cancel)
                         keys += 1
                 except av.error.FFmpegError as exc:
                     errors.append(f"keyframe {keys}: {exc}")

@@ -9,13 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import __version__
-
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
+from ..types import ExitCode
 
 #: Sub-command modules, in the order ``endoshare --help`` lists them.
 COMMAND_MODULES = ("process", "queue", "inspect", "detect", "eval", "models", "sample", "gui")
@@ -40,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("endoshare: interrupted; no partial output was published.", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,15 +11,14 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from ..errors import EndoshareError
+from ..types import ExitCode
 from .argtypes import probability
-
-EXIT_OK = 0
-EXIT_USAGE = 2
 
 
 @dataclass(frozen=True)
@@ -101,11 +100,11 @@ def eval_stills_command(command: StillsEvalCommand, out: TextIO, err: TextIO) ->
                 progress_bar.stop()
     except (EndoshareError, OSError, ValueError) as exc:
         err.write(f"endoshare eval: {exc}\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
     if command.as_json:
         out.write(json.dumps(result_json(result, command.table)) + "\n")
-        return EXIT_OK
+        return ExitCode.OK
 
     def share(value: float) -> str:
         return "n/a" if math.isnan(value) else f"{100 * value:.1f} %"
@@ -117,4 +116,4 @@ def eval_stills_command(command: StillsEvalCommand, out: TextIO, err: TextIO) ->
         out.write("  other labels (share flagged as out of body):\n")
         for figures in result.other_labels:
             out.write(f"    {figures.label:<24} {share(figures.flagged_share):>8}  of {figures.count}\n")
-    return EXIT_OK
+    return ExitCode.OK

@@ -12,7 +12,7 @@ from ..errors import EndoshareError
 from ..media.findings import Finding, find_removable
 from ..media.isobmff import MP4_EPOCH_OFFSET
 from ..media.probe import MediaInfo, probe
-from . import EXIT_OK, EXIT_SOME_FAILED
+from ..types import ExitCode
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,18 +51,19 @@ def _text(info: MediaInfo, removable: tuple[Finding, ...]) -> str:
     if removable:
         lines.append("  removed by the scrubber:")
     for found in removable:
-        lines.append(f"    {found.kind}: {found.where}, {found.count}x" + (f" {found.preview!r}" if found.preview else ""))
+        preview = f" {found.preview!r}" if found.preview else ""
+        lines.append(f"    {found.kind}: {found.where}, {found.count}x{preview}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    status = EXIT_OK
+    status = ExitCode.OK
     for path in args.files:
         try:
             info = probe(path)
             removable = find_removable(path)
         except EndoshareError as exc:
-            status = EXIT_SOME_FAILED
+            status = ExitCode.SOME_FAILED
             if args.json:
                 print(json.dumps({"path": str(path), "error": str(exc)}, ensure_ascii=False))
             else:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..sample import make_sample_case
-from . import EXIT_OK
+from ..types import ExitCode
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -26,4 +26,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"out-of-body:   {case.segments.frame_count} of {len(case.labels)} frames, spans "
           + ", ".join(f"[{s.start_frame}, {s.end_frame})" for s in case.segments))
     print(f"ground truth:  {args.folder / 'truth.json'} and {args.folder / 'segments.json'}")
-    return EXIT_OK
+    return ExitCode.OK

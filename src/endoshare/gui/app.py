@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent
-from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
+from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QWidget
 
+from ..jobs.queue import JobState
 from .case_builder import CaseBuilder
 from .desktop import DesktopSession
 from .help import DISCLAIMER, HelpView, show_about
@@ -130,7 +131,7 @@ class MainWindow(QMainWindow):
         if entry is None or entry.status in (RUNNING, WAITING, INTERRUPTED):
             return
         self.rerender_key = None
-        if entry.job.state == "done":
+        if entry.job.state == JobState.DONE:
             self.review.rerender_finished(self.review_case(entry))
         else:
             self.review.rerender_finished(None, f"Re-render {entry.status_text()}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap, QResizeEvent
@@ -285,9 +285,7 @@ class CaseBuilder(QWidget):
             return []
         # Differing parameter sets or hidden frames are technicalities the report explains; a person
         # needs to hear about what they can see: size, rate, pixel format and codec.
-        reasons = [r for r in plan_join(ready).reasons
-                   if any(word in r for word in ("resolution", "frame rate", "pixel format", "codec "))
-                   and "parameter sets" not in r]
+        reasons = [str(m) for m in plan_join(ready).mismatches if m.kind.visible]
         notes = self.origin_problems()
         if reasons:
             notes += ["These clips do not match; the case will be re-encoded to the first clip's format (slower):",

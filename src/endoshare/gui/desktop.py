@@ -17,16 +17,16 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 from PySide6.QtCore import (
     QByteArray,
     QMessageLogContext,
     QSocketNotifier,
-    QtMsgType,
     QTimer,
+    QtMsgType,
     qInstallMessageHandler,
     qVersion,
 )

@@ -212,8 +212,8 @@ def about_html() -> str:
             f"Qt {qVersion()}.</p>"
             f"<h3>Logs</h3><ul><li>This app's log: <code>{html.escape(str(log_file()))}</code> (start, exit, case "
             f"status by pseudonym, errors by type; the app writes no patient ID into it).</li>"
-            f"<li>Each archive folder's audit log: <code>&lt;archive&gt;/{AUDIT_FILE_NAME}</code> (every case, private)."
-            f"</li></ul><h3>Components and licences</h3>"
+            f"<li>Each archive folder's audit log: <code>&lt;archive&gt;/{AUDIT_FILE_NAME}</code> (every case, "
+            f"private).</li></ul><h3>Components and licences</h3>"
             "<p>Endoshare's own code is MIT-licensed. It ships with these components, under their own licences:</p>"
             + components_html(bundled_components()))
 

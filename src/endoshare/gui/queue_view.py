@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QColor, QDesktopServices
@@ -33,18 +34,42 @@ from PySide6.QtWidgets import (
 
 from ..cases import discover_case
 from ..errors import EndoshareError
-from ..jobs.queue import Job, JobQueue
-from ..jobs.review import Review, hide_job, mark_reviewed, replace_job, reviews
-from ..jobs.runner import Executor, LocalExecutor, QueueEvent, add_job, cancel_job, retry_job, run_queue, runner_alive
+from ..jobs.queue import Job, JobQueue, JobState
+from ..jobs.review import Review, ReviewState, hide_job, mark_reviewed, replace_job, reviews
+from ..jobs.runner import (
+    Executor,
+    LocalExecutor,
+    QueueEvent,
+    QueueEventKind,
+    add_job,
+    cancel_job,
+    retry_job,
+    run_queue,
+    runner_alive,
+)
 from ..storage import private_dir, write_atomically
 from ..timeline import SegmentSet
 from .settings import GuiSettings, validate_settings
 from .staging import STAGING_FOLDER
 from .workers import plain
 
-WAITING, RUNNING, INTERRUPTED, NEEDS_REVIEW, PUBLISHED, REVIEWED, FAILED, STOPPED = (
-    "waiting", "running", "interrupted", "needs review", "published, not reviewed", "reviewed, published",
-    "failed", "stopped")
+
+class EntryStatus(StrEnum):
+    """A case as the window shows it: its job's state, whether its runner lives, and its review."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    #: Its runner stopped or died while it ran: Start runs it again.
+    INTERRUPTED = "interrupted"
+    #: Done, held back from the shared folder until a person reviews it.
+    NEEDS_REVIEW = "needs review"
+    PUBLISHED = "published, not reviewed"
+    REVIEWED = "reviewed, published"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+WAITING, RUNNING, INTERRUPTED, NEEDS_REVIEW, PUBLISHED, REVIEWED, FAILED, STOPPED = EntryStatus
 STATUS_COLOURS = {WAITING: "#eeeeee", RUNNING: "#bbdefb", INTERRUPTED: "#ffe0b2", NEEDS_REVIEW: "#fff3c4",
                   PUBLISHED: "#fff3c4", REVIEWED: "#c8e6c9", FAILED: "#ffcdd2", STOPPED: "#e0e0e0"}
 #: Spans a person edited in the review view, kept in the archive as the record of what was redacted.
@@ -60,7 +85,7 @@ class QueueEntry:
 
     job: Job
     review: Review | None
-    status: str
+    status: EntryStatus
     live_fraction: float | None = None
     live_phase: str | None = None
 
@@ -82,7 +107,7 @@ class QueueEntry:
 
     @property
     def reviewed(self) -> bool:
-        return self.review is not None and self.review.state == "reviewed"
+        return self.review is not None and self.review.state == ReviewState.REVIEWED
 
     @property
     def output(self) -> Path | None:
@@ -103,16 +128,16 @@ class QueueEntry:
         return self.status
 
 
-def entry_status(job: Job, review: Review | None, running_here: bool, archive: Path) -> str:
-    if job.state == "pending":
+def entry_status(job: Job, review: Review | None, running_here: bool, archive: Path) -> EntryStatus:
+    if job.state == JobState.PENDING:
         return INTERRUPTED if job.error_type == "Interrupted" else WAITING
-    if job.state == "running":
+    if job.state == JobState.RUNNING:
         return RUNNING if running_here or runner_alive(archive, job.runner) else INTERRUPTED
-    if job.state == "failed":
+    if job.state == JobState.FAILED:
         return FAILED
-    if job.state == "cancelled":
+    if job.state == JobState.CANCELLED:
         return STOPPED
-    if review is not None and review.state == "reviewed":
+    if review is not None and review.state == ReviewState.REVIEWED:
         return REVIEWED
     return NEEDS_REVIEW if job.options.held_for_review else PUBLISHED
 
@@ -288,7 +313,8 @@ class QueueView(QWidget):
 
     def has_active_case(self, case_id: str) -> bool:
         """A case with this patient ID is waiting or running."""
-        return any(e.case_id == case_id and e.job.state in ("pending", "running") for e in self.entries.values())
+        return any(e.case_id == case_id and e.job.state in (JobState.PENDING, JobState.RUNNING)
+                   for e in self.entries.values())
 
     def refresh(self) -> None:
         """Read the queue again and show it (keeps the selection)."""
@@ -305,7 +331,7 @@ class QueueView(QWidget):
                 return
             for job in jobs:
                 review = review_of.get(job.id)
-                if review is not None and review.state in ("replaced", "removed"):
+                if review is not None and review.state in (ReviewState.REPLACED, ReviewState.REMOVED):
                     continue
                 live = self.live.get(job.id) if self.running else None
                 status = entry_status(job, review, live is not None, queue.archive_dir)
@@ -347,7 +373,7 @@ class QueueView(QWidget):
                 bar.setRange(0, 100)
                 table.setCellWidget(row, 2, bar)
             fraction = entry.live_fraction if entry.live_fraction is not None else entry.job.fraction
-            bar.setValue(100 if entry.job.state == "done" else int(fraction * 100))
+            bar.setValue(100 if entry.job.state == JobState.DONE else int(fraction * 100))
         table.blockSignals(False)
 
     def _clip_names(self, job: Job) -> str:
@@ -385,7 +411,7 @@ class QueueView(QWidget):
         self.stop_button.setEnabled(self.running)
         self.retry_button.setEnabled(entry is not None and entry.status in (FAILED, STOPPED))
         self.remove_button.setEnabled(entry is not None and entry.status != RUNNING)
-        has_output = entry is not None and entry.job.state == "done" and entry.output is not None
+        has_output = entry is not None and entry.job.state == JobState.DONE and entry.output is not None
         self.open_button.setEnabled(has_output)
         self.review_button.setEnabled(has_output)
         counts: dict[str, int] = {}
@@ -440,14 +466,14 @@ class QueueView(QWidget):
         return self.last_runner.wait(None if msecs < 0 else msecs / 1000)
 
     def _on_event(self, event: QueueEvent) -> None:
-        if event.kind == "job-progress" or event.kind == "job-started":
+        if not event.kind.finished:
             self.live[event.job_id] = event
         else:
             self.live.pop(event.job_id, None)
         self.eta = event.eta_seconds
-        if event.kind == "job-failed":
+        if event.kind == QueueEventKind.FAILED:
             self._show_error(f"Case {event.case_id} failed", event.error or "")
-        if event.kind != "job-progress":
+        if event.kind != QueueEventKind.PROGRESS:
             self.refresh()
         else:
             key = str(event.job_id)
@@ -503,7 +529,7 @@ class QueueView(QWidget):
                         "log stay."):
             return
         try:
-            if entry.job.state == "pending":
+            if entry.job.state == JobState.PENDING:
                 cancel_job(queue, entry.job.id)
             hide_job(queue, entry.job.id)
         except EndoshareError as exc:
@@ -517,7 +543,7 @@ class QueueView(QWidget):
 
     def review_selected(self) -> None:
         entry = self.selected_entry()
-        if entry is not None and entry.job.state == "done" and entry.output is not None:
+        if entry is not None and entry.job.state == JobState.DONE and entry.output is not None:
             self.review_requested.emit(entry.entry_id)
 
     def rerender(self, entry_id: str, segments: SegmentSet) -> str | None:

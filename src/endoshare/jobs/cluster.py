@@ -16,7 +16,6 @@ coordinator puts its job back to pending and stops: the next ``queue run`` proce
 
 from __future__ import annotations
 
-import queue as thread_queue
 import time
 import uuid
 from typing import Any
@@ -26,7 +25,17 @@ from distributed import Client, Event, LocalCluster, get_worker
 
 from ..errors import CancelledError
 from ..pipeline import ProgressEvent
-from .runner import EXECUTOR_LOST, Outcome, ThrottledProgress, WorkerFinished, WorkerProgress, WorkItem, execute
+from .runner import (
+    EXECUTOR_LOST,
+    Inbox,
+    Outcome,
+    ThrottledProgress,
+    WorkerFinished,
+    WorkerMessage,
+    WorkerProgress,
+    WorkItem,
+    execute,
+)
 
 #: How often a task asks the scheduler whether it was cancelled (each poll is a round trip).
 CANCEL_POLL_SECONDS = 0.5
@@ -85,7 +94,7 @@ class DaskExecutor:
         self._address = self.client.scheduler.address
         self._token = uuid.uuid4().hex[:8]
         self._topic = f"endoshare-progress-{self._token}"
-        self._inbox: thread_queue.SimpleQueue[WorkerProgress | WorkerFinished] = thread_queue.SimpleQueue()
+        self._inbox = Inbox()
         self._futures: dict[int, Any] = {}
         self._items: dict[int, WorkItem] = {}
         self._slots_checked = 0.0
@@ -152,17 +161,8 @@ class DaskExecutor:
             self._cancelled.add(job_id)
             Event(self._cancel_name(item), client=self.client).set()
 
-    def events(self, timeout: float) -> list[WorkerProgress | WorkerFinished]:
-        out: list[WorkerProgress | WorkerFinished] = []
-        try:
-            out.append(self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait())
-        except thread_queue.Empty:
-            return out
-        while True:
-            try:
-                out.append(self._inbox.get_nowait())
-            except thread_queue.Empty:
-                break
+    def events(self, timeout: float) -> list[WorkerMessage]:
+        out = self._inbox.take(timeout)
         for message in out:
             if isinstance(message, WorkerFinished):
                 self._futures.pop(message.outcome.job_id, None)

@@ -27,6 +27,7 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -40,8 +41,22 @@ from ..storage import full_folder_error, make_private, open_private, private_dir
 
 QUEUE_FILE_NAME = "queue.sqlite3"
 RUNNER_LOCK_NAME = "queue.runner.lock"
-STATES = ("pending", "running", "done", "failed", "cancelled")
-FINISHED_STATES = frozenset({"done", "failed", "cancelled"})
+
+
+class JobState(StrEnum):
+    """Where a job is in its life (the diagram above); stored as its value in the ``state`` column."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATES = tuple(JobState)
+FINISHED_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+#: States from which ``retry`` puts a job back to pending.
+RETRYABLE_STATES = frozenset({JobState.FAILED, JobState.CANCELLED})
 BUSY_TIMEOUT_SECONDS = 30
 
 #: Called with the changed job *inside* its transaction (the audit log): if it fails, the change is rolled
@@ -149,7 +164,7 @@ class Job:
     folder: Path
     case_id: str
     options: ProcessOptions
-    state: str
+    state: JobState
     attempts: int
     pseudonym: str | None
     output: Path | None
@@ -171,7 +186,7 @@ class Job:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         return cls(id=row["id"], folder=Path(row["folder"]), case_id=row["case_id"],
-                   options=options_from_record(json.loads(row["options"])), state=row["state"],
+                   options=options_from_record(json.loads(row["options"])), state=JobState(row["state"]),
                    attempts=row["attempts"], pseudonym=row["pseudonym"],
                    output=Path(row["output"]) if row["output"] else None,
                    report=Path(row["report"]) if row["report"] else None,
@@ -293,15 +308,15 @@ class JobQueue:
                                    path=self.path)
         return Job.from_row(row)
 
-    def jobs(self, states: tuple[str, ...] = STATES) -> list[Job]:
+    def jobs(self, states: tuple[JobState, ...] = STATES) -> list[Job]:
         marks = ",".join("?" * len(states))
         rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", states).fetchall()
         return [Job.from_row(r) for r in rows]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[JobState, int]:
         counts = dict.fromkeys(STATES, 0)
         for state, number in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
-            counts[state] = number
+            counts[JobState(state)] = number
         return counts
 
     def next_pending(self, busy_case_ids: set[str], only: frozenset[int] | None = None) -> Job | None:
@@ -372,7 +387,7 @@ class JobQueue:
             db.execute("UPDATE jobs SET phase = 'publish', output_sha256 = ? WHERE id = ?",
                        (output_sha256, job_id))
 
-    def finish(self, job_id: int, state: str, *, output: Path | None = None, report: Path | None = None,
+    def finish(self, job_id: int, state: JobState, *, output: Path | None = None, report: Path | None = None,
                output_sha256: str | None = None, error: str | None = None,
                error_type: str | None = None, record: Recorder | None = None) -> Job:
         if state not in FINISHED_STATES:
@@ -407,10 +422,10 @@ class JobQueue:
             if row is None:
                 raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue "
                                        "status'.", path=self.path)
-            if row["state"] == "pending":
+            if row["state"] == JobState.PENDING:
                 db.execute("UPDATE jobs SET state = 'cancelled', error = 'cancelled before it started', "
                            "error_type = 'CancelledError', finished_utc = ? WHERE id = ?", (utc_now(), job_id))
-            elif row["state"] == "running":
+            elif row["state"] == JobState.RUNNING:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             else:
                 raise JobStateError(f"Job {job_id} is already {row['state']}; only pending or running jobs can "
@@ -437,7 +452,7 @@ class JobQueue:
             if row is None:
                 raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue "
                                        "status'.", path=self.path)
-            if row["state"] not in ("failed", "cancelled"):
+            if row["state"] not in RETRYABLE_STATES:
                 raise JobStateError(f"Job {job_id} is {row['state']}; only failed or cancelled jobs can be "
                                     "retried (add the case again to re-process a done one).", path=self.path)
             db.execute("UPDATE jobs SET state = 'pending', error = NULL, error_type = NULL, cancel_requested = 0, "

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import av
 import av.error
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import CancelledError, UnreadableMediaError
+from ..errors import UnreadableMediaError
+from ..types import Cancel, check_cancelled
 from .join import ClipPlan, JoinPlan, VideoFormat
 from .probe import open_input
-
-Cancel = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,5 @@ def iter_timeline(plan: JoinPlan, cancel: Cancel | None = None) -> Iterator[Time
     """Every frame of the merged timeline, in order, in ``plan.target`` format."""
     for clip in plan.clips:
         for item in iter_clip_frames(clip, plan.target):
-            if cancel is not None and cancel():
-                raise CancelledError("Cancelled by the user; nothing was published.")
+            check_cancelled(cancel)
             yield item

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import av
 import av.error
 
-from ..errors import (EmptyFileError, InputPermissionError, MissingInputError, NoVideoStreamError,
-                      UnreadableMediaError)
+from ..errors import EmptyFileError, InputPermissionError, MissingInputError, NoVideoStreamError, UnreadableMediaError
 from . import isobmff
 from .nal import SeiUserData, is_sei, nal_length_size, sei_user_data, split_nal_units
 
