@@ -113,3 +113,17 @@ def test_inbox_takes_everything_waiting_in_order() -> None:
     timer.start()
     assert len(inbox.take(5.0)) == 1
     timer.join()
+
+
+def test_the_checker_documents_exactly_the_checks_it_runs() -> None:
+    """The module docstring of endoshare.verify lists every check by name, and no check that does not exist."""
+    import inspect
+    import re
+
+    from endoshare import verify
+
+    source = inspect.getsource(verify)
+    run = set(re.findall(r'CheckResult\(\s*"([a-z_]+)"', source))
+    documented = set(re.findall(r"^- ``([a-z_]+)``", verify.__doc__ or "", flags=re.M))
+    documented |= set(re.findall(r"^- ``[a-z_]+`` / ``([a-z_]+)``", verify.__doc__ or "", flags=re.M))
+    assert run and documented == run

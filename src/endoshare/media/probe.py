@@ -146,6 +146,14 @@ def open_input(path: Path, options: dict[str, str] | None = None) -> av.containe
         raise UnreadableMediaError(f"{path} cannot be opened ({exc}); {hint}.", path=path) from None
 
 
+def stream_time_base(stream: av.stream.Stream, path: Path) -> Fraction:
+    """The time base of a stream read from ``path`` (FFmpeg's demuxers always set one)."""
+    if stream.time_base is None:
+        raise UnreadableMediaError(f"{path}: stream {stream.index} has no time base, so its timestamps cannot "
+                                   "be read; the file is damaged or was written by a broken muxer.", path=path)
+    return Fraction(stream.time_base)
+
+
 def iter_video_packets(container: av.container.InputContainer,
                        stream: av.video.stream.VideoStream) -> Iterator[av.Packet]:
     """Real packets of ``stream`` (drops the empty flush packet the demuxer ends with)."""
