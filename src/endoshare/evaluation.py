@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from .detect.base import SHRINK_HOOK, Detector
 from .errors import CancelledError, InputError, MissingInputError, UnreadableMediaError
+from .media.frames import rgb_array
 
 POSITIVE_LABEL = "oob"
 NEGATIVE_LABEL = "inbody"
@@ -113,9 +114,7 @@ def load_still(path: str | Path, size: tuple[int, int] | None) -> npt.NDArray[np
     try:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
-            if size is None:
-                return frame.to_ndarray(format="rgb24")
-            return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+            return rgb_array(frame) if size is None else rgb_array(frame, *size)
     except (av.FFmpegError, StopIteration, IndexError, ValueError) as exc:
         raise UnreadableMediaError(f"image {path} cannot be decoded ({exc}); replace it with a valid "
                                    "PNG or JPEG file or remove it from the table", path=path) from exc

@@ -8,10 +8,10 @@ track's handler name and language, and SEI user data inside the H.264 bitstream.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable
 
 import av
 import av.bitstream
@@ -48,7 +48,7 @@ def write_clip(path: Path, frames: Iterable[npt.NDArray[np.uint8]], *, rate: Fra
                options: dict[str, str] | None = None, container_format: str | None = None) -> None:
     """Encode RGB frames to ``path``; with ``planted``, write it into tags, handler name and SEI user data."""
     container = av.open(str(path), mode="w", format=container_format)
-    stream = None
+    stream: av.VideoStream | None = None
     sei = None
     try:
         if planted:
@@ -57,8 +57,11 @@ def write_clip(path: Path, frames: Iterable[npt.NDArray[np.uint8]], *, rate: Fra
         for index, rgb in enumerate(frames):
             if stream is None:
                 height, width = rgb.shape[:2]
-                stream = container.add_stream(codec, rate=rate,
-                                              options={"preset": "veryfast", "crf": "26", **(options or {})})
+                added = container.add_stream(codec, rate=rate,
+                                             options={"preset": "veryfast", "crf": "26", **(options or {})})
+                if not isinstance(added, av.VideoStream):
+                    raise ValueError(f"{codec} is not a video encoder")
+                stream = added
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                 stream.codec_context.gop_size = gop
                 if planted:

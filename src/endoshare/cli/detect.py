@@ -88,7 +88,7 @@ def _add_detector_arguments(parser: argparse.ArgumentParser) -> None:
                              "stateless detector; every frame in order for a stateful one (oobnet)")
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     detect = subparsers.add_parser(
         "detect", help="find out-of-body spans in videos (frame indices)",
         description="Find the out-of-body spans of each video, in frame indices (presentation order, "

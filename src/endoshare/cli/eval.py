@@ -14,11 +14,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import EndoshareError
 from ..types import ExitCode
 from .argtypes import probability
+
+if TYPE_CHECKING:
+    from ..evaluation import EvaluationResult
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class StillsEvalCommand:
     show_progress: bool
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from ..detect.registry import DETECTOR_NAMES
 
     parser = subparsers.add_parser(
@@ -61,13 +64,11 @@ def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def result_json(result: Any, table: Path) -> dict[str, Any]:
+def result_json(result: EvaluationResult, table: Path) -> dict[str, object]:
     """The evaluation as strict JSON (NaN becomes null)."""
-    data = result.to_json()
-    for key in ("oob_recall", "inbody_kept", "roc_auc"):
-        data[key] = _finite_or_none(data[key])
-    data["table"] = str(table)
-    return data
+    return {**result.to_json(), "oob_recall": _finite_or_none(result.oob_recall),
+            "inbody_kept": _finite_or_none(result.inbody_kept), "roc_auc": _finite_or_none(result.roc_auc),
+            "table": str(table)}
 
 
 def _progress_bar(err: TextIO) -> tuple[Any, Callable[[int, int], None]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..types import ExitCode
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("gui", help="start the desktop app (build cases, run the queue, review)")
     parser.add_argument("--settings", type=Path, metavar="FILE",
                         help="keep the app's settings in this INI file instead of the user's standard location")

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 from ..types import ExitCode
 
@@ -17,7 +17,7 @@ class ModelsOptions:
     as_json: bool
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "models", help="list the out-of-body detectors and whether their weights are present",
         description="List the out-of-body detectors, whether each is ready to run, and where its "

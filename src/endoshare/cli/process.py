@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from ..errors import EndoshareError
-from ..verify import DEFAULT_VERIFY_MODE, VERIFY_MODES
 from ..pipeline import MODES, CaseResult, CaseStatus, ProcessOptions
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 from ..timeline import parse_rate
 from ..types import ExitCode
+from ..verify import DEFAULT_VERIFY_MODE, VERIFY_MODES
 
 if TYPE_CHECKING:
     from ..jobs.queue import Job
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "process", help="de-identify one or more cases (each a folder of clips)",
         description="Each CASE_DIR is one case: its video files are ordered naturally (VID2 before VID10), "

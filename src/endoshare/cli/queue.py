@@ -32,7 +32,7 @@ from ..types import ExitCode
 from .process import add_process_arguments, options_from_args
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "queue", help="unattended batches: add cases to a crash-safe job queue and run it",
         description="The queue lives in the archive folder (queue.sqlite3, with an audit.jsonl log). "

@@ -9,7 +9,7 @@ from ..sample import make_sample_case
 from ..types import ExitCode
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sample", help="write a synthetic sample case (3 clips with planted identifiers and out-of-body scenes)")
     parser.add_argument("folder", type=Path, metavar="DIR", help="where to write the case folder and its truth")

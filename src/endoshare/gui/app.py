@@ -162,7 +162,9 @@ class MainWindow(QMainWindow):
 
 
 def main(argv: Sequence[str] | None = None, settings_path: Path | None = None) -> int:
-    app = QApplication.instance() or QApplication(list(argv) if argv is not None else sys.argv[:1])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(list(argv) if argv is not None
+                                                                           else sys.argv[:1])
     session = DesktopSession(app)   # name, icon, log file, SIGTERM/Ctrl-C close the window
     window = MainWindow(settings_path)
     session.watch(window.queue)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
@@ -222,8 +223,7 @@ class CaseBuilder(QWidget):
             item.setData(PATH_ROLE, str(path))
             self.clips.addItem(item)
             self._probing += 1
-            self.tasks.run(lambda p=path: probe_clip(p), lambda value, i=item: self._probed(i, value),
-                           lambda text, i=item: self._probed(i, text))
+            self.tasks.run(partial(probe_clip, path), partial(self._probed, item), partial(self._probed, item))
         self._update_state()
         if self.clips.currentItem() is None and self.clips.count():
             self.clips.setCurrentRow(0)
@@ -327,7 +327,8 @@ class CaseBuilder(QWidget):
     # --- preview ------------------------------------------------------------------------------------
     def _show_thumbnail(self) -> None:
         self._update_state()
-        item = self.clips.currentItem()
+        # PySide6's stubs say never None, but Qt returns None when no row is current.
+        item: QListWidgetItem | None = self.clips.currentItem()
         if item is None:
             return
         path = Path(item.data(PATH_ROLE))

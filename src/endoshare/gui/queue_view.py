@@ -143,7 +143,8 @@ def entry_status(job: Job, review: Review | None, running_here: bool, archive: P
 
 
 class RunnerSignals(QObject):
-    event = Signal(object)        # QueueEvent
+    # Not "event": that name is QObject.event(), which Qt calls for every event the object receives.
+    queue_event = Signal(object)  # QueueEvent
     finished = Signal(str)        # "" or an error message
 
 
@@ -174,7 +175,7 @@ class QueueRunner:
         message = ""
         try:
             with JobQueue(self.archive) as queue:
-                run_queue(queue, self.executor, on_event=self.signals.event.emit, stop=self._stop.is_set)
+                run_queue(queue, self.executor, on_event=self.signals.queue_event.emit, stop=self._stop.is_set)
         except EndoshareError as exc:
             message = str(exc)
         except Exception as exc:  # a bug: say so instead of dying silently
@@ -390,7 +391,8 @@ class QueueView(QWidget):
 
     def row_of(self, entry_id: str) -> int:
         for row in range(self.table.rowCount()):
-            if self.table.item(row, 0).data(256) == entry_id:
+            item = self.table.item(row, 0)
+            if item is not None and item.data(256) == entry_id:
                 return row
         raise KeyError(entry_id)
 
@@ -438,7 +440,7 @@ class QueueView(QWidget):
         self.live.clear()
         self.eta = None
         self.runner = QueueRunner(settings.archive_dir, self.executor_factory(settings.workers))
-        self.runner.signals.event.connect(self._on_event)
+        self.runner.signals.queue_event.connect(self._on_event)
         self.runner.signals.finished.connect(self._on_runner_finished)
         self.last_runner = self.runner
         self.runner.start()

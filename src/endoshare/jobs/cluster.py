@@ -91,7 +91,9 @@ class DaskExecutor:
             self.client = Client(self.cluster)
         else:
             self.client = Client(str(value))
-        self._address = self.client.scheduler.address
+        scheduler = self.client.scheduler
+        assert scheduler is not None, "a Client that connected has its scheduler's address"
+        self._address = scheduler.address
         self._token = uuid.uuid4().hex[:8]
         self._topic = f"endoshare-progress-{self._token}"
         self._inbox = Inbox()

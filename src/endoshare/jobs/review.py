@@ -74,8 +74,9 @@ def _move(path: Path, target: Path) -> None:
         shutil.move(str(path), str(target))     # another volume
 
 
-def publish_held(job: Job, shared_dir: Path, review: dict[str, object]) -> tuple[Path, Path | None]:
-    """Move a held job's video, then its report (with ``review`` added), into ``shared_dir``."""
+def publish_held(job: Job, shared_dir: Path, reviewed_utc: str, spans: SegmentSet) -> tuple[Path, Path | None]:
+    """Move a held job's video, then its report (with a ``review`` section: the time and the final spans),
+    into ``shared_dir``."""
     if job.output is None or not job.output.is_file():
         raise OutputError(f"The output of case {job.case_id} is no longer in the holding folder ({job.output}); "
                           "process the case again.", path=job.output)
@@ -86,14 +87,12 @@ def publish_held(job: Job, shared_dir: Path, review: dict[str, object]) -> tuple
         report = None
         if job.report is not None and job.report.is_file():
             data = json.loads(job.report.read_text(encoding="utf-8"))
-            data["review"] = review
+            data["review"] = {"reviewed_utc": reviewed_utc, "spans": spans.to_json()}
             report = shared_dir / job.report.name
             write_atomically(report, json_bytes(data), shared_file_mode())
             job.report.unlink()
             picture = shared_dir / job.report.name.replace(".report.json", ".timeline.png")
-            spans = review.get("spans", [])
-            write_atomically(picture, report_timeline_png(data, [(s["start_frame"], s["end_frame"])
-                                                                 for s in spans]),  # type: ignore[union-attr]
+            write_atomically(picture, report_timeline_png(data, [(s.start_frame, s.end_frame) for s in spans]),
                              shared_file_mode())
     except (OSError, ValueError) as exc:
         raise OutputError(f"Cannot move the reviewed output into the shared folder {shared_dir} ({exc}); check "
@@ -118,7 +117,7 @@ def mark_reviewed(queue: JobQueue, job_id: int, spans: SegmentSet, shared_dir: P
     if job.options.held_for_review:
         if shared_dir is None:
             raise OutputError("No shared folder to publish to; choose one in Settings.")
-        output, _report = publish_held(job, shared_dir, {"reviewed_utc": now, "spans": spans.to_json()})
+        output, _report = publish_held(job, shared_dir, now, spans)
     audit = AuditLog(queue.archive_dir)
     queue.set_review(job_id, ReviewState.REVIEWED, reviewer=reviewer, time_utc=now, spans=json.dumps(spans.to_json()),
                      output=str(output) if output else None,

@@ -25,8 +25,14 @@ class TimelineFrame:
 def luma_plane(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     """The Y plane of a yuv420p frame as a (height, width) array (line padding removed)."""
     plane = frame.planes[0]
-    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     return rows[:, :plane.width]
+
+
+def rgb_array(frame: av.VideoFrame, width: int | None = None, height: int | None = None) -> npt.NDArray[np.uint8]:
+    """The picture as a (height, width, 3) RGB array, scaled to ``width`` x ``height`` when given."""
+    return np.asarray(frame.to_ndarray(format="rgb24", width=width or frame.width, height=height or frame.height),
+                      dtype=np.uint8)
 
 
 def detail_energy(frame: av.VideoFrame) -> float:
