@@ -30,14 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run the chosen command's ``func``; Ctrl-C is :attr:`ExitCode.INTERRUPTED`."""
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("endoshare: interrupted; no partial output was published.", file=sys.stderr)
         return ExitCode.INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,7 @@ from ..jobs.runner import (
     run_queue,
 )
 from ..types import ExitCode
+from . import run_command
 from .process import add_process_arguments, options_from_args
 
 
@@ -278,12 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m endoshare.cli.queue COMMAND ...`` (the same as ``endoshare queue COMMAND ...``)."""
     parser = argparse.ArgumentParser(prog="endoshare queue")
     add_queue_commands(parser)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        print("endoshare: interrupted; no partial output was published.", file=sys.stderr)
-        return ExitCode.INTERRUPTED
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
