@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from .detect.base import SHRINK_HOOK, Detector
 from .errors import CancelledError, InputError, MissingInputError, UnreadableMediaError
-from .media.frames import rgb_array
+from .media.frames import picture_array
 
 POSITIVE_LABEL = "oob"
 NEGATIVE_LABEL = "inbody"
@@ -114,7 +114,7 @@ def load_still(path: str | Path, size: tuple[int, int] | None) -> npt.NDArray[np
     try:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
-            return rgb_array(frame) if size is None else rgb_array(frame, *size)
+            return picture_array(frame) if size is None else picture_array(frame, *size)
     except (av.FFmpegError, StopIteration, IndexError, ValueError) as exc:
         raise UnreadableMediaError(f"image {path} cannot be decoded ({exc}); replace it with a valid "
                                    "PNG or JPEG file or remove it from the table", path=path) from exc

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import UnreadableMediaError
-from ..media.frames import black_frame, blurred_frame, normalise, rgb_array
+from ..media.frames import black_frame, blurred_frame, normalise, picture_array
 from ..media.join import ClipPlan, JoinPlan
 from ..media.probe import open_input
 
@@ -80,7 +80,7 @@ class FrameSource:
         frame = self.frame(index)
         if width and not height:
             height = max(2, round(frame.height * width / frame.width / 2) * 2)
-        return rgb_array(frame, width, height)
+        return picture_array(frame, width, height)
 
     def _source_index(self, clip: ClipPlan, frame: av.VideoFrame, counted: int) -> int:
         assert self._stream is not None
@@ -147,7 +147,7 @@ def clip_thumbnail(path: Path, at_seconds: float = 1.0, width: int = 240) -> RGB
         if chosen is None:
             raise UnreadableMediaError(f"{path} holds no decodable picture; remove it from the case.", path=path)
         height = max(2, round(chosen.height * width / chosen.width / 2) * 2)
-        return rgb_array(chosen, width, height)
+        return picture_array(chosen, width, height)
 
 
 def output_rgb(source: FrameSource, index: int, redaction: str, redacted: bool,
@@ -161,4 +161,4 @@ def output_rgb(source: FrameSource, index: int, redaction: str, redacted: bool,
     target = source.plan.target
     frame = black_frame(target) if redaction == "black" else blurred_frame(source.frame(index), target)
     height = max(2, round(frame.height * width / frame.width / 2) * 2) if width else frame.height
-    return rgb_array(frame, width, height)
+    return picture_array(frame, width, height)

@@ -29,10 +29,13 @@ def luma_plane(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     return rows[:, :plane.width]
 
 
-def rgb_array(frame: av.VideoFrame, width: int | None = None, height: int | None = None) -> npt.NDArray[np.uint8]:
-    """The picture as a (height, width, 3) RGB array, scaled to ``width`` x ``height`` when given."""
-    return np.asarray(frame.to_ndarray(format="rgb24", width=width or frame.width, height=height or frame.height),
-                      dtype=np.uint8)
+def picture_array(frame: av.VideoFrame, width: int | None = None, height: int | None = None, *,
+                  format: str = "rgb24", interpolation: str | None = None) -> npt.NDArray[np.uint8]:
+    """The picture as a (height, width, 3) array in a packed 8-bit ``format`` ("rgb24", "bgr24"), scaled to
+    ``width`` x ``height`` when given (with FFmpeg's ``interpolation``, e.g. "AREA", else its default)."""
+    scaled = frame.reformat(width=width or frame.width, height=height or frame.height, format=format,
+                            interpolation=interpolation)
+    return np.asarray(scaled.to_ndarray(), dtype=np.uint8)
 
 
 def detail_energy(frame: av.VideoFrame) -> float:
