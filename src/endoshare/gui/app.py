@@ -11,6 +11,7 @@ from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QWidget
 
 from ..jobs.queue import JobState
+from ..timeline import SegmentSet
 from .case_builder import CaseBuilder
 from .desktop import DesktopSession
 from .help import DISCLAIMER, HelpView, show_about
@@ -109,18 +110,18 @@ class MainWindow(QMainWindow):
         self.review.open_case(self.review_case(entry))
         self.tabs.setCurrentWidget(self.review)
 
-    def _rerender(self, entry_id: str, segments: object) -> None:
+    def _rerender(self, entry_id: str, segments: SegmentSet) -> None:
         self.replacing = entry_id
         try:
-            new = self.queue.rerender(entry_id, segments)  # type: ignore[arg-type]
+            new = self.queue.rerender(entry_id, segments)
         finally:
             self.replacing = None
         if new is None:
             self.review.rerender_finished(None, "The re-render could not be queued; nothing changed.")
         self.rerender_key = new
 
-    def _reviewed(self, entry_id: str, spans: object) -> None:
-        if self.queue.mark_reviewed(entry_id, spans):  # type: ignore[arg-type]
+    def _reviewed(self, entry_id: str, spans: SegmentSet) -> None:
+        if self.queue.mark_reviewed(entry_id, spans):
             self.review.open_case(self.review_case(self.queue.entries[entry_id]))
 
     def _entry_changed(self, entry_id: str) -> None:
