@@ -304,9 +304,12 @@ class JobQueue:
     def get(self, job_id: int) -> Job:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue status'.",
-                                   path=self.path)
+            raise self._missing(job_id)
         return Job.from_row(row)
+
+    def _missing(self, job_id: int) -> JobNotFoundError:
+        return JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue status'.",
+                                path=self.path)
 
     def jobs(self, states: tuple[JobState, ...] = STATES) -> list[Job]:
         marks = ",".join("?" * len(states))
@@ -420,8 +423,7 @@ class JobQueue:
         with self._write() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue "
-                                       "status'.", path=self.path)
+                raise self._missing(job_id)
             if row["state"] == JobState.PENDING:
                 db.execute("UPDATE jobs SET state = 'cancelled', error = 'cancelled before it started', "
                            "error_type = 'CancelledError', finished_utc = ? WHERE id = ?", (utc_now(), job_id))
@@ -439,8 +441,7 @@ class JobQueue:
         """Store a job's review state (see :mod:`endoshare.jobs.review`), with its audit line."""
         with self._write() as db:
             if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
-                raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue "
-                                       "status'.", path=self.path)
+                raise self._missing(job_id)
             db.execute("INSERT OR REPLACE INTO reviews (job_id, state, reviewer, time_utc, spans, output, "
                        "replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (job_id, state, reviewer, time_utc or utc_now(), spans, output, replaced_by))
@@ -450,8 +451,7 @@ class JobQueue:
         with self._write() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue "
-                                       "status'.", path=self.path)
+                raise self._missing(job_id)
             if row["state"] not in RETRYABLE_STATES:
                 raise JobStateError(f"Job {job_id} is {row['state']}; only failed or cancelled jobs can be "
                                     "retried (add the case again to re-process a done one).", path=self.path)
