@@ -127,3 +127,20 @@ def test_the_checker_documents_exactly_the_checks_it_runs() -> None:
     documented = set(re.findall(r"^- ``([a-z_]+)``", verify.__doc__ or "", flags=re.M))
     documented |= set(re.findall(r"^- ``[a-z_]+`` / ``([a-z_]+)``", verify.__doc__ or "", flags=re.M))
     assert run and documented == run
+
+
+def test_progress_names_its_phases_in_order(tmp_path: Path) -> None:
+    from endoshare.pipeline import CaseRequest, Phase, process_case
+
+    case = tmp_path / "P7"
+    case.mkdir()
+    barcode_clip(case / "VID1.mp4", range(30))
+    events: list[ProgressEvent] = []
+    options = ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive", detector="none",
+                             mask_overlays=False, verify="full")     # "full" decodes (and reports) every frame
+    process_case(CaseRequest(case), options, progress=events.append)
+    phases = list(dict.fromkeys(event.phase for event in events))
+    assert phases == [Phase.PROBE, Phase.RENDER, Phase.VERIFY, Phase.DONE]
+    assert all(type(event.phase) is Phase for event in events)
+    fractions = [event.fraction for event in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0

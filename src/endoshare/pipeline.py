@@ -52,8 +52,23 @@ from .types import Cancel, Progress
 MODES = ("fast", "advanced")
 #: Unpublished outputs end with this (their names are made by :mod:`endoshare.storage`).
 TEMP_SUFFIX = ".mp4.partial"
+
+
+class Phase(StrEnum):
+    """The steps of one case, in order, as its progress events name them."""
+
+    PROBE = "probe"
+    DETECT = "detect"
+    OVERLAYS = "overlays"
+    RENDER = "render"
+    VERIFY = "verify"
+    #: The coordinator moves the verified output into the shared folder (queue runs).
+    PUBLISH = "publish"
+    DONE = "done"
+
+
 #: Share of a case's work per phase, for one overall fraction that only moves forward.
-PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "overlays": 0.05, "render": 0.6, "verify": 0.2}
+PHASE_WEIGHTS = {Phase.PROBE: 0.05, Phase.DETECT: 0.15, Phase.OVERLAYS: 0.05, Phase.RENDER: 0.6, Phase.VERIFY: 0.2}
 
 
 @dataclass(frozen=True)
@@ -172,7 +187,7 @@ class CaseRequest:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    phase: str            # probe, detect, render, verify, done
+    phase: Phase
     done: int
     total: int
     #: Whole case, 0..1, never decreasing.
@@ -208,12 +223,12 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 
 class _Progress:
-    def __init__(self, callback: ProgressCallback | None, phases: tuple[str, ...]) -> None:
+    def __init__(self, callback: ProgressCallback | None, phases: tuple[Phase, ...]) -> None:
         self.callback = callback
         weights = {p: PHASE_WEIGHTS[p] for p in phases}
         scale = sum(weights.values())
-        self.start: dict[str, float] = {}
-        self.end: dict[str, float] = {}
+        self.start: dict[Phase, float] = {}
+        self.end: dict[Phase, float] = {}
         running = 0.0
         for phase in phases:
             self.start[phase] = running
@@ -222,7 +237,7 @@ class _Progress:
         # Each phase ends exactly where the next starts, and the last at 1: rounding never moves back.
         self.end[phases[-1]] = 1.0
 
-    def phase(self, name: str) -> Progress:
+    def phase(self, name: Phase) -> Progress:
         def report(done: int, total: int) -> None:
             if self.callback is not None and total > 0:
                 start, end = self.start[name], self.end[name]
@@ -365,44 +380,43 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     started = time.monotonic()
     timings: dict[str, float] = {}
     case = discover_case(request.folder, request.case_id)
-    phases = ("probe", "render", "verify") if options.detector == "none" or options.segments_file \
-        else ("probe", "detect", "render", "verify")
-    if options.mask_overlays:
-        phases = (*phases[:-2], "overlays", *phases[-2:])
+    detects = options.detector != "none" and not options.segments_file
+    phases = tuple(p for p in (Phase.PROBE, Phase.DETECT, Phase.OVERLAYS, Phase.RENDER, Phase.VERIFY)
+                   if (p != Phase.DETECT or detects) and (p != Phase.OVERLAYS or options.mask_overlays))
     tracker = _Progress(progress, phases)
 
-    def step(name: str) -> None:
+    def step(name: Phase) -> None:
         timings[name] = round(time.monotonic() - started - sum(timings.values()), 3)
         if cancel is not None and cancel():
             raise CancelledError(path=case.folder)
 
-    plan = plan_join(probe_case(case, tracker.phase("probe")))
-    step("probe")
+    plan = plan_join(probe_case(case, tracker.phase(Phase.PROBE)))
+    step(Phase.PROBE)
     check_out_dir(options)
-    segments, segment_source, detections = find_segments(plan, options, case, tracker.phase("detect"), cancel)
-    if "detect" in phases:
-        step("detect")
-    overlays, text_detector = find_case_overlays(plan, options, tracker.phase("overlays"), cancel)
+    segments, segment_source, detections = find_segments(plan, options, case, tracker.phase(Phase.DETECT), cancel)
+    if detects:
+        step(Phase.DETECT)
+    overlays, text_detector = find_case_overlays(plan, options, tracker.phase(Phase.OVERLAYS), cancel)
     if options.mask_overlays:
-        step("overlays")
+        step(Phase.OVERLAYS)
     temp = new_temp_file(options.out_dir, TEMP_SUFFIX, temp_owner)
     try:
         try:
-            rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel, overlays=overlays)
+            rendered = render(plan, segments, options, temp, tracker.phase(Phase.RENDER), cancel, overlays=overlays)
             if options.keep_audio:
                 rendered = _with_audio(plan, segments, options, temp, rendered, cancel, temp_owner)
-            step("render")
+            step(Phase.RENDER)
             identifiers = (case.case_id, *(p.stem for p in case.clips), case.folder.resolve().name)
             checks = verify_output(temp, rendered, identifiers, keep_audio=rendered.audio_samples is not None,
                                    mode=options.verify, sources=case.clips,
-                                   progress=tracker.phase("verify"), cancel=cancel)
+                                   progress=tracker.phase(Phase.VERIFY), cancel=cancel)
             checked_frames: tuple[int, ...] = ()
             if text_detector is not None:
                 overlay_checks, checked_frames = verify_overlays(
                     temp, overlays, rendered, segments, options.redaction, plan.total_frames,
                     (plan.target.width, plan.target.height, plan.target.frame_rate), text_detector, cancel)
                 checks = (*checks, *overlay_checks)
-            step("verify")
+            step(Phase.VERIFY)
         except (OSError, av.error.FFmpegError) as exc:
             if getattr(exc, "errno", None) in FULL_ERRNOS:
                 raise DiskFullError(f"The output folder {options.out_dir} is full (no space left on its disk or "
@@ -510,7 +524,7 @@ def process_case(request: CaseRequest, options: ProcessOptions, progress: Progre
         finally:
             rendered.temp.unlink(missing_ok=True)
     if progress is not None:
-        progress(ProgressEvent("done", 1, 1, 1.0))
+        progress(ProgressEvent(Phase.DONE, 1, 1, 1.0))
     return result
 
 

@@ -47,6 +47,7 @@ from ..jobs.runner import (
     run_queue,
     runner_alive,
 )
+from ..pipeline import Phase
 from ..storage import private_dir, write_atomically
 from ..timeline import SegmentSet
 from .settings import GuiSettings, validate_settings
@@ -74,8 +75,9 @@ STATUS_COLOURS = {WAITING: "#eeeeee", RUNNING: "#bbdefb", INTERRUPTED: "#ffe0b2"
                   PUBLISHED: "#fff3c4", REVIEWED: "#c8e6c9", FAILED: "#ffcdd2", STOPPED: "#e0e0e0"}
 #: Spans a person edited in the review view, kept in the archive as the record of what was redacted.
 REVIEWED_SPANS_FOLDER = "reviewed-spans"
-PHASE_NAMES = {"probe": "reading clips", "detect": "detecting", "render": "rendering", "verify": "verifying",
-               "done": "finishing", "publish": "publishing"}
+PHASE_NAMES: dict[str, str] = {
+    Phase.PROBE: "reading clips", Phase.DETECT: "detecting", Phase.OVERLAYS: "finding burned-in text",
+    Phase.RENDER: "rendering", Phase.VERIFY: "verifying", Phase.PUBLISH: "publishing", Phase.DONE: "finishing"}
 REFRESH_MS = 500
 
 

@@ -24,7 +24,7 @@ import dask
 from distributed import Client, Event, LocalCluster, get_worker
 
 from ..errors import CancelledError
-from ..pipeline import ProgressEvent
+from ..pipeline import Phase, ProgressEvent
 from .runner import (
     EXECUTOR_LOST,
     Inbox,
@@ -58,7 +58,8 @@ def _run_on_worker(item: WorkItem, topic: str, cancel_name: str) -> Outcome:
         return cancelled
 
     def send(event: ProgressEvent) -> None:
-        worker.log_event(topic, {"job": item.job_id, "attempt": item.attempt, "phase": event.phase,
+        # Dask's events are msgpack: plain values only (the phase's value, not the enum member).
+        worker.log_event(topic, {"job": item.job_id, "attempt": item.attempt, "phase": event.phase.value,
                                  "done": event.done, "total": event.total, "fraction": event.fraction})
 
     return execute(item, ThrottledProgress(send, min_seconds=0.5), cancel)
@@ -109,7 +110,7 @@ class DaskExecutor:
     def _on_progress(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
         self._inbox.put(WorkerProgress(msg["job"], msg["attempt"],
-                                       ProgressEvent(msg["phase"], msg["done"], msg["total"], msg["fraction"])))
+                                       ProgressEvent(Phase(msg["phase"]), msg["done"], msg["total"], msg["fraction"])))
 
     @property
     def slots(self) -> int:

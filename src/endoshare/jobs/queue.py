@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 from filelock import FileLock, Timeout
 
 from ..errors import DiskFullError, EndoshareError
-from ..pipeline import ProcessOptions
+from ..pipeline import Phase, ProcessOptions
 from ..render.common import EncodeSettings, Redaction
 from ..storage import full_folder_error, make_private, open_private, private_dir
 
@@ -387,8 +387,8 @@ class JobQueue:
     def set_publishing(self, job_id: int, output_sha256: str) -> None:
         """Remember what is about to be published, so that a restart can tell whether it was."""
         with self._write() as db:
-            db.execute("UPDATE jobs SET phase = 'publish', output_sha256 = ? WHERE id = ?",
-                       (output_sha256, job_id))
+            db.execute("UPDATE jobs SET phase = ?, output_sha256 = ? WHERE id = ?",
+                       (Phase.PUBLISH, output_sha256, job_id))
 
     def finish(self, job_id: int, state: JobState, *, output: Path | None = None, report: Path | None = None,
                output_sha256: str | None = None, error: str | None = None,

@@ -39,7 +39,7 @@ from filelock import FileLock, Timeout
 from .. import pipeline
 from ..errors import CancelledError, EndoshareError, OptionsError
 from ..identity import LOCKS_FOLDER, CaseLock
-from ..pipeline import CaseRequest, ProcessOptions, ProgressEvent, RenderedCase
+from ..pipeline import CaseRequest, Phase, ProcessOptions, ProgressEvent, RenderedCase
 from ..storage import pid_alive, private_dir, remove_owned
 from .audit import AuditEvent, AuditLog
 from .queue import Job, JobQueue, JobState
@@ -756,7 +756,7 @@ class QueueRun:
             return Outcome(item.job_id, item.attempt, error=f"publishing failed: {exc}",
                            error_type=type(exc).__name__)
         del self.active[item.job_id]
-        entry.phase, entry.fraction = "done", 1.0
+        entry.phase, entry.fraction = Phase.DONE, 1.0
         self._finish(item.job_id, JobState.DONE, output=result.output, report=result.report,
                      output_sha256=rendered.output_sha256)
         self.emit(QueueEventKind.DONE, entry, output=str(result.output))
