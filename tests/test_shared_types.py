@@ -4,7 +4,6 @@ reasons of a join plan, and the inbox both in-process executors drain."""
 from __future__ import annotations
 
 import threading
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from endoshare.jobs.queue import JobQueue, JobState
 from endoshare.jobs.runner import Inbox, QueueEventKind, WorkerFinished, WorkerProgress, add_job
 from endoshare.media.join import JoinDifference, plan_join
 from endoshare.media.probe import probe
-from endoshare.pipeline import ProcessOptions, ProgressEvent
+from endoshare.pipeline import Phase, ProcessOptions, ProgressEvent
 from endoshare.types import ExitCode, check_cancelled
 from media import barcode_clip
 
@@ -96,7 +95,7 @@ def test_queue_event_kinds() -> None:
 def test_inbox_takes_everything_waiting_in_order() -> None:
     inbox = Inbox()
     assert inbox.take(0) == []
-    event = ProgressEvent("render", 1, 2, Fraction(1, 2).__float__())
+    event = ProgressEvent(Phase.RENDER, 1, 2, 0.5)
     messages = [WorkerProgress(7, 1, event) for _ in range(50)]
 
     def put_all() -> None:
@@ -130,7 +129,7 @@ def test_the_checker_documents_exactly_the_checks_it_runs() -> None:
 
 
 def test_progress_names_its_phases_in_order(tmp_path: Path) -> None:
-    from endoshare.pipeline import CaseRequest, Phase, process_case
+    from endoshare.pipeline import CaseRequest, process_case
 
     case = tmp_path / "P7"
     case.mkdir()
