@@ -41,6 +41,7 @@ from ..errors import CancelledError, EndoshareError, OptionsError
 from ..identity import LOCKS_FOLDER, CaseLock
 from ..pipeline import CaseRequest, Phase, ProcessOptions, ProgressEvent, RenderedCase
 from ..storage import pid_alive, private_dir, remove_owned
+from ..types import Cancel
 from .audit import AuditEvent, AuditLog
 from .queue import Job, JobQueue, JobState
 
@@ -99,7 +100,7 @@ def check_workers(workers: int | None) -> None:
 
 
 def render_case(item: WorkItem, progress: pipeline.ProgressCallback | None = None,
-                cancel: pipeline.Cancel | None = None) -> RenderedCase:
+                cancel: Cancel | None = None) -> RenderedCase:
     """Worker side: render and verify one attempt into a temp file named after the job; publish nothing."""
     return pipeline.render_case(CaseRequest(item.folder, item.case_id), item.options, item.pseudonym,
                                 reused_pseudonym=item.reused_pseudonym, temp_owner=item.temp_owner,
@@ -107,7 +108,7 @@ def render_case(item: WorkItem, progress: pipeline.ProgressCallback | None = Non
 
 
 def execute(item: WorkItem, progress: pipeline.ProgressCallback | None = None,
-            cancel: pipeline.Cancel | None = None) -> Outcome:
+            cancel: Cancel | None = None) -> Outcome:
     """:func:`render_case` with every failure turned into a failed :class:`Outcome` (the worker boundary)."""
     try:
         return Outcome(item.job_id, item.attempt, rendered=render_case(item, progress, cancel))
