@@ -12,9 +12,9 @@ detector's ``input_size`` (PyAV's default, bilinear, interpolation), so figures 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import av
 import numpy as np

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import synthetic
+from .media.scrub import add_video_stream
 from .timeline import SegmentSet
 
 #: UUID for planted SEI user data (any 16 bytes will do).
@@ -57,11 +58,8 @@ def write_clip(path: Path, frames: Iterable[npt.NDArray[np.uint8]], *, rate: Fra
         for index, rgb in enumerate(frames):
             if stream is None:
                 height, width = rgb.shape[:2]
-                added = container.add_stream(codec, rate=rate,
-                                             options={"preset": "veryfast", "crf": "26", **(options or {})})
-                if not isinstance(added, av.VideoStream):
-                    raise ValueError(f"{codec} is not a video encoder")
-                stream = added
+                stream = add_video_stream(container, codec, rate,
+                                          {"preset": "veryfast", "crf": "26", **(options or {})})
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                 stream.codec_context.gop_size = gop
                 if planted:

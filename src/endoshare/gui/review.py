@@ -9,10 +9,11 @@ operation wrapped in one undoable command; the edit boxes always show the select
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QRect, Qt, QTimer, Signal
 from PySide6.QtGui import (
@@ -424,8 +425,8 @@ class ReviewView(QWidget):
         self.spans = self.saved_spans
         self.title.setText(f"Reading case {case.case_id}…")
         self._show_picture(case.report)
-        self.tasks.run(lambda: load_plan(case.folder, case.case_id),
-                       lambda plan, key=case.key: self._plan_ready(plan, key), self._plan_failed)
+        self.tasks.run(partial(load_plan, case.folder, case.case_id), partial(self._plan_ready, key=case.key),
+                       self._plan_failed)
 
     def _show_picture(self, report: Path | None) -> None:
         """The report's timeline picture (the one published beside the report at review)."""
@@ -492,8 +493,7 @@ class ReviewView(QWidget):
         self.current = -1
         self.show_frame(0)
         self._restore_draft()
-        self.tasks.run(lambda: thumbnail_strip(plan), lambda images, k=key: self._thumbnails_ready(images, k),
-                       lambda _text: None)
+        self.tasks.run(partial(thumbnail_strip, plan), partial(self._thumbnails_ready, key=key), lambda _text: None)
         self.loaded.emit()
 
     def _plan_failed(self, message: str) -> None:
@@ -684,7 +684,9 @@ class ReviewView(QWidget):
         if self.selected is not None:
             row = self.spans.segments.index(self.selected)
             table.selectRow(row)
-            table.scrollToItem(table.item(row, 0))
+            first = table.item(row, 0)
+            if first is not None:
+                table.scrollToItem(first)
         table.blockSignals(False)
         self._show_selected_in_boxes()
         self.timeline.spans = self.spans

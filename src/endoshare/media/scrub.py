@@ -11,6 +11,7 @@ a decoder would skip: filler, reserved and unspecified units.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -35,6 +36,15 @@ def open_output(path: Path) -> av.container.OutputContainer:
                         options={"movflags": "+faststart", "fflags": "+bitexact", "write_tmcd": "0"})
     container.metadata.clear()
     return container
+
+
+def add_video_stream(container: av.container.OutputContainer, encoder: str, rate: Fraction,
+                     options: dict[str, str] | None = None) -> av.VideoStream:
+    """A new video stream of ``encoder`` (e.g. "libx264") in ``container``."""
+    stream = container.add_stream(encoder, rate=rate, options=options or {})
+    if not isinstance(stream, av.VideoStream):
+        raise ValueError(f"{encoder} is not a video encoder")
+    return stream
 
 
 class BitstreamScrubber:
