@@ -2,7 +2,9 @@
 """Set up and run Endoshare on a fresh machine that has only Python 3.11+ and pip.
 
     python3 dev.py demo    # virtualenv + install + generate a sample case + process it
-    python3 dev.py test    # virtualenv + install with test extras + lint (ruff) + types (mypy) + the test suite
+    python3 dev.py test    # virtualenv + install with test extras + (re)build the bundle when missing or
+                           # stale + lint (ruff) + types (mypy) + the whole test suite
+    python3 dev.py test --fast   # the quick loop: lint and types, no bundle, tests marked slow left out
     python3 dev.py bundle  # the self-contained app: dist/Endoshare/ and its archive (PyInstaller)
 
 The virtual environment lives in .venv beside this file; it is (re)installed only when
@@ -126,10 +128,50 @@ def static_checks(env: dict[str, str]) -> list[str]:
     return failed
 
 
+#: What a bundle is built from: when any of it changed since the last build, the bundle is stale.
+BUNDLE_INPUTS = ("src", "packaging", "pyproject.toml", "dev.py", "LICENSE")
+BUNDLE_STAMP = DIST / ".bundle-inputs"
+
+
+def bundle_inputs_digest() -> str:
+    """SHA-256 over the names and contents of every file the bundle is built from (caches left out)."""
+    digest = hashlib.sha256()
+    for name in BUNDLE_INPUTS:
+        top = ROOT / name
+        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
+            if (path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+                    and not any(part.endswith(".egg-info") for part in path.parts)):
+                digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def bundle_is_current() -> bool:
+    """True when dist/ holds an archive built from the current sources (see :func:`bundle`'s stamp)."""
+    archives = list(DIST.glob(f"Endoshare-*-{platform_tag()}.tar.gz"))
+    return bool(archives) and BUNDLE_STAMP.is_file() and BUNDLE_STAMP.read_text() == bundle_inputs_digest()
+
+
+def selects_bundle_tests(pytest_args: list[str]) -> bool:
+    """True unless the arguments name test paths, none of which holds the bundle tests."""
+    paths = [a.split("::")[0] for a in pytest_args if not a.startswith("-") and (ROOT / a.split("::")[0]).exists()]
+    return not paths or any(Path(ROOT / p).resolve() in (ROOT / "tests", ROOT / "tests" / "test_bundle.py")
+                            for p in paths)
+
+
 def test(pytest_args: list[str]) -> int:
-    """Lint, type-check, then run pytest (all three even when one fails, so that one run shows every
-    problem); non-zero when any of them failed."""
+    """Lint (ruff) and type-check (mypy), then run pytest in .venv: all three even when one fails, so that
+    one run shows every problem; non-zero when any of them failed.  ``--fast`` leaves out the tests marked
+    slow and never builds the bundle; otherwise, on Linux, the bundle is (re)built first when missing or
+    stale and its tests are selected, so that they run instead of skipping."""
+    fast = "--fast" in pytest_args
+    pytest_args = [a for a in pytest_args if a != "--fast"]
     ensure_system_packages(TEST_SYSTEM_PACKAGES)
+    if fast:
+        pytest_args = ["-m", "not slow", *pytest_args]
+    elif sys.platform.startswith("linux") and selects_bundle_tests(pytest_args) and not bundle_is_current():
+        print("The bundle in dist/ is missing or older than the sources: building it first (dev.py bundle).",
+              flush=True)
+        bundle()
     ensure_environment(EXTRAS["test"])
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     failed = static_checks(env)
@@ -225,6 +267,7 @@ def write_deb(source: Path, version: str) -> Path | None:
 def bundle() -> Path:
     """Build dist/Endoshare/ with PyInstaller in .bundle-venv, check it, and archive it; return the archive."""
     started = time.monotonic()
+    inputs = bundle_inputs_digest()
     if sys.platform.startswith("linux"):
         ensure_system_packages(BUNDLE_SYSTEM_PACKAGES, "the bundle will need them on the user's machine")
     ensure_environment("[gui]", BUNDLE_VENV, BUNDLE_PYTHON, editable=False, also=BUNDLER)
@@ -255,6 +298,7 @@ def bundle() -> Path:
     mac_app = DIST / "Endoshare.app"     # on macOS users get the .app; the plain folder stays for tests
     write_archive(mac_app if sys.platform == "darwin" and mac_app.is_dir() else BUNDLE_DIR, archive)
     deb = write_deb(BUNDLE_DIR, version)
+    BUNDLE_STAMP.write_text(inputs)      # what this bundle was built from (dev.py test rebuilds when it differs)
     size = sum(p.stat().st_size for p in BUNDLE_DIR.rglob("*") if p.is_file() and not p.is_symlink())
     print(f"Built {BUNDLE_DIR} ({size / 2**20:.0f} MiB), {archive} ({archive.stat().st_size / 2**20:.0f} MiB)"
           + (f" and {deb} ({deb.stat().st_size / 2**20:.0f} MiB)" if deb else "")

@@ -13,8 +13,9 @@ Usage::
 2. On that case: the out-of-body detector (``detect_case``) and the overlay finder
    (``find_overlays``) are timed one after the other; the share printed is overlay time / detection
    time.  The overlay regions found are checked against the planted text.
-3. Per style (fonts, sizes, colours, plates; 4 in-body pictures each, 1080p): the planted lines whose
-   every ink pixel lies inside the masks the finder would draw from one picture's detections.
+3. Per style (fonts, sizes, colours, plates; 1080p, two layouts: the corners, and over the picture
+   itself): on a one-second clip whose two keyframes show different in-body pictures, the planted lines
+   whose every ink pixel the finder masks over the whole clip, and the masks that touch no planted line.
 """
 
 from __future__ import annotations
@@ -105,45 +106,52 @@ def covered(ink: tuple[int, int, int, int], regions: list) -> bool:
     return any(r.box.x0 <= x0 and r.box.y0 <= y0 and r.box.x1 >= x1 and r.box.y1 >= y1 for r in regions)
 
 
-def per_style(detector) -> list[tuple[str, int, int, float]]:  # type: ignore[no-untyped-def]
-    """(style, lines whose every ink pixel is masked, lines planted, detector seconds per picture) at
-    1080p, with the finder's margins (one text height left and right, 35 % above and below)."""
-    import math
+def per_style(detector, cache: Path) -> list[tuple[str, int, int, int, float]]:  # type: ignore[no-untyped-def]
+    """(style, lines whose every ink pixel is masked over the whole clip, lines planted, masked regions
+    touching no planted line, finder seconds per clip) at 1080p: for each style and two layouts (corners;
+    over the picture itself) a one-second clip whose two keyframes show different in-body pictures."""
+    from fractions import Fraction
 
-    import av
+    from endoshare.cases import discover_case
+    from endoshare.media.join import plan_join
+    from endoshare.overlay.find import find_overlays
+    from endoshare.pipeline import probe_case
+    from endoshare.sample import write_clip
+    from overlay_media import inbody
 
-    from endoshare import synthetic
-    from endoshare.overlay.find import OverlayOptions
-    from endoshare.overlay.text import detector_size
-
-    options = OverlayOptions()
-    backgrounds = [synthetic.inbody_frame(np.random.default_rng(40 + k), WIDTH, HEIGHT, 0.0) for k in range(4)]
     styles = [*STYLES, Style("DejaVuSans.ttf", 18, (255, 255, 255)), Style("DejaVuSansMono.ttf", 20, (0, 255, 255)),
               Style("DejaVuSans.ttf", 14, (255, 255, 255)), Style("DejaVuSans-Bold.ttf", 48, (255, 255, 255))]
-    det_w, det_h = detector_size(WIDTH, HEIGHT)
     rows = []
-    for style in styles:
-        found = planted = 0
+    for number, style in enumerate(styles):
+        found = planted = false = 0
         seconds = 0.0
-        for k, background in enumerate(backgrounds):
-            lines = patient_lines(k, k % 2)
-            rgb = draw(background, lines, style)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            picture = frame.reformat(width=det_w, height=det_h, format="bgr24", interpolation="AREA").to_ndarray()
+        for layout in (0, 2):
+            lines = patient_lines(number, layout)
+            folder = cache / f"style-v{VERSION}" / f"{style.name}-{layout}"
+            if not (folder / "clip.mp4").is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                pictures = [draw(inbody(k * 250, WIDTH, HEIGHT, 40 + layout, Fraction(25)), lines, style) for k in (0, 1)]
+                write_clip(folder / "clip.mp4", (pictures[i >= 13] for i in range(26)), gop=25, options={"crf": "20"})
+            plan = plan_join(probe_case(discover_case(folder)))
             started = time.perf_counter()
-            boxes = detector.boxes(picture, (WIDTH / det_w, HEIGHT / det_h))
+            overlays = find_overlays(plan, detector=detector)
             seconds += time.perf_counter() - started
             masked = np.zeros((HEIGHT, WIDTH), bool)
-            for b in boxes:
-                g = b.grown(max(4, math.ceil(options.margin_share_x * b.height)), WIDTH, HEIGHT,
-                            max(4, math.ceil(options.margin_share * b.height)))
-                masked[g.y0:g.y1, g.x0:g.x1] = True
-            for line in lines:
-                ink = draw(np.zeros((HEIGHT, WIDTH, 3), np.uint8), (line,), style).max(axis=2) > 40
+            whole = [r for r in overlays.masked if r.start_frame == 0 and r.end_frame == plan.total_frames]
+            for r in whole:
+                masked[r.box.y0:r.box.y1, r.box.x0:r.box.x1] = True
+            inks = text_boxes(lines, style, WIDTH, HEIGHT).values()
+            for x0, y0, x1, y1 in inks:
                 planted += 1
-                found += bool(masked[ink].all())
-        rows.append((style.name, found, planted, seconds / len(backgrounds)))
+                found += bool(masked[y0:y1, x0:x1].all())
+            false += sum(not any(r.box.intersection(_box(ink)) for ink in inks) for r in overlays.masked)
+        rows.append((style.name, found, planted, false, seconds / 2))
     return rows
+
+
+def _box(ink: tuple[int, int, int, int]):  # type: ignore[no-untyped-def]
+    from endoshare.overlay.text import Box
+    return Box(*ink)
 
 
 def main() -> int:
@@ -151,13 +159,14 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--detector", default="builtin", help="out-of-body detector to compare with")
+    parser.add_argument("--no-styles", action="store_true", help="skip the per-style measurement")
     args = parser.parse_args()
 
     from endoshare.cases import discover_case
     from endoshare.detect.case import detect_case
     from endoshare.media.join import plan_join
-    from endoshare.overlay.find import find_overlays
-    from endoshare.overlay.text import TextDetector
+    from endoshare.overlay.find import OverlayFinder, OverlayOptions
+    from endoshare.overlay.text import TextDetector, detector_size
     from endoshare.pipeline import probe_case
 
     started = time.monotonic()
@@ -165,21 +174,26 @@ def main() -> int:
     print(f"case {folder} ready in {time.monotonic() - started:.0f} s", flush=True)
     plan = plan_join(probe_case(discover_case(folder)))
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     detect_case(plan, args.detector)
-    oob_seconds = time.monotonic() - started
+    oob_seconds, oob_cpu = time.monotonic() - started, time.process_time() - cpu
     detector = TextDetector()
-    started = time.monotonic()
-    overlays = find_overlays(plan, detector=detector)
-    text_seconds = time.monotonic() - started
+    started, cpu = time.monotonic(), time.process_time()
+    finder = OverlayFinder(plan, OverlayOptions(), detector)
+    overlays = finder.run()
+    text_seconds, text_cpu = time.monotonic() - started, time.process_time() - cpu
+    load_after = " ".join(f"{v:.1f}" for v in os.getloadavg())
     minutes = plan.total_frames / RATE / 60
     print(f"{plan.total_frames} frames ({minutes:.1f} min) at {plan.target.width}x{plan.target.height}")
-    print(f"out-of-body detection ({args.detector}): {oob_seconds:.1f} s")
-    print(f"load average before the timed part: {load}")
-    print(f"overlay finding: {text_seconds:.1f} s, {len(overlays.samples)} sampled frames "
-          f"({text_seconds / max(1, len(overlays.samples)):.2f} s each)")
-    print(f"overlay / out-of-body detection time: {100 * text_seconds / oob_seconds:.0f} %; "
-          f"overlay share of both: {100 * text_seconds / (oob_seconds + text_seconds):.0f} %")
+    print(f"out-of-body detection ({args.detector}): {oob_seconds:.1f} s ({oob_cpu:.1f} s of CPU, all threads)")
+    print(f"load average before / after the timed part: {load} / {load_after}")
+    det_w, det_h = detector_size(plan.target.width, plan.target.height)
+    print(f"overlay finding: {text_seconds:.1f} s, {len(overlays.samples)} sampled keyframes, text detector run "
+          f"{finder.reads} times on {finder.read_pixels / 1e6:.2f} Mpixels "
+          f"(= {finder.read_pixels / (det_w * det_h):.1f} whole pictures at {det_w}x{det_h})")
+    print(f"overlay finding: {text_cpu:.1f} s of CPU (all threads)")
+    print(f"overlay / out-of-body detection time: {100 * text_seconds / oob_seconds:.0f} % (wall clock), "
+          f"{100 * text_cpu / oob_cpu:.0f} % (CPU time: less sensitive to other processes on the machine)")
     for clip in planted:
         first, last = clip["first_frame"], clip["first_frame"] + clip["frames"]
         regions = [r for r in overlays.masked if r.start_frame <= first and r.end_frame >= last]
@@ -192,9 +206,12 @@ def main() -> int:
         print(f"  {clip['clip']} ({clip['style']}): planted lines masked over the whole clip: {hits}")
     print(f"  regions: {sum(r.kind == 'overlay' for r in overlays.regions)} overlay, "
           f"{sum(r.kind == 'transient' for r in overlays.regions)} transient (left visible)")
-    print("\nper style at 1080p (4 pictures, 4 lines each): style | found/planted | detector s per picture")
-    for name, found, total, seconds in per_style(detector):
-        print(f"  {name:34s} {found:2d}/{total:2d}  {seconds:.2f}")
+    if args.no_styles:
+        return 0
+    print("\nper style at 1080p (2 layouts x 4 lines, one-second clips): style | lines masked over the whole clip "
+          "/ planted | masked regions on no planted line | finder s per clip")
+    for name, found, total, false, seconds in per_style(detector, args.cache):
+        print(f"  {name:34s} {found:2d}/{total:2d}  {false}  {seconds:.2f}")
     return 0
 
 

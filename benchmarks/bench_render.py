@@ -17,6 +17,8 @@ Contenders:
   with the true out-of-body spans given: render + verify only), with the default verification
   (``changes``: copied groups proven by packet identity) and with ``--verify full``;
 * **fast** — ``endoshare process CASE`` (fast mode, built-in detector, end to end, default verification);
+* **fast, true spans, no overlay finding** — the same with ``--no-overlay-mask``: render and verification
+  alone (the burned-in text finder runs before rendering on every case otherwise);
 * **fast, MPEG-TS** — the same pictures remuxed into MPEG-TS clips (``-c copy -f mpegts``, as OR
   recorders write them), true spans given: it must be spliced like the MP4 case, at a similar cost;
 * **baseline** — the reference tool's fast pipeline redone with the ffmpeg CLI: concat by copy, decode
@@ -134,7 +136,7 @@ def _concat_list(path: Path, files: list[Path]) -> Path:
 
 
 def run_fast(case: CaseFiles, work: Path, verify: str | None, *, spans: bool = False,
-             folder: Path | None = None, label: str = "") -> tuple[Measurement, dict]:
+             folder: Path | None = None, label: str = "", overlays: bool = True) -> tuple[Measurement, dict]:
     out, archive = work / "out", work / "archive"
     command = [*ENDOSHARE, "process", str(folder or case.folder), "--out", str(out), "--archive", str(archive),
                "--json"]
@@ -142,7 +144,10 @@ def run_fast(case: CaseFiles, work: Path, verify: str | None, *, spans: bool = F
         command += ["--verify", verify]
     if spans:
         command += ["--detector", "none", "--segments", str(case.truth)]
-    runner = Runner(f"fast{label}{', true spans' if spans else ''} (verify {verify or 'default'})")
+    if not overlays:
+        command += ["--no-overlay-mask"]
+    runner = Runner(f"fast{label}{', true spans' if spans else ''}{', no overlay finding' if not overlays else ''}"
+                    f" (verify {verify or 'default'})")
     runner.run(command, capture=True)
     report = json.loads(next(out.glob("*.report.json")).read_text(encoding="utf-8"))
     return runner.done(timings_seconds=report.get("timings_seconds", {}),
@@ -321,6 +326,10 @@ def main() -> int:
         measurement, _ = step(f"spans-{choice or 'default'}",
                               lambda w, c=choice: run_fast(case, w, c, spans=True))
         fast[f"true spans, verify {choice or 'default'}"] = measurement
+    # The same without the burned-in text finder (issue #13), which runs before rendering on every case:
+    # what the render and its verification cost on their own.
+    measurement, _ = step("spans-no-overlays", lambda w: run_fast(case, w, default, spans=True, overlays=False))
+    fast[f"true spans, verify {default or 'default'}, no overlay finding"] = measurement
     ts_folder = ts_case(case, work_root)
     measurement, ts_report = step("ts", lambda w: run_fast(case, w, default, spans=True, folder=ts_folder,
                                                            label=" MPEG-TS"))

@@ -16,14 +16,11 @@ import pytest
 
 import endoshare.pipeline as pipeline
 from endoshare import errors
-from endoshare.pipeline import CaseRequest, ProcessOptions, process_case, process_cases
+from endoshare.pipeline import CaseRequest, process_case, process_cases
 
+from conftest import options
 from media import barcode_clip, ffmpeg
 
-
-def options(tmp_path: Path, **kwargs: object) -> ProcessOptions:
-    return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
-                          **{"detector": "none", **kwargs})  # type: ignore[arg-type]
 
 
 def case_with(tmp_path: Path, name: str, files: dict[str, bytes | None]) -> Path:

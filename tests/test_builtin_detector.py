@@ -17,9 +17,8 @@ from endoshare.detect.builtin import THRESHOLD_KEY, BuiltinDetector, default_mod
 from endoshare.errors import WeightsError
 from endoshare.evaluation import evaluate_detector
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-FRAMES_TSV = DATA / "frames.tsv"
-needs_dev_data = pytest.mark.skipif(not FRAMES_TSV.is_file(), reason=f"development stills not found at {DATA}")
+from conftest import DEV_DATA, picture_sources
+
 
 #: Scores of the shipped model on generated frames: an in-body and an operating-room picture of one seed,
 #: blended (share of the room picture), chosen where the score is neither 0 nor 1 so that a change of the
@@ -86,10 +85,37 @@ def test_synthetic_frames_are_classified_correctly(detector: BuiltinDetector) ->
     assert (detector.score(oob) >= detector.threshold).all()
 
 
-@needs_dev_data
-def test_development_stills_figures(detector: BuiltinDetector) -> None:
-    """On the whole development set (most of it trained on: a regression check, not an accuracy claim)."""
-    result = evaluate_detector(FRAMES_TSV, detector)
+def generated_stills_table(folder: Path) -> Path:
+    """A labelled-stills table like the development set's, of generated pictures saved as PNG files (seeds
+    apart from the training script's, sizes other than the model's): in-body and operating-room pictures."""
+    from PIL import Image as PILImage
+
+    folder.mkdir()
+    rows = ["file\tlabel"]
+    for label, generate in (("inbody", synthetic.inbody_frame), ("oob", synthetic.oob_frame)):
+        for seed in range(7000, 7012):
+            name = f"{label}-{seed}.png"
+            picture = generate(np.random.default_rng(seed), 400 + 16 * (seed % 3), 300, seed * 0.11)
+            PILImage.fromarray(picture).save(folder / name)
+            rows.append(f"{name}\t{label}")
+    table = folder / "frames.tsv"
+    table.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return table
+
+
+@pytest.mark.parametrize("source", [pytest.param(s, marks=pytest.mark.slow) if s == "development" else s
+                                    for s in picture_sources()])        # the whole development set: ~20 s
+def test_stills_table_figures(detector: BuiltinDetector, source: str, tmp_path: Path) -> None:
+    """The evaluation path (table, image files, figures) on generated stills; and on the whole development
+    set when present (most of it trained on: a regression check, not an accuracy claim)."""
+    if source == "synthetic":
+        result = evaluate_detector(generated_stills_table(tmp_path / "stills"), detector)
+        assert (result.n_oob, result.n_inbody) == (12, 12)
+        assert result.oob_recall == 1.0 and result.inbody_kept == 1.0
+        assert result.roc_auc == 1.0
+        return
+    assert DEV_DATA is not None
+    result = evaluate_detector(DEV_DATA / "frames.tsv", detector)
     assert result.oob_recall == 1.0
     assert result.inbody_kept >= 0.98
     assert result.roc_auc >= 0.995

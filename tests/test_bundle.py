@@ -100,9 +100,10 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def files_equal_to_development_data(folder: Path) -> list[str]:
+def files_equal_to_development_data(folder: Path, data_folders: tuple[Path, ...] = DEVELOPMENT_DATA) -> list[str]:
+    """Files under ``folder`` whose content equals a file of ``data_folders`` (by size, then SHA-256)."""
     by_size: dict[int, list[Path]] = {}
-    for data in DEVELOPMENT_DATA:
+    for data in data_folders:
         for path in data.rglob("*") if data.is_dir() else ():
             if path.is_file():
                 by_size.setdefault(path.stat().st_size, []).append(path)
@@ -184,18 +185,17 @@ def test_desktop_entry_installs_for_the_user(app: Path, tmp_path: Path) -> None:
     assert not entry.exists()
 
 
-def test_bundle_holds_no_development_data(app: Path, tmp_path: Path) -> None:
-    data_files = [p for d in DEVELOPMENT_DATA if d.is_dir() for p in d.rglob("*") if p.is_file()]
-    if not data_files:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but no development data beside the clone (../shared/data) to compare with")
-        pytest.skip("no development data on this machine (../shared/data) to compare the bundle with")
+def test_bundle_holds_no_development_data_and_no_test_files(app: Path, tmp_path: Path) -> None:
+    """Neither the development data (when this machine has it) nor any file of tests/ is in the bundle."""
+    folders = (*(d for d in DEVELOPMENT_DATA if d.is_dir()), ROOT / "tests")
+    data_files = sorted(p for d in folders for p in d.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert data_files
     # The check finds a planted copy (so that an empty result below means something).
     planted = tmp_path / "planted"
     planted.mkdir()
     shutil.copy(data_files[len(data_files) // 2], planted / "renamed.bin")
-    assert files_equal_to_development_data(planted)
-    assert files_equal_to_development_data(app) == []
+    assert files_equal_to_development_data(planted, folders)
+    assert files_equal_to_development_data(app, folders) == []
 
 
 def test_cli_processes_the_sample_case_verified_and_redacted(app: Path, user_dir: Path) -> None:

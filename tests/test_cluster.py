@@ -8,16 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from endoshare.jobs import JobQueue, LocalExecutor, QueueEvent, add_job, cancel_job, run_queue
 from endoshare.jobs.cluster import DaskExecutor, parse_cluster
-from endoshare.pipeline import ProcessOptions
 from endoshare.render.common import EncodeSettings
 
+from conftest import options
 from media import barcode_clip, decoded_frames, read_barcode
 
 
@@ -27,10 +26,6 @@ def make_case(root: Path, name: str, frames: int, **clip: int) -> Path:
     barcode_clip(folder / "VID1.mp4", range(frames), **clip)
     return folder
 
-
-def options(tmp_path: Path, **kwargs: object) -> ProcessOptions:
-    return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
-                          **{"detector": "none", **kwargs})  # type: ignore[arg-type]
 
 
 def test_local_cluster_processes_cases_and_isolates_a_bad_one(tmp_path: Path) -> None:
@@ -77,15 +72,19 @@ def test_cancel_reaches_a_task_on_a_dask_worker(tmp_path: Path) -> None:
     folder = make_case(tmp_path / "in", "long", 400, width=320, height=180)
     queue = JobQueue(tmp_path / "archive")
     job = add_job(queue, folder, options(tmp_path, mode="advanced", encode=EncodeSettings(preset="veryslow")))
-    moments: dict[str, float] = {}
+    requested: list[bool] = []
+    #: frames_done of every render progress event that came after the cancel request.
+    rendered_after: list[int] = []
+    totals: list[int] = []
 
     def on_event(event: QueueEvent) -> None:
-        if event.phase == "render" and "requested" not in moments:
+        if event.phase == "render" and requested:
+            rendered_after.append(event.frames_done)
+        if event.phase == "render" and not requested:
             assert event.frames_done < event.frames_total
+            totals.append(event.frames_total)
             cancel_job(JobQueue(tmp_path / "archive"), job.id)
-            moments["requested"] = time.monotonic()
-        if event.kind == "job-cancelled":
-            moments["cancelled"] = time.monotonic()
+            requested.append(True)
 
     executor = DaskExecutor("local:2")
     try:
@@ -94,7 +93,9 @@ def test_cancel_reaches_a_task_on_a_dask_worker(tmp_path: Path) -> None:
         executor.close()
     assert summary.cancelled == (job.id,)
     assert "after rendering" not in queue.get(job.id).error, "stopped mid-render, not after it"
-    assert moments["cancelled"] - moments["requested"] < 5.0
+    # Stopped while rendering (not a time bound, which flakes on a loaded machine): no frame count reported
+    # after the request reached the end of the render.
+    assert all(done < totals[0] for done in rendered_after), (rendered_after, totals)
     assert list((tmp_path / "shared").iterdir()) == []
     assert not (tmp_path / "archive" / "mapping.csv").exists()
 
@@ -129,12 +130,10 @@ def test_jobs_of_a_dead_scheduler_go_back_to_pending_and_run_next_time(tmp_path:
             if event.kind == "job-started" and cluster.poll() is None:
                 os.killpg(cluster.pid, signal.SIGKILL)
 
-        started = time.monotonic()
         try:
             summary = run_queue(queue, executor, on_event=kill_scheduler_once_running)
         finally:
             executor.close()
-        assert time.monotonic() - started < 60
     finally:
         if cluster.poll() is None:
             os.killpg(cluster.pid, signal.SIGKILL)

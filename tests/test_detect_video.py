@@ -1,7 +1,8 @@
 """Detection over whole videos: frame-exact spans, a short excursion between keyframes, little decoding.
 
-Test videos are assembled at test time from the development frames (real in-body and out-of-body
-endoscope pictures), encoded with libx264 at 320x180, 25 fps, one keyframe every 50 frames (2 s).
+Test videos are assembled at test time from still pictures — generated ones (endoshare.synthetic) and,
+when the development data is present, real in-body and out-of-body endoscope pictures too — panned
+slowly and encoded with libx264 at 320x180, 25 fps, one keyframe every 50 frames (2 s).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy.typing as npt
 import pytest
 
 from endoshare.cli import detect as detect_cli
+from endoshare import synthetic
 from endoshare.detect import registry
 from endoshare.detect.base import Detector
 from endoshare.detect.cues import CueSettings, PacketIndex, suspicious_gops
@@ -32,7 +34,8 @@ from endoshare.errors import (CancelledError, EmptyFileError, InputError, Missin
 from endoshare.sample import write_clip
 from endoshare.timeline import SegmentSet, seconds_to_frames
 
-DATA = Path(__file__).parents[2] / "shared" / "data"
+from conftest import DEV_DATA, picture_sources
+
 WIDTH, HEIGHT, RATE, GOP = 320, 180, 25, 50
 FRAMES = 1500
 #: Ten out-of-body frames strictly between the keyframes at 600 and 650.
@@ -43,9 +46,6 @@ STRETCH = (880, 1010)
 INBODY_CUTS = (300, 1200)
 #: Pixels of panning: scenes are loaded this much larger than the video.
 PAN = 24
-
-pytestmark = pytest.mark.skipif(not (DATA / "frames.tsv").is_file(),
-                                reason=f"development frames not found in {DATA}")
 
 Image = npt.NDArray[np.uint8]
 
@@ -96,7 +96,13 @@ class RecordingStatefulDetector(RedTissueDetector):
 
 
 def load_image(name: str, width: int = WIDTH, height: int = HEIGHT) -> Image:
-    with av.open(str(DATA / name)) as container:
+    """A picture of the development data (``name`` as in frames.tsv), or a generated one: ``synthetic:inbody:7``."""
+    if name.startswith("synthetic:"):
+        _, kind, seed = name.split(":")
+        generate = synthetic.inbody_frame if kind == "inbody" else synthetic.oob_frame
+        return generate(np.random.default_rng(int(seed)), width, height, 0.0)
+    assert DEV_DATA is not None
+    with av.open(str(DEV_DATA / name)) as container:
         return next(container.decode(video=0)).to_ndarray(width=width, height=height, format="rgb24")
 
 
@@ -104,9 +110,18 @@ def load_scene(name: str) -> Image:
     return load_image(name, WIDTH + PAN, HEIGHT + PAN)
 
 
-def labelled_files(*labels: str) -> list[str]:
-    with open(DATA / "frames.tsv", newline="", encoding="utf-8") as handle:
+def labelled_files(source: str, *labels: str) -> list[str]:
+    """Names of pictures of ``source`` ("synthetic" or "development") that carry one of ``labels``."""
+    if source == "synthetic":
+        return [f"synthetic:{label}:{seed}" for label in labels if label in ("inbody", "oob") for seed in range(40)]
+    assert DEV_DATA is not None
+    with open(DEV_DATA / "frames.tsv", newline="", encoding="utf-8") as handle:
         return [row["file"] for row in csv.DictReader(handle, delimiter="\t") if row["label"] in labels]
+
+
+def inbody_views(source: str) -> list[str]:
+    """In-body pictures to build videos from (of the development data, the laparoscopic set)."""
+    return [f for f in labelled_files(source, "inbody") if source == "synthetic" or "egoodman92" in f]
 
 
 @dataclass(frozen=True)
@@ -162,13 +177,15 @@ def keyframe_indices(path: Path) -> list[int]:
     return [i for i, p in enumerate(ordered) if p.is_keyframe]
 
 
-@pytest.fixture(scope="module")
-def red_scenes() -> Scenes:
-    """In-body views rich in tissue red and out-of-body views with none, as the stand-in needs."""
-    inbody = [f for f in labelled_files("inbody") if "egoodman92" in f]
+@pytest.fixture(scope="module", params=picture_sources())
+def red_scenes(request: pytest.FixtureRequest) -> Scenes:
+    """In-body views rich in tissue red and out-of-body views with none, as the stand-in needs; generated
+    pictures always, the development stills as well when present."""
+    source = str(request.param)
+    inbody = inbody_views(source)
     small = {f: red_fraction(load_image(f, 64, 36)) for f in inbody}
     chosen_inbody = [f for f in inbody if small[f] >= 0.25][:3]
-    chosen_oob = [f for f in labelled_files("oob") if red_fraction(load_image(f, 64, 36)) <= 0.02][:2]
+    chosen_oob = [f for f in labelled_files(source, "oob") if red_fraction(load_image(f, 64, 36)) <= 0.02][:2]
     assert len(chosen_inbody) == 3 and len(chosen_oob) == 2
     return Scenes(tuple(load_scene(f) for f in chosen_inbody), tuple(load_scene(f) for f in chosen_oob))
 
@@ -553,23 +570,20 @@ def test_evaluate_segments_rejects_length_mismatch() -> None:
 
 @pytest.fixture(scope="module")
 def builtin_detector() -> Detector:
-    try:
-        return registry.create_detector("builtin")
-    except (WeightsError, ImportError) as exc:  # pragma: no cover - only before the model is built
-        pytest.skip(f"built-in detector not available: {exc}")
+    return registry.create_detector("builtin")     # the model ships in the package: never skipped
 
 
-def test_builtin_detector_on_assembled_video(builtin_detector: Detector, tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", picture_sources())
+def test_builtin_detector_on_assembled_video(builtin_detector: Detector, source: str, tmp_path: Path) -> None:
     """The shipped detector through the coarse-to-fine path, on views it classifies correctly as stills."""
     width, height = builtin_detector.input_size
-    inbody = [f for f in labelled_files("inbody") if "egoodman92" in f]
-    oob = labelled_files("oob")
+    inbody = inbody_views(source)
+    oob = labelled_files(source, "oob")
     inbody_scores = builtin_detector.score(np.stack([load_image(f, width, height) for f in inbody]))
     oob_scores = builtin_detector.score(np.stack([load_image(f, width, height) for f in oob]))
     calm = [f for f, s in zip(inbody, inbody_scores) if s < 0.5 * builtin_detector.threshold][:3]
     clear = [f for f, s in zip(oob, oob_scores) if s > 2 * builtin_detector.threshold][:2]
-    if len(calm) < 3 or len(clear) < 2:  # pragma: no cover - depends on the model's calibration
-        pytest.skip("the built-in detector separates too few development stills for this video")
+    assert len(calm) >= 3 and len(clear) >= 2, f"the built-in detector separates too few {source} stills"
     scenes = Scenes(tuple(load_scene(f) for f in calm), tuple(load_scene(f) for f in clear))
     path = encode_video(tmp_path / "builtin.mp4", scenes, scenecut=False)
     result = detect_video(path, builtin_detector, DetectOptions())

@@ -34,7 +34,8 @@ from endoshare.gui.frames import FrameSource
 from endoshare.gui.queue_view import FAILED, NEEDS_REVIEW, PUBLISHED, REVIEWED, RUNNING, STATUS_COLOURS, STOPPED, WAITING
 from endoshare.gui.review import load_plan
 from endoshare.gui.settings import GuiSettings, load_settings, save_settings, validate_settings
-from endoshare.render.common import Redaction
+from endoshare.errors import OptionsError
+from endoshare.render.common import EncodeSettings, Redaction
 from endoshare.sample import make_sample_case
 
 RUN_TIMEOUT_MS = 60_000
@@ -62,7 +63,7 @@ def make_window(qtbot, tmp_path: Path):
                   "require_review": False, **overrides}
         for folder in ("archive_dir", "shared_dir"):
             Path(values[folder]).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
-        save_settings(QSettings(str(path), QSettings.Format.IniFormat), GuiSettings(**values))  # type: ignore[arg-type]
+        save_settings(QSettings(str(path), QSettings.Format.IniFormat), GuiSettings.of(**values))  # type: ignore[arg-type]
         window = MainWindow(path)
         # Questions are answered "yes" unless a test says otherwise (qtbot closes the window at the end).
         window.review.ask = window.queue.ask = lambda *_args: True
@@ -552,11 +553,12 @@ def test_settings_are_validated_then_persisted(qtbot, make_window, tmp_path: Pat
     qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
     assert not dialog.isVisible()
     store = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    assert store.value("detector/margin_seconds") == "3/2"                 # exact, not a float
+    assert store.value("processing/margin_seconds") == '"3/2"'             # exact, not a float
     saved = load_settings(store)
-    assert saved == GuiSettings(archive_dir=tmp_path / "new-archive", shared_dir=tmp_path / "shared", mode="advanced",
-                                redaction=Redaction.BLUR, detector="builtin", workers=2, crf=30, require_review=True,
-                                keep_audio=True, margin_seconds=Fraction(3, 2), keep_device_settings=True)
+    assert saved == GuiSettings.of(tmp_path / "new-archive", tmp_path / "shared", mode="advanced",
+                                   redaction=Redaction.BLUR, detector="builtin", workers=2,
+                                   encode=EncodeSettings(crf=30), require_review=True, keep_audio=True,
+                                   margin_seconds=Fraction(3, 2), keep_device_settings=True)
     window.reload_settings()
     options = window.settings().process_options()
     assert options.out_dir == tmp_path / "new-archive" / "awaiting-review"
@@ -564,25 +566,33 @@ def test_settings_are_validated_then_persisted(qtbot, make_window, tmp_path: Pat
     assert options.mask_overlays and options.keep_device_settings
 
     # A margin the box cannot show exactly survives the dialog untouched; a changed one is exact tenths.
-    save_settings(window.store, replace(saved, margin_seconds=Fraction(1, 3)))
+    save_settings(window.store, saved.with_choices(margin_seconds=Fraction(1, 3)))
     dialog = window.settings_dialog()
     qtbot.addWidget(dialog)
-    assert dialog.chosen_settings().margin_seconds == Fraction(1, 3)
+    assert dialog.chosen_settings().options.margin_seconds == Fraction(1, 3)
     dialog.margin.setValue(0.3)
-    assert dialog.chosen_settings().margin_seconds == Fraction(3, 10)
+    assert dialog.chosen_settings().options.margin_seconds == Fraction(3, 10)
 
 
 def test_unusable_margins_are_refused(tmp_path: Path) -> None:
-    good = GuiSettings(archive_dir=tmp_path / "archive", shared_dir=tmp_path / "shared", detector="none")
+    good = GuiSettings.of(tmp_path / "archive", tmp_path / "shared", detector="none")
     assert validate_settings(good, create_folders=True) == ()
-    assert any("0 seconds or more" in p for p in validate_settings(replace(good, margin_seconds=Fraction(-1, 10))))
-    assert any("number of seconds" in p for p in validate_settings(replace(good, margin_seconds="soon")))
+    # The settings hold a ProcessOptions: an unusable margin cannot even be held.
+    with pytest.raises(OptionsError, match="must not be negative"):
+        good.with_choices(margin_seconds=Fraction(-1, 10))
+    with pytest.raises(OptionsError, match="number of seconds"):
+        good.with_choices(margin_seconds="soon")
     store = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
-    for stored in ("-1", "abc", "1/0", "1e9"):
-        store.setValue("detector/margin_seconds", stored)
-        assert load_settings(store).margin_seconds == Fraction(1, 2), stored     # falls back to the default
-    store.setValue("detector/margin_seconds", "0.25")
-    assert load_settings(store).margin_seconds == Fraction(1, 4)
+    for stored in ('"-1"', '"abc"', "abc", '"1/0"', '"1e9"', "0.5", "true"):
+        store.setValue("processing/margin_seconds", stored)
+        assert load_settings(store).options.margin_seconds == Fraction(1, 2), stored  # falls back to the default
+    store.setValue("processing/margin_seconds", '"0.25"')
+    assert load_settings(store).options.margin_seconds == Fraction(1, 4)
+    # The same for every other choice: a damaged value falls back to its default, the others are kept.
+    store.setValue("processing/mask_overlays", '"false"')
+    store.setValue("processing/mode", '"advanced"')
+    loaded = load_settings(store).options
+    assert loaded.mask_overlays is True and loaded.mode == "advanced"
 
 
 def test_keep_audio_reaches_the_output(qtbot, make_window, tmp_path: Path) -> None:
@@ -604,6 +614,7 @@ def test_keep_audio_reaches_the_output(qtbot, make_window, tmp_path: Path) -> No
     assert [c["passed"] for c in report["checks"] if c["name"] == "audio"] == [True]
 
 
+@pytest.mark.slow
 def test_margin_setting_widens_detected_spans(qtbot, make_window, tmp_path: Path) -> None:
     sample = make_sample_case(tmp_path / "sample", width=160, height=96)
     window = make_window(detector="builtin", margin_seconds=Fraction(0))
@@ -647,6 +658,7 @@ app.exec()
 """
 
 
+@pytest.mark.slow
 def test_killed_app_reopens_with_queue_held_cases_and_reviews(qtbot, make_window, barcode_case: Path,
                                                               tmp_path: Path) -> None:
     """The app is killed (SIGKILL) while a case runs; reopened, it shows the held and reviewed cases as
@@ -729,7 +741,7 @@ def test_gui_command_names_the_missing_system_libraries(monkeypatch, capsys, tmp
 
 
 def test_relative_and_missing_folders_are_refused_not_recreated(qtbot, make_window, tmp_path: Path) -> None:
-    good = GuiSettings(archive_dir=tmp_path / "archive", shared_dir=tmp_path / "shared", detector="none")
+    good = GuiSettings.of(tmp_path / "archive", tmp_path / "shared", detector="none")
     (tmp_path / "archive").mkdir()
     (tmp_path / "shared").mkdir()
     assert validate_settings(good) == ()

@@ -21,6 +21,7 @@ from endoshare.identity import MappingRow, MappingStore
 from endoshare.jobs import JobQueue, LocalExecutor, add_job, process_batch, run_queue
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 
+from conftest import options
 from media import barcode_clip, mapping_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -33,10 +34,6 @@ def make_case(root: Path, name: str, frames: int = 20) -> Path:
     barcode_clip(folder / "clip1.mp4", range(frames), width=160, height=90)
     return folder
 
-
-def options(tmp_path: Path, **kwargs: Any) -> ProcessOptions:
-    return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
-                          **{"detector": "none", **kwargs})
 
 
 def cli(*args: object) -> subprocess.CompletedProcess[str]:

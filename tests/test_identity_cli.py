@@ -35,6 +35,7 @@ def _write_rows(archive: str, writer: int, count: int) -> None:
                                 f"clip {n}, \"quoted\".mp4 | other.mp4", "ab" * 32, f"{n}.mp4"))
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_and_tear_no_row(tmp_path: Path) -> None:
     writers, per_writer = 8, 50
     context = multiprocessing.get_context("spawn")

@@ -9,15 +9,12 @@ from pathlib import Path
 import pytest
 
 from endoshare.media.frames import detail_energy
-from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
+from endoshare.pipeline import CaseRequest, process_case
 from endoshare.render.common import EncodeSettings, Redaction
 
+from conftest import options
 from media import barcode_clip, decoded_frames, luma_max, read_barcode
 
-
-def options(tmp_path: Path, **kwargs: object) -> ProcessOptions:
-    return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
-                          **{"detector": "none", **kwargs})  # type: ignore[arg-type]
 
 
 def segments_file(tmp_path: Path, spans: list[tuple[int, int]]) -> Path:

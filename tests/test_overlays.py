@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from endoshare import synthetic
 from endoshare.cli import main as cli_main
 from endoshare.jobs.queue import options_from_record, options_to_record
 from endoshare.media.join import plan_join
@@ -26,7 +27,8 @@ from endoshare.cases import discover_case
 from endoshare.render.common import Redaction, RenderResult
 from endoshare.timeline import SegmentSet
 
-from overlay_media import STYLES, overlay_clip, patient_lines, text_boxes
+from conftest import DEV_DATA, picture_sources
+from overlay_media import STYLES, Line, draw, overlay_clip, patient_lines, text_boxes
 
 WIDTH, HEIGHT, FRAMES = 640, 360, 50
 
@@ -195,7 +197,7 @@ def test_check_fails_when_text_is_left_in_a_region(cases, detector):
 
 
 def test_text_that_moves_with_the_scene_is_not_an_overlay(tmp_path, detector):
-    """Text drawn at a new place in every frame is transient: reported, not masked."""
+    """Text drawn at a new place in every frame never stands still: nothing masks it."""
     from overlay_media import Line, draw, inbody
     from endoshare.sample import write_clip
 
@@ -210,7 +212,128 @@ def test_text_that_moves_with_the_scene_is_not_an_overlay(tmp_path, detector):
     overlays = find_overlays(plan, detector=detector)
     moving = [r for r in overlays.regions if r.box.x0 > WIDTH * 0.2 and r.box.y0 > HEIGHT * 0.35
               and r.box.width > 60]
-    assert moving and all(r.kind == "transient" and not r.masked for r in moving)
+    assert all(r.kind == "transient" and not r.masked for r in moving)
+    assert not overlays.masked
+
+
+def test_banner_between_two_old_samples_is_found(tmp_path, detector):
+    """A banner shown for 30 s in the middle of a minute-long clip (the finder once sampled every two
+    minutes and saw only the clip's ends): it is masked while it shows, and the picture before it is not."""
+    from overlay_media import Line, draw, inbody
+    from endoshare.sample import write_clip
+
+    rate, seconds = 5, 60
+    banner = (Line("SCHNEIDER, Maria  04.11.1958", "name", 0.05, 0.82),)
+
+    def frames():
+        for index in range(rate * seconds):
+            picture = inbody(index * 5, WIDTH, HEIGHT, 7, Fraction(25))     # the scene moves as at 25 fps
+            yield draw(picture, banner, STYLES[0]) if 15 * rate <= index < 45 * rate else picture
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", frames(), rate=Fraction(rate), gop=rate, options={"crf": "20"})
+    plan = plan_join(probe_case(discover_case(tmp_path / "case")))
+    overlays = find_overlays(plan, detector=detector)
+    x0, y0, x1, y1 = text_boxes(banner, STYLES[0], WIDTH, HEIGHT)["name"]
+    for index in range(15 * rate, 45 * rate):
+        assert any(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1 for b in overlays.boxes_at(index)), index
+    assert not overlays.boxes_at(2 * rate) and not overlays.boxes_at(58 * rate)
+
+
+def test_banner_where_a_paused_scene_was_read_before(tmp_path, detector):
+    """The scene pauses for the first 25 s (its tissue stands still and is read), then moves; a banner
+    shows from 28 s to 56 s over that same tissue: it must be read afresh and masked."""
+    from overlay_media import Line, draw, inbody
+    from endoshare.sample import write_clip
+
+    rate = 5
+    banner = (Line("PID 40417731  NAKAMURA", "id", 0.3, 0.45),)
+
+    def frames():
+        for index in range(rate * 60):
+            picture = inbody(max(index, 25 * rate) * 5, WIDTH, HEIGHT, 11, Fraction(25))
+            yield draw(picture, banner, STYLES[0]) if 28 * rate <= index < 56 * rate else picture
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", frames(), rate=Fraction(rate), gop=rate, options={"crf": "20"})
+    overlays = find_overlays(plan_join(probe_case(discover_case(tmp_path / "case"))), detector=detector)
+    x0, y0, x1, y1 = text_boxes(banner, STYLES[0], WIDTH, HEIGHT)["id"]
+    for index in range(28 * rate, 56 * rate):
+        assert any(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1 for b in overlays.boxes_at(index)), index
+
+
+def test_a_ticking_clock_is_masked_all_along(tmp_path, detector):
+    """Recorder date and time, the seconds changing between every two keyframes read (10 s apart): the
+    strokes that change must not make it look like moving text."""
+    from overlay_media import Line, draw, inbody
+    from endoshare.sample import write_clip
+
+    rate = 5
+
+    def line(index: int) -> tuple[Line, ...]:
+        second = index // rate
+        return (Line(f"12.03.2024 14:{23 + second // 60:02d}:{second % 60:02d}", "time", 0.62, 0.04),)
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", (draw(inbody(i * 5, WIDTH, HEIGHT, 7, Fraction(25)), line(i), STYLES[0])
+                                                for i in range(rate * 60)),
+               rate=Fraction(rate), gop=rate, options={"crf": "20"})
+    overlays = find_overlays(plan_join(probe_case(discover_case(tmp_path / "case"))), detector=detector)
+    for index in range(0, rate * 60, 3):
+        x0, y0, x1, y1 = text_boxes(line(index), STYLES[0], WIDTH, HEIGHT)["time"]
+        assert any(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1 for b in overlays.boxes_at(index)), index
+
+
+def test_static_instrument_and_slow_tissue_are_not_masked(tmp_path, detector):
+    """The demo case (synthetic tissue drifting slowly, instrument shafts that do not move): no mask."""
+    from endoshare.sample import make_sample_case
+
+    case = make_sample_case(tmp_path).folder
+    plan = plan_join(probe_case(discover_case(case)))
+    overlays = find_overlays(plan, detector=detector)
+    assert not overlays.masked, [r.to_json() for r in overlays.masked]
+
+
+def test_still_map_keeps_standing_strokes_only():
+    """The still map: edges present in both pictures at the same place (luma or chroma) survive; tissue
+    that moved and a flat picture leave nothing."""
+    from endoshare.overlay.find import analysis_picture, areas_to_read, still_blocks, still_map
+
+    from overlay_media import inbody
+
+    def picture(index: int, text_colour: tuple[int, int, int]) -> av.VideoFrame:
+        rgb = np.array(inbody(index, WIDTH, HEIGHT, 3, Fraction(25)))      # tissue, 10 s apart
+        rgb[140:160, 240:400:6] = text_colour                                # vertical strokes
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+
+    for colour in ((255, 255, 255), (0, 200, 0)):       # white, and green of about the tissue's brightness
+        a, b = analysis_picture(picture(0, colour), 1), analysis_picture(picture(250, colour), 1)
+        still = still_map(a, b)
+        assert still[140:160, 240:400].mean() > 0.15, colour
+        outside = still.copy()
+        outside[136:164, 236:404] = False
+        assert outside.mean() < 0.03, colour      # the scope's rim stands still too
+        blocks = still_blocks(still)
+        areas = areas_to_read(blocks, blocks)      # the strokes' area, and arcs of the scope's rim
+        assert any(x0 * 8 <= 240 and x1 * 8 >= 400 and y0 * 8 <= 140 and y1 * 8 >= 160 and y1 - y0 <= 6
+                   for x0, y0, x1, y1 in areas), areas
+    flat = analysis_picture(av.VideoFrame.from_ndarray(np.full((360, 640, 3), 90, np.uint8), format="rgb24"), 1)
+    assert not still_map(flat, flat).any()
+    # A pattern shifted by its own period (the test suite's barcode clips: a checkerboard whose colours
+    # swap) keeps every edge in place while every pixel changes: its strokes correlate, but it does not
+    # stand still.
+    from endoshare.overlay.find import STILL_EDGES, box_similarity, still_edge_share
+    cells = (np.indices((36, 64)).sum(axis=0) % 2).astype(bool)
+    board = np.where(np.kron(cells, np.ones((10, 10), bool))[:, :, None], (200, 60, 60), (60, 60, 200))
+
+    def board_picture(swap: bool) -> np.ndarray:
+        rgb = np.ascontiguousarray(np.roll(board, 10 if swap else 0, axis=1).astype(np.uint8))
+        return analysis_picture(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p"), 1)
+
+    a, b = board_picture(False), board_picture(True)
+    box = Box(0, 0, 640, 40)
+    assert box_similarity(a, b, box, 1) > 0.9
+    assert still_edge_share(a, b, box, 1) < STILL_EDGES <= still_edge_share(a, a, box, 1)
 
 
 def test_detector_runs_without_network(monkeypatch):
@@ -244,6 +367,20 @@ def test_regions_round_trip_and_mask_geometry():
     assert (out[2:10, 2:10] == FILL_Y).all() and out[:32][11:, 11:].min() == 200 and out[:2].min() == 200
     with pytest.raises(ValueError):
         OverlayRegion(Box(0, 0, 4, 4), 5, 5)
+
+
+def test_pictures_with_an_odd_number_of_chroma_rows():
+    """160x90 (45 chroma rows: the U plane ends in the middle of a packed row) is masked and analysed."""
+    from endoshare.overlay.find import analysis_picture
+    from endoshare.overlay.mask import yuv_planes
+
+    frame = av.VideoFrame.from_ndarray(np.full((90 * 3 // 2, 160), 200, np.uint8), format="yuv420p")
+    out = mask_frame(frame, [Box(10, 10, 30, 20)])
+    y = out.to_ndarray()[:90]
+    assert (y[10:20, 10:30] == FILL_Y).all() and y[40:].min() == 200
+    _, u, v = yuv_planes(out.to_ndarray(), 160, 90)
+    assert (u[5:10, 5:15] == 128).all() and (v[5:10, 5:15] == 128).all() and u[20:].min() == 200
+    assert analysis_picture(frame, 1).shape == (90, 160, 3)
 
 
 def test_sampling_reads_scene_cuts_and_the_grid():
@@ -295,18 +432,32 @@ def test_options_reach_the_queue_record_and_the_cli(tmp_path, capsys):
     assert "--no-overlay-mask" in capsys.readouterr().out
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-RECORDER_FRAMES = sorted((DATA / "frames").glob("nvidia-holoscan__holohub__colonoscopy_segmentation_testing_000*.png"))
+#: Recorder text as colonoscopy recorders burn it in (video standard, bitrate, date, time, counters).
+RECORDER_LINES = (Line("VIDEO 1080i  8.0 Mbit", "settings", 0.04, 0.05), Line("2015/06/12", "date", 0.78, 0.05),
+                  Line("14:22:07", "time", 0.78, 0.10), Line("DROP 0  BUF 12", "settings", 0.04, 0.90))
 
 
-@pytest.mark.skipif(len(RECORDER_FRAMES) < 4, reason=f"development frames not found at {DATA}")
-def test_real_recorder_text_is_masked(tmp_path, detector):
-    """Real 1080p colonoscopy frames with burned-in recorder text (video standard, bitrate, date, time,
-    counters; no patient data): after processing, recognition reads none of it any more."""
+def recorder_pictures(source: str) -> list[np.ndarray]:
+    """Four 1080p pictures with recorder text: generated in-body pictures with :data:`RECORDER_LINES`
+    drawn on them, or real colonoscopy frames of the development data (no patient data)."""
     from PIL import Image
+
+    if source == "synthetic":
+        return [draw(synthetic.inbody_frame(np.random.default_rng(40 + i), 1920, 1080, 0.0), RECORDER_LINES,
+                     STYLES[0]) for i in range(4)]
+    assert DEV_DATA is not None
+    files = sorted((DEV_DATA / "frames").glob("nvidia-holoscan__holohub__colonoscopy_segmentation_testing_000*.png"))
+    assert len(files) >= 4, f"the development data lacks the colonoscopy recorder frames in {DEV_DATA}"
+    return [np.asarray(Image.open(p).convert("RGB")) for p in files[:4]]
+
+
+@pytest.mark.parametrize("source", picture_sources())
+def test_real_recorder_text_is_masked(tmp_path, detector, source):
+    """1080p frames with burned-in recorder text (video standard, bitrate, date, time, counters; no
+    patient data), generated and, when present, real: after processing, recognition reads none of it."""
     from endoshare.sample import write_clip
 
-    pictures = [np.asarray(Image.open(p).convert("RGB")) for p in RECORDER_FRAMES[:4]]
+    pictures = recorder_pictures(source)
     (tmp_path / "case").mkdir()
     write_clip(tmp_path / "case" / "clip.mp4", (pictures[i // 3] for i in range(12)), gop=6, options={"crf": "20"})
     before = " ".join(recognised_at(detector, decode(tmp_path / "case" / "clip.mp4")[7]))

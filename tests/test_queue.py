@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from endoshare.storage import temp_name
 from endoshare.pipeline import ProcessOptions
 from endoshare.render.common import EncodeSettings, Redaction
 
+from conftest import options
 from media import barcode_clip, decoded_frames, read_barcode
 
 
@@ -42,11 +42,6 @@ def make_bad_case(root: Path, name: str = "bad") -> Path:
     (folder / "clip1.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8)   # no moov
     return folder
 
-
-def options(tmp_path: Path, **kwargs: object) -> ProcessOptions:
-    # Detection is tested elsewhere; here it would only add time.
-    return ProcessOptions(out_dir=tmp_path / "shared", archive_dir=tmp_path / "archive",
-                          **{"detector": "none", **kwargs})  # type: ignore[arg-type]
 
 
 def mapping_rows(archive: Path) -> list[dict[str, str]]:
@@ -161,17 +156,17 @@ def test_queue_cancel_stops_a_running_job_quickly_without_partial_output(tmp_pat
     long_job = add_job(queue, long_case, slow)
     short_job = add_job(queue, short_case, options(tmp_path))
     other_connection = JobQueue(tmp_path / "archive")     # as 'endoshare queue cancel' from another terminal
-    requested: list[float] = []
-    cancelled_at: list[float] = []
+    requested: list[int] = []          # the long job's frame total, once the cancel is requested
+    rendered_after: list[int] = []     # its frame counts reported after that
 
     def on_event(event: QueueEvent) -> None:
+        if event.job_id == long_job.id and event.phase == "render" and requested:
+            rendered_after.append(event.frames_done)
         if event.job_id == long_job.id and event.phase == "render" and not requested:
             assert event.frames_done < event.frames_total
             assert list((tmp_path / "shared").glob(".endoshare-*.partial")), "the render writes a temp file"
             cancel_job(other_connection, long_job.id)
-            requested.append(time.monotonic())
-        if event.kind == "job-cancelled":
-            cancelled_at.append(time.monotonic())
+            requested.append(event.frames_total)
 
     executor = LocalExecutor(workers=2)
     try:
@@ -179,7 +174,8 @@ def test_queue_cancel_stops_a_running_job_quickly_without_partial_output(tmp_pat
     finally:
         executor.close()
     assert summary.cancelled == (long_job.id,) and summary.done == (short_job.id,)
-    assert cancelled_at[0] - requested[0] < 3.0
+    # Stopped mid-render, not at the end of it (a count, not a time bound: those flake under load).
+    assert all(done < requested[0] for done in rendered_after), (rendered_after, requested)
     assert queue.get(long_job.id).state == "cancelled"
     assert "after rendering" not in queue.get(long_job.id).error, "stopped mid-render, not after it"
     assert [r["case_id"] for r in mapping_rows(tmp_path / "archive")] == ["short"]
@@ -259,13 +255,14 @@ def test_cli_add_run_status_retry_and_ctrl_c(tmp_path: Path) -> None:
     for line in runner.stdout:
         event = json.loads(line)
         if event["event"] == "job-progress" and event["phase"] == "render":
-            sent = time.monotonic()
             runner.send_signal(signal.SIGINT)
             break
-    rest = runner.stdout.read()
-    assert runner.wait(timeout=30) == 130
-    assert time.monotonic() - sent < 5.0
-    assert json.loads(rest.splitlines()[-1])["event"] == "job-interrupted"
+    rest = [json.loads(line) for line in runner.stdout.read().splitlines()]
+    # Seen once on a loaded machine: exit 0, the job done despite the Ctrl-C; the events and stderr say why.
+    assert runner.wait(timeout=30) == 130, (rest, runner.stderr.read() if runner.stderr else "")
+    # Interrupted mid-render (a count, not a time bound: those flake under load).
+    assert all(e["done"] < e["total"] for e in rest if e["event"] == "job-progress" and e["phase"] == "render"), rest
+    assert rest[-1]["event"] == "job-interrupted"
     assert leftovers(shared) == [] and not list(shared.glob("*.mp4"))
     status = json.loads(run_cli("status", "--archive", archive, "--json").stdout)
     assert status["counts"]["pending"] == 2

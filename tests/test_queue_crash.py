@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
+import pytest
 
 from endoshare.jobs import AuditLog, JobQueue, add_job
 from endoshare.pipeline import ProcessOptions
@@ -85,6 +86,7 @@ def check_invariants(tmp_path: Path) -> dict[str, str]:
     return {r["case_id"]: r["pseudonym"] for r in rows}
 
 
+@pytest.mark.slow
 def test_runner_survives_kill_9_at_random_moments(tmp_path: Path) -> None:
     cases = make_cases(tmp_path)
     archive = tmp_path / "archive"

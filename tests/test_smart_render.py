@@ -142,14 +142,47 @@ def test_hevc_is_spliced_with_inband_parameter_sets(tmp_path: Path) -> None:
 def test_sources_that_cannot_be_spliced_fall_back_to_a_full_reencode(tmp_path: Path) -> None:
     folder = tmp_path / "case"
     folder.mkdir()
-    # HEVC in MPEG-TS: Annex B without an hvcC record (only Annex B H.264 is spliced).
-    barcode_clip(folder / "clip.ts", range(60), container_format="mpegts", codec="libx265",
-                 options={"x265-params": "log-level=error"})
+    # 10-bit H.264: only 8-bit 4:2:0 is spliced.
+    from media import ffmpeg
+
+    plain = barcode_clip(tmp_path / "plain.mp4", range(60))
+    ffmpeg("-i", plain, "-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-g", "25", "-crf", "16", folder / "clip.mp4")
     result, report = process_spans(folder, tmp_path, [(10, 20)])
     assert report["output"]["method"] == "re-encode"
-    assert any("could not splice" in note for note in report["output"]["notes"])
+    assert any("re-encoded the whole case" in note and "pixel format" in note
+               for note in report["output"]["notes"]), report["output"]["notes"]
     assert [read_barcode(f) for i, f in enumerate(decoded_frames(result.output)) if not 10 <= i < 20] == \
         [i for i in range(60) if not 10 <= i < 20]
+
+
+def test_hevc_in_mpegts_is_spliced_not_reencoded(tmp_path: Path) -> None:
+    """HEVC in MPEG-TS (Annex B, in-band VPS/SPS/PPS, no hvcC): an hvcC is built from the in-band parameter
+    sets, copied pictures are converted to length-prefixed NAL units, re-encoded groups spliced in."""
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for name, frames in (("clip1.ts", range(0, 60)), ("clip2.ts", range(60, 120))):
+        barcode_clip(folder / name, frames, codec="libx265", gop=GOP, container_format="mpegts",
+                     options={"x265-params": "log-level=error:keyint=25:min-keyint=25:scenecut=0:open-gop=0"})
+    spans = [(0, 3), (30, 34), (58, 62), (119, 120)]
+    result, report = process_spans(folder, tmp_path, spans)
+    assert report["output"]["method"] == "smart-render", report["output"]["notes"]
+    assert report["output"]["codec"] == "hevc"
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert any(c["name"] == "copied_packets" for c in report["checks"])
+    redacted = SegmentSet.of(spans)
+    frames = decoded_frames(result.output)
+    assert len(frames) == 120
+    sources = source_frames(folder, "clip*.ts")
+    for index, frame in enumerate(frames):
+        if redacted.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+        if 85 <= index < 110:                     # a group copied right after a re-encoded one
+            assert np.array_equal(frame.to_ndarray(), sources[index])
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-err_detect", "explode",
+                           "-i", str(result.output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
 
 
 def test_mpegts_is_spliced_not_reencoded(tmp_path: Path) -> None:
@@ -182,8 +215,10 @@ def test_splices_verification_decodes_only_what_changed_and_still_catches_damage
     decode = next(c for c in report["checks"] if c["name"] == "decodes_cleanly")
     assert decode["passed"] and "spliced or sampled ranges" in decode["detail"]
     decoded = int(decode["detail"].split(" frames decoded")[0])
-    # Groups [25, 50) [50, 75) [75, 100) around the re-encoded one, and both sides of the clip join at 100.
-    assert 75 <= decoded < 200
+    # The changed group [50, 75) (its unchanged start is copied, so the group before it is not at a splice),
+    # the group after it [75, 100), which is also the group before the clip join at 100, and the first
+    # picture after the join.
+    assert decoded == 51
 
     real_render = pipeline.render
 
@@ -247,17 +282,17 @@ def test_groups_wholly_redacted_are_replaced_without_decoding(tmp_path: Path, ca
     import endoshare.render.smart as smart
 
     decoded: list[int] = []
-    real = smart._redacted_unit
+    real = smart._decode_group
 
     def counting(unit, packets, *args):  # type: ignore[no-untyped-def]
         decoded.append(len(packets))
         return real(unit, packets, *args)
 
-    monkeypatch.setattr(smart, "_redacted_unit", counting)
+    monkeypatch.setattr(smart, "_decode_group", counting)
     spans = [(25, 75), (80, 81)]          # two whole groups, and one frame of the next
     result, report = process_spans(case, tmp_path, spans, redaction=redaction)
     assert all(c["passed"] for c in report["checks"]), report["checks"]
-    assert decoded == [0, 0, 25]          # only the partly redacted group was decoded
+    assert decoded == [25]                # only the partly redacted group was decoded
     frames = decoded_frames(result.output)
     if redaction is Redaction.BLACK:
         assert all(luma_max(frames[i]) <= 20 for i in [*range(25, 75), 80])
@@ -278,3 +313,188 @@ def test_repeated_timestamps_with_reordered_pictures_are_re_encoded_not_guessed(
     assert report["output"]["method"] == "re-encode"
     assert any("reordered pictures" in note for note in report["output"]["notes"])
     assert all(c["passed"] for c in report["checks"]), report["checks"]
+
+
+def test_copyable_prefix_is_read_from_the_timestamps() -> None:
+    from endoshare.render.smart import _copyable_prefix
+
+    # Decode order I P B B P B B P, shown 0 3 1 2 6 4 5 7 (B-frames).
+    pts = np.array([0, 3, 1, 2, 6, 4, 5, 7]) * 512
+    assert _copyable_prefix(pts, 5) == 4      # frames 0-4 unchanged: the P shown at 6 must not be copied
+    assert _copyable_prefix(pts, 4) == 4
+    assert _copyable_prefix(pts, 3) == 0      # only the IDR alone is closed: too short to copy
+    assert _copyable_prefix(pts, 0) == 0
+    assert _copyable_prefix(np.arange(10), 7) == 7        # no reordering: every unchanged frame
+    # A stream that reorders without saying so: the timestamps decide, not the SPS.
+    assert _copyable_prefix(np.array([0, 2, 1, 3]), 2) == 0
+
+
+def test_partly_redacted_groups_copy_their_unchanged_start(tmp_path: Path, case: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-body then out of body: the in-body start is copied and the black rest is encoded without decoding
+    anything; in-body, black, in-body: the start copied, the rest re-encoded from a new IDR picture;
+    out of body then in-body: nothing copied, the in-body rest re-encoded from its own IDR picture."""
+    import endoshare.render.smart as smart
+
+    spans = [(60, 75), (110, 118), (125, 130)]
+    plan = plan_join([probe(p) for p in sorted(case.glob("clip*.mp4"))])
+    smart_plan = plan_smart(plan, SegmentSet.of(spans))
+    by_start = {u.first_frame: n for n, u in enumerate(smart_plan.units)}
+    assert smart_plan.prefix(by_start[50]) >= 2 and smart_plan.prefix(by_start[100]) >= 2
+    assert smart_plan.prefix(by_start[125]) == 0
+    assert smart_plan.reencoded_frames < 3 * GOP
+    decoded: list[int] = []
+    real = smart._decode_group
+
+    def counting(unit, packets, *args):  # type: ignore[no-untyped-def]
+        decoded.append(unit.first_frame)
+        return real(unit, packets, *args)
+
+    monkeypatch.setattr(smart, "_decode_group", counting)
+    result, report = process_spans(case, tmp_path, spans)
+    assert report["output"]["method"] == "smart-render"
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert decoded == [100, 125]              # the group that ends out of body is not decoded
+    frames = decoded_frames(result.output)
+    sources = source_frames(case)
+    redacted = SegmentSet.of(spans)
+    assert len(frames) == 200
+    for index, frame in enumerate(frames):
+        if redacted.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+    for start in (50, 100):
+        for index in range(start, start + smart_plan.prefix(by_start[start])):
+            assert np.array_equal(frames[index].to_ndarray(), sources[index]), f"copied frame {index} changed"
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-xerror", "-err_detect", "explode",
+                           "-i", str(result.output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+    with av.open(str(result.output)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    dts = [p.dts for p in packets]
+    assert all(b > a for a, b in zip(dts, dts[1:])) and all(p.dts <= p.pts for p in packets)
+
+
+def test_adjacent_one_picture_groups_differ_in_idr_pic_id(tmp_path: Path) -> None:
+    """Every picture of an all-intra source is its own group; two adjacent redacted frames become two
+    adjacent one-picture re-encoded groups, between copied IDR pictures.  H.264 (7.4.3) requires any two
+    IDR pictures in a row to differ in idr_pic_id, which x264 starts at 0 in every new encoder."""
+    from endoshare.media.nal import AvcConfig, h264_idr_pic_id, h264_slice_syntaxes, split_nal_units
+
+    folder = tmp_path / "case"
+    folder.mkdir()
+    barcode_clip(folder / "clip.mp4", range(30), gop=1, options={"x264-params": "scenecut=0"})
+    spans = [(5, 7), (10, 11), (20, 21)]
+    result, report = process_spans(folder, tmp_path, spans)
+    assert report["output"]["method"] == "smart-render"
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    with av.open(str(result.output)) as container:
+        stream = container.streams.video[0]
+        config = AvcConfig.parse(bytes(stream.codec_context.extradata))
+        packets = [bytes(p) for p in container.demux(stream) if p.size]
+    syntax = h264_slice_syntaxes(config.sps, config.pps)
+    ids = [next(h264_idr_pic_id(u, syntax) for u in split_nal_units(p, config.length_size) if u[0] & 0x1F == 5)
+           for p in packets]
+    assert len(ids) == 30 and None not in ids
+    assert all(a != b for a, b in zip(ids, ids[1:])), ids
+    frames = decoded_frames(result.output)
+    redacted = SegmentSet.of(spans)
+    assert [luma_max(f) <= 20 for f in frames] == [redacted.contains(i) for i in range(30)]
+
+
+@pytest.mark.parametrize("bframes", [0, 3])
+def test_missing_timestamps_are_rebuilt_from_frame_order_only_without_reordering(tmp_path: Path,
+                                                                                 bframes: int) -> None:
+    """A raw Annex B H.264 stream carries no timestamps at all (nor do PES packets without a PTS): without
+    reordered pictures they are rebuilt from frame order and the stream is spliced; with B-frames the
+    planner refuses (the caller re-encodes) instead of guessing."""
+    from endoshare.media.verify import verify_output
+    from endoshare.render.common import EncodeSettings
+    from endoshare.render.smart import NotSpliceable, render_smart
+
+    from media import ffmpeg
+
+    plain = barcode_clip(tmp_path / "plain.mp4", range(100), gop=GOP,
+                         options={"x264-params": f"scenecut=0:bframes={bframes}"})
+    raw = tmp_path / "clip.h264"
+    ffmpeg("-i", plain, "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264", raw)
+    with av.open(str(raw)) as container:
+        assert all(p.pts is None for p in container.demux(video=0) if p.size)
+    plan = plan_join([probe(raw)])
+    spans = SegmentSet.of([(40, 45)])
+    if bframes:
+        with pytest.raises(NotSpliceable, match="missing in a stream with reordered pictures"):
+            plan_smart(plan, spans)
+        return
+    out = tmp_path / "out.mp4"
+    result = render_smart(plan, spans, Redaction.BLACK, EncodeSettings(), out)
+    assert result.method == "smart-render"
+    checks = {c.name: (c.passed, c.detail) for c in verify_output(out, result, sources=(raw,))}
+    assert all(passed for passed, _ in checks.values()), checks
+    frames = decoded_frames(out)
+    assert len(frames) == 100
+    for index, frame in enumerate(frames):
+        if spans.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+
+
+def test_black_groups_reuse_one_black_encoding(tmp_path: Path, case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Black groups of 25, 20 and 10 frames: one black encoding of 25 pictures serves all three."""
+    import endoshare.render.smart as smart
+
+    black_lengths: list[int] = []
+    real = smart._Splicer.encode
+
+    def recording(self, frames, idr_pic_id=0):  # type: ignore[no-untyped-def]
+        if len({id(f) for f in frames}) == 1 and len(frames) > 1:
+            black_lengths.append(len(frames))
+        return real(self, frames, idr_pic_id)
+
+    monkeypatch.setattr(smart._Splicer, "encode", recording)
+    spans = [(0, 25), (30, 50), (75, 85)]
+    result, report = process_spans(case, tmp_path, spans)
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert black_lengths == [25]
+    redacted = SegmentSet.of(spans)
+    for index, frame in enumerate(decoded_frames(result.output)):
+        if redacted.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+
+
+@pytest.mark.parametrize("span", [(26, 27), (28, 30), (31, 50), (37, 38), (44, 49), (48, 49), (49, 50), (25, 26)])
+def test_a_span_anywhere_in_a_group_with_b_frames_is_frame_exact_and_verified(tmp_path: Path, case: Path,
+                                                                              span: tuple[int, int]) -> None:
+    """Spans starting at every kind of place in a group with B-frames (pyramid): whatever prefix the
+    timestamps allow is copied bit for bit, every other frame shows its own index or is black, and
+    every check passes (packet identity of the prefix included)."""
+    from endoshare.media.verify import verify_output
+    from endoshare.render.common import EncodeSettings
+    from endoshare.render.smart import render_smart
+
+    plan = plan_join([probe(p) for p in sorted(case.glob("clip*.mp4"))])
+    spans = SegmentSet.of([span])
+    smart_plan = plan_smart(plan, spans)
+    prefix = smart_plan.prefix(next(n for n, u in enumerate(smart_plan.units) if u.first_frame == 25))
+    assert 25 + prefix <= span[0]
+    if span[0] >= 28:
+        assert prefix >= 2                 # x264's first B-frame group closes after 3 pictures here
+    out = tmp_path / "out.mp4"
+    result = render_smart(plan, spans, Redaction.BLACK, EncodeSettings(), out)
+    clips = tuple(sorted(case.glob("clip*.mp4")))
+    checks = {c.name: (c.passed, c.detail) for c in verify_output(out, result, sources=clips)}
+    assert all(passed for passed, _ in checks.values()), checks
+    frames = decoded_frames(out)
+    sources = source_frames(case)
+    assert len(frames) == 200
+    for index, frame in enumerate(frames):
+        if spans.contains(index):
+            assert luma_max(frame) <= 20, index
+        else:
+            assert read_barcode(frame) == index
+        if 25 <= index < 25 + prefix or 50 <= index < 75:
+            assert np.array_equal(frame.to_ndarray(), sources[index]), f"copied frame {index} changed"

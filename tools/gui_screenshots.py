@@ -70,7 +70,7 @@ def take(out: Path) -> None:
         for folder in ("archive", "shared"):
             (root / folder).mkdir()
         save_settings(QSettings(str(settings_file), QSettings.Format.IniFormat),
-                      GuiSettings(archive_dir=root / "archive", shared_dir=root / "shared", detector="builtin"))
+                      GuiSettings.of(root / "archive", root / "shared", detector="builtin"))
         window = MainWindow(settings_file)
         window.resize(1200, 760)
         window.show()

@@ -7,20 +7,24 @@ Progress is reported as :class:`ProgressEvent` values through a callback; ``canc
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
 import os
 import time
+import types
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, get_type_hints
 
 import av.error
 
 from .cases import Case, check_recording, clip_order, discover_case
 from .detect.registry import DETECTOR_NAMES
+from .detect.smooth import DEFAULT_MARGIN_SECONDS
 from .errors import (
     CancelledError,
     DiskFullError,
@@ -88,7 +92,7 @@ class ProcessOptions:
     #: because operating-room audio carries names.
     keep_audio: bool = False
     #: Detected spans are widened by this much on each side (seconds, exact).
-    margin_seconds: Fraction = Fraction(1, 2)
+    margin_seconds: Fraction = DEFAULT_MARGIN_SECONDS
     #: ``out_dir`` is a private holding folder inside the archive (the GUI's "require review": outputs wait
     #: there, private, until a person moves them to the shared folder); otherwise it must lie apart from it.
     held_for_review: bool = False
@@ -127,7 +131,7 @@ class ProcessOptions:
                 if not str(value).strip():
                     raise OptionsError(f"the {name.replace('_', ' ')} must not be empty")
                 object.__setattr__(self, name, Path(os.path.abspath(value)))
-        for name in ("mask_overlays", "keep_device_settings"):
+        for name in _BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise OptionsError(f"{name} must be true or false, got {getattr(self, name)!r}")
         problem = folder_problem(self.out_dir, self.archive_dir, self.held_for_review)
@@ -140,12 +144,119 @@ class ProcessOptions:
                 raise OptionsError(f"The weights file {self.weights} does not exist; check the path given to "
                                    "--weights (see 'endoshare models').", path=self.weights)
 
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field ``name`` (the one definition that the CLI and GUI show and start from)."""
+        spec = {f.name: f for f in dataclasses.fields(cls)}[name]
+        if spec.default_factory is not dataclasses.MISSING:
+            return spec.default_factory()
+        if spec.default is dataclasses.MISSING:
+            raise KeyError(f"{name} has no default")
+        return spec.default
+
+    def to_record(self) -> dict[str, Any]:
+        """Every chosen field, paths included, as JSON values: the form the job queue and the audit log store
+        (the report's :meth:`to_json` leaves paths out on purpose).  :meth:`from_record` reads it back."""
+        return {f.name: _record_value(getattr(self, f.name), f.name) for f in dataclasses.fields(self)
+                if f.name not in NOT_RECORDED}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], *, check_files: bool = False) -> ProcessOptions:
+        """Options from their :meth:`to_record` form, validated as any other.  A field missing from an older
+        record takes its default (the safe reading: overlays masked, full verification); an unknown field or
+        a value of the wrong type raises :class:`~endoshare.errors.OptionsError` naming it.  Files are not
+        checked by default: the options were checked when recorded, and a file gone since fails that case."""
+        if not isinstance(record, dict):
+            raise OptionsError(f"processing options must be a JSON object, got {type(record).__name__}")
+        hints = get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)} - NOT_RECORDED
+        unknown = sorted(set(record) - names)
+        if unknown:
+            raise OptionsError(f"unknown processing option(s) {', '.join(unknown)}: written by a newer Endoshare? "
+                               "Process the case again with this version's settings.")
+        values = {name: _from_record_value(hints[name], record[name], name) for name in names if name in record}
+        values.update({name: default for name, default in _OLDER_RECORD_DEFAULTS.items()
+                       if name not in record})
+        return cls(**values, check_files=check_files)
+
     def to_json(self) -> dict[str, object]:
+        """The settings as the report shows them: an allow-list without paths (see :data:`NOT_IN_REPORT`)."""
         return {"mode": self.mode, "redaction": self.redaction.value, "detector": self.detector,
                 "segments_from_file": self.segments_file is not None, "encode": self.encode.to_json(),
                 "new_pseudonym": self.new_pseudonym, "verify": self.verify, "keep_audio": self.keep_audio,
                 "margin_seconds": format_rate(self.margin_seconds), "mask_overlays": self.mask_overlays,
                 "keep_device_settings": self.keep_device_settings}
+
+
+#: Fields of :class:`ProcessOptions` that are how a value was built, not a choice: never recorded.
+NOT_RECORDED = frozenset({"check_files"})
+#: Fields the report's settings leave out: private paths (folders, segments and weights files), and whether
+#: the output waits for review (it is published only after it).
+NOT_IN_REPORT = frozenset({"out_dir", "archive_dir", "segments_file", "weights", "held_for_review", "check_files"})
+_BOOL_FIELDS = ("new_pseudonym", "keep_audio", "held_for_review", "mask_overlays", "keep_device_settings")
+#: What a record written before a field existed means, where that differs from today's default: jobs queued
+#: before the verification modes were verified in full.
+_OLDER_RECORD_DEFAULTS: dict[str, object] = {"verify": "full"}
+
+
+def _record_value(value: object, name: str) -> object:
+    """One option value in JSON form: paths and exact fractions as text, enums by value, nested settings as
+    objects of their fields."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (Path, Fraction)):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _record_value(getattr(value, f.name), f"{name}.{f.name}") for f in dataclasses.fields(value)}
+    raise TypeError(f"option {name} has no record form for {type(value).__name__}; teach _record_value")
+
+
+def _from_record_value(hint: Any, value: object, name: str) -> Any:
+    """The inverse of :func:`_record_value` for a field annotated ``hint``; OptionsError on a wrong type."""
+    if isinstance(hint, types.UnionType):
+        kinds = [k for k in hint.__args__ if k is not type(None)]
+        if value is None and len(kinds) < len(hint.__args__):
+            return None
+        hint = kinds[0]
+    wrong = OptionsError(f"the recorded option {name} has a value of the wrong kind: {value!r}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise OptionsError(f"{name} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise wrong
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong
+        return value
+    if hint in (Path, Fraction):
+        if not isinstance(value, str):
+            raise wrong
+        try:
+            return hint(value)
+        except (ValueError, ZeroDivisionError):
+            raise wrong from None
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise OptionsError(f"{name} {value!r} is not one of {', '.join(str(m.value) for m in hint)}") from None
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise wrong
+        inner = get_type_hints(hint)
+        unknown = sorted(set(value) - set(inner))
+        if unknown:
+            raise OptionsError(f"unknown setting(s) {', '.join(unknown)} in the recorded option {name}")
+        try:
+            return hint(**{key: _from_record_value(inner[key], item, f"{name}.{key}") for key, item in value.items()})
+        except ValueError as exc:
+            raise OptionsError(f"the recorded option {name} is invalid: {exc}") from None
+    raise TypeError(f"option {name} of type {hint} has no record form; teach _from_record_value")
 
 
 def _inside(inner: Path, outer: Path) -> bool:
@@ -326,7 +437,8 @@ def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_pa
             return render_smart(plan, segments, options.redaction, options.encode, out_path, progress, cancel,
                                 overlays)
         except NotSpliceable as exc:
-            if not segments and not overlays:       # nothing to change in any picture
+            untimed = any(c.info.video.untimed_packets for c in plan.clips)
+            if not segments and not overlays and not untimed:       # nothing to change in any picture
                 return render_copy(plan, out_path, progress, cancel)
             fallback = f"fast mode could not splice ({exc}); the whole case was re-encoded"
     elif options.mode == "fast":

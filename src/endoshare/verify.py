@@ -89,8 +89,8 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
                   cancel: Cancel | None = None,
                   sources: tuple[Path, ...] | None = None) -> tuple[CheckResult, ...]:
     """Run every check.  ``mode`` "full" decodes every frame; "changes" decodes only the frames the
-    renderer changed (``expected.check_ranges``: re-encoded groups and the groups on both sides of every
-    splice and clip join) and proves every other packet equal to its source packet (``copied_packets``);
+    renderer changed (``expected.check_ranges``: re-encoded groups, the group before every splice and clip
+    join and the first picture after it) and proves every other packet equal to its source packet (``copied_packets``);
     "splices" decodes the changed frames plus every keyframe.  A render that reports no check ranges or
     copied runs is decoded in full whatever the mode.  ``sources``: the case's clips, the only files a
     copied packet may come from."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..detect.sampling import COARSE_FRAMES
+from ..detect.smooth import DEFAULT_MARGIN_SECONDS
 from ..errors import EndoshareError
 from ..timeline import format_rate
 from ..types import ExitCode
@@ -80,9 +81,9 @@ def _add_detector_arguments(parser: argparse.ArgumentParser) -> None:
                         help="out-of-body detector (default: builtin)")
     parser.add_argument("--weights", type=Path, metavar="PATH",
                         help="weights file of the detector (default: its usual place; see `endoshare models`)")
-    parser.add_argument("--margin", type=_seconds, default=Fraction(1, 2), metavar="SECONDS",
-                        help="safety margin added before and after each span (default 0.5; rounded up to "
-                             "whole frames)")
+    parser.add_argument("--margin", type=_seconds, default=DEFAULT_MARGIN_SECONDS, metavar="SECONDS",
+                        help="safety margin added before and after each span "
+                             f"(default {float(DEFAULT_MARGIN_SECONDS):g}; rounded up to whole frames)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
                         help="auto (default): keyframes first, then every frame of suspicious GOPs for a "
                              "stateless detector; every frame in order for a stateful one (oobnet)")

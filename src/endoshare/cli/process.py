@@ -44,23 +44,27 @@ def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="shared folder for the de-identified videos")
     parser.add_argument("--case-id", help="patient/case identifier (default: the folder name); "
                                           "only with a single CASE_DIR")
-    parser.add_argument("--mode", choices=MODES, default="fast",
+    defaults = ProcessOptions.default("encode")
+    parser.add_argument("--mode", choices=MODES, default=ProcessOptions.default("mode"),
                         help="fast: stream-copy when nothing must change; advanced: always re-encode")
-    parser.add_argument("--redact", choices=[r.value for r in Redaction], default="black",
-                        help="how out-of-body frames are hidden (default: black)")
+    parser.add_argument("--redact", choices=[r.value for r in Redaction],
+                        default=ProcessOptions.default("redaction").value,
+                        help="how out-of-body frames are hidden (default: %(default)s)")
     parser.add_argument("--segments", type=Path, metavar="FILE.json",
                         help="out-of-body spans in frames of the merged timeline (overrides detection)")
-    parser.add_argument("--detector", default="builtin",
-                        help="out-of-body detector: builtin (default), oobnet, or none to skip detection")
+    parser.add_argument("--detector", default=ProcessOptions.default("detector"),
+                        help="out-of-body detector: builtin, oobnet, or none to skip detection (default: %(default)s)")
     parser.add_argument("--weights", type=Path, help="weights file for the detector")
-    parser.add_argument("--margin", type=Fraction, default=Fraction(1, 2), metavar="SECONDS",
-                        help="widen each detected span by this much on both sides (default 0.5)")
-    parser.add_argument("--codec", choices=sorted(ENCODERS), default="h264", help="codec when re-encoding")
+    parser.add_argument("--margin", type=Fraction, default=ProcessOptions.default("margin_seconds"), metavar="SECONDS",
+                        help="widen each detected span by this much on both sides "
+                             f"(default {float(ProcessOptions.default('margin_seconds')):g})")
+    parser.add_argument("--codec", choices=sorted(ENCODERS), default=defaults.codec, help="codec when re-encoding")
     parser.add_argument("--crf", type=int, help="quality when re-encoding (lower is better)")
-    parser.add_argument("--preset", choices=X264_PRESETS, default="fast", help="encoder speed/size trade-off")
+    parser.add_argument("--preset", choices=X264_PRESETS, default=defaults.preset,
+                        help="encoder speed/size trade-off")
     parser.add_argument("--fps", help="output frame rate when re-encoding, e.g. 25 or 30000/1001")
     parser.add_argument("--height", type=int, help="output height in pixels when re-encoding")
-    parser.add_argument("--verify", choices=VERIFY_MODES, default=DEFAULT_VERIFY_MODE,
+    parser.add_argument("--verify", choices=VERIFY_MODES, default=ProcessOptions.default("verify"),
                         help="changes (default): decode what was re-encoded and both sides of every splice and "
                              "clip join, prove every copied packet equal to its source packet; full: decode "
                              "every output frame; splices: decode what changed and every keyframe")

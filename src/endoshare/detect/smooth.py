@@ -49,13 +49,18 @@ def _fraction_field(name: str, value: Any) -> Fraction:
     return frac
 
 
+#: The safety margin added before and after every detected span, in seconds: the one default that
+#: detection, processing, the CLI and the GUI start from.
+DEFAULT_MARGIN_SECONDS = Fraction(1, 2)
+
+
 @dataclass(frozen=True)
 class SmoothingOptions:
     """How scores become spans.  ``None`` thresholds mean "derive from the detector's threshold"."""
 
     enter_threshold: float | None = None
     exit_threshold: float | None = None
-    margin_seconds: Fraction = Fraction(1, 2)
+    margin_seconds: Fraction = DEFAULT_MARGIN_SECONDS
     fill_gap_seconds: Fraction = Fraction(1)
     min_span_seconds: Fraction = Fraction(0)
 

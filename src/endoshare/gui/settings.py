@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
@@ -27,8 +29,8 @@ from PySide6.QtWidgets import (
 )
 
 from ..detect.registry import create_detector
-from ..errors import EndoshareError
-from ..pipeline import MODES, ProcessOptions, folder_problem
+from ..errors import EndoshareError, OptionsError
+from ..pipeline import ProcessOptions, folder_problem
 from ..storage import new_temp_file
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 
@@ -44,43 +46,56 @@ HOLDING_FOLDER = "awaiting-review"
 
 @dataclass(frozen=True)
 class GuiSettings:
-    archive_dir: Path
+    """The app's settings: the :class:`ProcessOptions` every case is queued with, and what only the app has
+    (the shared folder, the number of cases at once, whether outputs wait for review).
+
+    ``options`` holds the processing choices and the archive folder; its output folder is the private holding
+    folder (outputs awaiting review), so that it is a valid value whatever the shared folder is: the shared
+    folder is checked by :func:`validate_settings` and put in by :meth:`process_options` when a case is queued.
+    """
+
+    options: ProcessOptions
     shared_dir: Path
-    mode: str = "fast"
-    redaction: Redaction = Redaction.BLACK
-    detector: str = "builtin"
-    weights: Path | None = None
     workers: int = 1
-    codec: str = "h264"
-    crf: int | None = None
-    preset: str = "fast"
-    height: int | None = None
     require_review: bool = True
-    keep_audio: bool = False
-    #: Burned-in text (recorder overlays) found and filled with black; device-settings overlays kept on request.
-    mask_overlays: bool = True
-    keep_device_settings: bool = False
-    #: Seconds added before and after every detected span.
-    margin_seconds: Fraction = Fraction(1, 2)
+
+    @classmethod
+    def of(cls, archive_dir: Path, shared_dir: Path, *, workers: int = 1, require_review: bool = True,
+           **choices: Any) -> GuiSettings:
+        """Settings from folders and processing choices (any :class:`ProcessOptions` field; the rest default)."""
+        options = ProcessOptions(out_dir=Path(archive_dir) / HOLDING_FOLDER, archive_dir=archive_dir,
+                                 held_for_review=True, check_files=False, **choices)
+        return cls(options, Path(shared_dir), workers, require_review)
 
     @classmethod
     def defaults(cls) -> GuiSettings:
         home = Path.home() / "Endoshare"
-        return cls(archive_dir=home / "archive", shared_dir=home / "shared")
+        return cls.of(home / "archive", home / "shared")
 
-    def encode(self) -> EncodeSettings:
-        return EncodeSettings(codec=self.codec, crf=self.crf, preset=self.preset, height=self.height)
+    @property
+    def archive_dir(self) -> Path:
+        return self.options.archive_dir
+
+    def with_choices(self, **choices: Any) -> GuiSettings:
+        """The same settings with some processing choices changed (validated as any ProcessOptions)."""
+        return replace(self, options=replace(self.options, **choices))
 
     def output_dir(self) -> Path:
         """Where a run writes: the shared folder, or a private holding folder while review is pending."""
         return self.archive_dir / HOLDING_FOLDER if self.require_review else self.shared_dir
 
     def process_options(self, segments_file: Path | None = None) -> ProcessOptions:
-        return ProcessOptions(out_dir=self.output_dir(), archive_dir=self.archive_dir, mode=self.mode,
-                              redaction=self.redaction, segments_file=segments_file, detector=self.detector,
-                              weights=self.weights, encode=self.encode(), keep_audio=self.keep_audio,
-                              margin_seconds=self.margin_seconds, held_for_review=self.require_review,
-                              mask_overlays=self.mask_overlays, keep_device_settings=self.keep_device_settings)
+        """The options a case is queued with (raises OptionsError when the folders cannot be used together)."""
+        return replace(self.options, out_dir=self.output_dir(), held_for_review=self.require_review,
+                       segments_file=segments_file, check_files=True)
+
+
+#: ProcessOptions fields that are not app settings: folders (the app's own fields) and per-case choices.
+NOT_SETTINGS = frozenset({"out_dir", "archive_dir", "held_for_review", "segments_file", "new_pseudonym"})
+#: Where the processing choices are stored: one key per ProcessOptions field, its record value as JSON.
+CHOICES_GROUP = "processing"
+#: An hour is far beyond any sensible margin; a bigger stored number is a typo (and may not fit a float).
+MAX_STORED_MARGIN_SECONDS = 3600
 
 
 def margin_from_seconds(seconds: float) -> Fraction:
@@ -103,16 +118,6 @@ def _writable(path: Path, label: str, create: bool = False) -> str | None:
         new_temp_file(path, ".write-test").unlink()
     except OSError as exc:
         return f"The {label} {path} is not writable ({exc.strerror or exc}); choose another folder or ask for access."
-    return None
-
-
-def _margin_problem(margin: object) -> str | None:
-    try:
-        exact = Fraction(margin)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return f"The safety margin must be a number of seconds such as 0.5, got {margin!r}."
-    if exact < 0:
-        return f"The safety margin must be 0 seconds or more, got {float(exact):g} s."
     return None
 
 
@@ -143,23 +148,17 @@ def validate_settings(settings: GuiSettings, load_weights: bool = True,
     # The core's rule (the archive holds the pseudonym mapping: sharing it would undo the de-identification).
     if (problem := folder_problem(settings.shared_dir, settings.archive_dir)) is not None:
         problems.append(problem)
-    if (problem := _margin_problem(settings.margin_seconds)) is not None:
-        problems.append(problem)
+    # The processing choices were checked when ``settings.options`` was made (ProcessOptions validates itself).
     if not 1 <= settings.workers <= MAX_WORKERS:
         problems.append(f"Workers must be between 1 and {MAX_WORKERS}.")
-    if settings.mode not in MODES:
-        problems.append(f"Mode must be one of {', '.join(MODES)}.")
-    try:
-        settings.encode()
-    except ValueError as exc:
-        problems.append(f"Encoding: {exc}.")
-    if settings.detector == "oobnet" and settings.weights is None:
+    options = settings.options
+    if options.detector == "oobnet" and options.weights is None:
         problems.append("OOBNet needs its weights file (oobnet_weights.h5): choose it, or pick the built-in model.")
-    elif settings.detector != "none" and load_weights:
+    elif options.detector != "none" and load_weights:
         try:
-            create_detector(settings.detector, settings.weights)
+            create_detector(options.detector, options.weights)
         except (EndoshareError, OSError, ValueError) as exc:
-            problems.append(_weights_problem(exc, settings.weights))
+            problems.append(_weights_problem(exc, options.weights))
     return tuple(problems)
 
 
@@ -172,65 +171,53 @@ def _optional_int(text: str) -> int | None:
     return int(text) if text.strip().lstrip("-").isdigit() else None
 
 
-def _margin(text: str, default: Fraction) -> Fraction:
-    try:
-        margin = Fraction(text.strip())
-    except (ValueError, ZeroDivisionError):
-        return default
-    # An hour is far beyond any sensible margin; a bigger number is a typo (and may not fit a float).
-    return margin if 0 <= margin <= 3600 else default
+def _stored_choices(store: QSettings, base: ProcessOptions) -> dict[str, Any]:
+    """The stored processing choices; each one missing or unusable (damaged, unknown, refused by
+    ProcessOptions) is left at its default.  Anything but an explicit "mask overlays: false" thus masks."""
+    record = base.to_record()
+    for name in sorted(set(record) - NOT_SETTINGS):
+        raw = store.value(f"{CHOICES_GROUP}/{name}")
+        if raw is None:
+            continue
+        try:
+            value = json.loads(str(raw))
+            ProcessOptions.from_record({**record, name: value})
+        except (ValueError, TypeError):
+            continue
+        record[name] = value
+    chosen = ProcessOptions.from_record(record)
+    if chosen.detector not in {name for name, _ in DETECTOR_CHOICES}:
+        chosen = replace(chosen, detector=base.detector)
+    if chosen.margin_seconds > MAX_STORED_MARGIN_SECONDS:
+        chosen = replace(chosen, margin_seconds=base.margin_seconds)
+    return {name: getattr(chosen, name) for name in set(record) - NOT_SETTINGS}
+
+
+def _stored_folder(store: QSettings, key: str, default: Path) -> Path:
+    """A stored folder; the default when missing or not a full path (a relative one would depend on where
+    the app was started)."""
+    text = _text(store, key, "").strip()
+    return Path(text) if text and Path(text).is_absolute() else default
 
 
 def load_settings(store: QSettings) -> GuiSettings:
     """The saved settings; anything missing or unusable falls back to its default."""
     base = GuiSettings.defaults()
-    weights = _text(store, "detector/weights", "")
-    settings = GuiSettings(
-        archive_dir=Path(_text(store, "folders/archive", str(base.archive_dir))),
-        shared_dir=Path(_text(store, "folders/shared", str(base.shared_dir))),
-        mode=_text(store, "render/mode", base.mode),
-        redaction=Redaction(_text(store, "render/redaction", base.redaction.value))
-        if _text(store, "render/redaction", "") in {r.value for r in Redaction} else base.redaction,
-        detector=_text(store, "detector/name", base.detector),
-        weights=Path(weights) if weights else None,
+    return GuiSettings.of(
+        _stored_folder(store, "folders/archive", base.archive_dir),
+        _stored_folder(store, "folders/shared", base.shared_dir),
         workers=_optional_int(_text(store, "run/workers", "1")) or 1,
-        codec=_text(store, "render/codec", base.codec),
-        crf=_optional_int(_text(store, "render/crf", "")),
-        preset=_text(store, "render/preset", base.preset),
-        height=_optional_int(_text(store, "render/height", "")),
         require_review=_text(store, "review/required", "true").lower() == "true",
-        keep_audio=_text(store, "render/keep_audio", "false").lower() == "true",
-        # Anything but an explicit "false" masks: the safe reading of a missing or damaged value.
-        mask_overlays=_text(store, "render/mask_overlays", "true").lower() != "false",
-        keep_device_settings=_text(store, "render/keep_device_settings", "false").lower() == "true",
-        margin_seconds=_margin(_text(store, "detector/margin_seconds", ""), base.margin_seconds))
-    if settings.mode not in MODES:
-        settings = replace(settings, mode=base.mode)
-    if settings.detector not in {name for name, _ in DETECTOR_CHOICES}:
-        settings = replace(settings, detector=base.detector)
-    try:
-        settings.encode()
-    except ValueError:
-        settings = replace(settings, codec=base.codec, crf=None, preset=base.preset, height=None)
-    return settings
+        **_stored_choices(store, base.options))
 
 
 def save_settings(store: QSettings, settings: GuiSettings) -> None:
     store.setValue("folders/archive", str(settings.archive_dir))
     store.setValue("folders/shared", str(settings.shared_dir))
-    store.setValue("render/mode", settings.mode)
-    store.setValue("render/redaction", settings.redaction.value)
-    store.setValue("render/codec", settings.codec)
-    store.setValue("render/crf", "" if settings.crf is None else str(settings.crf))
-    store.setValue("render/preset", settings.preset)
-    store.setValue("render/height", "" if settings.height is None else str(settings.height))
-    store.setValue("detector/name", settings.detector)
-    store.setValue("detector/weights", "" if settings.weights is None else str(settings.weights))
-    # "3/2", not 1.5: read back as the same exact Fraction.
-    store.setValue("detector/margin_seconds", str(Fraction(settings.margin_seconds)))
-    store.setValue("render/keep_audio", "true" if settings.keep_audio else "false")
-    store.setValue("render/mask_overlays", "true" if settings.mask_overlays else "false")
-    store.setValue("render/keep_device_settings", "true" if settings.keep_device_settings else "false")
+    # Every processing choice in its record form ("3/2" for a margin: read back as the same exact Fraction).
+    for name, value in settings.options.to_record().items():
+        if name not in NOT_SETTINGS:
+            store.setValue(f"{CHOICES_GROUP}/{name}", json.dumps(value))
     store.setValue("run/workers", str(settings.workers))
     store.setValue("review/required", "true" if settings.require_review else "false")
     store.sync()
@@ -386,26 +373,29 @@ class SettingsDialog(QDialog):
         self.intro.show()
 
     def show_settings(self, settings: GuiSettings) -> None:
+        self._shown = settings
+        options = settings.options
         self.archive.edit.setText(str(settings.archive_dir))
         self.shared.edit.setText(str(settings.shared_dir))
-        self.mode.setCurrentIndex(self.mode.findData(settings.mode))
-        self.redaction.setCurrentIndex(self.redaction.findData(settings.redaction.value))
-        self.detector.setCurrentIndex(self.detector.findData(settings.detector))
-        self.weights.edit.setText(str(settings.weights) if settings.weights else "")
+        self.mode.setCurrentIndex(self.mode.findData(options.mode))
+        self.redaction.setCurrentIndex(self.redaction.findData(options.redaction.value))
+        self.detector.setCurrentIndex(self.detector.findData(options.detector))
+        self.weights.edit.setText(str(options.weights) if options.weights else "")
         self.workers.setValue(settings.workers)
         self.require_review.setChecked(settings.require_review)
-        self.margin.setMaximum(max(MAX_MARGIN_SECONDS, float(settings.margin_seconds)))
-        self.margin.setValue(float(settings.margin_seconds))
+        self.margin.setMaximum(max(MAX_MARGIN_SECONDS, float(options.margin_seconds)))
+        self.margin.setValue(float(options.margin_seconds))
         # The box shows two decimals: an untouched margin such as 1/3 is saved as it was, not as 33/100.
-        self._shown_margin = (self.margin.value(), settings.margin_seconds)
-        self.keep_audio.setChecked(settings.keep_audio)
-        self.mask_overlays.setChecked(settings.mask_overlays)
-        self.keep_device_settings.setChecked(settings.keep_device_settings)
-        self.keep_device_settings.setEnabled(settings.mask_overlays)
-        self.codec.setCurrentIndex(self.codec.findData(settings.codec))
-        self.crf.setValue(-1 if settings.crf is None else settings.crf)
-        self.preset.setCurrentText(settings.preset)
-        self.height.setValue(settings.height or 0)
+        self._shown_margin = (self.margin.value(), options.margin_seconds)
+        self.keep_audio.setChecked(options.keep_audio)
+        self.mask_overlays.setChecked(options.mask_overlays)
+        self.keep_device_settings.setChecked(options.keep_device_settings)
+        self.keep_device_settings.setEnabled(options.mask_overlays)
+        encode = options.encode
+        self.codec.setCurrentIndex(self.codec.findData(encode.codec))
+        self.crf.setValue(-1 if encode.crf is None else encode.crf)
+        self.preset.setCurrentText(encode.preset)
+        self.height.setValue(encode.height or 0)
         self._update_enabled()
 
     def _update_enabled(self) -> None:
@@ -418,27 +408,48 @@ class SettingsDialog(QDialog):
         return shown_margin if self.margin.value() == shown_value else margin_from_seconds(self.margin.value())
 
     def chosen_settings(self) -> GuiSettings:
+        """The settings the dialog shows; raises OptionsError (saying what to fix) when they cannot be used.
+        Processing choices the dialog does not show (such as the verification mode) are kept as they were."""
+        folders = {}
+        for label, field in (("archive folder", self.archive), ("shared folder", self.shared)):
+            text = field.edit.text().strip()
+            if not text:
+                raise OptionsError(f"Choose the {label}.")
+            if not Path(text).is_absolute():
+                raise OptionsError(f"The {label} must be a full path, such as "
+                                   f"{Path.home() / 'Endoshare' / label.split()[0]}, not “{text}”.")
+            folders[label] = Path(text)
         advanced = self.mode.currentData() == "advanced"
         weights = self.weights.edit.text().strip()
-        return GuiSettings(
-            archive_dir=Path(self.archive.edit.text().strip()), shared_dir=Path(self.shared.edit.text().strip()),
-            mode=self.mode.currentData(), redaction=Redaction(self.redaction.currentData()),
-            detector=self.detector.currentData(), weights=Path(weights) if weights else None,
-            workers=self.workers.value(), require_review=self.require_review.isChecked(),
-            keep_audio=self.keep_audio.isChecked(), margin_seconds=self._chosen_margin(),
-            mask_overlays=self.mask_overlays.isChecked(), keep_device_settings=self.keep_device_settings.isChecked(),
-            codec=self.codec.currentData() if advanced else "h264",
-            crf=(self.crf.value() if self.crf.value() >= 0 else None) if advanced else None,
-            preset=self.preset.currentText() if advanced else "fast",
-            height=(self.height.value() or None) if advanced else None)
+        default_encode = ProcessOptions.default("encode")
+        encode = EncodeSettings(
+            codec=self.codec.currentData(), crf=self.crf.value() if self.crf.value() >= 0 else None,
+            preset=self.preset.currentText(), height=self.height.value() or None) if advanced else default_encode
+        kept = {name: getattr(self._shown.options, name) for name in self._shown.options.to_record()
+                if name not in NOT_SETTINGS}
+        return GuiSettings.of(
+            folders["archive folder"], folders["shared folder"], workers=self.workers.value(),
+            require_review=self.require_review.isChecked(),
+            **{**kept, "mode": self.mode.currentData(), "redaction": Redaction(self.redaction.currentData()),
+               "detector": self.detector.currentData(), "weights": Path(weights) if weights else None,
+               "keep_audio": self.keep_audio.isChecked(), "margin_seconds": self._chosen_margin(),
+               "mask_overlays": self.mask_overlays.isChecked(),
+               "keep_device_settings": self.keep_device_settings.isChecked(), "encode": encode})
 
     def accept(self) -> None:
-        settings = self.chosen_settings()
+        try:
+            settings = self.chosen_settings()
+        except (OptionsError, ValueError) as exc:     # refused by ProcessOptions: says what to fix
+            self._show_problems((str(exc),))
+            return
         problems = validate_settings(settings, create_folders=True)
         if problems:
-            self.problems.setText("Not saved:\n• " + "\n• ".join(problems))
-            self.problems.show()
-            self.problems_area.show()
+            self._show_problems(problems)
             return
         save_settings(self.store, settings)
         super().accept()
+
+    def _show_problems(self, problems: tuple[str, ...]) -> None:
+        self.problems.setText("Not saved:\n• " + "\n• ".join(problems))
+        self.problems.show()
+        self.problems_area.show()

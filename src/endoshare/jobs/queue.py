@@ -28,7 +28,6 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,7 +35,6 @@ from filelock import FileLock, Timeout
 
 from ..errors import DiskFullError, EndoshareError
 from ..pipeline import Phase, ProcessOptions
-from ..render.common import EncodeSettings, Redaction
 from ..storage import full_folder_error, make_private, open_private, private_dir
 
 QUEUE_FILE_NAME = "queue.sqlite3"
@@ -122,40 +120,13 @@ def utc_now() -> str:
 
 
 def options_to_record(options: ProcessOptions) -> dict[str, Any]:
-    """Every field of ``options``, paths included (``ProcessOptions.to_json`` leaves paths out on purpose)."""
-    encode = options.encode
-    return {
-        "out_dir": str(options.out_dir), "archive_dir": str(options.archive_dir), "mode": options.mode,
-        "redaction": options.redaction.value,
-        "segments_file": str(options.segments_file) if options.segments_file else None,
-        "detector": options.detector, "weights": str(options.weights) if options.weights else None,
-        "encode": {"codec": encode.codec, "crf": encode.crf, "preset": encode.preset,
-                   "frame_rate": str(encode.frame_rate) if encode.frame_rate is not None else None,
-                   "height": encode.height},
-        "new_pseudonym": options.new_pseudonym, "verify": options.verify, "keep_audio": options.keep_audio,
-        "margin_seconds": str(options.margin_seconds), "held_for_review": options.held_for_review,
-        "mask_overlays": options.mask_overlays, "keep_device_settings": options.keep_device_settings,
-    }
+    """Every field of ``options``, paths included: :meth:`ProcessOptions.to_record`."""
+    return options.to_record()
 
 
 def options_from_record(record: dict[str, Any]) -> ProcessOptions:
-    encode = record["encode"]
-    return ProcessOptions(
-        out_dir=Path(record["out_dir"]), archive_dir=Path(record["archive_dir"]), mode=record["mode"],
-        redaction=Redaction(record["redaction"]),
-        segments_file=Path(record["segments_file"]) if record["segments_file"] else None,
-        detector=record["detector"], weights=Path(record["weights"]) if record["weights"] else None,
-        encode=EncodeSettings(codec=encode["codec"], crf=encode["crf"], preset=encode["preset"],
-                              frame_rate=Fraction(encode["frame_rate"]) if encode["frame_rate"] else None,
-                              height=encode["height"]),
-        new_pseudonym=bool(record["new_pseudonym"]), verify=record.get("verify", "full"),
-        keep_audio=bool(record.get("keep_audio", False)),
-        margin_seconds=Fraction(record.get("margin_seconds", "1/2")),
-        held_for_review=bool(record.get("held_for_review", False)), check_files=False,
-        # A record from before overlay masking existed is masked: the safe reading of a missing field.
-        # Not cast with bool(): a damaged value ("false" as text) is refused by ProcessOptions, never read as true.
-        mask_overlays=record.get("mask_overlays", True),
-        keep_device_settings=record.get("keep_device_settings", False))
+    """Options stored by :func:`options_to_record`: :meth:`ProcessOptions.from_record` (files not re-checked)."""
+    return ProcessOptions.from_record(record)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,6 @@ class JoinDifference(StrEnum):
     HIDDEN_FRAMES = "hidden frames"
     #: Parameter sets that allow redundant slices or slice groups, which decoders skip.
     HIDDEN_SLICES = "hidden slices"
-    #: Packets without a timestamp cannot be copied in order.
-    UNTIMED_PACKETS = "untimed packets"
     #: The first clip's codec cannot be scrubbed of SEI in place: the whole case is re-encoded.
     UNSCRUBBABLE_CODEC = "unscrubbable codec"
 
@@ -153,9 +151,8 @@ def plan_join(infos: list[MediaInfo]) -> JoinPlan:
         if record_hides_slices(video.extradata, video.codec):
             diffs.append((JoinDifference.HIDDEN_SLICES, "its parameter sets allow slices that decoders skip "
                                                         "(redundant slices or slice groups): they must not be copied"))
-        if video.untimed_packets:
-            diffs.append((JoinDifference.UNTIMED_PACKETS, f"{video.untimed_packets} packets carry no timestamp (they "
-                                                          "cannot be copied in order)"))
+        # Packets without a timestamp do not make a clip incompatible: the splicer rebuilds the times from
+        # frame order when no picture is reordered, and refuses otherwise (render/smart.py).
         frames = video.frame_count or 0
         timeline = timeline_frames_for(frames, source_rate, target.frame_rate)
         clip_mismatches = tuple(Mismatch(kind, detail, n) for kind, detail in diffs)

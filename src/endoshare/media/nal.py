@@ -512,3 +512,118 @@ def clean_record(extradata: bytes | None, codec: str) -> bytes:
         return _frame((u for u in split_nal_units(data, None) if unit_allowed(u, codec, RECORD_TYPES[codec])),
                       None)
     return clean_avcc(data) if codec == "h264" else clean_hvcc(data)
+
+
+class _Bits:
+    """A forward reader of an RBSP (emulation prevention already removed)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.bit = data, 0
+
+    def u(self, count: int) -> int:
+        value = 0
+        for _ in range(count):
+            value = value << 1 | (self.data[self.bit // 8] >> (7 - self.bit % 8) & 1)
+            self.bit += 1
+        return value
+
+    def ue(self) -> int:
+        value, self.bit = read_ue(self.data, self.bit)
+        return value
+
+    def se(self) -> int:
+        value = self.ue()
+        return (value + 1) // 2 if value % 2 else -(value // 2)
+
+
+@dataclass(frozen=True)
+class H264SliceSyntax:
+    """What an H.264 SPS says about the slice header fields before ``idr_pic_id``."""
+
+    log2_max_frame_num: int
+    frame_mbs_only: bool
+    separate_colour_plane: bool
+
+
+_H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+def h264_slice_syntax(sps: bytes) -> H264SliceSyntax:
+    """Read an SPS NAL unit (header byte included) as far as ``frame_mbs_only_flag``.  Raises ValueError
+    or IndexError on a malformed SPS."""
+    bits = _Bits(_unescape(sps[4:]))
+    bits.ue()                                                  # seq_parameter_set_id
+    separate = False
+    if sps[1] in _H264_HIGH_PROFILES:
+        chroma = bits.ue()
+        if chroma == 3:
+            separate = bool(bits.u(1))
+        bits.ue(), bits.ue(), bits.u(1)                        # bit depths, qpprime_y_zero_transform_bypass
+        if bits.u(1):                                          # seq_scaling_matrix_present_flag
+            for n in range(8 if chroma != 3 else 12):
+                if bits.u(1):
+                    last = following = 8
+                    for _ in range(16 if n < 6 else 64):
+                        if following:
+                            following = (last + bits.se() + 256) % 256
+                        last = following or last
+    log2_max_frame_num = bits.ue() + 4
+    poc_type = bits.ue()
+    if poc_type == 0:
+        bits.ue()
+    elif poc_type == 1:
+        bits.u(1), bits.se(), bits.se()
+        for _ in range(bits.ue()):
+            bits.se()
+    bits.ue(), bits.u(1), bits.ue(), bits.ue()                 # refs, gaps, width, height
+    return H264SliceSyntax(log2_max_frame_num, bool(bits.u(1)), separate)
+
+
+def h264_pps_sps_id(pps: bytes) -> tuple[int, int]:
+    """(pic_parameter_set_id, seq_parameter_set_id) of a PPS NAL unit."""
+    bits = _Bits(_unescape(pps[1:]))
+    return bits.ue(), bits.ue()
+
+
+def h264_idr_pic_id(unit: bytes, syntax_by_pps: dict[int, H264SliceSyntax]) -> int | None:
+    """``idr_pic_id`` of an H.264 IDR slice NAL unit (None for any other unit, or a slice whose PPS is
+    not known).  Two IDR pictures in a row must differ in it (H.264 7.4.3)."""
+    if not unit or nal_type(unit, "h264") != H264_IDR:
+        return None
+    bits = _Bits(_unescape(unit[1:64]))
+    bits.ue(), bits.ue()                                       # first_mb_in_slice, slice_type
+    syntax = syntax_by_pps.get(bits.ue())
+    if syntax is None:
+        return None
+    if syntax.separate_colour_plane:
+        bits.u(2)
+    bits.u(syntax.log2_max_frame_num)                          # frame_num
+    if not syntax.frame_mbs_only and bits.u(1):                # field_pic_flag
+        bits.u(1)                                              # bottom_field_flag
+    return bits.ue()
+
+
+def h264_slice_syntaxes(sps_units: Iterable[bytes], pps_units: Iterable[bytes]) -> dict[int, H264SliceSyntax]:
+    """The slice syntax each PPS id refers to, from a track's SPS and PPS units (malformed ones skipped)."""
+    by_sps: dict[int, H264SliceSyntax] = {}
+    for sps in sps_units:
+        try:
+            by_sps[h264_sps_id(sps)] = h264_slice_syntax(sps)
+        except (ValueError, IndexError):
+            continue
+    found: dict[int, H264SliceSyntax] = {}
+    for pps in pps_units:
+        try:
+            pps_id, sps_id = h264_pps_sps_id(pps)
+        except (ValueError, IndexError):
+            continue
+        if sps_id in by_sps:
+            found[pps_id] = by_sps[sps_id]
+    return found
+
+
+def h264_slice_type(unit: bytes) -> int:
+    """slice_type of an H.264 slice NAL unit (0/5 P, 1/6 B, 2/7 I, 3/8 SP, 4/9 SI)."""
+    bits = _Bits(_unescape(unit[1:16]))
+    bits.ue()                                                  # first_mb_in_slice
+    return bits.ue()

@@ -6,11 +6,21 @@ from typing import Iterable
 
 import av
 import numpy as np
+import numpy.typing as npt
 
 from .text import Box
 
 #: Video black in limited range: Y=16, U=V=128.
 FILL_Y, FILL_C = 16, 128
+
+
+def yuv_planes(yuv: npt.NDArray[np.uint8], width: int, height: int) -> tuple[npt.NDArray[np.uint8], ...]:
+    """Views of the Y, U and V planes in a yuv420p frame's ``to_ndarray()`` (Y rows, then the U and V
+    planes packed one after the other; a chroma plane of an odd number of rows ends mid-row)."""
+    flat = yuv.reshape(-1)
+    luma, chroma = width * height, (width // 2) * (height // 2)
+    return (flat[:luma].reshape(height, width), flat[luma:luma + chroma].reshape(height // 2, width // 2),
+            flat[luma + chroma:luma + 2 * chroma].reshape(height // 2, width // 2))
 
 
 def mask_frame(frame: av.VideoFrame, boxes: Iterable[Box]) -> av.VideoFrame:
@@ -25,10 +35,8 @@ def mask_frame(frame: av.VideoFrame, boxes: Iterable[Box]) -> av.VideoFrame:
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
     width, height = frame.width, frame.height
-    yuv = frame.to_ndarray()            # (height * 3 // 2, width): Y, then U and V rows packed
-    y = yuv[:height]
-    u = yuv[height:height + height // 4].reshape(height // 2, width // 2)
-    v = yuv[height + height // 4:].reshape(height // 2, width // 2)
+    yuv = frame.to_ndarray()
+    y, u, v = yuv_planes(yuv, width, height)
     for box in boxes:
         x0, y0 = box.x0 // 2 * 2, box.y0 // 2 * 2
         x1, y1 = min(width, -(-box.x1 // 2) * 2), min(height, -(-box.y1 // 2) * 2)

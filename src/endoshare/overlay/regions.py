@@ -12,8 +12,9 @@ from typing import Any, Iterable
 from ..timeline import Segment, SegmentSet
 from .text import Box
 
-#: "overlay": seen at the same place in two or more sampled frames (a recorder overlay);
-#: "transient": seen in one sampled frame only (text that moves with the scene, or a brief banner).
+#: "overlay": text standing still while the scene moves (a recorder overlay), masked;
+#: "transient": a detector box that never stood still or is not text (one blob read as at most one
+#: character), reported and left visible; "manual": a region from a saved report or added by hand.
 KINDS = ("overlay", "transient", "manual")
 
 

@@ -15,13 +15,15 @@ How the spliced track stays one valid H.264 stream:
 * Copied packets pass the bitstream scrubber (NAL unit allow-list) like any copied packet, re-encoded
   pictures keep only their allowed NAL units, and the avcC/hvcC holds parameter sets only.
 
-* Annex B sources (MPEG-TS, AVCHD .mts/.m2ts): the in-band SPS/PPS (which must not change within the
-  case) go into an avcC record built for the output, and every copied picture is converted to 4-byte
-  length-prefixed NAL units without its access unit delimiter and parameter sets.
-* Repeated presentation timestamps are rebuilt from frame order when no picture is reordered (decode
-  order is then display order); with reordered pictures the case is re-encoded instead.
+* Annex B sources (MPEG-TS, AVCHD .mts/.m2ts): the in-band SPS/PPS, or VPS/SPS/PPS (which must not
+  change within the case), go into an avcC/hvcC record built for the output, and every copied picture is
+  converted to 4-byte length-prefixed NAL units without its access unit delimiter and parameter sets.
+* Repeated or missing presentation timestamps are rebuilt from frame order when no picture is reordered
+  (decode order is then display order); with reordered pictures the case is re-encoded instead.
+* A partly redacted group copies its unchanged start when that is a closed decode-order prefix, and is
+  re-encoded from its first changed frame, as closed groups of black (shared) and in-body runs.
 
-Only H.264 and HEVC (HEVC with an hvcC record) in 8-bit 4:2:0 with a whole number of time-base ticks
+Only H.264 and HEVC in 8-bit 4:2:0 with a whole number of time-base ticks
 per frame are spliced; anything else is rendered by the full re-encode (the report says so).
 """
 
@@ -40,9 +42,9 @@ from av.video.frame import PictureType
 from ..errors import CancelledError, UnreadableMediaError
 from ..media.join import ClipPlan, JoinPlan
 from ..media.nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
-                         HEVC_VPS, AvcConfig, allowed_unit, clean_avcc, h264_sps_id, hvcc_for_inband_track,
-                         hvcc_parameter_sets, nal_length_size, nal_type, read_ue, scrub_access_unit,
-                         split_nal_units, to_length_prefixed, unit_allowed)
+                         HEVC_VPS, RECORD_TYPES, AvcConfig, allowed_unit, clean_avcc, clean_hvcc, h264_idr_pic_id, h264_slice_syntaxes,
+                         h264_slice_type, h264_sps_id, hvcc_for_inband_track, hvcc_parameter_sets, nal_length_size,
+                         nal_type, read_ue, scrub_access_unit, split_nal_units, to_length_prefixed, unit_allowed)
 from ..media.probe import iter_video_packets, open_input
 from ..media.scrub import open_output
 from ..overlay.regions import OverlaySet
@@ -107,10 +109,17 @@ class SmartPlan:
     decoder_extradata: bytes = b""
     #: Clips whose presentation timestamps were rebuilt from frame order.
     rebuilt_clips: frozenset[int] = frozenset()
+    #: For each dirty unit, how many of its first packets (decode order) are copied: a decode-order prefix
+    #: that shows exactly the unit's first frames, all of them unchanged (see :func:`_copyable_prefix`).
+    prefixes: tuple[int, ...] = ()
 
     @property
     def reencoded_frames(self) -> int:
-        return sum(self.units[i].packet_count for i in self.dirty)
+        return sum(self.units[i].packet_count - self.prefix(i) for i in self.dirty)
+
+    def prefix(self, unit: int) -> int:
+        """Packets copied at the start of a dirty unit (0 for a plan made without them)."""
+        return self.prefixes[unit] if unit < len(self.prefixes) else 0
 
 
 def _is_idr(data: bytes, length_size: int | None, codec: str) -> bool:
@@ -128,14 +137,18 @@ class _ClipIndex:
     pts: np.ndarray
     #: How far decoding must run ahead of display (B-frame reordering), in ticks.
     reorder_ticks: int
-    #: In-band SPS/PPS of an Annex B source, by (NAL type, id).
+    #: In-band parameter sets of an Annex B source, by (NAL type, id).
     parameter_sets: dict[tuple[int, int], bytes]
     #: True when the source's timestamps repeated and were rebuilt from frame order.
     rebuilt: bool
 
 
-def _h264_parameter_set_key(unit: bytes) -> tuple[int, int]:
-    kind = nal_type(unit, "h264")
+def _parameter_set_key(unit: bytes, codec: str) -> tuple[int, int]:
+    """(NAL type, id) of an in-band parameter set.  HEVC ids are taken as 0: a stream with two different
+    VPS, SPS or PPS then counts as changing them, and is not spliced."""
+    kind = nal_type(unit, codec)
+    if codec != "h264":
+        return kind, 0
     rbsp = unit.replace(b"\0\0\3", b"\0\0")
     return kind, read_ue(rbsp, 32 if kind == H264_SPS else 8)[0]
 
@@ -150,17 +163,17 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
         # The stream's own word (SPS) that no picture is shown before one decoded earlier.
         reorders = bool(stream.codec_context.has_b_frames)
         starts: list[int] = []
-        pts: list[int] = []
+        pts: list[int | None] = []
         for number, packet in enumerate(iter_video_packets(container, stream)):
             if cancel is not None and number % 256 == 0 and cancel():
                 raise CancelledError("Cancelled by the user; nothing was published.")
-            if packet.pts is None:
-                raise NotSpliceable("packets without timestamps")
             data = bytes(packet)
+            # A B slice may be shown before a picture decoded earlier, whatever the SPS says.
+            reorders = reorders or (codec == "h264" and _has_b_slice(data, length_size))
             if length_size is None:
                 for unit in split_nal_units(data, None):
-                    if nal_type(unit, codec) in (H264_SPS, H264_PPS):
-                        key = _h264_parameter_set_key(unit)
+                    if nal_type(unit, codec) in RECORD_TYPES[codec]:
+                        key = _parameter_set_key(unit, codec)
                         if parameter_sets.setdefault(key, unit) != unit:
                             raise NotSpliceable("the stream changes its parameter sets mid-stream")
             if packet.is_keyframe and _is_idr(data, length_size, codec):
@@ -168,17 +181,27 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
             pts.append(packet.pts)
     if not starts or starts[0] != 0:
         raise NotSpliceable("the clip does not start with an IDR picture")
-    order = np.asarray(pts, dtype=np.int64)
+    known = np.asarray([t for t in pts if t is not None], dtype=np.int64)
+    missing = len(known) != len(pts)
     rebuilt = False
-    if np.unique(order).size != order.size:
-        # Repeated timestamps (a recorder's coarse clock, or a TS remuxed without care): rebuilt from frame
-        # order, which is display order only when no picture is shown before one decoded earlier: the
-        # stream must say so (no reordering delay in its SPS) and its timestamps must never go back.
+    if missing or np.unique(known).size != known.size:
+        # Missing or repeated timestamps (a recorder's coarse clock, a TS remuxed without care, PES packets
+        # without a PTS): rebuilt from frame order, which is display order only when no picture is shown
+        # before one decoded earlier: the stream must say so (no reordering delay in its SPS), carry no
+        # B slice (H.264), and the timestamps it has must never go back.
         ticks = 1 / (frame_rate * time_base)
-        if reorders or np.any(np.diff(order) < 0) or ticks.denominator != 1:
-            raise NotSpliceable("timestamps repeat in a stream with reordered pictures")
-        order = order[0] + np.arange(order.size, dtype=np.int64) * int(ticks)
+        what = "are missing" if missing else "repeat"
+        if reorders or np.any(np.diff(known) < 0) or ticks.denominator != 1:
+            raise NotSpliceable(f"timestamps {what} in a stream with reordered pictures")
+        first = next(((t, n) for n, t in enumerate(pts) if t is not None), (0, 0))
+        order = first[0] - first[1] * int(ticks) + np.arange(len(pts), dtype=np.int64) * int(ticks)
+        # The timestamps the stream has must be the ones frame order gives them.
+        given = np.asarray([t is not None for t in pts])
+        if missing and np.any(order[given] != known) and np.unique(known).size == known.size:
+            raise NotSpliceable("some timestamps are missing and the others are not one frame apart")
         rebuilt = True
+    else:
+        order = known
     # Merge a group into the previous one while any of its pictures is shown before the previous
     # group's last picture (an open GOP): only the union decodes on its own.
     merged: list[int] = []
@@ -199,6 +222,17 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
     return _ClipIndex(units, time_base, order, max(0, reorder), parameter_sets, rebuilt)
 
 
+def _has_b_slice(data: bytes, length_size: int | None) -> bool:
+    """True when an H.264 picture has a B slice (slice_type 1 or 6)."""
+    for unit in split_nal_units(data, length_size):
+        if unit and nal_type(unit, "h264") in (1, 5):
+            try:
+                return h264_slice_type(unit) % 5 == 1
+            except (ValueError, IndexError):
+                return True                  # unreadable: take it for one
+    return False
+
+
 def _annexb_record(parameter_sets: dict[tuple[int, int], bytes]) -> bytes:
     """An avcC record (4-byte NAL lengths) listing an Annex B stream's SPS and PPS."""
     sps = tuple(unit for key, unit in sorted(parameter_sets.items()) if key[0] == H264_SPS)
@@ -210,6 +244,24 @@ def _annexb_record(parameter_sets: dict[tuple[int, int], bytes]) -> bytes:
     return clean_avcc(AvcConfig(first[1], first[2], first[3], 4, sps, pps, b"").serialize())
 
 
+def _annexb_hvcc(parameter_sets: dict[tuple[int, int], bytes]) -> bytes:
+    """An hvcC record (4-byte NAL lengths, 8-bit 4:2:0 as the planner requires) listing an Annex B HEVC
+    stream's VPS, SPS and PPS; clean_hvcc copies the profile, tier and level from the SPS."""
+    arrays = []
+    for kind in (HEVC_VPS, HEVC_SPS, HEVC_PPS):
+        units = [unit for key, unit in sorted(parameter_sets.items()) if key[0] == kind]
+        if not units:
+            raise NotSpliceable("the Annex B HEVC stream lacks a VPS, SPS or PPS")
+        arrays.append(bytes([kind]) + len(units).to_bytes(2, "big")
+                      + b"".join(len(u).to_bytes(2, "big") + u for u in units))
+    header = bytearray(22)
+    header[0] = 1                                    # configurationVersion
+    header[16] = 0xFC | 1                            # chroma_format_idc 4:2:0
+    header[17], header[18] = 0xF8, 0xF8              # bit depths minus 8: 0
+    header[21] = 3                                   # lengthSizeMinusOne
+    return clean_hvcc(bytes(header) + bytes([len(arrays)]) + b"".join(arrays))
+
+
 def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = None) -> SmartPlan:
     if not plan.copy_compatible:
         raise NotSpliceable("; ".join(plan.reasons))
@@ -219,21 +271,19 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
     if video.pix_fmt not in ("yuv420p", "yuvj420p"):
         raise NotSpliceable(f"pixel format {video.pix_fmt} (only 8-bit 4:2:0 is spliced)")
     source_length_size = nal_length_size(video.extradata, plan.codec)
-    if source_length_size is None and plan.codec != "h264":
-        raise NotSpliceable("an Annex B HEVC stream (only Annex B H.264 is spliced)")
     indexes = [_clip_units(number, clip, source_length_size, plan.codec, plan.target.frame_rate, cancel)
                for number, clip in enumerate(plan.clips)]
     extradata, length_size, decoder_extradata = video.extradata, source_length_size or 4, b""
     if source_length_size is None:
         parameter_sets: dict[tuple[int, int], bytes] = {}
         for unit in split_nal_units(video.extradata, None):
-            if nal_type(unit, "h264") in (H264_SPS, H264_PPS):
-                parameter_sets[_h264_parameter_set_key(unit)] = unit
+            if nal_type(unit, plan.codec) in RECORD_TYPES[plan.codec]:
+                parameter_sets[_parameter_set_key(unit, plan.codec)] = unit
         for index in indexes:
             for key, unit in index.parameter_sets.items():
                 if parameter_sets.setdefault(key, unit) != unit:
                     raise NotSpliceable("the clips' parameter sets differ")
-        extradata = _annexb_record(parameter_sets)
+        extradata = (_annexb_record if plan.codec == "h264" else _annexb_hvcc)(parameter_sets)
         decoder_extradata = b"".join(b"\0\0\0\1" + unit for unit in parameter_sets.values())
     units = [unit for index in indexes for unit in index.units]
     time_bases = {index.time_base for index in indexes}
@@ -246,6 +296,13 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
     dirty = frozenset(n for n, unit in enumerate(units)
                       if any(s.start_frame < unit.frame_range.stop and unit.first_frame < s.end_frame
                              for s in segments))
+    changed = segments.clipped(plan.total_frames).mask(plan.total_frames)
+    prefixes = [0] * len(units)
+    for n in dirty:
+        unit = units[n]
+        unchanged = next((i for i in range(unit.packet_count) if changed[unit.first_frame + i]), unit.packet_count)
+        pts = indexes[unit.clip].pts[unit.first_packet:unit.first_packet + unit.packet_count]
+        prefixes[n] = _copyable_prefix(pts, unchanged)
     # One delay for the whole output keeps decoding timestamps rising across clip boundaries too.
     delay = max(index.reorder_ticks for index in indexes)
     return SmartPlan(tuple(units), dirty, int(ticks), time_base, delay, plan.codec, extradata, length_size,
@@ -253,7 +310,33 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
                      tuple(np.sort(index.pts) for index in indexes),
                      clip_pts=tuple(index.pts for index in indexes), source_length_size=source_length_size,
                      decoder_extradata=decoder_extradata,
-                     rebuilt_clips=frozenset(n for n, index in enumerate(indexes) if index.rebuilt))
+                     rebuilt_clips=frozenset(n for n, index in enumerate(indexes) if index.rebuilt),
+                     prefixes=tuple(prefixes))
+
+
+#: A copied prefix is at least this long: copying a lone IDR picture saves one frame and costs a second
+#: IDR picture right after it.
+MIN_PREFIX = 2
+
+
+def _copyable_prefix(pts: np.ndarray, unchanged: int) -> int:
+    """How many of a closed group's first packets (decode order, presentation times ``pts``) can be
+    copied when only its first ``unchanged`` frames (display order) are shown unchanged.
+
+    The first ``m`` packets decode on their own (the group starts with an IDR picture and a picture only
+    refers to pictures decoded before it), so copying them reproduces their pictures bit for bit; they may
+    be copied when they are exactly the pictures shown first, i.e. their presentation times are the ``m``
+    smallest of the group: then no picture of the prefix is shown after one that is re-encoded, and none
+    of the re-encoded ones (a new closed group from an IDR picture) refers back into the prefix.  This
+    reads the reordering from the timestamps themselves, so B-frames (or a stream that says it has none
+    yet reorders) only shorten the prefix; it never assumes decode order is display order."""
+    if unchanged <= 0:
+        return 0
+    ranks = np.argsort(np.argsort(pts, kind="stable"), kind="stable")
+    highest = np.maximum.accumulate(ranks[:unchanged])
+    closed = np.flatnonzero(highest == np.arange(highest.size))     # prefix of m = i + 1 packets is closed
+    best = int(closed[-1]) + 1 if closed.size else 0
+    return best if best >= MIN_PREFIX else 0
 
 
 class _Splicer:
@@ -311,18 +394,22 @@ class _Splicer:
         assert self.parameter_sets is not None
         return self.parameter_sets
 
-    def encode(self, frames: list[av.VideoFrame]) -> Iterator[tuple[bytes, bool]]:
-        """(length-prefixed picture, is keyframe) per frame, in order (no B-frames)."""
+    def encode(self, frames: list[av.VideoFrame], idr_pic_id: int = 0) -> Iterator[tuple[bytes, bool]]:
+        """(length-prefixed picture, is keyframe) per frame, in order (no B-frames).  ``idr_pic_id`` (H.264):
+        x264 numbers the IDR pictures of one encoder 0, 1, 0, 1…, so for 1 one throwaway IDR picture (the
+        first frame once more) is encoded first and dropped; the caller checks the number it got."""
         encoder = self._encoder()
+        lead = [frames[0]] * idr_pic_id
         packets: list[av.Packet] = []
-        for n, frame in enumerate(frames):
+        for n, frame in enumerate((*lead, *frames)):
             frame.pts = n
             frame.time_base = encoder.time_base
-            frame.pict_type = PictureType.I if n == 0 else PictureType.NONE
+            frame.pict_type = PictureType.I if n <= len(lead) else PictureType.NONE
             packets.extend(encoder.encode(frame))
         packets.extend(encoder.encode(None))
-        if len(packets) != len(frames):
+        if len(packets) != len(lead) + len(frames):
             raise NotSpliceable(f"{self.encoder_name} returned {len(packets)} pictures for {len(frames)} frames")
+        packets = packets[len(lead):]
         # Parameter sets travel in the track's record (H.264) or before the group (HEVC), not in pictures.
         dropped = self.parameter_set_types()
         for packet in packets:
@@ -407,16 +494,20 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                 stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
                 for number, unit, packets in _groups(iter_video_packets(container, stream),
                                                      units_by_clip[clip_number], cancel):
-                    if number not in smart.dirty:
-                        for packet_number, packet in enumerate(packets, start=unit.first_packet):
-                            writer.copy(packet, clip_number, packet_number, unit, clip)
-                    elif redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
-                        writer.reencode(unit, _redacted_unit(unit, [], smart, clip, redacted, redactor, timeline))
-                    else:
-                        writer.reencode(unit, _redacted_unit(unit, packets, smart, clip, redacted, redactor,
-                                                             timeline))
+                    copied = unit.packet_count if number not in smart.dirty else smart.prefix(number)
+                    for packet_number, packet in enumerate(packets[:copied], start=unit.first_packet):
+                        writer.copy(packet, clip_number, packet_number, unit, clip)
+                    if number in smart.dirty:
+                        runs = _runs(unit, copied, redacted, redactor)
+                        # The group is decoded only when a re-encoded frame needs its source picture.
+                        pictures = (_decode_group(unit, packets, smart, clip)
+                                    if any(not uniform for _, uniform in runs) else None)
+                        for frames, uniform in runs:
+                            writer.reencode(_redacted_run(frames, uniform, unit, pictures, redacted, redactor,
+                                                          timeline))
                     if progress is not None:
                         progress(min(total, unit.first_frame + unit.packet_count), total)
+            writer.finish()
             written, runs = writer.written, tuple(writer.runs)
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
@@ -431,8 +522,9 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
         blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs, geometry=geometry,
-        notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures re-encoded "
-               f"({smart.reencoded_frames} of {total} frames); the rest stream-copied",
+        notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures changed, {smart.reencoded_frames} of "
+               f"{total} frames re-encoded ({sum(smart.prefixes)} unchanged frames at the start of changed groups "
+               "copied); the rest stream-copied",
                *((f"{redactor.masked} frames had burned-in text masked; every group of pictures showing "
                   "one was re-encoded, since the text is part of the coded picture and cannot be copied",)
                  if redactor.masked else ())))
@@ -488,8 +580,16 @@ class _SpliceWriter:
         self.inband_changed = False
         #: Runs of copied packets, for the verifier.
         self.runs: list[CopiedRun] = []
-        #: Encodings of wholly black groups, by length.
+        #: The longest black group encoded so far, by idr_pic_id: shorter black groups are its first pictures.
         self.uniform_groups: dict[int, list[tuple[bytes, bool]]] = {}
+        #: H.264: the slice syntax of every PPS of the track, to read idr_pic_id (two IDR pictures in a
+        #: row must differ in it); None for HEVC, which has no such number.
+        self.idr_syntax = (h264_slice_syntaxes(*_avcc_sets(extradata)) if smart.codec == "h264" else None)
+        #: idr_pic_id of the last picture written when it is an IDR picture, else None.
+        self.last_idr: int | None = None
+        #: A re-encoded group of one picture (an IDR picture) waiting for the picture after it, whose
+        #: idr_pic_id its own must differ from too.
+        self.held: _RedactedGroup | None = None
 
     def __enter__(self) -> "_SpliceWriter":
         return self
@@ -497,7 +597,34 @@ class _SpliceWriter:
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         self.out.close()
 
+    def _idr_pic_id(self, data: bytes) -> int | None:
+        """idr_pic_id of a length-prefixed H.264 picture when it is an IDR picture, else None."""
+        if self.idr_syntax is None:
+            return None
+        for unit in split_nal_units(data, self.smart.length_size):
+            if nal_type(unit, "h264") == H264_IDR:
+                try:
+                    found = h264_idr_pic_id(unit, self.idr_syntax)
+                except (ValueError, IndexError):
+                    found = None
+                # Unreadable: no number is safe next to it (only refused when a one-picture group is).
+                return UNKNOWN_IDR if found is None else found
+        return None
+
+    def finish(self) -> None:
+        """Write what is still held (call once after the last group)."""
+        self._release(None)
+
+    def _release(self, next_idr: int | None) -> None:
+        """Encode and write the held one-picture group now that the picture after it is known (``next_idr``:
+        its idr_pic_id when it is an IDR picture)."""
+        if self.held is not None:
+            group, self.held = self.held, None
+            self._encode_group(group, next_idr)
+
     def _mux(self, packet: av.Packet) -> None:
+        if self.idr_syntax is not None:
+            self.last_idr = self._idr_pic_id(bytes(packet)) if packet.is_keyframe else None
         packet.stream = self.stream
         packet.time_base = self.smart.time_base
         self.out.mux(packet)
@@ -511,7 +638,8 @@ class _SpliceWriter:
             # parameter sets, which the track's record now lists (the planner checked that they never change).
             kept = (allowed_unit(u, smart.codec) for u in split_nal_units(data, None))
             return to_length_prefixed([u for u in kept if u is not None
-                                       and nal_type(u, smart.codec) not in (H264_SPS, H264_PPS)], smart.length_size)
+                                       and nal_type(u, smart.codec) not in RECORD_TYPES[smart.codec]],
+                                      smart.length_size)
         return scrub_access_unit(data, smart.codec, smart.length_size)
 
     def copy(self, packet: av.Packet, clip_number: int, packet_number: int, unit: Unit, clip: ClipPlan) -> None:
@@ -521,15 +649,20 @@ class _SpliceWriter:
         shift = self.timeline.index(unit.first_frame) * smart.frame_ticks - _display_origin(clip, unit, smart)
         pts = int(smart.clip_pts[clip_number][packet_number]) + shift
         dts = int(smart.clip_sorted_pts[clip_number][packet_number]) - smart.delay_ticks + shift
-        if self.inband_changed and self.splicer.prefix_after_reencoded():
-            packet = _with_data(packet, self.splicer.prefix_after_reencoded() + bytes(packet))
+        data = self._scrubbed(bytes(packet))
+        if self.held is not None:
+            self._release(self._idr_pic_id(data) if packet.is_keyframe else None)
+        if self.inband_changed:
+            # After a group that brought its own parameter sets in-band (HEVC), the source's again (already
+            # length-prefixed: added after scrubbing, which drops an Annex B source's in-band ones).
+            data = self.splicer.prefix_after_reencoded() + data
         self.inband_changed = False
         packet.pts, packet.dts, packet.time_base = pts, dts, smart.time_base
         frame_order = clip_number in smart.rebuilt_clips
         # A run's timing for the verifier: source time + shift, or (rebuilt) base + packet number x ticks.
         self._record_run(clip.info.path, clip.info.video.index, packet_number,
                          pts - packet_number * smart.frame_ticks if frame_order else shift, frame_order)
-        self._mux(_with_data(packet, self._scrubbed(bytes(packet))))
+        self._mux(_with_data(packet, data))
         self.written += 1
 
     def _record_run(self, source: Path, stream_index: int, packet_number: int, shift: int,
@@ -541,19 +674,40 @@ class _SpliceWriter:
         else:
             self.runs.append(CopiedRun(source, stream_index, packet_number, 1, self.written, shift, frame_order))
 
-    def reencode(self, unit: Unit, group: _RedactedGroup) -> None:
-        """A dirty group's kept pictures encoded into one closed group (a wholly black group of a length
-        already encoded reuses that encoding: every group starts with an IDR picture, refers to nothing
-        outside itself and carries no timestamp in its slices)."""
-        frames = group.frames
-        if not frames:
+    def reencode(self, group: _RedactedGroup) -> None:
+        """A dirty group's kept pictures encoded into one closed group (a wholly black group reuses the
+        first pictures of the longest black group encoded so far: every group starts with an IDR picture,
+        refers to nothing outside itself and carries no timestamp in its slices).  A group of one picture
+        (H.264) waits for the next picture, so that its idr_pic_id can differ from both neighbours'."""
+        if not group.frames:
             return
+        self._release(None)                  # the held group comes first; this group's number adapts to it
+        if len(group.frames) == 1 and self.idr_syntax is not None:
+            self.held = group
+            return
+        self._encode_group(group, None)
+
+    def _encode_group(self, group: _RedactedGroup, next_idr: int | None) -> None:
+        frames = group.frames
+        idr_pic_id = 0
+        if self.idr_syntax is not None:
+            free = [n for n in (0, 1) if n not in (self.last_idr, next_idr)]
+            if not free or UNKNOWN_IDR in (self.last_idr, next_idr):
+                raise NotSpliceable("a one-picture re-encoded group sits between IDR pictures whose idr_pic_id "
+                                    "leaves no number free for it (or cannot be read)")
+            idr_pic_id = free[0]
         first_out = frames[0][0]
-        encoded = self.uniform_groups.get(len(frames)) if group.uniform else None
-        if encoded is None:
-            encoded = list(self.splicer.encode([f for _, f in frames]))
-            if group.uniform:
-                self.uniform_groups[len(frames)] = encoded
+        if group.uniform:
+            # Any black group is the first pictures of one longer black encoding: with no B-frames each
+            # picture refers only to earlier ones, so a prefix of a closed group is a closed group.
+            encoded = self.uniform_groups.get(idr_pic_id, [])
+            if len(encoded) < len(frames):
+                length = max(len(frames), 2 * len(encoded))
+                encoded = self._encode_checked([frames[0][1]] * length, idr_pic_id)
+                self.uniform_groups[idr_pic_id] = encoded
+            encoded = encoded[:len(frames)]
+        else:
+            encoded = self._encode_checked([f for _, f in frames], idr_pic_id)
         for n, (data, keyframe) in enumerate(encoded):
             packet = av.Packet((self.splicer.prefix_reencoded() if n == 0 else b"") + data)
             packet.pts = (first_out + n) * self.smart.frame_ticks
@@ -564,20 +718,45 @@ class _SpliceWriter:
         self.inband_changed = True
 
 
+    def _encode_checked(self, pictures: list[av.VideoFrame], idr_pic_id: int) -> list[tuple[bytes, bool]]:
+        encoded = list(self.splicer.encode(pictures, idr_pic_id))
+        if self.idr_syntax is not None and self._idr_pic_id(encoded[0][0]) != idr_pic_id:
+            raise NotSpliceable(f"the encoder did not number its IDR picture {idr_pic_id}")
+        return encoded
+
+
+#: The idr_pic_id of an IDR slice that could not be read.
+UNKNOWN_IDR = -1
+
+
+def _avcc_sets(extradata: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    config = AvcConfig.parse(extradata)
+    return config.sps, config.pps
+
+
 def _splice_ranges(smart: SmartPlan, out_index: Callable[[int], int]) -> tuple[tuple[int, int], ...]:
-    """Output frames of every re-encoded group and of the groups on either side of each splice
-    (re-encoded/copied and clip/clip), merged: what a "splices" verification decodes."""
+    """Output frames that a "changes"/"splices" verification decodes, merged: every re-encoded group whole,
+    the copied group before each splice whole (its last pictures are output across the splice), and the
+    first picture of the copied group after each splice (its IDR picture, decoded with the parameter sets
+    it switches back to; the rest of that group refers to nothing before it and is proven by packet
+    identity).  A clip join counts as a splice: the group before it whole, the first picture after it."""
     units = smart.units
-    marked: set[int] = set()
+    whole: set[int] = set()
+    head: set[int] = set()
     for n in range(len(units)):
         if n in smart.dirty:
-            marked.update(m for m in (n - 1, n, n + 1) if 0 <= m < len(units))
+            # A dirty unit that starts with copied packets continues the group before it unchanged.
+            whole.update(m for m in ((n - 1, n) if smart.prefix(n) == 0 else (n,)) if m >= 0)
+            if n + 1 < len(units):
+                head.add(n + 1)
         elif n > 0 and units[n - 1].clip != units[n].clip:
-            marked.update((n - 1, n))
+            whole.add(n - 1)
+            head.add(n)
     ranges: list[tuple[int, int]] = []
-    for n in sorted(marked):
+    for n in sorted(whole | head):
         unit = units[n]
-        start, end = out_index(unit.first_frame), out_index(unit.first_frame + unit.packet_count)
+        start = out_index(unit.first_frame)
+        end = out_index(unit.first_frame + (unit.packet_count if n in whole else 1))
         if end <= start:
             continue
         if ranges and start <= ranges[-1][1]:
@@ -594,22 +773,44 @@ def _display_origin(clip: ClipPlan, unit: Unit, smart: SmartPlan) -> int:
 
 @dataclass(frozen=True)
 class _RedactedGroup:
-    """The pictures to encode for one dirty group, as (output index, picture)."""
+    """The pictures to encode for one re-encoded group, as (output index, picture)."""
 
     frames: list[tuple[int, av.VideoFrame]]
-    #: Every picture is the same synthetic one (a wholly blacked-out group): its encoding depends only on
-    #: the group's length and can be reused.
+    #: Every picture is the same synthetic one (a wholly blacked-out group): its encoding is the first
+    #: pictures of any longer black encoding.
     uniform: bool = False
 
 
-def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan, redacted: list[bool],
-                   redactor: Redactor, timeline: _OutputTimeline) -> _RedactedGroup:
-    """Decode a dirty group from its buffered packets and redact it: (output index, picture) per kept frame.
-    A group whose every frame is blacked out or cut needs no decoding (it is given no packets)."""
-    if redactor.replaces_all(redacted[unit.first_frame:unit.first_frame + unit.packet_count]):
-        pictures = (redactor.replacement(timeline.index(index)) for index in unit.frame_range)
-        return _RedactedGroup([(timeline.index(index), p) for index, p in zip(unit.frame_range, pictures)
-                               if p is not None], uniform=True)
+#: Re-encoded groups inside a dirty unit are at least this long (a shorter run joins its neighbour): a
+#: one-frame group is all IDR picture.
+MIN_RUN = 2
+
+
+def _runs(unit: Unit, copied: int, redacted: list[bool], redactor: Redactor) -> list[tuple[range, bool]]:
+    """The timeline frames of a dirty unit after its copied prefix, as the closed groups to encode them
+    into: (frames, uniform).  A uniform run is wholly blacked out or cut (its pictures need no source);
+    the others need the decoded group.  Each run becomes its own closed group starting with an IDR
+    picture, so a black stretch is encoded once per length and in-body frames after it are re-encoded
+    from their own IDR picture."""
+    first = unit.first_frame + copied
+    runs: list[list[int]] = []                     # [start, stop, uniform]
+    for index in range(first, unit.frame_range.stop):
+        uniform = int(redactor.replaces_all([redacted[index]]))
+        if runs and runs[-1][2] == uniform:
+            runs[-1][1] = index + 1
+        else:
+            runs.append([index, index + 1, uniform])
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and (merged[-1][1] - merged[-1][0] < MIN_RUN or run[1] - run[0] < MIN_RUN):
+            merged[-1] = [merged[-1][0], run[1], merged[-1][2] and run[2]]
+        else:
+            merged.append(run)
+    return [(range(a, b), bool(uniform)) for a, b, uniform in merged]
+
+
+def _decode_group(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan) -> list[av.VideoFrame]:
+    """A dirty group's pictures in display order, decoded from its buffered packets."""
     decoder = av.CodecContext.create(smart.codec, "r")
     decoder.extradata = smart.decoder_extradata if smart.source_length_size is None else smart.extradata
     decoder.thread_type = "AUTO"             # both cores: the group is decoded whole, latency does not matter
@@ -621,13 +822,24 @@ def _redacted_unit(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip:
         raise UnreadableMediaError(f"{clip.info.path}: a group of pictures decoded to {len(frames)} frames "
                                    f"instead of {unit.packet_count}; run again with --mode advanced.",
                                    path=clip.info.path)
+    return frames
+
+
+def _redacted_run(frames: range, uniform: bool, unit: Unit, pictures: list[av.VideoFrame] | None,
+                  redacted: list[bool], redactor: Redactor, timeline: _OutputTimeline) -> _RedactedGroup:
+    """The pictures of one run of a dirty unit, redacted: (output index, picture) per kept frame.  A uniform
+    run (every frame blacked out or cut) is made without its source pictures."""
     kept = []
-    for index, frame in zip(unit.frame_range, frames):
+    for index in frames:
         out_index = timeline.index(index)
-        picture = redactor.apply(frame, redacted[index], out_index, index)
+        if uniform:
+            picture = redactor.replacement(out_index)
+        else:
+            assert pictures is not None
+            picture = redactor.apply(pictures[index - unit.first_frame], redacted[index], out_index, index)
         if picture is not None:
             kept.append((out_index, picture))
-    return _RedactedGroup(kept)
+    return _RedactedGroup(kept, uniform=uniform)
 
 
 def _with_data(packet: av.Packet, data: bytes) -> av.Packet:
