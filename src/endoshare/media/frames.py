@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import av.error
@@ -27,6 +28,14 @@ def luma_plane(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     plane = frame.planes[0]
     rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     return rows[:, :plane.width]
+
+
+def uint8_array(array: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """``array`` itself, typed as 8-bit: what PyAV and OpenCV return for 8-bit pictures, whose typing says only
+    "some array".  Anything else is a programming error (a 10-bit picture would need a conversion)."""
+    if array.dtype != np.uint8:
+        raise TypeError(f"expected an 8-bit picture, got {array.dtype}")
+    return array
 
 
 def picture_array(frame: av.VideoFrame, width: int | None = None, height: int | None = None, *,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 
@@ -36,6 +37,14 @@ def open_output(path: Path) -> av.container.OutputContainer:
                         options={"movflags": "+faststart", "fflags": "+bitexact", "write_tmcd": "0"})
     container.metadata.clear()
     return container
+
+
+def video_codec(name: str, mode: Literal["r", "w"]) -> av.VideoCodecContext:
+    """A stand-alone video decoder ("r") or encoder ("w") of codec ``name``."""
+    context = av.CodecContext.create(name, mode)
+    if not isinstance(context, av.VideoCodecContext):
+        raise ValueError(f"{name} is not a video codec")
+    return context
 
 
 def add_video_stream(container: av.container.OutputContainer, encoder: str, rate: Fraction,

@@ -6,8 +6,9 @@ a format, which is when fast mode can copy) and the span of timeline frames it i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..timeline import Segment, SegmentSet
 from .text import Box
@@ -48,7 +49,7 @@ class OverlayRegion:
                 "seen_at": list(self.seen_at)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "OverlayRegion":
+    def from_json(cls, data: dict[str, Any]) -> OverlayRegion:
         return cls(Box.from_json(data), int(data["start_frame"]), int(data["end_frame"]),
                    str(data.get("kind", "manual")), tuple(str(v) for v in data.get("labels", ())),
                    bool(data.get("masked", True)), tuple(int(v) for v in data.get("seen_at", ())))
@@ -62,7 +63,7 @@ class OverlaySet:
     samples: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, regions: Iterable[OverlayRegion], samples: Iterable[int] = ()) -> "OverlaySet":
+    def of(cls, regions: Iterable[OverlayRegion], samples: Iterable[int] = ()) -> OverlaySet:
         return cls(tuple(sorted(regions, key=lambda r: (r.start_frame, r.box))), tuple(sorted(set(samples))))
 
     def __bool__(self) -> bool:
@@ -84,6 +85,6 @@ class OverlaySet:
         return {"regions": [r.to_json() for r in self.regions], "samples": list(self.samples)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "OverlaySet":
+    def from_json(cls, data: dict[str, Any]) -> OverlaySet:
         return cls.of((OverlayRegion.from_json(r) for r in data.get("regions", ())),
                       (int(s) for s in data.get("samples", ())))
