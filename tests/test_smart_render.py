@@ -409,9 +409,9 @@ def test_missing_timestamps_are_rebuilt_from_frame_order_only_without_reordering
     """A raw Annex B H.264 stream carries no timestamps at all (nor do PES packets without a PTS): without
     reordered pictures they are rebuilt from frame order and the stream is spliced; with B-frames the
     planner refuses (the caller re-encodes) instead of guessing."""
-    from endoshare.verify import verify_output
     from endoshare.render.common import EncodeSettings
     from endoshare.render.smart import NotSpliceable, render_smart
+    from endoshare.verify import verify_output
     from media import ffmpeg
 
     plain = barcode_clip(tmp_path / "plain.mp4", range(100), gop=GOP,
@@ -471,9 +471,9 @@ def test_a_span_anywhere_in_a_group_with_b_frames_is_frame_exact_and_verified(tm
     """Spans starting at every kind of place in a group with B-frames (pyramid): whatever prefix the
     timestamps allow is copied bit for bit, every other frame shows its own index or is black, and
     every check passes (packet identity of the prefix included)."""
-    from endoshare.verify import verify_output
     from endoshare.render.common import EncodeSettings
     from endoshare.render.smart import render_smart
+    from endoshare.verify import verify_output
 
     plan = plan_join([probe(p) for p in sorted(case.glob("clip*.mp4"))])
     spans = SegmentSet.of([span])
