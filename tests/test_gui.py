@@ -29,6 +29,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QMessageBox
 
 from endoshare.cli import gui as gui_command
+from endoshare.detect.smooth import DEFAULT_MARGIN_SECONDS
 from endoshare.gui.app import MainWindow
 from endoshare.gui.frames import FrameSource
 from endoshare.gui.queue_view import FAILED, NEEDS_REVIEW, PUBLISHED, REVIEWED, RUNNING, STATUS_COLOURS, STOPPED, WAITING
@@ -585,7 +586,7 @@ def test_unusable_margins_are_refused(tmp_path: Path) -> None:
     store = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     for stored in ('"-1"', '"abc"', "abc", '"1/0"', '"1e9"', "0.5", "true"):
         store.setValue("processing/margin_seconds", stored)
-        assert load_settings(store).options.margin_seconds == Fraction(1, 2), stored  # falls back to the default
+        assert load_settings(store).options.margin_seconds == DEFAULT_MARGIN_SECONDS, stored  # falls back to the default
     store.setValue("processing/margin_seconds", '"0.25"')
     assert load_settings(store).options.margin_seconds == Fraction(1, 4)
     # The same for every other choice: a damaged value falls back to its default, the others are kept.

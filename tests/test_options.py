@@ -69,7 +69,7 @@ def test_an_older_record_reads_with_the_safe_defaults(tmp_path: Path) -> None:
     old = ProcessOptions.from_record(record)
     assert old.mask_overlays is True and old.keep_device_settings is False and old.keep_audio is False
     assert old.verify == "full"                # jobs queued before the verification modes were fully verified
-    assert old.margin_seconds == DEFAULT_MARGIN_SECONDS
+    assert old.margin_seconds == Fraction(1, 2)    # queued under the 0.5 s default of that time
 
 
 @pytest.mark.parametrize("name, damaged", [

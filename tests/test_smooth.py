@@ -137,3 +137,22 @@ def test_a_detector_may_recommend_its_exit_threshold() -> None:
     assert SmoothingOptions().resolved(0.3, 0.075).exit_threshold == 0.075
     assert SmoothingOptions(exit_threshold=0.2).resolved(0.3, 0.075).exit_threshold == 0.2
     assert SmoothingOptions(enter_threshold=0.5).resolved(0.3, 0.075).exit_threshold == 0.5
+
+
+def test_every_entry_point_takes_the_one_default_margin() -> None:
+    # One definition (smooth.DEFAULT_MARGIN_SECONDS): the command line, the pipeline and the GUI import it,
+    # so a default chosen by video-level cross-validation cannot drift apart between them.
+    import dataclasses
+
+    from endoshare.cli import build_parser
+    from endoshare.detect.smooth import DEFAULT_MARGIN_SECONDS
+    from endoshare.pipeline import ProcessOptions
+
+    parser = build_parser()
+    assert parser.parse_args(["detect", "v.mp4"]).margin == DEFAULT_MARGIN_SECONDS
+    assert parser.parse_args(["process", "case", "--archive", "a", "--out", "o"]).margin == DEFAULT_MARGIN_SECONDS
+    assert parser.parse_args(["queue", "add", "case", "--archive", "a", "--out", "o"]).margin == DEFAULT_MARGIN_SECONDS
+    assert {f.name: f.default for f in dataclasses.fields(ProcessOptions)}["margin_seconds"] == DEFAULT_MARGIN_SECONDS
+    assert SmoothingOptions().margin_seconds == DEFAULT_MARGIN_SECONDS
+    # The margin the video-level cross-validation chose (docs/builtin-detector.md, "Operating point").
+    assert DEFAULT_MARGIN_SECONDS == Fraction(1, 5)

@@ -6,7 +6,8 @@
 * :func:`augment` turns one picture into what another recorder could have delivered: other aspect
   ratios (stretched, letter- or pillar-boxed), zoomed views without a field stop, a circular or
   octagonal field stop where there was none, colour casts, brightness, blur, compression and
-  recorder overlay text.
+  recorder overlay text; :func:`recorder_screen` sets a picture into a recorder's screen (dark bands of
+  status text, opaque info panels, icons), for in-body and out-of-body pictures alike.
 * :func:`generated_scene` paints hard out-of-body pictures the development set lacks: drapes, gloves,
   ceiling lights, monitors, whiteboards, masked faces, no-signal screens and colour bars.
 
@@ -124,6 +125,46 @@ def recorder_overlay(image: Image.Image, rng: np.random.Generator) -> Image.Imag
     for line in range(lines):
         draw.text((x, y + line * size * 1.3), _random_text(rng, int(rng.integers(6, 22))), fill=colour, font=font)
     return image
+
+
+def recorder_screen(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The picture as a recorder's screen capture shows it: set into a dark frame with side bands of
+    status text, an opaque coloured panel (a picture-in-picture or an info box) in a corner, and a few
+    small icons.  Applied to both classes alike, so that the head learns these are not a room."""
+    width, height = image.size
+    canvas = image.copy()
+    if rng.random() < 0.6:
+        # The picture shrunk into a dark screen, with bands left and right (or above and below) for text.
+        share = rng.uniform(0.65, 0.9)
+        inner = image.resize((max(16, int(width * share)), max(16, int(height * rng.uniform(share, 0.97)))),
+                             Image.Resampling.BILINEAR)
+        shade = int(rng.integers(0, 40))
+        canvas = Image.new("RGB", (width, height), (shade, shade, shade + int(rng.integers(0, 15))))
+        canvas.paste(inner, (int(rng.integers(0, width - inner.size[0] + 1)),
+                             int(rng.integers(0, height - inner.size[1] + 1))))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(int(rng.integers(1, 3))):
+        # An opaque panel: 3-15 % of the screen, flat colour, optional border and text inside.
+        pw, ph = int(width * rng.uniform(0.15, 0.4)), int(height * rng.uniform(0.12, 0.35))
+        x = int(rng.choice([rng.uniform(0, 0.05), rng.uniform(0.55, 1.0)]) * (width - pw))
+        y = int(rng.choice([rng.uniform(0, 0.05), rng.uniform(0.6, 1.0)]) * (height - ph))
+        fill = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        draw.rectangle((x, y, x + pw, y + ph), fill=fill,
+                       outline=tuple(int(c) for c in rng.integers(0, 256, size=3)) if rng.random() < 0.4 else None)
+        font = _font(rng, max(8, int(ph * rng.uniform(0.08, 0.16))))
+        for line in range(int(rng.integers(0, 4))):
+            draw.text((x + 4, y + 3 + line * ph * 0.2), _random_text(rng, int(rng.integers(4, 14))),
+                      fill=(255, 255, 255) if sum(fill) < 380 else (0, 0, 0), font=font)
+    for _ in range(int(rng.integers(0, 4))):
+        # Small icons: a ring, a square, a logo-like blob.
+        r = height * rng.uniform(0.015, 0.04)
+        cx, cy = rng.uniform(0.03, 0.97) * width, rng.uniform(0.03, 0.97) * height
+        colour = tuple(int(c) for c in rng.choice([[255, 255, 255], [0, 200, 0], [255, 255, 0], [200, 200, 200]]))
+        if rng.random() < 0.5:
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=max(1, int(r / 4)))
+        else:
+            draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    return recorder_overlay(canvas, rng) if rng.random() < 0.8 else canvas
 
 
 def _field_stop(image: Image.Image, rng: np.random.Generator) -> Image.Image:

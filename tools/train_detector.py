@@ -55,7 +55,7 @@ class Views:
 
 
 def build_views(rows: list[data.Row], size: int, views_per_row: int, generated: int, seed: int,
-                blurred_views_per_row: int = 2) -> Views:
+                blurred_views_per_row: int = 2, screen_views_per_row: int = 2) -> Views:
     rng = np.random.default_rng(seed)
     inputs, target, source, label, trainable, plain, row_index = [], [], [], [], [], [], []
 
@@ -98,8 +98,43 @@ def build_views(rows: list[data.Row], size: int, views_per_row: int, generated: 
     for _ in range(generated // 3):
         kind, picture = data.generated_scene(rng)
         add(data.augment(picture, rng, blurred=True), None, -1, True, kind)
+    first = Views(np.stack(inputs), np.asarray(target, dtype=np.int64), np.asarray(source), np.asarray(label),
+                  np.asarray(trainable), np.asarray(plain), np.asarray(row_index))
+    if screen_views_per_row == 0:
+        return first
+    return concat_views(first, build_screen_views(rows, size, screen_views_per_row, generated // 4, seed + 2))
+
+
+def build_screen_views(rows: list[data.Row], size: int, views_per_row: int, generated: int, seed: int) -> Views:
+    """The third pass (a seed of its own, so the passes before stay as they were): every trainable frame,
+    in body or out of body, and generated scenes, set into a recorder's screen (``data.recorder_screen``:
+    dark bands of status text, opaque info panels, icons).  Without it, a colonoscope's recording with a
+    teal info box scored like a room (holohub, leave-one-source-out)."""
+    rng = np.random.default_rng(seed)
+    inputs, target, source, label, row_index = [], [], [], [], []
+    for index, row in enumerate(rows):
+        if row.trainable and row.target is not None:
+            picture = data.load_picture(row)
+            for _ in range(views_per_row):
+                inputs.append(data.to_model_input(data.recorder_screen(data.augment(picture, rng), rng), size))
+                target.append(row.target)
+                source.append(row.source)
+                label.append(row.label)
+                row_index.append(index)
+    for _ in range(generated):
+        kind, picture = data.generated_scene(rng)
+        inputs.append(data.to_model_input(data.recorder_screen(data.augment(picture, rng), rng), size))
+        target.append(1)
+        source.append(f"generated/{kind}")
+        label.append(f"generated:{kind}")
+        row_index.append(-1)
+    n = len(inputs)
     return Views(np.stack(inputs), np.asarray(target, dtype=np.int64), np.asarray(source), np.asarray(label),
-                 np.asarray(trainable), np.asarray(plain), np.asarray(row_index))
+                 np.ones(n, dtype=bool), np.asarray([r < 0 for r in row_index]), np.asarray(row_index))
+
+
+def concat_views(*parts: Views) -> Views:
+    return Views(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in Views.__dataclass_fields__})
 
 
 def backbone_features(backbone: Path, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -214,6 +249,8 @@ def main() -> None:
     parser.add_argument("--backbone", type=Path, required=True)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--views", type=int, default=6, help="augmented views per trainable frame")
+    parser.add_argument("--screen-views", type=int, default=2,
+                        help="views per trainable frame set into a recorder's screen (third pass)")
     parser.add_argument("--generated", type=int, default=1600, help="generated out-of-body pictures")
     parser.add_argument("--c", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3])
     parser.add_argument("--cache", type=Path, default=None, help="reuse/keep views+features here (npz)")
@@ -231,7 +268,8 @@ def main() -> None:
         views = Views(**{k: cached[k] for k in Views.__dataclass_fields__})
         features = cached["features"]
     else:
-        views = build_views(rows, args.size, args.views, args.generated, SEED)
+        views = build_views(rows, args.size, args.views, args.generated, SEED,
+                            screen_views_per_row=args.screen_views)
         print(f"{len(views.target)} views built in {time.perf_counter() - started:.0f} s", flush=True)
         features = backbone_features(args.backbone, views.inputs)
         if args.cache is not None:
@@ -264,6 +302,7 @@ def main() -> None:
             "trained_on": [f"{src} ({licence})" for src, licence in licences],
             "generated_pictures": int((views.row < 0).sum()),
             "augmented_views_per_frame": args.views,
+            "recorder_screen_views_per_frame": args.screen_views,
             "seed": SEED,
         }
         attach_head(args.backbone, head, args.output, {

@@ -195,8 +195,9 @@ NOT_RECORDED = frozenset({"check_files"})
 NOT_IN_REPORT = frozenset({"out_dir", "archive_dir", "segments_file", "weights", "held_for_review", "check_files"})
 _BOOL_FIELDS = ("new_pseudonym", "keep_audio", "held_for_review", "mask_overlays", "keep_device_settings")
 #: What a record written before a field existed means, where that differs from today's default: jobs queued
-#: before the verification modes were verified in full.
-_OLDER_RECORD_DEFAULTS: dict[str, object] = {"verify": "full"}
+#: before the verification modes were verified in full, and before the margin was recorded with the 0.5 s
+#: margin of that time.
+_OLDER_RECORD_DEFAULTS: dict[str, object] = {"verify": "full", "margin_seconds": Fraction(1, 2)}
 
 
 def _record_value(value: object, name: str) -> object:

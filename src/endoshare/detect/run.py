@@ -30,7 +30,7 @@ import numpy.typing as npt
 from ..errors import InputError, MissingInputError
 from ..timeline import SegmentSet, format_rate
 from .base import EXIT_THRESHOLD_ATTRIBUTE, Detector
-from .cues import CueSettings, suspicious_gops
+from .cues import CueSettings, scene_change_frames, suspicious_gops
 from .sampling import (
     CancelCallback,
     CoarseScan,
@@ -195,7 +195,9 @@ def _coarse_to_fine(path: Path, detector: Detector, options: DetectOptions, prog
     plan = suspicious_gops(coarse.index, coarse.key_frames, coarse.key_scores, smoothing.enter_threshold,
                            options.suspect_threshold, options.cues)
     fine = score_ranges(path, coarse.index, plan, detector, options.read, smoothing.enter_threshold,
-                        options.suspect_threshold, progress, cancel, skip=frozenset(coarse.key_frames.tolist()))
+                        options.suspect_threshold, progress, cancel,
+                        known=dict(zip(coarse.key_frames.tolist(), coarse.key_scores.tolist())),
+                        always=frozenset(scene_change_frames(coarse.index, options.cues).tolist()))
     refine_done = time.perf_counter()
 
     frames = np.concatenate((coarse.key_frames, fine.frames))

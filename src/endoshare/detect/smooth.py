@@ -38,6 +38,11 @@ from ..timeline import Segment, SegmentSet, seconds_to_frames
 #: a neighbouring out-of-body span; gap filling and margins absorb flicker instead.
 DEFAULT_EXIT_RATIO = 1.0
 
+#: The safety margin added on both sides of every span unless the user gives one: the one definition
+#: that the pipeline, the command line and the GUI import.  Chosen on cross-validated video-level
+#: behaviour of the development set (docs/builtin-detector.md, "Operating point").
+DEFAULT_MARGIN_SECONDS = Fraction(1, 5)
+
 
 def _fraction_field(name: str, value: Any) -> Fraction:
     try:
@@ -47,11 +52,6 @@ def _fraction_field(name: str, value: Any) -> Fraction:
     if frac < 0:
         raise ValueError(f"{name} must not be negative, got {value!r}")
     return frac
-
-
-#: The safety margin added before and after every detected span, in seconds: the one default that
-#: detection, processing, the CLI and the GUI start from.
-DEFAULT_MARGIN_SECONDS = Fraction(1, 2)
 
 
 @dataclass(frozen=True)
