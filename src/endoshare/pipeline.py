@@ -13,12 +13,13 @@ import hashlib
 import os
 import time
 import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, get_type_hints
+from typing import Any, get_type_hints
 
 import av.error
 
@@ -37,7 +38,6 @@ from .errors import (
 from .identity import DETECTIONS_FOLDER, CaseLock, MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
-from .verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
 from .overlay.find import OverlayOptions, find_overlays
 from .overlay.regions import OverlaySet
 from .overlay.text import TextDetector
@@ -48,14 +48,27 @@ from .render.copy import render_copy
 from .render.reencode import render_reencode
 from .render.smart import NotSpliceable, render_smart
 from .report import input_summary, json_bytes, software_versions, write_json_atomically
-from .storage import (FULL_ERRNOS, PLAIN_OWNER, PRIVATE_FILE_MODE, full_folder_error, new_temp_file, private_dir,
-                      publish, remove_stale, shared_file_mode, write_temp)
+from .storage import (
+    FULL_ERRNOS,
+    PLAIN_OWNER,
+    PRIVATE_FILE_MODE,
+    full_folder_error,
+    new_temp_file,
+    private_dir,
+    publish,
+    remove_stale,
+    shared_file_mode,
+    write_temp,
+)
 from .timeline import SegmentSet, format_rate, load_segments_file
 from .types import Cancel, Progress
+from .verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
 
 MODES = ("fast", "advanced")
 #: Unpublished outputs end with this (their names are made by :mod:`endoshare.storage`).
 TEMP_SUFFIX = ".mp4.partial"
+#: What a case without burned-in text is rendered with (frozen, so one value serves every call).
+NO_OVERLAYS = OverlaySet()
 
 
 class Phase(StrEnum):
@@ -426,7 +439,7 @@ def sha256_of(path: Path) -> str:
 
 def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_path: Path,
            progress: Progress, cancel: Cancel | None,
-           overlays: OverlaySet = OverlaySet()) -> RenderResult:
+           overlays: OverlaySet = NO_OVERLAYS) -> RenderResult:
     """Fast mode copies what it can: the whole case when nothing is redacted, else every group of
     pictures without a redacted frame (smart render); advanced mode, and whatever cannot be spliced,
     is re-encoded in full."""
@@ -581,7 +594,7 @@ def publish_case(rendered: RenderedCase, options: ProcessOptions, temp_owner: st
     try:
         store = MappingStore(options.archive_dir)
         row = MappingRow(case_id=rendered.case_id, pseudonym=rendered.pseudonym,
-                         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
                          source_files=" | ".join(rendered.source_files), output_sha256=rendered.output_sha256,
                          output_file=final.name)
         previous = store.record(row)
@@ -647,7 +660,7 @@ def _report(plan: JoinPlan, options: ProcessOptions, pseudonym: str, reused: boo
     return {
         "pseudonym": pseudonym,
         "pseudonym_reused": reused,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "software": software_versions(),
         "settings": options.to_json(),
         "inputs": input_summary(plan),

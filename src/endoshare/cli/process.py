@@ -16,7 +16,7 @@ from ..pipeline import MODES, CaseResult, CaseStatus, ProcessOptions
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 from ..timeline import parse_rate
 from ..types import ExitCode
-from ..verify import DEFAULT_VERIFY_MODE, VERIFY_MODES
+from ..verify import VERIFY_MODES
 
 if TYPE_CHECKING:
     from ..jobs.queue import Job

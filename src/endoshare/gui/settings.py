@@ -31,8 +31,8 @@ from PySide6.QtWidgets import (
 from ..detect.registry import create_detector
 from ..errors import EndoshareError, OptionsError
 from ..pipeline import ProcessOptions, folder_problem
-from ..storage import new_temp_file
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
+from ..storage import new_temp_file
 
 DETECTOR_CHOICES = (("builtin", "Built-in model (no download)"), ("oobnet", "OOBNet (weights file)"),
                     ("none", "None (no automatic redaction)"))

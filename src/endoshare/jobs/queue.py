@@ -25,11 +25,12 @@ import json
 import os
 import secrets
 import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -116,7 +117,7 @@ class QueueBusyError(QueueError):
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def options_to_record(options: ProcessOptions) -> dict[str, Any]:
