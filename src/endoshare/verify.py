@@ -14,7 +14,7 @@ Checks (each reported by name in the audit report; :func:`verify_output` returns
   ``no_hidden_samples``) is of an allowed type (:data:`endoshare.media.nal.ALLOWED_NAL_TYPES`) and the
   avcC/hvcC holds parameter sets only;
 - ``copied_packets`` (mode "changes"): every stream-copied packet is its source packet (see
-  :mod:`endoshare.media.packet_identity`), every other packet lies in a decoded range;
+  :mod:`endoshare.packet_identity`), every other packet lies in a decoded range;
 - ``decodes_cleanly``: every decoded packet (all of them in mode "full") decodes with no FFmpeg error;
 - ``frame_count`` / ``duration``: what the renderer promised;
 - ``redaction``: black frames are black (luma <= 20 everywhere), blurred frames carry little detail;
@@ -50,9 +50,9 @@ from .media.nal import (
     sei_user_data,
     split_nal_units,
 )
-from .media.packet_identity import PacketIdentity
 from .media.probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe, stream_time_base
 from .media.scrub import ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS, GENERIC_HANDLER_NAMES
+from .packet_identity import PacketIdentity
 from .render.common import RenderResult
 from .types import Cancel, Progress, check_cancelled
 

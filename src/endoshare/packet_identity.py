@@ -16,8 +16,7 @@ from pathlib import Path
 
 import av
 
-from ..render.common import CopiedRun, RenderResult
-from .nal import (
+from .media.nal import (
     H264_IDR,
     H264_PPS,
     H264_SPS,
@@ -35,7 +34,8 @@ from .nal import (
     split_nal_units,
     unit_allowed,
 )
-from .probe import iter_video_packets, open_input, stream_time_base
+from .media.probe import iter_video_packets, open_input, stream_time_base
+from .render.common import CopiedRun, RenderResult
 
 
 def _vcl(unit: bytes, codec: str) -> bool:
