@@ -3,8 +3,8 @@
 
     python3 dev.py demo    # virtualenv + install + generate a sample case + process it
     python3 dev.py test    # virtualenv + install with test extras + (re)build the bundle when missing or
-                           # stale + run the whole test suite
-    python3 dev.py test --fast   # the quick loop: no bundle, tests marked slow left out (-m "not slow")
+                           # stale + lint (ruff) + types (mypy) + the whole test suite
+    python3 dev.py test --fast   # the quick loop: lint and types, no bundle, tests marked slow left out
     python3 dev.py bundle  # the self-contained app: dist/Endoshare/ and its archive (PyInstaller)
 
 The virtual environment lives in .venv beside this file; it is (re)installed only when
@@ -114,6 +114,20 @@ def ensure_system_packages(packages: tuple[str, ...], without: str = "the browse
         print(f"Not installing {', '.join(missing)} (needs root and apt-get): {without}.", flush=True)
 
 
+#: The engineering gate that runs before the tests, each configured in pyproject.toml ([tool.ruff], [tool.mypy]).
+STATIC_CHECKS = {"ruff (lint)": ("ruff", "check", "--no-cache", "."), "mypy (types)": ("mypy",)}
+
+
+def static_checks(env: dict[str, str]) -> list[str]:
+    """Run the linter and the type checker; the names of those that reported a finding."""
+    failed = []
+    for name, (tool, *args) in STATIC_CHECKS.items():
+        print(f"+ {tool} {' '.join(args)}", flush=True)
+        if subprocess.run([str(PYTHON), "-m", tool, *args], cwd=ROOT, env=env).returncode != 0:
+            failed.append(name)
+    return failed
+
+
 #: What a bundle is built from: when any of it changed since the last build, the bundle is stale.
 BUNDLE_INPUTS = ("src", "packaging", "pyproject.toml", "dev.py", "LICENSE")
 BUNDLE_STAMP = DIST / ".bundle-inputs"
@@ -145,9 +159,10 @@ def selects_bundle_tests(pytest_args: list[str]) -> bool:
 
 
 def test(pytest_args: list[str]) -> int:
-    """Run pytest in .venv.  ``--fast`` leaves out the tests marked slow and never builds the bundle;
-    otherwise, on Linux, the bundle is (re)built first when missing or stale and its tests are selected, so
-    that they run instead of skipping."""
+    """Lint (ruff) and type-check (mypy), then run pytest in .venv: all three even when one fails, so that
+    one run shows every problem; non-zero when any of them failed.  ``--fast`` leaves out the tests marked
+    slow and never builds the bundle; otherwise, on Linux, the bundle is (re)built first when missing or
+    stale and its tests are selected, so that they run instead of skipping."""
     fast = "--fast" in pytest_args
     pytest_args = [a for a in pytest_args if a != "--fast"]
     ensure_system_packages(TEST_SYSTEM_PACKAGES)
@@ -159,7 +174,15 @@ def test(pytest_args: list[str]) -> int:
         bundle()
     ensure_environment(EXTRAS["test"])
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+    failed = static_checks(env)
+    tests = subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+    if failed:
+        print(f"\ndev.py test: FAILED: {' and '.join(failed)} reported the findings listed above"
+              f"{' (the tests passed)' if tests == 0 else ''}.  Fix them: 'ruff check --fix' repairs import "
+              "order and old syntax; mypy's errors need a real fix, or '# type: ignore[code]' with the reason "
+              "where a library's typing is wrong.", file=sys.stderr, flush=True)
+        return tests or 1
+    return tests
 
 
 def platform_tag() -> str:
@@ -204,7 +227,8 @@ def write_archive(source: Path, archive: Path) -> None:
 
 
 #: What the .deb needs from the system (see README: what the bundle still takes from the system).
-DEB_DEPENDS = "libc6 (>= 2.36), libxcb1, libgl1, libegl1, libdrm2, fontconfig-config, fonts-dejavu-core | fonts-freefont-ttf"
+DEB_DEPENDS = ("libc6 (>= 2.36), libxcb1, libgl1, libegl1, libdrm2, fontconfig-config, "
+               "fonts-dejavu-core | fonts-freefont-ttf")
 
 
 def write_deb(source: Path, version: str) -> Path | None:

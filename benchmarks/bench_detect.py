@@ -50,7 +50,7 @@ def oob_spans(frame_count: int) -> list[tuple[int, int]]:
     spans = [(int(frame_count * 0.30) // GOP * GOP + 17, 0), (int(frame_count * 0.55) // GOP * GOP + 21, 0),
              (int(frame_count * 0.80) // GOP * GOP + 33, 0)]
     lengths = [10 * RATE, 10, 4 * RATE]
-    return [(start, start + length) for (start, _), length in zip(spans, lengths)]
+    return [(start, start + length) for (start, _), length in zip(spans, lengths, strict=True)]
 
 
 def _files(label: str) -> list[str]:

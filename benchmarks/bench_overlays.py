@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from make_case import DEFAULT_CACHE, GOP, HEIGHT, PAN, RATE, WIDTH, _crop, _stills  # noqa: E402
+
 from overlay_media import STYLES, Style, draw, patient_lines, text_boxes  # noqa: E402
 
 VERSION = 1
@@ -76,7 +77,7 @@ def make_overlay_case(minutes: float, cache: Path) -> tuple[Path, list[dict]]:
     counts = (total * 3 // 5, total - total * 3 // 5)
     planted = []
     first = 0
-    for number, (count, style, layout) in enumerate(zip(counts, (STYLES[0], STYLES[3]), (0, 1))):
+    for number, (count, style, layout) in enumerate(zip(counts, (STYLES[0], STYLES[3]), (0, 1), strict=True)):
         yuv, blocks, boxes = _overlay_layer(style, layout, seed=number)
         path = folder / f"clip{number + 1:02d}.mp4"
         command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
@@ -130,7 +131,8 @@ def per_style(detector, cache: Path) -> list[tuple[str, int, int, int, float]]: 
             folder = cache / f"style-v{VERSION}" / f"{style.name}-{layout}"
             if not (folder / "clip.mp4").is_file():
                 folder.mkdir(parents=True, exist_ok=True)
-                pictures = [draw(inbody(k * 250, WIDTH, HEIGHT, 40 + layout, Fraction(25)), lines, style) for k in (0, 1)]
+                pictures = [draw(inbody(k * 250, WIDTH, HEIGHT, 40 + layout, Fraction(25)), lines, style)
+                            for k in (0, 1)]
                 write_clip(folder / "clip.mp4", (pictures[i >= 13] for i in range(26)), gop=25, options={"crf": "20"})
             plan = plan_join(probe_case(discover_case(folder)))
             started = time.perf_counter()

@@ -136,14 +136,14 @@ def make_case(minutes: float, cache: Path, seed: int = 11, log=print) -> CaseFil
     started = time.monotonic()
     inbody, oob = _stills(seed)
     first = 0
-    for clip, count in zip(clips, lengths):
+    for clip, count in zip(clips, lengths, strict=True):
         log(f"encoding {clip} ({count} frames)...")
         _encode_clip(clip, first, count, spans, inbody, oob)
         first += count
     truth.write_text(json.dumps({
         "frame_rate": f"{RATE}/1", "width": WIDTH, "height": HEIGHT, "gop": GOP, "scenecut": False,
         "total_frames": total,
-        "clips": [{"file": c.name, "frames": n} for c, n in zip(clips, lengths)],
+        "clips": [{"file": c.name, "frames": n} for c, n in zip(clips, lengths, strict=True)],
         "segments": [{"start_frame": a, "end_frame": b} for a, b in spans],
     }, indent=1) + "\n", encoding="utf-8")
     log(f"generated {total} frames in {time.monotonic() - started:.0f} s")

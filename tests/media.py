@@ -6,9 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import av
 import imageio_ffmpeg

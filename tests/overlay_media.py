@@ -4,10 +4,10 @@ frames, in several fonts, sizes, colours and positions (fonts: Debian's DejaVu, 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import numpy.typing as npt

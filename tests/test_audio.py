@@ -11,7 +11,6 @@ import pytest
 
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction
-
 from media import barcode_clip, ffmpeg
 
 SPANS = [(20, 40), (90, 110)]     # the second one crosses the clip join at 100

@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 
 import endoshare.pipeline as pipeline
+from conftest import options
 from endoshare import errors
 from endoshare.pipeline import CaseRequest, process_case, process_cases
-
-from conftest import options
 from media import barcode_clip, ffmpeg
-
 
 
 def case_with(tmp_path: Path, name: str, files: dict[str, bytes | None]) -> Path:

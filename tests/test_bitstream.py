@@ -9,18 +9,37 @@ from pathlib import Path
 
 import pytest
 
-from endoshare.media.nal import (ALLOWED_NAL_TYPES, clean_avcc, clean_hvcc, clean_record, disallowed_record_units,
-                                 disallowed_units, h264_pps_hides_slices, nal_type, record_hides_slices,
-                                 record_units, scrub_access_unit, split_nal_units, to_length_prefixed)
 from endoshare.media.join import plan_join
+from endoshare.media.nal import (
+    ALLOWED_NAL_TYPES,
+    clean_avcc,
+    clean_hvcc,
+    clean_record,
+    disallowed_record_units,
+    disallowed_units,
+    h264_pps_hides_slices,
+    nal_type,
+    record_hides_slices,
+    record_units,
+    scrub_access_unit,
+    split_nal_units,
+    to_length_prefixed,
+)
 from endoshare.media.probe import probe
-from endoshare.media.verify import verify_output
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction, RenderResult
-
+from endoshare.verify import verify_output
 from media import barcode_clip, ffmpeg
-from nal_media import (h264_unit, hevc_sei, hevc_unit, inject_units, planted_units, record_of, strict_decode,
-                       with_record_unit)
+from nal_media import (
+    h264_unit,
+    hevc_sei,
+    hevc_unit,
+    inject_units,
+    planted_units,
+    record_of,
+    strict_decode,
+    with_record_unit,
+)
 
 TEXT = b"ZQXBITSTREAM42"
 
@@ -134,7 +153,8 @@ def test_scrubbed_outputs_decode_like_their_source_and_pass(tmp_path: Path, clip
     assert TEXT not in result.output.read_bytes()
     if mode == "fast":
         # Stream copy: the very same pictures, bit for bit once decoded.
-        assert all((a == b).all() for a, b in zip(strict_decode(result.output), strict_decode(clips[codec])))
+        pairs = zip(strict_decode(result.output), strict_decode(clips[codec]), strict=True)
+        assert all((a == b).all() for a, b in pairs)
     checks = {c.name: c for c in verify_output(result.output, _expected(25))}
     assert checks["bitstream_allow_list"].passed, checks["bitstream_allow_list"].detail
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
-
 from media import barcode_clip
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -94,7 +93,7 @@ def test_fast_mode_output_seeks_and_plays_in_chromium(tmp_path: Path) -> None:
     assert outcome["ended"] is True
     assert outcome["duration"] == pytest.approx(8.0, abs=0.05)
     assert outcome["corrupted"] == 0
-    for seconds, brightest in zip(SEEKS, outcome["brightness"]):
+    for seconds, brightest in zip(SEEKS, outcome["brightness"], strict=True):
         frame = round(seconds * 25)
         redacted = any(a <= frame < b for a, b in SPANS)
         # A black frame stays black in the browser; any other frame shows its bright code cells.

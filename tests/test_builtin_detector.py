@@ -12,14 +12,12 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image, ImageDraw
 
+from conftest import DEV_DATA, picture_sources
 from endoshare import synthetic
 from endoshare.detect.base import Detector
 from endoshare.detect.builtin import THRESHOLD_KEY, BuiltinDetector, default_model_path
 from endoshare.errors import WeightsError
 from endoshare.evaluation import evaluate_detector
-
-from conftest import DEV_DATA, picture_sources
-
 
 #: Scores of the shipped model on generated frames: an in-body and an operating-room picture of one seed,
 #: blended (share of the room picture), chosen where the score is neither 0 nor 1 so that a change of the

@@ -16,7 +16,6 @@ from endoshare.media.findings import find_removable
 from endoshare.media.probe import probe
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction
-
 from media import barcode_clip, ffmpeg
 from nal_media import h264_unit, hevc_sei, inject_units, planted_units, record_holds, strict_decode
 
@@ -43,7 +42,7 @@ def test_planted_units_are_valid_input(tmp_path: Path, codec: str) -> None:
     assert record_holds(planted, h264_unit(12, CANARY.encode()) if codec == "h264" else hevc_sei(CANARY.encode()))
     before, after = strict_decode(plain), strict_decode(planted)
     assert len(before) == len(after) == 50
-    assert all((a == b).all() for a, b in zip(before, after))
+    assert all((a == b).all() for a, b in zip(before, after, strict=True))
 
 
 def planted_clip(folder: Path, container: str, work: Path, codec: str = "h264") -> Path:

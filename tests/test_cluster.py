@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import options
 from endoshare.jobs import JobQueue, LocalExecutor, QueueEvent, add_job, cancel_job, run_queue
 from endoshare.jobs.cluster import DaskExecutor, parse_cluster
 from endoshare.render.common import EncodeSettings
-
-from conftest import options
 from media import barcode_clip, decoded_frames, read_barcode
 
 

@@ -11,30 +11,36 @@ import argparse
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from endoshare.cli import detect as detect_cli
+from conftest import DEV_DATA, picture_sources
 from endoshare import synthetic
+from endoshare.cli import detect as detect_cli
 from endoshare.detect import registry
 from endoshare.detect.base import Detector
 from endoshare.detect.cues import CueSettings, PacketIndex, scene_change_frames, suspicious_gops
 from endoshare.detect.run import DetectOptions, detect_video, evaluate_segments
 from endoshare.detect.sampling import DetectProgress, ReadSettings
 from endoshare.detect.smooth import DEFAULT_MARGIN_SECONDS, SmoothingOptions
-from endoshare.errors import (CancelledError, EmptyFileError, InputError, MissingInputError,
-                              NoVideoStreamError, UnreadableMediaError, WeightsError)
+from endoshare.errors import (
+    CancelledError,
+    EmptyFileError,
+    InputError,
+    MissingInputError,
+    NoVideoStreamError,
+    UnreadableMediaError,
+    WeightsError,
+)
 from endoshare.sample import write_clip
 from endoshare.timeline import SegmentSet, seconds_to_frames
-
-from conftest import DEV_DATA, picture_sources
 
 WIDTH, HEIGHT, RATE, GOP = 320, 180, 25, 50
 FRAMES = 1500
@@ -617,8 +623,8 @@ def test_builtin_detector_on_assembled_video(builtin_detector: Detector, source:
     oob = labelled_files(source, "oob")
     inbody_scores = builtin_detector.score(np.stack([load_image(f, width, height) for f in inbody]))
     oob_scores = builtin_detector.score(np.stack([load_image(f, width, height) for f in oob]))
-    calm = [f for f, s in zip(inbody, inbody_scores) if s < 0.5 * builtin_detector.threshold][:3]
-    clear = [f for f, s in zip(oob, oob_scores) if s > 2 * builtin_detector.threshold][:2]
+    calm = [f for f, s in zip(inbody, inbody_scores, strict=True) if s < 0.5 * builtin_detector.threshold][:3]
+    clear = [f for f, s in zip(oob, oob_scores, strict=True) if s > 2 * builtin_detector.threshold][:2]
     assert len(calm) >= 3 and len(clear) >= 2, f"the built-in detector separates too few {source} stills"
     scenes = Scenes(tuple(load_scene(f) for f in calm), tuple(load_scene(f) for f in clear))
     path = encode_video(tmp_path / "builtin.mp4", scenes, scenecut=False)
@@ -641,7 +647,7 @@ def test_skipping_the_loop_filter_moves_builtin_scores_within_tolerance(
     sees barely change: scores of the same frames stay within 0.02 of an exact decode, decisions equal."""
     path = red_videos(False)
     exact = detect_video(path, builtin_detector, DetectOptions(strategy="sequential"))
-    by_frame = dict(zip(exact.sample_frames.tolist(), exact.sample_scores.tolist()))
+    by_frame = dict(zip(exact.sample_frames.tolist(), exact.sample_scores.tolist(), strict=True))
     fast = detect_video(path, builtin_detector, DetectOptions())
     assert fast.options.read.skip_loop_filter
     approx = np.asarray([by_frame[i] for i in fast.sample_frames.tolist()])

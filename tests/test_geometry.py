@@ -10,7 +10,6 @@ import av
 import pytest
 
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
-
 from media import ffmpeg, process_spans
 
 SPANS = [(30, 35)]          # inside the second group of pictures: that group is re-encoded in fast mode
@@ -76,10 +75,10 @@ def test_the_verifier_fails_an_output_that_lost_the_geometry(tmp_path: Path, cas
 
     from endoshare.media.join import plan_join
     from endoshare.media.probe import probe
-    from endoshare.media.verify import verify_output
     from endoshare.render.common import EncodeSettings, Redaction
     from endoshare.render.smart import render_smart
     from endoshare.timeline import SegmentSet
+    from endoshare.verify import verify_output
 
     out = tmp_path / "out.mp4"
     result = render_smart(plan_join([probe(case / "clip.mp4")]), SegmentSet.of(SPANS), Redaction.BLACK,

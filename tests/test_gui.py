@@ -9,9 +9,9 @@ import random
 import re
 import signal
 import stat
-import time
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -23,21 +23,28 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from media import barcode_clip, decoded_frames, ffmpeg, luma_max, read_barcode
 from PySide6.QtCore import QModelIndex, QPoint, QSettings, Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QMessageBox
 
 from endoshare.cli import gui as gui_command
 from endoshare.detect.smooth import DEFAULT_MARGIN_SECONDS
+from endoshare.errors import OptionsError
 from endoshare.gui.app import MainWindow
 from endoshare.gui.frames import FrameSource
-from endoshare.gui.queue_view import FAILED, NEEDS_REVIEW, PUBLISHED, REVIEWED, RUNNING, STATUS_COLOURS, STOPPED, WAITING
+from endoshare.gui.queue_view import (
+    FAILED,
+    NEEDS_REVIEW,
+    PUBLISHED,
+    REVIEWED,
+    RUNNING,
+    STATUS_COLOURS,
+    WAITING,
+)
 from endoshare.gui.review import load_plan
 from endoshare.gui.settings import GuiSettings, load_settings, save_settings, validate_settings
-from endoshare.errors import OptionsError
 from endoshare.render.common import EncodeSettings, Redaction
 from endoshare.sample import make_sample_case
+from media import barcode_clip, decoded_frames, ffmpeg, luma_max, read_barcode
 
 RUN_TIMEOUT_MS = 60_000
 #: Video black is Y=16; a barcode frame has white cells (Y≈235) in its top row.
@@ -586,7 +593,8 @@ def test_unusable_margins_are_refused(tmp_path: Path) -> None:
     store = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     for stored in ('"-1"', '"abc"', "abc", '"1/0"', '"1e9"', "0.5", "true"):
         store.setValue("processing/margin_seconds", stored)
-        assert load_settings(store).options.margin_seconds == DEFAULT_MARGIN_SECONDS, stored  # falls back to the default
+        # A damaged value falls back to the default.
+        assert load_settings(store).options.margin_seconds == DEFAULT_MARGIN_SECONDS, stored
     store.setValue("processing/margin_seconds", '"0.25"')
     assert load_settings(store).options.margin_seconds == Fraction(1, 4)
     # The same for every other choice: a damaged value falls back to its default, the others are kept.
@@ -720,6 +728,7 @@ LDD_OUTPUT = """\tlinux-vdso.so.1 (0x00007ffd)
 
 def test_gui_command_names_the_missing_system_libraries(monkeypatch, capsys, tmp_path: Path) -> None:
     from endoshare.cli import gui as gui_cli
+    from endoshare.types import ExitCode
 
     assert gui_cli.missing_from_ldd(LDD_OUTPUT) == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libweird.so.9"]
     message = gui_cli.missing_libraries_message(gui_cli.missing_from_ldd(LDD_OUTPUT))
@@ -735,7 +744,7 @@ def test_gui_command_names_the_missing_system_libraries(monkeypatch, capsys, tmp
         return subprocess.CompletedProcess(command, 0, LDD_OUTPUT, "")
 
     monkeypatch.setattr(gui_cli.subprocess, "run", fake_run)
-    assert gui_cli.run(argparse.Namespace(settings=tmp_path / "s.ini")) == gui_cli.EXIT_USAGE
+    assert gui_cli.run(argparse.Namespace(settings=tmp_path / "s.ini")) == ExitCode.USAGE
     assert calls and calls[0][1].endswith("libqxcb.so")
     assert "libxcb-keysyms.so.1" in capsys.readouterr().err
 

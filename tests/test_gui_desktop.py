@@ -18,7 +18,8 @@ pytest.importorskip("PySide6")
 from PySide6.QtWidgets import QApplication
 
 from endoshare import __version__
-from endoshare.gui import desktop, help as help_module
+from endoshare.gui import desktop
+from endoshare.gui import help as help_module
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,27 @@ def test_uncaught_errors_are_logged_without_their_message(monkeypatch: pytest.Mo
     text = path.read_text(encoding="utf-8")
     assert "Uncaught builtins.FileNotFoundError" in text and "test_gui_desktop.py" in text
     assert "MRN4711" not in text and "Jane" not in text
+
+
+def test_case_status_changes_are_logged_by_pseudonym_without_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Each status change is one log line naming the case by pseudonym (never the patient ID), and a failure
+    says only that there is a reason, because the error text names the case's files."""
+    from types import SimpleNamespace
+
+    from endoshare.gui.queue_view import EntryStatus
+
+    session = desktop.DesktopSession.__new__(desktop.DesktopSession)   # no QApplication, no log file
+    session._statuses = {}
+    job = SimpleNamespace(pseudonym=None, error=None, case_id="PATIENT-1234")
+    entries: dict[str, SimpleNamespace] = {"7": SimpleNamespace(job=job, status=EntryStatus.WAITING)}
+    session._queue_view = SimpleNamespace(entries=entries)  # type: ignore[assignment]
+    with caplog.at_level("INFO", logger=desktop.APP_ID):
+        session._entry_changed("7")
+        session._entry_changed("7")                          # no change: no second line
+        entries["7"] = SimpleNamespace(job=SimpleNamespace(pseudonym="ps-42", error="/cases/PATIENT-1234/a.mp4 "
+                                                           "cannot be opened", case_id="PATIENT-1234"),
+                                       status=EntryStatus.FAILED)
+        session._entry_changed("7")
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == ["Case entry 7: waiting", "Case pseudonym ps-42: failed (the reason is shown in the queue)"]
+    assert not any("PATIENT" in line for line in lines)

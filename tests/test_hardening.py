@@ -10,18 +10,18 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
+from conftest import options
 from endoshare import errors
 from endoshare.cli import main
 from endoshare.identity import MappingRow, MappingStore
 from endoshare.jobs import JobQueue, LocalExecutor, add_job, process_batch, run_queue
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
-
-from conftest import options
 from media import barcode_clip, mapping_rows
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -15,10 +15,9 @@ import pytest
 
 from endoshare.cli import main
 from endoshare.identity import MappingRow, MappingStore, new_pseudonym
-from endoshare.storage import host_tag
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.sample import make_sample_case
-
+from endoshare.storage import host_tag
 from media import barcode_clip
 
 

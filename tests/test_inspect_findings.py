@@ -11,7 +11,6 @@ import pytest
 
 from endoshare.cli import main
 from endoshare.media.findings import Finding, find_removable
-
 from media import barcode_clip, barcode_frame, ffmpeg
 from nal_media import h264_unit, inject_units, planted_units
 

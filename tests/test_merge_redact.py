@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import options
 from endoshare.media.frames import detail_energy
 from endoshare.pipeline import CaseRequest, process_case
 from endoshare.render.common import EncodeSettings, Redaction
-
-from conftest import options
 from media import barcode_clip, decoded_frames, luma_max, read_barcode
-
 
 
 def segments_file(tmp_path: Path, spans: list[tuple[int, int]]) -> Path:

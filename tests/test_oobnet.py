@@ -61,7 +61,7 @@ def write_keras2_weights(path: Path, seed: int = 7, *, head_overrides: dict[str,
             weights = head_groups.get(layer, {})
             cell = "lstm_cell/" if layer == "lstm" else ""
             full_names = [f"{layer}/{cell}{w}:0" for w in weights]
-            for full_name, (weight, shape) in zip(full_names, weights.items()):
+            for full_name, (weight, shape) in zip(full_names, weights.items(), strict=True):
                 value = head_overrides.get(f"{layer}/{weight}")
                 if value is None:
                     value = rng.normal(0.0, 0.05, shape) + (1.0 if weight == "gamma" else 0.0)

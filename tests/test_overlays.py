@@ -13,7 +13,9 @@ import av
 import numpy as np
 import pytest
 
+from conftest import DEV_DATA, picture_sources
 from endoshare import synthetic
+from endoshare.cases import discover_case
 from endoshare.cli import main as cli_main
 from endoshare.jobs.queue import options_from_record, options_to_record
 from endoshare.media.join import plan_join
@@ -23,11 +25,8 @@ from endoshare.overlay.regions import OverlayRegion, OverlaySet
 from endoshare.overlay.text import Box, TextDetector, classify, model_dir, only_device_settings
 from endoshare.overlay.verify import verify_overlays
 from endoshare.pipeline import CaseRequest, ProcessOptions, probe_case, process_case
-from endoshare.cases import discover_case
 from endoshare.render.common import Redaction, RenderResult
 from endoshare.timeline import SegmentSet
-
-from conftest import DEV_DATA, picture_sources
 from overlay_media import STYLES, Line, draw, overlay_clip, patient_lines, text_boxes
 
 WIDTH, HEIGHT, FRAMES = 640, 360, 50
@@ -49,7 +48,7 @@ def make_case(folder: Path, styles: tuple[int, ...], layouts: tuple[int, ...] = 
     """One clip per style, the layout changing from clip to clip."""
     folder.mkdir(parents=True)
     planted = []
-    for number, (style, layout) in enumerate(zip(styles, layouts)):
+    for number, (style, layout) in enumerate(zip(styles, layouts, strict=False)):   # fewer styles: fewer clips
         lines = patient_lines(seed=style, layout=layout)
         overlay_clip(folder / f"clip{number + 1}.mp4", FRAMES, STYLES[style], lines, width=WIDTH, height=HEIGHT)
         planted.append(PlantedClip(style, lines, text_boxes(lines, STYLES[style], WIDTH, HEIGHT)))
@@ -198,8 +197,8 @@ def test_check_fails_when_text_is_left_in_a_region(cases, detector):
 
 def test_text_that_moves_with_the_scene_is_not_an_overlay(tmp_path, detector):
     """Text drawn at a new place in every frame never stands still: nothing masks it."""
-    from overlay_media import Line, draw, inbody
     from endoshare.sample import write_clip
+    from overlay_media import Line, draw, inbody
 
     def frames():
         for index in range(FRAMES):
@@ -219,8 +218,8 @@ def test_text_that_moves_with_the_scene_is_not_an_overlay(tmp_path, detector):
 def test_banner_between_two_old_samples_is_found(tmp_path, detector):
     """A banner shown for 30 s in the middle of a minute-long clip (the finder once sampled every two
     minutes and saw only the clip's ends): it is masked while it shows, and the picture before it is not."""
-    from overlay_media import Line, draw, inbody
     from endoshare.sample import write_clip
+    from overlay_media import Line, draw, inbody
 
     rate, seconds = 5, 60
     banner = (Line("SCHNEIDER, Maria  04.11.1958", "name", 0.05, 0.82),)
@@ -243,8 +242,8 @@ def test_banner_between_two_old_samples_is_found(tmp_path, detector):
 def test_banner_where_a_paused_scene_was_read_before(tmp_path, detector):
     """The scene pauses for the first 25 s (its tissue stands still and is read), then moves; a banner
     shows from 28 s to 56 s over that same tissue: it must be read afresh and masked."""
-    from overlay_media import Line, draw, inbody
     from endoshare.sample import write_clip
+    from overlay_media import Line, draw, inbody
 
     rate = 5
     banner = (Line("PID 40417731  NAKAMURA", "id", 0.3, 0.45),)
@@ -265,8 +264,8 @@ def test_banner_where_a_paused_scene_was_read_before(tmp_path, detector):
 def test_a_ticking_clock_is_masked_all_along(tmp_path, detector):
     """Recorder date and time, the seconds changing between every two keyframes read (10 s apart): the
     strokes that change must not make it look like moving text."""
-    from overlay_media import Line, draw, inbody
     from endoshare.sample import write_clip
+    from overlay_media import Line, draw, inbody
 
     rate = 5
 
@@ -298,7 +297,6 @@ def test_still_map_keeps_standing_strokes_only():
     """The still map: edges present in both pictures at the same place (luma or chroma) survive; tissue
     that moved and a flat picture leave nothing."""
     from endoshare.overlay.find import analysis_picture, areas_to_read, still_blocks, still_map
-
     from overlay_media import inbody
 
     def picture(index: int, text_colour: tuple[int, int, int]) -> av.VideoFrame:

@@ -8,7 +8,6 @@ from pathlib import Path
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.sample import make_sample_case
 from endoshare.timeline import SegmentSet
-
 from media import decoded_frames, luma_max
 
 

@@ -14,15 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from endoshare.jobs import (AuditLog, JobQueue, JobStateError, LocalExecutor, QueueBusyError, QueueEvent, add_job,
-                            cancel_job, default_workers, process_batch, retry_job, run_queue)
+from conftest import options
+from endoshare.jobs import (
+    AuditLog,
+    JobQueue,
+    JobStateError,
+    LocalExecutor,
+    QueueBusyError,
+    QueueEvent,
+    add_job,
+    cancel_job,
+    default_workers,
+    process_batch,
+    retry_job,
+    run_queue,
+)
 from endoshare.jobs.queue import options_from_record, options_to_record
 from endoshare.jobs.runner import job_temp_owner
-from endoshare.storage import temp_name
 from endoshare.pipeline import ProcessOptions
 from endoshare.render.common import EncodeSettings, Redaction
-
-from conftest import options
+from endoshare.storage import temp_name
 from media import barcode_clip, decoded_frames, read_barcode
 
 
@@ -139,7 +150,8 @@ def test_progress_is_measured_monotonic_and_ends_at_one(tmp_path: Path) -> None:
         assert fractions == sorted(fractions), "a job's progress never goes back"
         assert mine[0].kind == "job-started" and mine[-1].kind == "job-done" and fractions[-1] == 1.0
         phases = [e.phase for e in mine if e.kind == "job-progress"]
-        assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == ["probe", "overlays", "render", "verify"]
+        changes = [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p]
+        assert changes == ["probe", "overlays", "render", "verify"]
         render = [e for e in mine if e.phase == "render"]
         assert {e.frames_total for e in render} == {total_frames}, "render progress counts the case's frames"
         assert render[-1].frames_done == total_frames

@@ -23,7 +23,6 @@ import pytest
 from endoshare.jobs import AuditLog, JobQueue, add_job
 from endoshare.pipeline import ProcessOptions
 from endoshare.render.common import EncodeSettings
-
 from media import barcode_clip, decoded_frames, mapping_rows
 
 SEED = 20261124

@@ -11,7 +11,6 @@ import pytest
 
 from endoshare.cases import discover_case
 from endoshare.pipeline import CaseRequest, ProcessOptions, probe_case, process_case
-
 from media import ffmpeg
 
 #: How a recorder writes each container (FFmpeg arguments after the test pattern input).

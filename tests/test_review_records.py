@@ -17,7 +17,6 @@ from endoshare.jobs.review import hide_job, mark_reviewed, replace_job, reviews
 from endoshare.jobs.runner import process_one
 from endoshare.pipeline import ProcessOptions
 from endoshare.timeline import SegmentSet
-
 from media import barcode_clip
 
 

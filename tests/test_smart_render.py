@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -17,7 +18,6 @@ from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction
 from endoshare.render.smart import plan_smart
 from endoshare.timeline import SegmentSet
-
 from media import barcode_clip, decoded_frames, luma_max, process_spans, read_barcode
 
 GOP = 25
@@ -92,7 +92,7 @@ def test_no_hidden_samples_and_ffmpeg_decodes_cleanly(tmp_path: Path, case: Path
         assert float(stream.duration * stream.time_base) == pytest.approx(8.0, abs=0.041)
         packets = [p for p in container.demux(stream) if p.size]
     dts = [p.dts for p in packets]
-    assert all(b > a for a, b in zip(dts, dts[1:])), "decoding timestamps must rise strictly"
+    assert all(b > a for a, b in itertools.pairwise(dts)), "decoding timestamps must rise strictly"
     assert all(p.dts <= p.pts for p in packets)
 
 
@@ -373,7 +373,7 @@ def test_partly_redacted_groups_copy_their_unchanged_start(tmp_path: Path, case:
     with av.open(str(result.output)) as container:
         packets = [p for p in container.demux(video=0) if p.size]
     dts = [p.dts for p in packets]
-    assert all(b > a for a, b in zip(dts, dts[1:])) and all(p.dts <= p.pts for p in packets)
+    assert all(b > a for a, b in itertools.pairwise(dts)) and all(p.dts <= p.pts for p in packets)
 
 
 def test_adjacent_one_picture_groups_differ_in_idr_pic_id(tmp_path: Path) -> None:
@@ -397,7 +397,7 @@ def test_adjacent_one_picture_groups_differ_in_idr_pic_id(tmp_path: Path) -> Non
     ids = [next(h264_idr_pic_id(u, syntax) for u in split_nal_units(p, config.length_size) if u[0] & 0x1F == 5)
            for p in packets]
     assert len(ids) == 30 and None not in ids
-    assert all(a != b for a, b in zip(ids, ids[1:])), ids
+    assert all(a != b for a, b in itertools.pairwise(ids)), ids
     frames = decoded_frames(result.output)
     redacted = SegmentSet.of(spans)
     assert [luma_max(f) <= 20 for f in frames] == [redacted.contains(i) for i in range(30)]
@@ -409,10 +409,9 @@ def test_missing_timestamps_are_rebuilt_from_frame_order_only_without_reordering
     """A raw Annex B H.264 stream carries no timestamps at all (nor do PES packets without a PTS): without
     reordered pictures they are rebuilt from frame order and the stream is spliced; with B-frames the
     planner refuses (the caller re-encodes) instead of guessing."""
-    from endoshare.media.verify import verify_output
     from endoshare.render.common import EncodeSettings
     from endoshare.render.smart import NotSpliceable, render_smart
-
+    from endoshare.verify import verify_output
     from media import ffmpeg
 
     plain = barcode_clip(tmp_path / "plain.mp4", range(100), gop=GOP,
@@ -472,9 +471,9 @@ def test_a_span_anywhere_in_a_group_with_b_frames_is_frame_exact_and_verified(tm
     """Spans starting at every kind of place in a group with B-frames (pyramid): whatever prefix the
     timestamps allow is copied bit for bit, every other frame shows its own index or is black, and
     every check passes (packet identity of the prefix included)."""
-    from endoshare.media.verify import verify_output
     from endoshare.render.common import EncodeSettings
     from endoshare.render.smart import render_smart
+    from endoshare.verify import verify_output
 
     plan = plan_join([probe(p) for p in sorted(case.glob("clip*.mp4"))])
     spans = SegmentSet.of([span])

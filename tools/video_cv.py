@@ -121,17 +121,19 @@ def simulated_runs(rows: list[data.Row], views: train.Views, scores: np.ndarray,
     score of the still it shows (from ``train_detector.py --report``), so that a grid of smoothing settings
     over every fold costs seconds.  without ``--simulate`` the videos are really encoded and decoded."""
     plain = views.plain & (views.row >= 0) & ~np.isnan(scores)
-    score_of_row = {int(r): float(v) for r, v in zip(views.row[plain], scores[plain])}
+    score_of_row = {int(r): float(v) for r, v in zip(views.row[plain], scores[plain], strict=True)}
     rng = np.random.default_rng(seed)
     runs: list[dict[str, Any]] = []
     for fold in folds_for(rows):
-        inbody = [i for i, r in enumerate(rows) if r.source == fold.inbody_source and r.target == 0 and i in score_of_row]
+        inbody = [i for i, r in enumerate(rows)
+                  if r.source == fold.inbody_source and r.target == 0 and i in score_of_row]
         oob = [i for i, r in enumerate(rows) if r.source == fold.oob_source and r.target == 1 and i in score_of_row]
         for _ in range(videos_per_fold):
             labels: list[str] = []
             values: list[float] = []
 
-            def show(pool: list[int], label: str, hold: int) -> None:
+            def show(pool: list[int], label: str, hold: int, labels: list[str] = labels,
+                     values: list[float] = values) -> None:
                 index = pool[int(rng.integers(len(pool)))]
                 labels.extend([label] * hold)
                 values.extend([score_of_row[index]] * hold)

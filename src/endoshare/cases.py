@@ -7,8 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import (InputPermissionError, MissingInputError, NoVideoFilesError, NoVideoStreamError,
-                     UnreadableMediaError)
+from .errors import InputPermissionError, MissingInputError, NoVideoFilesError, NoVideoStreamError, UnreadableMediaError
 from .media.probe import MediaInfo
 
 #: File name endings of recordings, compared case-insensitively (recorders write .MTS, .VOB, .MXF ...).

@@ -116,4 +116,13 @@ class CaseBusyError(EndoshareError, RuntimeError):
 
 
 class CancelledError(EndoshareError, RuntimeError):
-    """Processing was cancelled by the user; nothing partial was published."""
+    """Processing was cancelled by the user; nothing partial was published.
+
+    Raised without a message it says just that (naming ``path`` when given); work that publishes nothing
+    (a detection run, an evaluation) says what was not produced instead."""
+
+    def __init__(self, message: str | None = None, *, path: str | os.PathLike[str] | None = None) -> None:
+        if message is None:
+            where = f" while processing {path}" if path is not None else ""
+            message = f"Cancelled by the user{where}; nothing was published."
+        super().__init__(message, path=path)

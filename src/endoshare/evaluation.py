@@ -12,9 +12,9 @@ detector's ``input_size`` (PyAV's default, bilinear, interpolation), so figures 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import av
 import numpy as np
@@ -22,15 +22,13 @@ import numpy.typing as npt
 
 from .detect.base import SHRINK_HOOK, Detector
 from .errors import CancelledError, InputError, MissingInputError, UnreadableMediaError
+from .media.frames import picture_array
+from .types import Cancel, Progress
 
 POSITIVE_LABEL = "oob"
 NEGATIVE_LABEL = "inbody"
 _REQUIRED_COLUMNS = ("file", "label")
 _BATCH = 64
-
-#: ``progress(done, total)`` after each scored batch; ``cancelled()`` is polled between batches.
-ProgressCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -113,9 +111,7 @@ def load_still(path: str | Path, size: tuple[int, int] | None) -> npt.NDArray[np
     try:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0))
-            if size is None:
-                return frame.to_ndarray(format="rgb24")
-            return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+            return picture_array(frame) if size is None else picture_array(frame, *size)
     except (av.FFmpegError, StopIteration, IndexError, ValueError) as exc:
         raise UnreadableMediaError(f"image {path} cannot be decoded ({exc}); replace it with a valid "
                                    "PNG or JPEG file or remove it from the table", path=path) from exc
@@ -175,9 +171,10 @@ def evaluate_scores(labels: Sequence[str], scores: npt.ArrayLike, threshold: flo
 
 
 def score_stills(stills: Sequence[LabelledStill], detector: Detector,
-                 progress: ProgressCallback | None = None,
-                 cancelled: CancelCheck | None = None) -> npt.NDArray[np.float32]:
-    """Each still scored on its own (a stateful detector is reset before every image)."""
+                 progress: Progress | None = None,
+                 cancelled: Cancel | None = None) -> npt.NDArray[np.float32]:
+    """Each still scored on its own (a stateful detector is reset before every image); ``progress(done,
+    total)`` after each scored batch, ``cancelled()`` polled between batches."""
     scores: list[npt.NDArray[np.float32]] = []
     batch = 1 if detector.stateful else _BATCH
     for start in range(0, len(stills), batch):
@@ -196,8 +193,8 @@ def score_stills(stills: Sequence[LabelledStill], detector: Detector,
 
 
 def evaluate_detector(table: str | Path, detector: Detector, threshold: float | None = None,
-                      progress: ProgressCallback | None = None,
-                      cancelled: CancelCheck | None = None) -> EvaluationResult:
+                      progress: Progress | None = None,
+                      cancelled: Cancel | None = None) -> EvaluationResult:
     """Read the table, score every still with ``detector`` and compute the figures."""
     stills = read_stills_table(table)
     scores = score_stills(stills, detector, progress, cancelled)

@@ -23,9 +23,9 @@ import csv
 import hashlib
 import io
 import uuid
+from collections.abc import Iterator
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Iterator
 
 from filelock import FileLock, Timeout
 

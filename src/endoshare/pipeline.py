@@ -13,11 +13,13 @@ import hashlib
 import os
 import time
 import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, get_type_hints
+from typing import Any, get_type_hints
 
 import av.error
 
@@ -36,7 +38,6 @@ from .errors import (
 from .identity import DETECTIONS_FOLDER, CaseLock, MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
-from .media.verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
 from .overlay.find import OverlayOptions, find_overlays
 from .overlay.regions import OverlaySet, load_overlays_file
 from .overlay.text import TextDetector
@@ -47,15 +48,44 @@ from .render.copy import render_copy
 from .render.reencode import render_reencode
 from .render.smart import NotSpliceable, render_smart
 from .report import input_summary, json_bytes, software_versions, write_json_atomically
-from .storage import (FULL_ERRNOS, PLAIN_OWNER, PRIVATE_FILE_MODE, full_folder_error, new_temp_file, private_dir,
-                      publish, remove_stale, shared_file_mode, write_temp)
+from .storage import (
+    FULL_ERRNOS,
+    PLAIN_OWNER,
+    PRIVATE_FILE_MODE,
+    full_folder_error,
+    new_temp_file,
+    private_dir,
+    publish,
+    remove_stale,
+    shared_file_mode,
+    write_temp,
+)
 from .timeline import SegmentSet, format_rate, load_segments_file
+from .types import Cancel, Progress
+from .verify import DEFAULT_VERIFY_MODE, VERIFY_MODES, CheckResult, verify_output
 
 MODES = ("fast", "advanced")
 #: Unpublished outputs end with this (their names are made by :mod:`endoshare.storage`).
 TEMP_SUFFIX = ".mp4.partial"
+#: What a case without burned-in text is rendered with (frozen, so one value serves every call).
+NO_OVERLAYS = OverlaySet()
+
+
+class Phase(StrEnum):
+    """The steps of one case, in order, as its progress events name them."""
+
+    PROBE = "probe"
+    DETECT = "detect"
+    OVERLAYS = "overlays"
+    RENDER = "render"
+    VERIFY = "verify"
+    #: The coordinator moves the verified output into the shared folder (queue runs).
+    PUBLISH = "publish"
+    DONE = "done"
+
+
 #: Share of a case's work per phase, for one overall fraction that only moves forward.
-PHASE_WEIGHTS = {"probe": 0.05, "detect": 0.15, "overlays": 0.05, "render": 0.6, "verify": 0.2}
+PHASE_WEIGHTS = {Phase.PROBE: 0.05, Phase.DETECT: 0.15, Phase.OVERLAYS: 0.05, Phase.RENDER: 0.6, Phase.VERIFY: 0.2}
 
 
 @dataclass(frozen=True)
@@ -289,17 +319,24 @@ class CaseRequest:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    phase: str            # probe, detect, render, verify, done
+    phase: Phase
     done: int
     total: int
     #: Whole case, 0..1, never decreasing.
     fraction: float
 
 
+class CaseStatus(StrEnum):
+    """How processing one case ended (``status`` in a :class:`CaseResult` and its JSON)."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class CaseResult:
     case_id: str
-    status: str                      # "ok" or "failed"
+    status: CaseStatus
     pseudonym: str | None = None
     output: Path | None = None
     report: Path | None = None
@@ -315,16 +352,15 @@ class CaseResult:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
-Cancel = Callable[[], bool]
 
 
 class _Progress:
-    def __init__(self, callback: ProgressCallback | None, phases: tuple[str, ...]) -> None:
+    def __init__(self, callback: ProgressCallback | None, phases: tuple[Phase, ...]) -> None:
         self.callback = callback
         weights = {p: PHASE_WEIGHTS[p] for p in phases}
         scale = sum(weights.values())
-        self.start: dict[str, float] = {}
-        self.end: dict[str, float] = {}
+        self.start: dict[Phase, float] = {}
+        self.end: dict[Phase, float] = {}
         running = 0.0
         for phase in phases:
             self.start[phase] = running
@@ -333,7 +369,7 @@ class _Progress:
         # Each phase ends exactly where the next starts, and the last at 1: rounding never moves back.
         self.end[phases[-1]] = 1.0
 
-    def phase(self, name: str) -> Callable[[int, int], None]:
+    def phase(self, name: Phase) -> Progress:
         def report(done: int, total: int) -> None:
             if self.callback is not None and total > 0:
                 start, end = self.start[name], self.end[name]
@@ -342,7 +378,7 @@ class _Progress:
         return report
 
 
-def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -> list[MediaInfo]:
+def probe_case(case: Case, progress: Progress | None = None) -> list[MediaInfo]:
     infos = []
     for number, clip in enumerate(case.clips, start=1):
         info = probe(clip)
@@ -354,7 +390,7 @@ def probe_case(case: Case, progress: Callable[[int, int], None] | None = None) -
     return sorted(infos, key=lambda i: (clip_order(case.folder, i.path), i.recording_time or "", i.mtime))
 
 
-def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress: Callable[[int, int], None],
+def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress: Progress,
                   cancel: Cancel | None) -> tuple[SegmentSet, str, dict[str, Any] | None]:
     """The spans to redact, where they came from, and the detection result (for the archive) if any."""
     total = plan.total_frames
@@ -376,7 +412,7 @@ def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress:
     return result.segments, f"detector {options.detector}", result.to_json()
 
 
-def find_case_overlays(plan: JoinPlan, options: ProcessOptions, progress: Callable[[int, int], None],
+def find_case_overlays(plan: JoinPlan, options: ProcessOptions, progress: Progress,
                        cancel: Cancel | None) -> tuple[OverlaySet, TextDetector | None]:
     """The burned-in text regions to mask (none when masking is off; those of the overlays file when one is
     given: the finder does not run), and the detector for the check."""
@@ -414,8 +450,8 @@ def sha256_of(path: Path) -> str:
 
 
 def render(plan: JoinPlan, segments: SegmentSet, options: ProcessOptions, out_path: Path,
-           progress: Callable[[int, int], None], cancel: Cancel | None,
-           overlays: OverlaySet = OverlaySet()) -> RenderResult:
+           progress: Progress, cancel: Cancel | None,
+           overlays: OverlaySet = NO_OVERLAYS) -> RenderResult:
     """Fast mode copies what it can: the whole case when nothing is redacted, else every group of
     pictures without a redacted frame (smart render); advanced mode, and whatever cannot be spliced,
     is re-encoded in full."""
@@ -484,45 +520,44 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     started = time.monotonic()
     timings: dict[str, float] = {}
     case = discover_case(request.folder, request.case_id)
-    phases = ("probe", "render", "verify") if options.detector == "none" or options.segments_file \
-        else ("probe", "detect", "render", "verify")
+    detects = options.detector != "none" and not options.segments_file
     masking = options.mask_overlays or options.overlays_file is not None
-    if masking:
-        phases = (*phases[:-2], "overlays", *phases[-2:])
+    phases = tuple(p for p in (Phase.PROBE, Phase.DETECT, Phase.OVERLAYS, Phase.RENDER, Phase.VERIFY)
+                   if (p != Phase.DETECT or detects) and (p != Phase.OVERLAYS or masking))
     tracker = _Progress(progress, phases)
 
-    def step(name: str) -> None:
+    def step(name: Phase) -> None:
         timings[name] = round(time.monotonic() - started - sum(timings.values()), 3)
         if cancel is not None and cancel():
-            raise CancelledError(f"Cancelled by the user while processing {case.folder}; nothing was published.")
+            raise CancelledError(path=case.folder)
 
-    plan = plan_join(probe_case(case, tracker.phase("probe")))
-    step("probe")
+    plan = plan_join(probe_case(case, tracker.phase(Phase.PROBE)))
+    step(Phase.PROBE)
     check_out_dir(options)
-    segments, segment_source, detections = find_segments(plan, options, case, tracker.phase("detect"), cancel)
-    if "detect" in phases:
-        step("detect")
-    overlays, text_detector = find_case_overlays(plan, options, tracker.phase("overlays"), cancel)
+    segments, segment_source, detections = find_segments(plan, options, case, tracker.phase(Phase.DETECT), cancel)
+    if detects:
+        step(Phase.DETECT)
+    overlays, text_detector = find_case_overlays(plan, options, tracker.phase(Phase.OVERLAYS), cancel)
     if masking:
-        step("overlays")
+        step(Phase.OVERLAYS)
     temp = new_temp_file(options.out_dir, TEMP_SUFFIX, temp_owner)
     try:
         try:
-            rendered = render(plan, segments, options, temp, tracker.phase("render"), cancel, overlays=overlays)
+            rendered = render(plan, segments, options, temp, tracker.phase(Phase.RENDER), cancel, overlays=overlays)
             if options.keep_audio:
                 rendered = _with_audio(plan, segments, options, temp, rendered, cancel, temp_owner)
-            step("render")
+            step(Phase.RENDER)
             identifiers = (case.case_id, *(p.stem for p in case.clips), case.folder.resolve().name)
             checks = verify_output(temp, rendered, identifiers, keep_audio=rendered.audio_samples is not None,
                                    mode=options.verify, sources=case.clips,
-                                   progress=tracker.phase("verify"), cancel=cancel)
+                                   progress=tracker.phase(Phase.VERIFY), cancel=cancel)
             checked_frames: tuple[int, ...] = ()
             if text_detector is not None:
                 overlay_checks, checked_frames = verify_overlays(
                     temp, overlays, rendered, segments, options.redaction, plan.total_frames,
                     (plan.target.width, plan.target.height, plan.target.frame_rate), text_detector, cancel)
                 checks = (*checks, *overlay_checks)
-            step("verify")
+            step(Phase.VERIFY)
         except (OSError, av.error.FFmpegError) as exc:
             if getattr(exc, "errno", None) in FULL_ERRNOS:
                 raise DiskFullError(f"The output folder {options.out_dir} is full (no space left on its disk or "
@@ -577,7 +612,7 @@ def publish_case(rendered: RenderedCase, options: ProcessOptions, temp_owner: st
     try:
         store = MappingStore(options.archive_dir)
         row = MappingRow(case_id=rendered.case_id, pseudonym=rendered.pseudonym,
-                         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
                          source_files=" | ".join(rendered.source_files), output_sha256=rendered.output_sha256,
                          output_file=final.name)
         previous = store.record(row)
@@ -597,7 +632,7 @@ def publish_case(rendered: RenderedCase, options: ProcessOptions, temp_owner: st
                               path=options.out_dir) from None
     finally:
         report_temp.unlink(missing_ok=True)
-    return CaseResult(rendered.case_id, "ok", rendered.pseudonym, final, report_path,
+    return CaseResult(rendered.case_id, CaseStatus.OK, rendered.pseudonym, final, report_path,
                       reused_pseudonym=rendered.reused_pseudonym)
 
 
@@ -639,7 +674,7 @@ def process_case(request: CaseRequest, options: ProcessOptions, progress: Progre
         finally:
             rendered.temp.unlink(missing_ok=True)
     if progress is not None:
-        progress(ProgressEvent("done", 1, 1, 1.0))
+        progress(ProgressEvent(Phase.DONE, 1, 1, 1.0))
     return result
 
 
@@ -649,7 +684,7 @@ def _report(plan: JoinPlan, options: ProcessOptions, pseudonym: str, reused: boo
     return {
         "pseudonym": pseudonym,
         "pseudonym_reused": reused,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "software": software_versions(),
         "settings": options.to_json(),
         "inputs": input_summary(plan),
@@ -677,10 +712,10 @@ def process_cases(requests: list[CaseRequest], options: ProcessOptions,
         except CancelledError:
             raise
         except EndoshareError as exc:
-            yield CaseResult(request.case_id or request.folder.name, "failed", error=str(exc),
+            yield CaseResult(request.case_id or request.folder.name, CaseStatus.FAILED, error=str(exc),
                              error_type=type(exc).__name__)
         except OSError as exc:
-            yield CaseResult(request.case_id or request.folder.name, "failed",
+            yield CaseResult(request.case_id or request.folder.name, CaseStatus.FAILED,
                              error=f"{request.folder}: {exc}", error_type=type(exc).__name__)
 
 

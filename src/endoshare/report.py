@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import platform
-from fractions import Fraction
-from pathlib import Path
 import struct
 import zlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -44,7 +45,7 @@ def input_summary(plan: JoinPlan) -> list[dict[str, Any]]:
             "tags_removed": len(clip.info.tags) + sum(len(s.tags) for s in clip.info.streams),
             "chapters_removed": len(clip.info.chapters),
             "sei_user_data_payloads_removed": len(clip.info.sei_user_data),
-            "normalised_because": list(clip.differences),
+            "normalised_because": [str(d) for d in clip.differences],
         })
     return summary
 

@@ -8,10 +8,10 @@ track's handler name and language, and SEI user data inside the H.264 bitstream.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable
 
 import av
 import av.bitstream
@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import synthetic
+from .media.scrub import add_video_stream
 from .timeline import SegmentSet
 
 #: UUID for planted SEI user data (any 16 bytes will do).
@@ -48,7 +49,7 @@ def write_clip(path: Path, frames: Iterable[npt.NDArray[np.uint8]], *, rate: Fra
                options: dict[str, str] | None = None, container_format: str | None = None) -> None:
     """Encode RGB frames to ``path``; with ``planted``, write it into tags, handler name and SEI user data."""
     container = av.open(str(path), mode="w", format=container_format)
-    stream = None
+    stream: av.VideoStream | None = None
     sei = None
     try:
         if planted:
@@ -57,8 +58,8 @@ def write_clip(path: Path, frames: Iterable[npt.NDArray[np.uint8]], *, rate: Fra
         for index, rgb in enumerate(frames):
             if stream is None:
                 height, width = rgb.shape[:2]
-                stream = container.add_stream(codec, rate=rate,
-                                              options={"preset": "veryfast", "crf": "26", **(options or {})})
+                stream = add_video_stream(container, codec, rate,
+                                          {"preset": "veryfast", "crf": "26", **(options or {})})
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                 stream.codec_context.gop_size = gop
                 if planted:

@@ -16,11 +16,15 @@ moving slowly, and the same (seed, t) always gives the same pixels.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
 Image = npt.NDArray[np.uint8]
 _Float = npt.NDArray[np.float32]
+#: A coordinate: a Python float, or a float32 computed from the arrays.
+_Coordinate = float | np.floating[Any]
 
 
 def _check_size(width: int, height: int) -> None:
@@ -126,7 +130,7 @@ def inbody_frame(rng: np.random.Generator, width: int, height: int, t: float) ->
     return _to_uint8(img)
 
 
-def _fill_box(img: _Float, x0: float, y0: float, x1: float, y1: float, colour: npt.ArrayLike,
+def _fill_box(img: _Float, x0: _Coordinate, y0: _Coordinate, x1: _Coordinate, y1: _Coordinate, colour: npt.ArrayLike,
               opacity: float = 1.0) -> None:
     """Paint an axis-aligned box given in centred height units, in place, by slicing (fast)."""
     height, width = img.shape[:2]
@@ -199,7 +203,7 @@ def oob_frame(rng: np.random.Generator, width: int, height: int, t: float) -> Im
     lx, ly = rng.uniform(-half_w * 0.8, half_w * 0.8), rng.uniform(-0.45, -0.15)
     lr = rng.uniform(0.05, 0.12)
     d2 = ((x - np.float32(lx)) ** 2 + (y - np.float32(ly)) ** 2) / np.float32(lr * lr)
-    img = img + np.float32(220) * np.exp(-d2 / 2)[..., None]
+    img = np.asarray(img + np.float32(220) * np.exp(-d2 / 2)[..., None], dtype=np.float32)
     img = _paint(img, (d2 < 1).astype(np.float32), [255, 255, 250])
 
     # Text-like strokes: rows of short bars (a monitor, a label, an on-screen menu).

@@ -8,10 +8,11 @@ derived from an exact ``Fraction`` frame rate so that 30000/1001 never becomes 2
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from .errors import SegmentsFileError
 
@@ -24,7 +25,8 @@ class Segment:
     end_frame: int
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.start_frame, int) and isinstance(self.end_frame, int)):
+        bounds: tuple[object, object] = (self.start_frame, self.end_frame)   # as given, perhaps from JSON
+        if not all(isinstance(bound, int) for bound in bounds):
             raise TypeError("Segment bounds must be integers (frame indices)")
         if self.start_frame < 0 or self.end_frame <= self.start_frame:
             raise ValueError(
@@ -49,7 +51,7 @@ class SegmentSet:
     segments: tuple[Segment, ...] = ()
 
     @classmethod
-    def of(cls, spans: Iterable[Segment | tuple[int, int]]) -> "SegmentSet":
+    def of(cls, spans: Iterable[Segment | tuple[int, int]]) -> SegmentSet:
         items = sorted(s if isinstance(s, Segment) else Segment(int(s[0]), int(s[1])) for s in spans)
         merged: list[Segment] = []
         for seg in items:
@@ -84,18 +86,18 @@ class SegmentSet:
                 out[i] = True
         return out
 
-    def clipped(self, total_frames: int) -> "SegmentSet":
+    def clipped(self, total_frames: int) -> SegmentSet:
         return SegmentSet.of(Segment(s.start_frame, min(s.end_frame, total_frames))
                              for s in self.segments if s.start_frame < total_frames)
 
-    def union(self, other: "SegmentSet") -> "SegmentSet":
+    def union(self, other: SegmentSet) -> SegmentSet:
         return SegmentSet.of((*self.segments, *other.segments))
 
     def to_json(self) -> list[dict[str, int]]:
         return [s.to_json() for s in self.segments]
 
     @classmethod
-    def from_json(cls, data: Sequence[Any]) -> "SegmentSet":
+    def from_json(cls, data: Sequence[Any]) -> SegmentSet:
         spans = []
         for item in data:
             if not isinstance(item, dict) or "start_frame" not in item or "end_frame" not in item:

@@ -9,13 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import __version__
-
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
+from ..types import ExitCode
 
 #: Sub-command modules, in the order ``endoshare --help`` lists them.
 COMMAND_MODULES = ("process", "queue", "inspect", "detect", "eval", "models", "sample", "gui")
@@ -33,14 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run the chosen command's ``func``; Ctrl-C is :attr:`ExitCode.INTERRUPTED`."""
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("endoshare: interrupted; no partial output was published.", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,20 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from ..detect.sampling import COARSE_FRAMES
 from ..detect.smooth import DEFAULT_MARGIN_SECONDS
 from ..errors import EndoshareError
 from ..timeline import format_rate
+from ..types import ExitCode
 from .argtypes import probability
-
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ def _add_detector_arguments(parser: argparse.ArgumentParser) -> None:
                              "stateless detector; every frame in order for a stateful one (oobnet)")
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     detect = subparsers.add_parser(
         "detect", help="find out-of-body spans in videos (frame indices)",
         description="Find the out-of-body spans of each video, in frame indices (presentation order, "
@@ -178,7 +176,7 @@ def detect_command(command: DetectCommand, out: TextIO, err: TextIO) -> int:
     except (EndoshareError, ValueError, FileNotFoundError) as exc:
         for path in command.inputs:
             _emit_error(command.as_json, path, exc, out, err)
-        return EXIT_SOME_FAILED
+        return ExitCode.SOME_FAILED
     try:
         options = DetectOptions(
             smoothing=SmoothingOptions(enter_threshold=command.enter_threshold,
@@ -189,7 +187,7 @@ def detect_command(command: DetectCommand, out: TextIO, err: TextIO) -> int:
             sequential_step=command.step, coarse_frames=command.coarse_frames)
     except ValueError as exc:
         err.write(f"endoshare detect: {exc}\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     bar, for_file = _progress_bar(err) if command.show_progress else (None, None)
     failed = 0
     if bar is not None:
@@ -210,7 +208,7 @@ def detect_command(command: DetectCommand, out: TextIO, err: TextIO) -> int:
     finally:
         if bar is not None:
             bar.stop()
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    return ExitCode.SOME_FAILED if failed else ExitCode.OK
 
 
 def _emit_error(as_json: bool, path: Path, exc: BaseException, out: TextIO, err: TextIO) -> None:
@@ -263,12 +261,12 @@ def eval_command(command: EvalCommand, out: TextIO, err: TextIO) -> int:
             out.write(json.dumps(_error_object(command.video, exc)) + "\n")
         else:
             err.write(f"endoshare eval-video: {exc}\n")
-        return EXIT_SOME_FAILED
+        return ExitCode.SOME_FAILED
     if command.as_json:
         out.write(json.dumps({"input": str(command.video), "truth": str(command.truth),
                               "detector": result.detector, **figures.to_json(),
                               "segments": result.segments.to_json()}) + "\n")
-        return EXIT_OK
+        return ExitCode.OK
 
     def share(value: float | None) -> str:
         return "n/a (none in truth)" if value is None else f"{100 * value:.2f} %"
@@ -278,4 +276,4 @@ def eval_command(command: EvalCommand, out: TextIO, err: TextIO) -> int:
               f"  in-body frames kept:                  {share(figures.inbody_kept_fraction)} "
               f"({figures.inbody_kept}/{figures.inbody_frames})\n"
               f"  transition frames (not counted):      {figures.transition_frames}\n")
-    return EXIT_OK
+    return ExitCode.OK

@@ -11,15 +11,17 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import EndoshareError
+from ..types import ExitCode
 from .argtypes import probability
 
-EXIT_OK = 0
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from ..evaluation import EvaluationResult
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class StillsEvalCommand:
     show_progress: bool
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from ..detect.registry import DETECTOR_NAMES
 
     parser = subparsers.add_parser(
@@ -62,13 +64,11 @@ def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def result_json(result: Any, table: Path) -> dict[str, Any]:
+def result_json(result: EvaluationResult, table: Path) -> dict[str, object]:
     """The evaluation as strict JSON (NaN becomes null)."""
-    data = result.to_json()
-    for key in ("oob_recall", "inbody_kept", "roc_auc"):
-        data[key] = _finite_or_none(data[key])
-    data["table"] = str(table)
-    return data
+    return {**result.to_json(), "oob_recall": _finite_or_none(result.oob_recall),
+            "inbody_kept": _finite_or_none(result.inbody_kept), "roc_auc": _finite_or_none(result.roc_auc),
+            "table": str(table)}
 
 
 def _progress_bar(err: TextIO) -> tuple[Any, Callable[[int, int], None]]:
@@ -101,11 +101,11 @@ def eval_stills_command(command: StillsEvalCommand, out: TextIO, err: TextIO) ->
                 progress_bar.stop()
     except (EndoshareError, OSError, ValueError) as exc:
         err.write(f"endoshare eval: {exc}\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
     if command.as_json:
         out.write(json.dumps(result_json(result, command.table)) + "\n")
-        return EXIT_OK
+        return ExitCode.OK
 
     def share(value: float) -> str:
         return "n/a" if math.isnan(value) else f"{100 * value:.1f} %"
@@ -117,4 +117,4 @@ def eval_stills_command(command: StillsEvalCommand, out: TextIO, err: TextIO) ->
         out.write("  other labels (share flagged as out of body):\n")
         for figures in result.other_labels:
             out.write(f"    {figures.label:<24} {share(figures.flagged_share):>8}  of {figures.count}\n")
-    return EXIT_OK
+    return ExitCode.OK

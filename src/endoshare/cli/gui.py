@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import EXIT_USAGE
+from ..types import ExitCode
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("gui", help="start the desktop app (build cases, run the queue, review)")
     parser.add_argument("--settings", type=Path, metavar="FILE",
                         help="keep the app's settings in this INI file instead of the user's standard location")
@@ -100,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"endoshare gui: the desktop app needs PySide6 ({exc}); install it with "
               "pip install 'endoshare[gui]'.", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     missing = missing_system_libraries()
     if missing:
         print(missing_libraries_message(missing), file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     return main(settings_path=args.settings)
 
 

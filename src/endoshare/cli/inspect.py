@@ -12,10 +12,10 @@ from ..errors import EndoshareError
 from ..media.findings import Finding, find_removable
 from ..media.isobmff import MP4_EPOCH_OFFSET
 from ..media.probe import MediaInfo, probe
-from . import EXIT_OK, EXIT_SOME_FAILED
+from ..types import ExitCode
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "inspect", help="show the streams, tags, chapters, SEI user data and MP4 times of media files, and "
                         "what the scrubber removes (MPEG-TS service names, MPEG-2 user data and captions, "
@@ -39,7 +39,9 @@ def _text(info: MediaInfo, removable: tuple[Finding, ...]) -> str:
         lines.append(desc)
         lines += [f"    tag {k} = {v!r}" for k, v in s.tags]
     for c in info.chapters:
-        lines.append(f"  chapter {c.start_seconds:.3f}-{c.end_seconds:.3f} s {dict(c.tags)!r}")
+        span = (f"{c.start_seconds:.3f}-{c.end_seconds:.3f} s" if c.start_seconds is not None
+                and c.end_seconds is not None else "(no time base)")
+        lines.append(f"  chapter {span} {dict(c.tags)!r}")
     for sei in info.sei_user_data:
         lines.append(f"  SEI user data (type {sei.payload_type}) {sei.uuid} {sei.text!r}")
     for t in info.mp4_times:
@@ -51,18 +53,19 @@ def _text(info: MediaInfo, removable: tuple[Finding, ...]) -> str:
     if removable:
         lines.append("  removed by the scrubber:")
     for found in removable:
-        lines.append(f"    {found.kind}: {found.where}, {found.count}x" + (f" {found.preview!r}" if found.preview else ""))
+        preview = f" {found.preview!r}" if found.preview else ""
+        lines.append(f"    {found.kind}: {found.where}, {found.count}x{preview}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    status = EXIT_OK
+    status = ExitCode.OK
     for path in args.files:
         try:
             info = probe(path)
             removable = find_removable(path)
         except EndoshareError as exc:
-            status = EXIT_SOME_FAILED
+            status = ExitCode.SOME_FAILED
             if args.json:
                 print(json.dumps({"path": str(path), "error": str(exc)}, ensure_ascii=False))
             else:

@@ -7,9 +7,9 @@ import dataclasses
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
-EXIT_OK = 0
+from ..types import ExitCode
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class ModelsOptions:
     as_json: bool
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "models", help="list the out-of-body detectors and whether their weights are present",
         description="List the out-of-body detectors, whether each is ready to run, and where its "
@@ -38,7 +38,7 @@ def list_models(options: ModelsOptions, out: TextIO) -> int:
     if options.as_json:
         json.dump({"detectors": infos}, out, indent=2)
         out.write("\n")
-        return EXIT_OK
+        return ExitCode.OK
     for info in infos:
         state = "ready" if info["ready"] else "NOT READY"
         out.write(f"{info['name']}: {state}\n")
@@ -46,4 +46,4 @@ def list_models(options: ModelsOptions, out: TextIO) -> int:
         out.write(f"  weights: {info['weights_path'] or '(none needed)'}\n")
         if info.get("problem"):
             out.write(f"  problem: {info['problem']}\n")
-    return EXIT_OK
+    return ExitCode.OK

@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from ..errors import EndoshareError
-from ..media.verify import VERIFY_MODES
-from ..pipeline import MODES, CaseResult, ProcessOptions
+from ..pipeline import MODES, CaseResult, CaseStatus, ProcessOptions
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
 from ..timeline import parse_rate
-from . import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+from ..types import ExitCode
+from ..verify import VERIFY_MODES
 
 if TYPE_CHECKING:
     from ..jobs.queue import Job
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "process", help="de-identify one or more cases (each a folder of clips)",
         description="Each CASE_DIR is one case: its video files are ordered naturally (VID2 before VID10), "
@@ -99,13 +99,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.case_id is not None and len(args.cases) != 1:
         print("endoshare process: --case-id needs exactly one CASE_DIR", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         options = options_from_args(args)
         check_workers(args.workers)
     except ValueError as exc:          # every invalid option, before anything is queued or written
         print(f"endoshare process: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     show_bar = not args.json and sys.stderr.isatty()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
@@ -113,18 +113,18 @@ def run(args: argparse.Namespace) -> int:
             results = _run_cases(args, options, bar)
     except EndoshareError as exc:      # the archive or its queue cannot be used (full, not writable...)
         print(f"endoshare process: {exc}", file=sys.stderr)
-        return EXIT_SOME_FAILED
+        return ExitCode.SOME_FAILED
     for result in results:
         if args.json:
             continue
-        if result.status == "ok":
+        if result.status == CaseStatus.OK:
             note = " (pseudonym reused)" if result.reused_pseudonym else ""
             print(f"ok      {result.case_id} → {result.output}{note}")
         else:
             print(f"FAILED  {result.case_id}: {result.error}", file=sys.stderr)
     if args.json:
         print(json.dumps({"cases": [r.to_json() for r in results]}, ensure_ascii=False))
-    return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_SOME_FAILED
+    return ExitCode.OK if all(r.status == CaseStatus.OK for r in results) else ExitCode.SOME_FAILED
 
 
 def _run_cases(args: argparse.Namespace, options: ProcessOptions, bar: Progress) -> list[CaseResult]:
@@ -149,12 +149,14 @@ def _run_cases(args: argparse.Namespace, options: ProcessOptions, bar: Progress)
 
 
 def _result(job: Job) -> CaseResult:
-    if job.state != "done":
-        return CaseResult(job.case_id, "failed", error=job.error or job.state, error_type=job.error_type)
+    from ..jobs.queue import JobState
+
+    if job.state != JobState.DONE:
+        return CaseResult(job.case_id, CaseStatus.FAILED, error=job.error or job.state, error_type=job.error_type)
     reused = False
     try:
         reused = bool(json.loads(job.report.read_text(encoding="utf-8")).get("pseudonym_reused")) if job.report \
             else False
     except (OSError, ValueError):
         pass
-    return CaseResult(job.case_id, "ok", job.pseudonym, job.output, job.report, reused_pseudonym=reused)
+    return CaseResult(job.case_id, CaseStatus.OK, job.pseudonym, job.output, job.report, reused_pseudonym=reused)

@@ -7,22 +7,33 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from ..errors import EndoshareError
-from ..jobs.queue import Job, JobNotFoundError, JobQueue, JobStateError, QueueBusyError
-from ..jobs.runner import (Executor, LocalExecutor, QueueEvent, RunSummary, add_job, cancel_job, check_workers,
-                           default_workers, retry_job, run_queue)
-from . import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+from ..jobs.queue import Job, JobNotFoundError, JobQueue, JobState, JobStateError, QueueBusyError
+from ..jobs.runner import (
+    Executor,
+    LocalExecutor,
+    QueueEvent,
+    QueueEventKind,
+    RunSummary,
+    add_job,
+    cancel_job,
+    check_workers,
+    default_workers,
+    retry_job,
+    run_queue,
+)
+from ..types import ExitCode
+from . import run_command
 from .process import add_process_arguments, options_from_args
 
-EXIT_INTERRUPTED = 130
 
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "queue", help="unattended batches: add cases to a crash-safe job queue and run it",
         description="The queue lives in the archive folder (queue.sqlite3, with an audit.jsonl log). "
@@ -89,15 +100,15 @@ def _open(archive: Path) -> JobQueue | None:
 def run_add(args: argparse.Namespace) -> int:
     if args.case_id is not None and len(args.cases) != 1:
         _error("--case-id needs exactly one CASE_DIR")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         options = options_from_args(args)       # paths stored absolute: jobs may run from another folder
     except ValueError as exc:
         _error(exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     queue = _open(args.archive)
     if queue is None:
-        return EXIT_SOME_FAILED
+        return ExitCode.SOME_FAILED
     with queue:
         jobs = [add_job(queue, folder, options, args.case_id) for folder in args.cases]
     if args.json:
@@ -105,7 +116,7 @@ def run_add(args: argparse.Namespace) -> int:
     else:
         for job in jobs:
             print(f"added   job {job.id}: {job.case_id} ({job.folder})")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _executor(args: argparse.Namespace) -> Executor:
@@ -147,26 +158,26 @@ def _bar_display(progress: Progress) -> Callable[[QueueEvent], None]:
         if overall is None:
             overall = progress.add_task(summary, total=1.0, eta=eta)
         progress.update(overall, completed=event.overall_fraction, description=summary, eta=eta)
-        if event.kind == "job-started":
+        if event.kind == QueueEventKind.STARTED:
             tasks[event.job_id] = progress.add_task(f"  job {event.job_id} {event.case_id}", total=1.0, eta="")
         elif event.job_id in tasks:
-            if event.kind == "job-progress":
+            if event.kind == QueueEventKind.PROGRESS:
                 phase = f"{event.phase} {event.frames_done}/{event.frames_total}" if event.phase else ""
                 progress.update(tasks[event.job_id], completed=event.job_fraction, eta=phase)
             else:
                 progress.remove_task(tasks.pop(event.job_id))
-                mark = "ok     " if event.kind == "job-done" else event.kind.removeprefix("job-").upper().ljust(7)
-                detail = event.output if event.kind == "job-done" else event.error
+                mark = "ok     " if event.kind == QueueEventKind.DONE else event.kind.label.upper().ljust(7)
+                detail = event.output if event.kind == QueueEventKind.DONE else event.error
                 progress.console.print(f"{mark} job {event.job_id} {event.case_id}: {detail}", highlight=False,
                                        markup=False)
     return show
 
 
 def _plain_display(event: QueueEvent) -> None:
-    if event.kind == "job-done":
+    if event.kind == QueueEventKind.DONE:
         print(f"ok      job {event.job_id} {event.case_id} → {event.output}")
-    elif event.kind in ("job-failed", "job-cancelled", "job-interrupted"):
-        state = event.kind.removeprefix("job-").upper().ljust(7)
+    elif event.kind.finished:
+        state = event.kind.label.upper().ljust(7)
         print(f"{state} job {event.job_id} {event.case_id}: {event.error}", file=sys.stderr)
 
 
@@ -179,16 +190,16 @@ def run_run(args: argparse.Namespace) -> int:
         check_workers(args.workers)
     except ValueError as exc:
         _error(exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     queue = _open(args.archive)
     if queue is None:
-        return EXIT_SOME_FAILED
+        return ExitCode.SOME_FAILED
     try:
         executor = _executor(args)
     except ValueError as exc:
         _error(exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     summary: RunSummary | None = None
     try:
         with queue, _StopOnInterrupt() as interrupt:
@@ -201,10 +212,10 @@ def run_run(args: argparse.Namespace) -> int:
                 summary = run_queue(queue, executor, on_event=display, stop=interrupt.requested.is_set)
     except QueueBusyError as exc:
         _error(exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except EndoshareError as exc:
         _error(exc)
-        return EXIT_SOME_FAILED
+        return ExitCode.SOME_FAILED
     finally:
         executor.close()
     assert summary is not None
@@ -213,47 +224,47 @@ def run_run(args: argparse.Namespace) -> int:
               + (f", {len(summary.interrupted)} back to pending" if summary.interrupted else "")
               + (f", {len(summary.resumed)} found already published" if summary.resumed else ""), file=sys.stderr)
     if summary.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+        return ExitCode.INTERRUPTED
+    return ExitCode.SOME_FAILED if summary.failed else ExitCode.OK
 
 
 def _status_line(job: Job) -> str:
-    progress = f"{job.fraction * 100:5.1f}% {job.phase or ''}".rstrip() if job.state == "running" else ""
-    detail = str(job.output) if job.state == "done" else (job.error or "")
+    progress = f"{job.fraction * 100:5.1f}% {job.phase or ''}".rstrip() if job.state == JobState.RUNNING else ""
+    detail = str(job.output) if job.state == JobState.DONE else (job.error or "")
     return f"{job.id:>5}  {job.state:<9} {job.attempts:>2}  {job.case_id}  {progress}  {detail}".rstrip()
 
 
 def run_status(args: argparse.Namespace) -> int:
     queue = _open(args.archive)
     if queue is None:
-        return EXIT_SOME_FAILED
+        return ExitCode.SOME_FAILED
     with queue:
         jobs = queue.jobs()
         counts = queue.counts()
     if args.json:
         print(json.dumps({"queue": str(queue.path), "counts": counts, "jobs": [j.to_json() for j in jobs]},
                          ensure_ascii=False))
-        return EXIT_OK
+        return ExitCode.OK
     print("   ID  STATE     TRY CASE / PROGRESS / OUTPUT OR ERROR")
     for job in jobs:
         print(_status_line(job))
     print(", ".join(f"{n} {state}" for state, n in counts.items()))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _change(args: argparse.Namespace, change: Callable[[JobQueue, int], Job], verb: str) -> int:
     queue = _open(args.archive)
     if queue is None:
-        return EXIT_SOME_FAILED
+        return ExitCode.SOME_FAILED
     with queue:
         try:
             job = change(queue, args.job_id)
         except (JobNotFoundError, JobStateError) as exc:
             _error(exc)
-            return EXIT_USAGE
-    note = " (the runner stops it within seconds)" if job.state == "running" else ""
+            return ExitCode.USAGE
+    note = " (the runner stops it within seconds)" if job.state == JobState.RUNNING else ""
     print(f"{verb} job {job.id}: {job.case_id} is now {job.state}{note}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def run_cancel(args: argparse.Namespace) -> int:
@@ -268,12 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m endoshare.cli.queue COMMAND ...`` (the same as ``endoshare queue COMMAND ...``)."""
     parser = argparse.ArgumentParser(prog="endoshare queue")
     add_queue_commands(parser)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        print("endoshare: interrupted; no partial output was published.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

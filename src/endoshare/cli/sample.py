@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from ..sample import make_sample_case
-from . import EXIT_OK
+from ..types import ExitCode
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sample", help="write a synthetic sample case (3 clips with planted identifiers and out-of-body scenes)")
     parser.add_argument("folder", type=Path, metavar="DIR", help="where to write the case folder and its truth")
@@ -26,4 +26,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"out-of-body:   {case.segments.frame_count} of {len(case.labels)} frames, spans "
           + ", ".join(f"[{s.start_frame}, {s.end_frame})" for s in case.segments))
     print(f"ground truth:  {args.folder / 'truth.json'} and {args.folder / 'segments.json'}")
-    return EXIT_OK
+    return ExitCode.OK

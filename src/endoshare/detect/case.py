@@ -3,21 +3,21 @@ smoothed once on the merged timeline so that margins and gap filling cross clip 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..media.join import ClipPlan, JoinPlan
 from ..timeline import SegmentSet, format_rate
+from ..types import Progress
 from .registry import create_detector
 from .run import DetectionResult, DetectOptions, detect_video
 from .sampling import DetectProgress
 from .smooth import smooth_scores
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ class PacketIndex:
         return None
 
     @classmethod
-    def from_decode_order(cls, pts: list[int], size: list[int], keyframe: list[bool]) -> "PacketIndex":
+    def from_decode_order(cls, pts: list[int], size: list[int], keyframe: list[bool]) -> PacketIndex:
         pts_arr = np.asarray(pts, dtype=np.int64)
         running_max = np.maximum.accumulate(pts_arr) if pts_arr.size else pts_arr
         reordered = np.zeros(pts_arr.shape, dtype=bool)
@@ -197,7 +197,7 @@ def suspicious_gops(index: PacketIndex, key_frames: npt.NDArray[np.int64], key_s
     """
     starts = gop_starts(index)
     n_gops = int(starts.size)
-    score_at = dict(zip(key_frames.tolist(), key_scores.tolist()))
+    score_at = dict(zip(key_frames.tolist(), key_scores.tolist(), strict=True))
     cue_gops = np.zeros(n_gops, dtype=bool)
     changes = scene_change_frames(index, cues)
     if changes.size:
@@ -236,7 +236,7 @@ def suspicious_gops(index: PacketIndex, key_frames: npt.NDArray[np.int64], key_s
     ranges: list[tuple[int, int]] = []
     oob_stops: list[int | None] = []
     inbody_stops: list[int | None] = []
-    for gop in np.flatnonzero(flagged):
+    for gop in np.flatnonzero(flagged).tolist():
         start = int(starts[gop])
         end = int(starts[gop + 1]) if gop + 1 < n_gops else index.frame_count
         right = state(end if gop + 1 < n_gops else None)

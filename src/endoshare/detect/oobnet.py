@@ -15,9 +15,10 @@ proves the scores equal TensorFlow's on random weights.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -281,7 +282,7 @@ def _read_weights(path: Path, *, load_data: bool) -> dict[str, Array]:
             weights: dict[str, Array] = {}
             if load_data:
                 weights.update({name: np.asarray(backbone[name][()], dtype=np.float32) for name in expected})
-            for index, ((layer_name, datasets), (role, shapes)) in enumerate(zip(layers[1:], HEAD_LAYERS)):
+            for index, ((layer_name, datasets), (role, shapes)) in enumerate(zip(layers[1:], HEAD_LAYERS, strict=True)):
                 short = {name.rsplit("/", 1)[-1]: data for name, data in datasets.items()}
                 if set(short) != set(shapes):
                     raise _bad_file(path, f"does not match OOBNet: layer {layer_name!r} has weights "
@@ -417,12 +418,12 @@ def _layer_norm(x: Array, gamma: Array, beta: Array) -> Array:
     mean = x.mean(axis=-1, keepdims=True)
     centred = x - mean
     variance = np.mean(np.square(centred), axis=-1, keepdims=True)
-    return centred / np.sqrt(variance + np.float32(_LAYERNORM_EPSILON)) * gamma + beta
+    return np.asarray(centred / np.sqrt(variance + np.float32(_LAYERNORM_EPSILON)) * gamma + beta, dtype=np.float32)
 
 
 def _sigmoid(x: Array) -> Array:
     # tanh form: no overflow warning for large |x|, and exact enough in float32.
-    return (np.float32(0.5) * np.tanh(np.float32(0.5) * x) + np.float32(0.5)).astype(np.float32)
+    return np.asarray(np.float32(0.5) * np.tanh(np.float32(0.5) * x) + np.float32(0.5), dtype=np.float32)
 
 
 def preprocess(frames: npt.NDArray[Any]) -> Array:

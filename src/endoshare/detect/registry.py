@@ -39,8 +39,8 @@ def list_detectors() -> tuple[DetectorInfo, ...]:
     """Every known detector, with whether it can run now (weights present and loadable)."""
     infos = []
     from . import builtin, oobnet
-    infos.append(_probe_info("builtin", "Built-in learned model (EfficientNet-Lite0 + trained head, ONNX), shipped with Endoshare (no download)",
-                             builtin.default_model_path()))
+    infos.append(_probe_info("builtin", "Built-in learned model (EfficientNet-Lite0 + trained head, ONNX), "
+                                        "shipped with Endoshare (no download)", builtin.default_model_path()))
     # Checking names and shapes is enough to say "ready" and avoids reading 68 MB of weights.
     status = oobnet.weights_status()
     infos.append(DetectorInfo("oobnet", "OOBNet (Lavanchy et al. 2023), published Keras weights run in numpy",

@@ -65,7 +65,8 @@ class DetectOptions:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if not isinstance(self.sequential_step, int) or self.sequential_step < 1:
+        step: object = self.sequential_step      # as given, perhaps from JSON
+        if not isinstance(step, int) or step < 1:
             raise ValueError(f"sequential_step must be a whole number of frames >= 1, got {self.sequential_step!r}")
         if self.read.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.read.batch_size}")
@@ -77,13 +78,11 @@ class DetectOptions:
                 "cues": asdict(self.cues), "read": asdict(self.read)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | str) -> "DetectOptions":
-        if isinstance(data, str):
-            data = json.loads(data)
-        data = dict(data)
-        return cls(smoothing=SmoothingOptions.from_json(data.pop("smoothing", {})),
-                   cues=CueSettings(**data.pop("cues", {})), read=ReadSettings(**data.pop("read", {})),
-                   **data)
+    def from_json(cls, data: dict[str, Any] | str) -> DetectOptions:
+        fields: dict[str, Any] = dict(json.loads(data) if isinstance(data, str) else data)
+        return cls(smoothing=SmoothingOptions.from_json(fields.pop("smoothing", {})),
+                   cues=CueSettings(**fields.pop("cues", {})), read=ReadSettings(**fields.pop("read", {})),
+                   **fields)
 
 
 @dataclass(frozen=True)
@@ -196,7 +195,7 @@ def _coarse_to_fine(path: Path, detector: Detector, options: DetectOptions, prog
                            options.suspect_threshold, options.cues)
     fine = score_ranges(path, coarse.index, plan, detector, options.read, smoothing.enter_threshold,
                         options.suspect_threshold, progress, cancel,
-                        known=dict(zip(coarse.key_frames.tolist(), coarse.key_scores.tolist())),
+                        known=dict(zip(coarse.key_frames.tolist(), coarse.key_scores.tolist(), strict=True)),
                         always=frozenset(scene_change_frames(coarse.index, options.cues).tolist()))
     refine_done = time.perf_counter()
 

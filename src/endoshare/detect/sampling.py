@@ -9,10 +9,11 @@ index through their ``pts``.  Which GOPs need every frame decoded is decided in 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import av
 import av.error
@@ -71,7 +72,8 @@ class ReadSettings:
     refine_step: int = 2
 
     def __post_init__(self) -> None:
-        if not isinstance(self.refine_step, int) or self.refine_step < 1:
+        step: object = self.refine_step          # as given, perhaps from JSON
+        if not isinstance(step, int) or step < 1:
             raise ValueError(f"refine_step must be a whole number of frames >= 1, got {self.refine_step!r}")
 
 
@@ -244,13 +246,15 @@ def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
     if len(set(pts_list)) != len(pts_list):
         raise PtsUnusableError(str(path))
     index = PacketIndex.from_decode_order(pts_list, sizes, keys)
-    frames, scores = [], []
-    for pts, score in zip(reader.scored_keys, reader.scored_values):
+    # (not "frames": that is the str parameter saying what was decoded)
+    scored_frames: list[int] = []
+    scores: list[float] = []
+    for pts, score in zip(reader.scored_keys, reader.scored_values, strict=True):
         idx = index.index_of_pts(pts)
         if idx is not None:
-            frames.append(idx)
+            scored_frames.append(idx)
             scores.append(score)
-    return CoarseScan(index=index, frame_rate=rate, key_frames=np.asarray(frames, dtype=np.int64),
+    return CoarseScan(index=index, frame_rate=rate, key_frames=np.asarray(scored_frames, dtype=np.int64),
                       key_scores=np.asarray(scores, dtype=np.float32), frames_decoded=reader.frames_decoded)
 
 
@@ -298,7 +302,7 @@ def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Det
         """Score what is queued and remember the scores."""
         nonlocal merged
         reader.flush()
-        known.update(zip(reader.scored_keys[merged:], reader.scored_values[merged:]))
+        known.update(zip(reader.scored_keys[merged:], reader.scored_values[merged:], strict=True))
         merged = len(reader.scored_keys)
 
     def settle_held(final: bool) -> None:
@@ -330,20 +334,20 @@ def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Det
         stream.codec_context.thread_count = settings.threads
         stream.codec_context.options = _decoder_options(settings)
         for (start, end), oob_from, inbody_from in zip(plan.ranges, plan.stop_at_oob_from,
-                                                        plan.stop_at_inbody_from):
+                                                        plan.stop_at_inbody_from, strict=True):
             wanted = end - start
             seen: set[int] = set()
             checked = len(reader.scored_values)
             zone = min((z for z in (oob_from, inbody_from) if z is not None), default=None)
 
-            def may_stop() -> bool:
+            def may_stop(oob_from: int | None = oob_from, inbody_from: int | None = inbody_from) -> bool:
                 """Score what is queued; tell whether the rest of the range is settled without decoding."""
                 nonlocal checked
                 settle_held(final=False)
                 keys, values = reader.scored_keys[checked:], reader.scored_values[checked:]
                 checked = len(reader.scored_values)
                 if oob_from is not None and any(k >= oob_from and v >= enter_threshold
-                                                for k, v in zip(keys, values)):
+                                                for k, v in zip(keys, values, strict=True)):
                     return True
                 if inbody_from is not None and keys:
                     latest = max(range(len(keys)), key=keys.__getitem__)

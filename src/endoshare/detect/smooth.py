@@ -23,9 +23,10 @@ the side of privacy:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -76,7 +77,7 @@ class SmoothingOptions:
             raise ValueError(f"exit_threshold ({self.exit_threshold}) must not exceed enter_threshold "
                              f"({self.enter_threshold}): hysteresis leaves out of body at a lower score")
 
-    def resolved(self, detector_threshold: float, detector_exit_threshold: float | None = None) -> "SmoothingOptions":
+    def resolved(self, detector_threshold: float, detector_exit_threshold: float | None = None) -> SmoothingOptions:
         """The same options with concrete thresholds, as recorded in a report.  A detector may recommend its
         own exit threshold (the built-in one's was chosen by video-level cross-validation); it is used when
         the entry threshold is the detector's too."""
@@ -96,7 +97,7 @@ class SmoothingOptions:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | str) -> "SmoothingOptions":
+    def from_json(cls, data: dict[str, Any] | str) -> SmoothingOptions:
         if isinstance(data, str):
             data = json.loads(data)
         if not isinstance(data, dict):
@@ -123,7 +124,7 @@ def oob_sample_mask(scores: npt.ArrayLike, enter: float, exit_: float) -> npt.ND
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
     high_prefix = np.concatenate(([0], np.cumsum(high)))
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         if high_prefix[end] - high_prefix[start] > 0:
             out[start:end] = True
     return out

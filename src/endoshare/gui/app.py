@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent
-from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
+from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QWidget
 
+from ..jobs.queue import JobState
+from ..overlay.regions import OverlaySet
 from ..pipeline import overlays_path
+from ..timeline import SegmentSet
 from .case_builder import CaseBuilder
 from .desktop import DesktopSession
 from .help import DISCLAIMER, HelpView, show_about
@@ -111,18 +114,18 @@ class MainWindow(QMainWindow):
         self.review.open_case(self.review_case(entry))
         self.tabs.setCurrentWidget(self.review)
 
-    def _rerender(self, entry_id: str, segments: object, overlays: object) -> None:
+    def _rerender(self, entry_id: str, segments: SegmentSet, overlays: OverlaySet | None) -> None:
         self.replacing = entry_id
         try:
-            new = self.queue.rerender(entry_id, segments, overlays)  # type: ignore[arg-type]
+            new = self.queue.rerender(entry_id, segments, overlays)
         finally:
             self.replacing = None
         if new is None:
             self.review.rerender_finished(None, "The re-render could not be queued; nothing changed.")
         self.rerender_key = new
 
-    def _reviewed(self, entry_id: str, spans: object) -> None:
-        if self.queue.mark_reviewed(entry_id, spans):  # type: ignore[arg-type]
+    def _reviewed(self, entry_id: str, spans: SegmentSet) -> None:
+        if self.queue.mark_reviewed(entry_id, spans):
             self.review.open_case(self.review_case(self.queue.entries[entry_id]))
 
     def _entry_changed(self, entry_id: str) -> None:
@@ -133,7 +136,7 @@ class MainWindow(QMainWindow):
         if entry is None or entry.status in (RUNNING, WAITING, INTERRUPTED):
             return
         self.rerender_key = None
-        if entry.job.state == "done":
+        if entry.job.state == JobState.DONE:
             self.review.rerender_finished(self.review_case(entry))
         else:
             self.review.rerender_finished(None, f"Re-render {entry.status_text()}")
@@ -164,7 +167,9 @@ class MainWindow(QMainWindow):
 
 
 def main(argv: Sequence[str] | None = None, settings_path: Path | None = None) -> int:
-    app = QApplication.instance() or QApplication(list(argv) if argv is not None else sys.argv[:1])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(list(argv) if argv is not None
+                                                                           else sys.argv[:1])
     session = DesktopSession(app)   # name, icon, log file, SIGTERM/Ctrl-C close the window
     window = MainWindow(settings_path)
     session.watch(window.queue)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap, QResizeEvent
@@ -222,8 +223,7 @@ class CaseBuilder(QWidget):
             item.setData(PATH_ROLE, str(path))
             self.clips.addItem(item)
             self._probing += 1
-            self.tasks.run(lambda p=path: probe_clip(p), lambda value, i=item: self._probed(i, value),
-                           lambda text, i=item: self._probed(i, text))
+            self.tasks.run(partial(probe_clip, path), partial(self._probed, item), partial(self._probed, item))
         self._update_state()
         if self.clips.currentItem() is None and self.clips.count():
             self.clips.setCurrentRow(0)
@@ -285,9 +285,7 @@ class CaseBuilder(QWidget):
             return []
         # Differing parameter sets or hidden frames are technicalities the report explains; a person
         # needs to hear about what they can see: size, rate, pixel format and codec.
-        reasons = [r for r in plan_join(ready).reasons
-                   if any(word in r for word in ("resolution", "frame rate", "pixel format", "codec "))
-                   and "parameter sets" not in r]
+        reasons = [str(m) for m in plan_join(ready).mismatches if m.kind.visible]
         notes = self.origin_problems()
         if reasons:
             notes += ["These clips do not match; the case will be re-encoded to the first clip's format (slower):",
@@ -329,7 +327,8 @@ class CaseBuilder(QWidget):
     # --- preview ------------------------------------------------------------------------------------
     def _show_thumbnail(self) -> None:
         self._update_state()
-        item = self.clips.currentItem()
+        # PySide6's stubs say never None, but Qt returns None when no row is current.
+        item: QListWidgetItem | None = self.clips.currentItem()
         if item is None:
             return
         path = Path(item.data(PATH_ROLE))

@@ -17,16 +17,16 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 from PySide6.QtCore import (
     QByteArray,
     QMessageLogContext,
     QSocketNotifier,
-    QtMsgType,
     QTimer,
+    QtMsgType,
     qInstallMessageHandler,
     qVersion,
 )
@@ -210,9 +210,8 @@ class DesktopSession:
             return
         self._statuses[entry_id] = entry.status
         # The error text names the case's files, so the log says only that there is one.
-        name = (f"pseudonym {entry.result.pseudonym}" if entry.result is not None and entry.result.pseudonym
-                else f"entry {entry_id[:8]}")
-        if entry.error:
+        name = f"pseudonym {entry.job.pseudonym}" if entry.job.pseudonym else f"entry {entry_id[:8]}"
+        if entry.job.error:
             logger.warning("Case %s: %s (the reason is shown in the queue)", name, entry.status)
         else:
             logger.info("Case %s: %s", name, entry.status)

@@ -7,6 +7,7 @@ decodes the whole case; consecutive requests (playback) just decode the next fra
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import UnreadableMediaError
-from ..media.frames import black_frame, blurred_frame, normalise
+from ..media.frames import black_frame, blurred_frame, normalise, picture_array
 from ..media.join import ClipPlan, JoinPlan
 from ..media.probe import open_input
 
@@ -34,7 +35,7 @@ class FrameSource:
         self._clip: ClipPlan | None = None
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
-        self._frames = None
+        self._frames: Iterator[av.VideoFrame] | None = None
         self._last: tuple[int, av.VideoFrame] | None = None   # source index, frame
 
     @property
@@ -79,7 +80,7 @@ class FrameSource:
         frame = self.frame(index)
         if width and not height:
             height = max(2, round(frame.height * width / frame.width / 2) * 2)
-        return frame.to_ndarray(format="rgb24", width=width or frame.width, height=height or frame.height)
+        return picture_array(frame, width, height)
 
     def _source_index(self, clip: ClipPlan, frame: av.VideoFrame, counted: int) -> int:
         assert self._stream is not None
@@ -146,7 +147,7 @@ def clip_thumbnail(path: Path, at_seconds: float = 1.0, width: int = 240) -> RGB
         if chosen is None:
             raise UnreadableMediaError(f"{path} holds no decodable picture; remove it from the case.", path=path)
         height = max(2, round(chosen.height * width / chosen.width / 2) * 2)
-        return chosen.to_ndarray(format="rgb24", width=width, height=height)
+        return picture_array(chosen, width, height)
 
 
 def output_rgb(source: FrameSource, index: int, redaction: str, redacted: bool,
@@ -160,4 +161,4 @@ def output_rgb(source: FrameSource, index: int, redaction: str, redacted: bool,
     target = source.plan.target
     frame = black_frame(target) if redaction == "black" else blurred_frame(source.frame(index), target)
     height = max(2, round(frame.height * width / frame.width / 2) * 2) if width else frame.height
-    return frame.to_ndarray(format="rgb24", width=width or frame.width, height=height)
+    return picture_array(frame, width, height)

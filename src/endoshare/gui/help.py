@@ -92,13 +92,18 @@ def _normalise(name: str) -> str:
 
 def _licence_of(dist: metadata.Distribution) -> str:
     meta = dist.metadata
-    expression = meta.get("License-Expression")
+
+    def field(name: str) -> str | None:
+        values = meta.get_all(name)
+        return str(values[0]) if values else None
+
+    expression = field("License-Expression")
     if expression:
-        return str(expression)
+        return expression
     classifiers = [c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
     if classifiers:
         return ", ".join(classifiers)
-    free_text = (meta.get("License") or "").strip()
+    free_text = (field("License") or "").strip()
     return free_text.splitlines()[0][:80] if free_text else "not stated"
 
 
@@ -157,15 +162,16 @@ def ffmpeg_component() -> Component:
     """FFmpeg inside PyAV's wheel, with the licence and build configuration its own libraries report."""
     import av
     from av import _core
-    meta = _core.library_meta.get("libavcodec", {})
+    meta = _core.library_meta.get("libavcodec")
     libs_dir = Path(av.__file__).resolve().parent.parent / "av.libs"
     shipped = sorted(p.name.split("-")[0].split(".")[0] for p in libs_dir.glob("*")) if libs_dir.is_dir() else []
-    configuration = str(meta.get("configuration", "unknown"))
+    configuration = meta["configuration"] if meta is not None else "unknown"
     gpl_codecs = [name for name in ("libx264", "libx265") if f"--enable-{name}" in configuration]
     note = (f"Build configuration: {configuration}." +
             (f" Native libraries shipped with it: {', '.join(shipped)}." if shipped else "") +
             (f" Linked encoders under GPL-2.0-or-later: {', '.join(gpl_codecs)}." if gpl_codecs else ""))
-    return Component("FFmpeg (inside PyAV)", str(av.ffmpeg_version_info), str(meta.get("license", "unknown")),
+    licence = meta["license"] if meta is not None else "unknown"
+    return Component("FFmpeg (inside PyAV)", str(av.ffmpeg_version_info), licence,
                      _texts_in(_licence_folder("FFmpeg", SYSTEM_LICENCES), FFMPEG_LICENCE_NAMES), note)
 
 
@@ -212,8 +218,8 @@ def about_html() -> str:
             f"Qt {qVersion()}.</p>"
             f"<h3>Logs</h3><ul><li>This app's log: <code>{html.escape(str(log_file()))}</code> (start, exit, case "
             f"status by pseudonym, errors by type; the app writes no patient ID into it).</li>"
-            f"<li>Each archive folder's audit log: <code>&lt;archive&gt;/{AUDIT_FILE_NAME}</code> (every case, private)."
-            f"</li></ul><h3>Components and licences</h3>"
+            f"<li>Each archive folder's audit log: <code>&lt;archive&gt;/{AUDIT_FILE_NAME}</code> (every case, "
+            f"private).</li></ul><h3>Components and licences</h3>"
             "<p>Endoshare's own code is MIT-licensed. It ships with these components, under their own licences:</p>"
             + components_html(bundled_components()))
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QColor, QDesktopServices
@@ -33,9 +34,20 @@ from PySide6.QtWidgets import (
 
 from ..cases import discover_case
 from ..errors import EndoshareError
-from ..jobs.queue import Job, JobQueue
-from ..jobs.review import Review, hide_job, mark_reviewed, replace_job, reviews
-from ..jobs.runner import Executor, LocalExecutor, QueueEvent, add_job, cancel_job, retry_job, run_queue, runner_alive
+from ..jobs.queue import Job, JobQueue, JobState
+from ..jobs.review import Review, ReviewState, hide_job, mark_reviewed, replace_job, reviews
+from ..jobs.runner import (
+    Executor,
+    LocalExecutor,
+    QueueEvent,
+    QueueEventKind,
+    add_job,
+    cancel_job,
+    retry_job,
+    run_queue,
+    runner_alive,
+)
+from ..pipeline import Phase
 from ..overlay.regions import OverlaySet
 from ..storage import private_dir, write_atomically
 from ..timeline import SegmentSet
@@ -43,15 +55,30 @@ from .settings import GuiSettings, validate_settings
 from .staging import STAGING_FOLDER
 from .workers import plain
 
-WAITING, RUNNING, INTERRUPTED, NEEDS_REVIEW, PUBLISHED, REVIEWED, FAILED, STOPPED = (
-    "waiting", "running", "interrupted", "needs review", "published, not reviewed", "reviewed, published",
-    "failed", "stopped")
+
+class EntryStatus(StrEnum):
+    """A case as the window shows it: its job's state, whether its runner lives, and its review."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    #: Its runner stopped or died while it ran: Start runs it again.
+    INTERRUPTED = "interrupted"
+    #: Done, held back from the shared folder until a person reviews it.
+    NEEDS_REVIEW = "needs review"
+    PUBLISHED = "published, not reviewed"
+    REVIEWED = "reviewed, published"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+WAITING, RUNNING, INTERRUPTED, NEEDS_REVIEW, PUBLISHED, REVIEWED, FAILED, STOPPED = EntryStatus
 STATUS_COLOURS = {WAITING: "#eeeeee", RUNNING: "#bbdefb", INTERRUPTED: "#ffe0b2", NEEDS_REVIEW: "#fff3c4",
                   PUBLISHED: "#fff3c4", REVIEWED: "#c8e6c9", FAILED: "#ffcdd2", STOPPED: "#e0e0e0"}
 #: Spans a person edited in the review view, kept in the archive as the record of what was redacted.
 REVIEWED_SPANS_FOLDER = "reviewed-spans"
-PHASE_NAMES = {"probe": "reading clips", "detect": "detecting", "render": "rendering", "verify": "verifying",
-               "done": "finishing", "publish": "publishing"}
+PHASE_NAMES: dict[str, str] = {
+    Phase.PROBE: "reading clips", Phase.DETECT: "detecting", Phase.OVERLAYS: "finding burned-in text",
+    Phase.RENDER: "rendering", Phase.VERIFY: "verifying", Phase.PUBLISH: "publishing", Phase.DONE: "finishing"}
 REFRESH_MS = 500
 
 
@@ -61,7 +88,7 @@ class QueueEntry:
 
     job: Job
     review: Review | None
-    status: str
+    status: EntryStatus
     live_fraction: float | None = None
     live_phase: str | None = None
 
@@ -83,7 +110,7 @@ class QueueEntry:
 
     @property
     def reviewed(self) -> bool:
-        return self.review is not None and self.review.state == "reviewed"
+        return self.review is not None and self.review.state == ReviewState.REVIEWED
 
     @property
     def output(self) -> Path | None:
@@ -104,22 +131,23 @@ class QueueEntry:
         return self.status
 
 
-def entry_status(job: Job, review: Review | None, running_here: bool, archive: Path) -> str:
-    if job.state == "pending":
+def entry_status(job: Job, review: Review | None, running_here: bool, archive: Path) -> EntryStatus:
+    if job.state == JobState.PENDING:
         return INTERRUPTED if job.error_type == "Interrupted" else WAITING
-    if job.state == "running":
+    if job.state == JobState.RUNNING:
         return RUNNING if running_here or runner_alive(archive, job.runner) else INTERRUPTED
-    if job.state == "failed":
+    if job.state == JobState.FAILED:
         return FAILED
-    if job.state == "cancelled":
+    if job.state == JobState.CANCELLED:
         return STOPPED
-    if review is not None and review.state == "reviewed":
+    if review is not None and review.state == ReviewState.REVIEWED:
         return REVIEWED
     return NEEDS_REVIEW if job.options.held_for_review else PUBLISHED
 
 
 class RunnerSignals(QObject):
-    event = Signal(object)        # QueueEvent
+    # Not "event": that name is QObject.event(), which Qt calls for every event the object receives.
+    queue_event = Signal(object)  # QueueEvent
     finished = Signal(str)        # "" or an error message
 
 
@@ -150,7 +178,7 @@ class QueueRunner:
         message = ""
         try:
             with JobQueue(self.archive) as queue:
-                run_queue(queue, self.executor, on_event=self.signals.event.emit, stop=self._stop.is_set)
+                run_queue(queue, self.executor, on_event=self.signals.queue_event.emit, stop=self._stop.is_set)
         except EndoshareError as exc:
             message = str(exc)
         except Exception as exc:  # a bug: say so instead of dying silently
@@ -289,7 +317,8 @@ class QueueView(QWidget):
 
     def has_active_case(self, case_id: str) -> bool:
         """A case with this patient ID is waiting or running."""
-        return any(e.case_id == case_id and e.job.state in ("pending", "running") for e in self.entries.values())
+        return any(e.case_id == case_id and e.job.state in (JobState.PENDING, JobState.RUNNING)
+                   for e in self.entries.values())
 
     def refresh(self) -> None:
         """Read the queue again and show it (keeps the selection)."""
@@ -306,7 +335,7 @@ class QueueView(QWidget):
                 return
             for job in jobs:
                 review = review_of.get(job.id)
-                if review is not None and review.state in ("replaced", "removed"):
+                if review is not None and review.state in (ReviewState.REPLACED, ReviewState.REMOVED):
                     continue
                 live = self.live.get(job.id) if self.running else None
                 status = entry_status(job, review, live is not None, queue.archive_dir)
@@ -348,7 +377,7 @@ class QueueView(QWidget):
                 bar.setRange(0, 100)
                 table.setCellWidget(row, 2, bar)
             fraction = entry.live_fraction if entry.live_fraction is not None else entry.job.fraction
-            bar.setValue(100 if entry.job.state == "done" else int(fraction * 100))
+            bar.setValue(100 if entry.job.state == JobState.DONE else int(fraction * 100))
         table.blockSignals(False)
 
     def _clip_names(self, job: Job) -> str:
@@ -365,7 +394,8 @@ class QueueView(QWidget):
 
     def row_of(self, entry_id: str) -> int:
         for row in range(self.table.rowCount()):
-            if self.table.item(row, 0).data(256) == entry_id:
+            item = self.table.item(row, 0)
+            if item is not None and item.data(256) == entry_id:
                 return row
         raise KeyError(entry_id)
 
@@ -386,7 +416,7 @@ class QueueView(QWidget):
         self.stop_button.setEnabled(self.running)
         self.retry_button.setEnabled(entry is not None and entry.status in (FAILED, STOPPED))
         self.remove_button.setEnabled(entry is not None and entry.status != RUNNING)
-        has_output = entry is not None and entry.job.state == "done" and entry.output is not None
+        has_output = entry is not None and entry.job.state == JobState.DONE and entry.output is not None
         self.open_button.setEnabled(has_output)
         self.review_button.setEnabled(has_output)
         counts: dict[str, int] = {}
@@ -413,7 +443,7 @@ class QueueView(QWidget):
         self.live.clear()
         self.eta = None
         self.runner = QueueRunner(settings.archive_dir, self.executor_factory(settings.workers))
-        self.runner.signals.event.connect(self._on_event)
+        self.runner.signals.queue_event.connect(self._on_event)
         self.runner.signals.finished.connect(self._on_runner_finished)
         self.last_runner = self.runner
         self.runner.start()
@@ -441,14 +471,14 @@ class QueueView(QWidget):
         return self.last_runner.wait(None if msecs < 0 else msecs / 1000)
 
     def _on_event(self, event: QueueEvent) -> None:
-        if event.kind == "job-progress" or event.kind == "job-started":
+        if not event.kind.finished:
             self.live[event.job_id] = event
         else:
             self.live.pop(event.job_id, None)
         self.eta = event.eta_seconds
-        if event.kind == "job-failed":
+        if event.kind == QueueEventKind.FAILED:
             self._show_error(f"Case {event.case_id} failed", event.error or "")
-        if event.kind != "job-progress":
+        if event.kind != QueueEventKind.PROGRESS:
             self.refresh()
         else:
             key = str(event.job_id)
@@ -504,7 +534,7 @@ class QueueView(QWidget):
                         "log stay."):
             return
         try:
-            if entry.job.state == "pending":
+            if entry.job.state == JobState.PENDING:
                 cancel_job(queue, entry.job.id)
             hide_job(queue, entry.job.id)
         except EndoshareError as exc:
@@ -518,7 +548,7 @@ class QueueView(QWidget):
 
     def review_selected(self) -> None:
         entry = self.selected_entry()
-        if entry is not None and entry.job.state == "done" and entry.output is not None:
+        if entry is not None and entry.job.state == JobState.DONE and entry.output is not None:
             self.review_requested.emit(entry.entry_id)
 
     def rerender(self, entry_id: str, segments: SegmentSet, overlays: OverlaySet | None = None) -> str | None:

@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QPoint, QRect, Qt, QTimer, Signal
@@ -633,8 +634,8 @@ class ReviewView(QWidget):
         self.overlays = self.saved_overlays
         self.title.setText(f"Reading case {case.case_id}…")
         self._show_picture(case.report)
-        self.tasks.run(lambda: load_plan(case.folder, case.case_id),
-                       lambda plan, key=case.key: self._plan_ready(plan, key), self._plan_failed)
+        self.tasks.run(partial(load_plan, case.folder, case.case_id), partial(self._plan_ready, key=case.key),
+                       self._plan_failed)
 
     def _show_picture(self, report: Path | None) -> None:
         """The report's timeline picture (the one published beside the report at review)."""
@@ -707,8 +708,7 @@ class ReviewView(QWidget):
         self.current = -1
         self.show_frame(0)
         self._restore_draft()
-        self.tasks.run(lambda: thumbnail_strip(plan), lambda images, k=key: self._thumbnails_ready(images, k),
-                       lambda _text: None)
+        self.tasks.run(partial(thumbnail_strip, plan), partial(self._thumbnails_ready, key=key), lambda _text: None)
         self.loaded.emit()
 
     def _plan_failed(self, message: str) -> None:
@@ -916,7 +916,9 @@ class ReviewView(QWidget):
         if self.selected is not None:
             row = self.spans.segments.index(self.selected)
             table.selectRow(row)
-            table.scrollToItem(table.item(row, 0))
+            first = table.item(row, 0)
+            if first is not None:
+                table.scrollToItem(first)
         table.blockSignals(False)
         self._show_selected_in_boxes()
         self.timeline.spans = self.spans

@@ -31,8 +31,8 @@ from PySide6.QtWidgets import (
 from ..detect.registry import create_detector
 from ..errors import EndoshareError, OptionsError
 from ..pipeline import ProcessOptions, folder_problem
-from ..storage import new_temp_file
 from ..render.common import ENCODERS, X264_PRESETS, EncodeSettings, Redaction
+from ..storage import new_temp_file
 
 DETECTOR_CHOICES = (("builtin", "Built-in model (no download)"), ("oobnet", "OOBNet (weights file)"),
                     ("none", "None (no automatic redaction)"))
@@ -309,17 +309,17 @@ class SettingsDialog(QDialog):
         self.crf.setSpecialValueText("codec default")
         self.preset = QComboBox()
         self.preset.addItems(list(X264_PRESETS))
-        self.height = QSpinBox()
-        self.height.setRange(0, 4320)
-        self.height.setSingleStep(2)
-        self.height.setSpecialValueText("keep")
+        self.output_height = QSpinBox()
+        self.output_height.setRange(0, 4320)
+        self.output_height.setSingleStep(2)
+        self.output_height.setSpecialValueText("keep")
         self.advanced = QGroupBox("Advanced mode")
         advanced_form = QFormLayout(self.advanced)
         advanced_form.addRow("Codec", self.codec)
         self.crf.setToolTip("Lower numbers mean better quality and bigger files (the encoder's CRF value).")
         advanced_form.addRow("Quality (lower = better)", self.crf)
         advanced_form.addRow("Speed preset", self.preset)
-        advanced_form.addRow("Output height", self.height)
+        advanced_form.addRow("Output height", self.output_height)
         self.problems = QLabel()
         self.problems.setWordWrap(True)
         self.problems.setStyleSheet("color: #b00020;")
@@ -395,7 +395,7 @@ class SettingsDialog(QDialog):
         self.codec.setCurrentIndex(self.codec.findData(encode.codec))
         self.crf.setValue(-1 if encode.crf is None else encode.crf)
         self.preset.setCurrentText(encode.preset)
-        self.height.setValue(encode.height or 0)
+        self.output_height.setValue(encode.height or 0)
         self._update_enabled()
 
     def _update_enabled(self) -> None:
@@ -424,7 +424,7 @@ class SettingsDialog(QDialog):
         default_encode = ProcessOptions.default("encode")
         encode = EncodeSettings(
             codec=self.codec.currentData(), crf=self.crf.value() if self.crf.value() >= 0 else None,
-            preset=self.preset.currentText(), height=self.height.value() or None) if advanced else default_encode
+            preset=self.preset.currentText(), height=self.output_height.value() or None) if advanced else default_encode
         kept = {name: getattr(self._shown.options, name) for name in self._shown.options.to_record()
                 if name not in NOT_SETTINGS}
         return GuiSettings.of(

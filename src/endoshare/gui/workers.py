@@ -7,13 +7,12 @@ touched from the GUI thread and the window keeps responding while a case runs.
 from __future__ import annotations
 
 import re
-
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from ..errors import EndoshareError
-
 
 _ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
 

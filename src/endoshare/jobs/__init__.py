@@ -5,9 +5,21 @@
 """
 
 from .audit import AuditLog
-from .queue import Job, JobQueue, JobNotFoundError, JobStateError, QueueBusyError, QueueError
-from .runner import (LocalExecutor, QueueEvent, QueueRun, RunSummary, ThreadExecutor, add_job, cancel_job,
-                     default_workers, process_batch, process_one, retry_job, run_queue)
+from .queue import Job, JobNotFoundError, JobQueue, JobStateError, QueueBusyError, QueueError
+from .runner import (
+                     LocalExecutor,
+                     QueueEvent,
+                     QueueRun,
+                     RunSummary,
+                     ThreadExecutor,
+                     add_job,
+                     cancel_job,
+                     default_workers,
+                     process_batch,
+                     process_one,
+                     retry_job,
+                     run_queue,
+)
 
 __all__ = ["AuditLog", "Job", "JobNotFoundError", "JobQueue", "JobStateError", "LocalExecutor", "QueueBusyError",
            "QueueError", "QueueEvent", "QueueRun", "RunSummary", "ThreadExecutor", "add_job", "cancel_job",

@@ -12,6 +12,7 @@ import getpass
 import json
 import os
 import socket
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,25 @@ from ..storage import append_private, full_folder_error
 from .queue import Job, options_to_record, utc_now
 
 AUDIT_FILE_NAME = "audit.jsonl"
+
+
+class AuditEvent(StrEnum):
+    """The ``event`` of an audit line: what happened to a job."""
+
+    ADDED = "added"
+    STARTED = "started"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CANCEL_REQUESTED = "cancel-requested"
+    #: A job that a dead runner had fully published, found done on recovery.
+    RESUMED = "resumed"
+    #: Put back to pending (the runner stopped or crashed while the job ran): it will be redone.
+    INTERRUPTED = "interrupted"
+    RETRY = "retry"
+    REVIEWED = "reviewed"
+    REPLACED = "replaced"
+    REMOVED = "removed"
 
 
 def current_user() -> str:
@@ -35,7 +55,7 @@ class AuditLog:
         self.user = current_user()
         self.host = socket.gethostname()
 
-    def append(self, event: str, **fields: Any) -> None:
+    def append(self, event: AuditEvent, **fields: Any) -> None:
         record = {"time_utc": utc_now(), "user": self.user, "host": self.host, "event": event, **fields}
         data = (json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
         try:
@@ -45,7 +65,7 @@ class AuditLog:
                    or OutputError(f"Cannot append to the audit log {self.path} ({exc}); the archive folder must "
                                   "stay writable while the queue runs.", path=self.path)) from None
 
-    def job_event(self, event: str, job: Job, **fields: Any) -> None:
+    def job_event(self, event: AuditEvent, job: Job, **fields: Any) -> None:
         """One line describing ``job`` as it is now: settings, state, result, output checksum."""
         self.append(event, job_id=job.id, case_id=job.case_id, folder=str(job.folder), state=job.state,
                     attempt=job.attempts, pseudonym=job.pseudonym,

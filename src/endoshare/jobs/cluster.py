@@ -16,7 +16,6 @@ coordinator puts its job back to pending and stops: the next ``queue run`` proce
 
 from __future__ import annotations
 
-import queue as thread_queue
 import time
 import uuid
 from typing import Any
@@ -25,8 +24,18 @@ import dask
 from distributed import Client, Event, LocalCluster, get_worker
 
 from ..errors import CancelledError
-from ..pipeline import ProgressEvent
-from .runner import EXECUTOR_LOST, Outcome, ThrottledProgress, WorkerFinished, WorkerProgress, WorkItem, execute
+from ..pipeline import Phase, ProgressEvent
+from .runner import (
+    EXECUTOR_LOST,
+    Inbox,
+    Outcome,
+    ThrottledProgress,
+    WorkerFinished,
+    WorkerMessage,
+    WorkerProgress,
+    WorkItem,
+    execute,
+)
 
 #: How often a task asks the scheduler whether it was cancelled (each poll is a round trip).
 CANCEL_POLL_SECONDS = 0.5
@@ -49,7 +58,8 @@ def _run_on_worker(item: WorkItem, topic: str, cancel_name: str) -> Outcome:
         return cancelled
 
     def send(event: ProgressEvent) -> None:
-        worker.log_event(topic, {"job": item.job_id, "attempt": item.attempt, "phase": event.phase,
+        # Dask's events are msgpack: plain values only (the phase's value, not the enum member).
+        worker.log_event(topic, {"job": item.job_id, "attempt": item.attempt, "phase": event.phase.value,
                                  "done": event.done, "total": event.total, "fraction": event.fraction})
 
     return execute(item, ThrottledProgress(send, min_seconds=0.5), cancel)
@@ -82,10 +92,12 @@ class DaskExecutor:
             self.client = Client(self.cluster)
         else:
             self.client = Client(str(value))
-        self._address = self.client.scheduler.address
+        scheduler = self.client.scheduler
+        assert scheduler is not None, "a Client that connected has its scheduler's address"
+        self._address = scheduler.address
         self._token = uuid.uuid4().hex[:8]
         self._topic = f"endoshare-progress-{self._token}"
-        self._inbox: thread_queue.SimpleQueue[WorkerProgress | WorkerFinished] = thread_queue.SimpleQueue()
+        self._inbox = Inbox()
         self._futures: dict[int, Any] = {}
         self._items: dict[int, WorkItem] = {}
         self._slots_checked = 0.0
@@ -98,7 +110,7 @@ class DaskExecutor:
     def _on_progress(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
         self._inbox.put(WorkerProgress(msg["job"], msg["attempt"],
-                                       ProgressEvent(msg["phase"], msg["done"], msg["total"], msg["fraction"])))
+                                       ProgressEvent(Phase(msg["phase"]), msg["done"], msg["total"], msg["fraction"])))
 
     @property
     def slots(self) -> int:
@@ -152,17 +164,8 @@ class DaskExecutor:
             self._cancelled.add(job_id)
             Event(self._cancel_name(item), client=self.client).set()
 
-    def events(self, timeout: float) -> list[WorkerProgress | WorkerFinished]:
-        out: list[WorkerProgress | WorkerFinished] = []
-        try:
-            out.append(self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait())
-        except thread_queue.Empty:
-            return out
-        while True:
-            try:
-                out.append(self._inbox.get_nowait())
-            except thread_queue.Empty:
-                break
+    def events(self, timeout: float) -> list[WorkerMessage]:
+        out = self._inbox.take(timeout)
         for message in out:
             if isinstance(message, WorkerFinished):
                 self._futures.pop(message.outcome.job_id, None)

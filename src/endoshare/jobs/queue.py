@@ -25,21 +25,37 @@ import json
 import os
 import secrets
 import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from filelock import FileLock, Timeout
 
 from ..errors import DiskFullError, EndoshareError
-from ..pipeline import ProcessOptions
+from ..pipeline import Phase, ProcessOptions
 from ..storage import full_folder_error, make_private, open_private, private_dir
 
 QUEUE_FILE_NAME = "queue.sqlite3"
 RUNNER_LOCK_NAME = "queue.runner.lock"
-STATES = ("pending", "running", "done", "failed", "cancelled")
-FINISHED_STATES = frozenset({"done", "failed", "cancelled"})
+
+
+class JobState(StrEnum):
+    """Where a job is in its life (the diagram above); stored as its value in the ``state`` column."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATES = tuple(JobState)
+FINISHED_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+#: States from which ``retry`` puts a job back to pending.
+RETRYABLE_STATES = frozenset({JobState.FAILED, JobState.CANCELLED})
 BUSY_TIMEOUT_SECONDS = 30
 
 #: Called with the changed job *inside* its transaction (the audit log): if it fails, the change is rolled
@@ -101,7 +117,7 @@ class QueueBusyError(QueueError):
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def options_to_record(options: ProcessOptions) -> dict[str, Any]:
@@ -120,7 +136,7 @@ class Job:
     folder: Path
     case_id: str
     options: ProcessOptions
-    state: str
+    state: JobState
     attempts: int
     pseudonym: str | None
     output: Path | None
@@ -142,7 +158,7 @@ class Job:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         return cls(id=row["id"], folder=Path(row["folder"]), case_id=row["case_id"],
-                   options=options_from_record(json.loads(row["options"])), state=row["state"],
+                   options=options_from_record(json.loads(row["options"])), state=JobState(row["state"]),
                    attempts=row["attempts"], pseudonym=row["pseudonym"],
                    output=Path(row["output"]) if row["output"] else None,
                    report=Path(row["report"]) if row["report"] else None,
@@ -260,19 +276,22 @@ class JobQueue:
     def get(self, job_id: int) -> Job:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue status'.",
-                                   path=self.path)
+            raise self._missing(job_id)
         return Job.from_row(row)
 
-    def jobs(self, states: tuple[str, ...] = STATES) -> list[Job]:
+    def _missing(self, job_id: int) -> JobNotFoundError:
+        return JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue status'.",
+                                path=self.path)
+
+    def jobs(self, states: tuple[JobState, ...] = STATES) -> list[Job]:
         marks = ",".join("?" * len(states))
         rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", states).fetchall()
         return [Job.from_row(r) for r in rows]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[JobState, int]:
         counts = dict.fromkeys(STATES, 0)
         for state, number in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
-            counts[state] = number
+            counts[JobState(state)] = number
         return counts
 
     def next_pending(self, busy_case_ids: set[str], only: frozenset[int] | None = None) -> Job | None:
@@ -340,10 +359,10 @@ class JobQueue:
     def set_publishing(self, job_id: int, output_sha256: str) -> None:
         """Remember what is about to be published, so that a restart can tell whether it was."""
         with self._write() as db:
-            db.execute("UPDATE jobs SET phase = 'publish', output_sha256 = ? WHERE id = ?",
-                       (output_sha256, job_id))
+            db.execute("UPDATE jobs SET phase = ?, output_sha256 = ? WHERE id = ?",
+                       (Phase.PUBLISH, output_sha256, job_id))
 
-    def finish(self, job_id: int, state: str, *, output: Path | None = None, report: Path | None = None,
+    def finish(self, job_id: int, state: JobState, *, output: Path | None = None, report: Path | None = None,
                output_sha256: str | None = None, error: str | None = None,
                error_type: str | None = None, record: Recorder | None = None) -> Job:
         if state not in FINISHED_STATES:
@@ -376,12 +395,11 @@ class JobQueue:
         with self._write() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue "
-                                       "status'.", path=self.path)
-            if row["state"] == "pending":
+                raise self._missing(job_id)
+            if row["state"] == JobState.PENDING:
                 db.execute("UPDATE jobs SET state = 'cancelled', error = 'cancelled before it started', "
                            "error_type = 'CancelledError', finished_utc = ? WHERE id = ?", (utc_now(), job_id))
-            elif row["state"] == "running":
+            elif row["state"] == JobState.RUNNING:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             else:
                 raise JobStateError(f"Job {job_id} is already {row['state']}; only pending or running jobs can "
@@ -395,8 +413,7 @@ class JobQueue:
         """Store a job's review state (see :mod:`endoshare.jobs.review`), with its audit line."""
         with self._write() as db:
             if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
-                raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue "
-                                       "status'.", path=self.path)
+                raise self._missing(job_id)
             db.execute("INSERT OR REPLACE INTO reviews (job_id, state, reviewer, time_utc, spans, output, "
                        "replaced_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (job_id, state, reviewer, time_utc or utc_now(), spans, output, replaced_by))
@@ -406,9 +423,8 @@ class JobQueue:
         with self._write() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                raise JobNotFoundError(f"The queue {self.path} has no job {job_id}; see 'endoshare queue "
-                                       "status'.", path=self.path)
-            if row["state"] not in ("failed", "cancelled"):
+                raise self._missing(job_id)
+            if row["state"] not in RETRYABLE_STATES:
                 raise JobStateError(f"Job {job_id} is {row['state']}; only failed or cancelled jobs can be "
                                     "retried (add the case again to re-process a done one).", path=self.path)
             db.execute("UPDATE jobs SET state = 'pending', error = NULL, error_type = NULL, cancel_requested = 0, "

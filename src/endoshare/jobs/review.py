@@ -5,8 +5,8 @@ reviews it (the desktop app), then :func:`mark_reviewed` moves the video and its
 folder — the video first, the commit point, so a report never stands there without its video — and records
 the review in the queue database (table ``reviews``) and the audit log, in one transaction.  The report gets a
 ``review`` section: the time and the final spans, and a timeline picture ``<pseudonym>.timeline.png`` (no
-identifier: the case's length and the hidden spans) is written beside it (the reviewer's OS user name stays in the private audit
-log and queue only).  Every state survives a restart: it lives in the queue database.
+identifier: the case's length and the hidden spans) is written beside it (the reviewer's OS user name stays in
+the private audit log and queue only).  Every state survives a restart: it lives in the queue database.
 
 Review states of a job (no row: not reviewed yet)::
 
@@ -21,22 +21,35 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 from ..errors import OutputError
 from ..report import json_bytes, report_timeline_png
 from ..storage import shared_file_mode, write_atomically
 from ..timeline import SegmentSet
-from .audit import AuditLog, current_user
-from .queue import Job, JobQueue, JobStateError, utc_now
+from .audit import AuditEvent, AuditLog, current_user
+from .queue import Job, JobQueue, JobState, JobStateError, utc_now
 
-REVIEW_STATES = ("reviewed", "replaced", "removed")
+
+class ReviewState(StrEnum):
+    """What a person did with a finished job in the app (stored in the queue's ``reviews`` table)."""
+
+    #: Checked and accepted as rendered (a held output is then published).
+    REVIEWED = "reviewed"
+    #: Queued again with edited spans; the new job replaces this one.
+    REPLACED = "replaced"
+    #: Hidden from the app's list (its files and audit lines stay).
+    REMOVED = "removed"
+
+
+REVIEW_STATES = tuple(ReviewState)
 
 
 @dataclass(frozen=True)
 class Review:
     job_id: int
-    state: str
+    state: ReviewState
     reviewer: str | None = None
     time_utc: str | None = None
     spans: SegmentSet | None = None
@@ -48,7 +61,7 @@ def reviews(queue: JobQueue) -> dict[int, Review]:
     out = {}
     for row in queue.review_rows():
         spans = SegmentSet.from_json(json.loads(row["spans"])) if row["spans"] else None
-        out[row["job_id"]] = Review(row["job_id"], row["state"], row["reviewer"], row["time_utc"], spans,
+        out[row["job_id"]] = Review(row["job_id"], ReviewState(row["state"]), row["reviewer"], row["time_utc"], spans,
                                     Path(row["output"]) if row["output"] else None, row["replaced_by"])
     return out
 
@@ -61,8 +74,9 @@ def _move(path: Path, target: Path) -> None:
         shutil.move(str(path), str(target))     # another volume
 
 
-def publish_held(job: Job, shared_dir: Path, review: dict[str, object]) -> tuple[Path, Path | None]:
-    """Move a held job's video, then its report (with ``review`` added), into ``shared_dir``."""
+def publish_held(job: Job, shared_dir: Path, reviewed_utc: str, spans: SegmentSet) -> tuple[Path, Path | None]:
+    """Move a held job's video, then its report (with a ``review`` section: the time and the final spans),
+    into ``shared_dir``."""
     if job.output is None or not job.output.is_file():
         raise OutputError(f"The output of case {job.case_id} is no longer in the holding folder ({job.output}); "
                           "process the case again.", path=job.output)
@@ -73,14 +87,12 @@ def publish_held(job: Job, shared_dir: Path, review: dict[str, object]) -> tuple
         report = None
         if job.report is not None and job.report.is_file():
             data = json.loads(job.report.read_text(encoding="utf-8"))
-            data["review"] = review
+            data["review"] = {"reviewed_utc": reviewed_utc, "spans": spans.to_json()}
             report = shared_dir / job.report.name
             write_atomically(report, json_bytes(data), shared_file_mode())
             job.report.unlink()
             picture = shared_dir / job.report.name.replace(".report.json", ".timeline.png")
-            spans = review.get("spans", [])
-            write_atomically(picture, report_timeline_png(data, [(s["start_frame"], s["end_frame"])
-                                                                 for s in spans]),  # type: ignore[union-attr]
+            write_atomically(picture, report_timeline_png(data, [(s.start_frame, s.end_frame) for s in spans]),
                              shared_file_mode())
     except (OSError, ValueError) as exc:
         raise OutputError(f"Cannot move the reviewed output into the shared folder {shared_dir} ({exc}); check "
@@ -94,7 +106,7 @@ def mark_reviewed(queue: JobQueue, job_id: int, spans: SegmentSet, shared_dir: P
     ``spans`` must be the spans the output was rendered with (re-render first after an edit).
     """
     job = queue.get(job_id)
-    if job.state != "done":
+    if job.state != JobState.DONE:
         raise JobStateError(f"Case {job.case_id} is {job.state}; only a finished case can be marked reviewed.",
                             path=queue.path)
     existing = reviews(queue).get(job_id)
@@ -105,11 +117,11 @@ def mark_reviewed(queue: JobQueue, job_id: int, spans: SegmentSet, shared_dir: P
     if job.options.held_for_review:
         if shared_dir is None:
             raise OutputError("No shared folder to publish to; choose one in Settings.")
-        output, _report = publish_held(job, shared_dir, {"reviewed_utc": now, "spans": spans.to_json()})
+        output, _report = publish_held(job, shared_dir, now, spans)
     audit = AuditLog(queue.archive_dir)
-    queue.set_review(job_id, "reviewed", reviewer=reviewer, time_utc=now, spans=json.dumps(spans.to_json()),
+    queue.set_review(job_id, ReviewState.REVIEWED, reviewer=reviewer, time_utc=now, spans=json.dumps(spans.to_json()),
                      output=str(output) if output else None,
-                     record=lambda j: audit.job_event("reviewed", j, reviewer=reviewer, reviewed_utc=now,
+                     record=lambda j: audit.job_event(AuditEvent.REVIEWED, j, reviewer=reviewer, reviewed_utc=now,
                                                       spans=spans.to_json(),
                                                       published=str(output) if output else None))
     return reviews(queue)[job_id]
@@ -123,14 +135,14 @@ def replace_job(queue: JobQueue, job_id: int, segments_file: Path, overlays_file
     options = replace(old.options, segments_file=segments_file,
                       overlays_file=overlays_file if overlays_file is not None else old.options.overlays_file)
     audit = AuditLog(queue.archive_dir)
-    new = queue.add(old.folder, options, old.case_id, record=lambda j: audit.job_event("added", j,
+    new = queue.add(old.folder, options, old.case_id, record=lambda j: audit.job_event(AuditEvent.ADDED, j,
                                                                                         replaces=job_id))
-    queue.set_review(job_id, "replaced", replaced_by=new.id,
-                     record=lambda j: audit.job_event("replaced", j, replaced_by=new.id))
+    queue.set_review(job_id, ReviewState.REPLACED, replaced_by=new.id,
+                     record=lambda j: audit.job_event(AuditEvent.REPLACED, j, replaced_by=new.id))
     return new
 
 
 def hide_job(queue: JobQueue, job_id: int) -> None:
     """Remove a job from the app's list (its files and audit lines stay)."""
     audit = AuditLog(queue.archive_dir)
-    queue.set_review(job_id, "removed", record=lambda j: audit.job_event("removed", j))
+    queue.set_review(job_id, ReviewState.REMOVED, record=lambda j: audit.job_event(AuditEvent.REMOVED, j))

@@ -28,19 +28,22 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from filelock import FileLock, Timeout
 
 from .. import pipeline
 from ..errors import CancelledError, EndoshareError, OptionsError
 from ..identity import LOCKS_FOLDER, CaseLock
-from ..pipeline import CaseRequest, ProcessOptions, ProgressEvent, RenderedCase
+from ..pipeline import CaseRequest, Phase, ProcessOptions, ProgressEvent, RenderedCase
 from ..storage import pid_alive, private_dir, remove_owned
-from .audit import AuditLog
-from .queue import Job, JobQueue
+from ..types import Cancel
+from .audit import AuditEvent, AuditLog
+from .queue import Job, JobQueue, JobState
 
 #: Memory one local worker may need (a 1080p re-encode with detection stays well below this).
 MEMORY_PER_WORKER = 1 << 30
@@ -97,7 +100,7 @@ def check_workers(workers: int | None) -> None:
 
 
 def render_case(item: WorkItem, progress: pipeline.ProgressCallback | None = None,
-                cancel: pipeline.Cancel | None = None) -> RenderedCase:
+                cancel: Cancel | None = None) -> RenderedCase:
     """Worker side: render and verify one attempt into a temp file named after the job; publish nothing."""
     return pipeline.render_case(CaseRequest(item.folder, item.case_id), item.options, item.pseudonym,
                                 reused_pseudonym=item.reused_pseudonym, temp_owner=item.temp_owner,
@@ -105,7 +108,7 @@ def render_case(item: WorkItem, progress: pipeline.ProgressCallback | None = Non
 
 
 def execute(item: WorkItem, progress: pipeline.ProgressCallback | None = None,
-            cancel: pipeline.Cancel | None = None) -> Outcome:
+            cancel: Cancel | None = None) -> Outcome:
     """:func:`render_case` with every failure turned into a failed :class:`Outcome` (the worker boundary)."""
     try:
         return Outcome(item.job_id, item.attempt, rendered=render_case(item, progress, cancel))
@@ -151,6 +154,30 @@ class WorkerFinished:
     outcome: Outcome
 
 
+WorkerMessage = WorkerProgress | WorkerFinished
+
+
+class Inbox:
+    """Messages from worker threads (or Dask's callbacks) to the coordinator, which takes them in batches."""
+
+    def __init__(self) -> None:
+        self._queue: thread_queue.SimpleQueue[WorkerMessage] = thread_queue.SimpleQueue()
+
+    def put(self, message: WorkerMessage) -> None:
+        self._queue.put(message)
+
+    def take(self, timeout: float) -> list[WorkerMessage]:
+        """Every waiting message, after waiting up to ``timeout`` seconds for the first one."""
+        out: list[WorkerMessage] = []
+        try:
+            out.append(self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait())
+            while True:
+                out.append(self._queue.get_nowait())
+        except thread_queue.Empty:
+            pass
+        return out
+
+
 class Executor(Protocol):
     """Where work items run.  Only the coordinator calls it, from one thread."""
 
@@ -161,7 +188,7 @@ class Executor(Protocol):
 
     def cancel(self, job_id: int) -> None: ...
 
-    def events(self, timeout: float) -> list[WorkerProgress | WorkerFinished]: ...
+    def events(self, timeout: float) -> list[WorkerMessage]: ...
 
     def close(self) -> None: ...
 
@@ -277,7 +304,7 @@ class LocalExecutor:
             worker.cancel_event.set()
             worker.cancel_sent = time.monotonic()
 
-    def _drain(self, worker: _LocalWorker, out: list[WorkerProgress | WorkerFinished]) -> None:
+    def _drain(self, worker: _LocalWorker, out: list[WorkerMessage]) -> None:
         try:
             while worker.conn.poll():
                 message = worker.conn.recv()
@@ -288,8 +315,8 @@ class LocalExecutor:
         except (EOFError, OSError):
             pass
 
-    def events(self, timeout: float) -> list[WorkerProgress | WorkerFinished]:
-        out: list[WorkerProgress | WorkerFinished] = []
+    def events(self, timeout: float) -> list[WorkerMessage]:
+        out: list[WorkerMessage] = []
         if not self._workers:
             return out
         waitables = [w.conn for w in self._workers.values()] + [w.process.sentinel for w in self._workers.values()]
@@ -338,7 +365,7 @@ class ThreadExecutor:
     def __init__(self, workers: int = 1) -> None:
         check_workers(workers)
         self._slots = workers
-        self._inbox: thread_queue.SimpleQueue[WorkerProgress | WorkerFinished] = thread_queue.SimpleQueue()
+        self._inbox = Inbox()
         self._threads: dict[int, tuple[threading.Thread, threading.Event, WorkItem]] = {}
 
     @property
@@ -363,14 +390,8 @@ class ThreadExecutor:
         if job_id in self._threads:
             self._threads[job_id][1].set()
 
-    def events(self, timeout: float) -> list[WorkerProgress | WorkerFinished]:
-        out: list[WorkerProgress | WorkerFinished] = []
-        try:
-            out.append(self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait())
-            while True:
-                out.append(self._inbox.get_nowait())
-        except thread_queue.Empty:
-            pass
+    def events(self, timeout: float) -> list[WorkerMessage]:
+        out = self._inbox.take(timeout)
         for message in out:
             if isinstance(message, WorkerFinished):
                 self._threads.pop(message.outcome.job_id, None)
@@ -386,11 +407,38 @@ class ThreadExecutor:
 
 # --- the coordinator -----------------------------------------------------------------------------------
 
+class QueueEventKind(StrEnum):
+    """What a :class:`QueueEvent` reports about its job."""
+
+    STARTED = "job-started"
+    PROGRESS = "job-progress"
+    DONE = "job-done"
+    FAILED = "job-failed"
+    CANCELLED = "job-cancelled"
+    #: Put back to pending (stopped by the user, or its executor was lost): it runs again on the next run.
+    INTERRUPTED = "job-interrupted"
+
+    @property
+    def finished(self) -> bool:
+        """The job left this run (done, failed, cancelled or interrupted)."""
+        return self not in (QueueEventKind.STARTED, QueueEventKind.PROGRESS)
+
+    @property
+    def label(self) -> str:
+        """The kind without its ``job-`` prefix: ``done``, ``failed``..."""
+        return self.value.removeprefix("job-")
+
+
+#: The event that reports a job finishing in each state.
+FINISH_EVENTS = {JobState.DONE: QueueEventKind.DONE, JobState.FAILED: QueueEventKind.FAILED,
+                 JobState.CANCELLED: QueueEventKind.CANCELLED}
+
+
 @dataclass(frozen=True)
 class QueueEvent:
     """Progress of a run: one job's measured progress and the whole run's, with an ETA."""
 
-    kind: str            # job-started, job-progress, job-done, job-failed, job-cancelled, job-interrupted
+    kind: QueueEventKind
     job_id: int
     case_id: str
     phase: str | None
@@ -493,7 +541,8 @@ class QueueRun:
         self.lease = RunnerLease(queue.archive_dir)
         self.clock = time.monotonic()
         self.active: dict[int, _Active] = {}
-        self.results: dict[str, list[int]] = {"done": [], "failed": [], "cancelled": [], "interrupted": []}
+        self.results: dict[JobState, list[int]] = {JobState.DONE: [], JobState.FAILED: [], JobState.CANCELLED: []}
+        self.interrupted: list[int] = []
         self.resumed: list[int] = []
         self.finished_count = 0
         self.pending_count = 0
@@ -513,8 +562,8 @@ class QueueRun:
             raise
         finally:
             self.lease.release()
-        return RunSummary(tuple(self.results["done"]), tuple(self.results["failed"]),
-                          tuple(self.results["cancelled"]), tuple(self.results["interrupted"]), tuple(self.resumed))
+        return RunSummary(tuple(self.results[JobState.DONE]), tuple(self.results[JobState.FAILED]),
+                          tuple(self.results[JobState.CANCELLED]), tuple(self.interrupted), tuple(self.resumed))
 
     def _step(self) -> bool:
         """One turn of the loop; False when the run is over."""
@@ -554,13 +603,14 @@ class QueueRun:
         """A batch (``only``) waits for its jobs that another run took before it could."""
         if self.selected is None:
             return False
-        return any(job.id in self.selected and job.id not in self.active for job in self.queue.jobs(("running",)))
+        return any(job.id in self.selected and job.id not in self.active
+                   for job in self.queue.jobs((JobState.RUNNING,)))
 
     def _abandon(self) -> None:
         """Leaving on an error (the queue cannot be written, a bug): stop every job of this run, publish
         nothing, remove its temp files and free its case locks.  The jobs stay ``running`` under this
         run's lease, which dies with it: the next run puts them back to pending."""
-        for job_id, entry in self.active.items():
+        for job_id in self.active:
             self.executor.cancel(job_id)
         for entry in self.active.values():
             entry.lock.release()
@@ -568,7 +618,7 @@ class QueueRun:
 
     # --- events ----------------------------------------------------------------------------------------
 
-    def emit(self, kind: str, entry: _Active, output: str | None = None, error: str | None = None) -> None:
+    def emit(self, kind: QueueEventKind, entry: _Active, output: str | None = None, error: str | None = None) -> None:
         if self.on_event is None:
             return
         total = self.finished_count + len(self.active) + self.pending_count
@@ -588,10 +638,11 @@ class QueueRun:
         if now - entry.stored_at >= 1.0:      # for 'queue status' in another terminal
             self.queue.set_progress(message.job_id, event.phase, entry.fraction)
             entry.stored_at = now
-        self.emit("job-progress", entry)
+        self.emit(QueueEventKind.PROGRESS, entry)
 
-    def _finish(self, job_id: int, state: str, **fields: Any) -> Job:
-        job = self.queue.finish(job_id, state, record=lambda j: self.audit.job_event(state, j), **fields)
+    def _finish(self, job_id: int, state: JobState, **fields: Any) -> Job:
+        event = AuditEvent(state.value)
+        job = self.queue.finish(job_id, state, record=lambda j: self.audit.job_event(event, j), **fields)
         self.finished_count += 1
         self.results[state].append(job_id)
         return job
@@ -608,7 +659,7 @@ class QueueRun:
     def settle_orphans(self, only: frozenset[int] | None = None) -> list[int]:
         """Jobs left ``running`` by a dead coordinator: done if fully published, else back to pending."""
         resumed = []
-        for job in self.queue.jobs(("running",)):
+        for job in self.queue.jobs((JobState.RUNNING,)):
             if (only is not None and job.id not in only) or job.runner == self.lease.id \
                     or runner_alive(self.queue.archive_dir, job.runner):
                 continue
@@ -618,13 +669,13 @@ class QueueRun:
                     and pipeline.sha256_of(final) == job.output_sha256):
                 # The mapping row comes before the video's rename and the report after it: both there and
                 # the checksum right means the job was fully published.
-                self.queue.finish(job.id, "done", output=final, report=report, output_sha256=job.output_sha256,
-                                  record=lambda j: self.audit.job_event("resumed", j,
+                self.queue.finish(job.id, JobState.DONE, output=final, report=report, output_sha256=job.output_sha256,
+                                  record=lambda j: self.audit.job_event(AuditEvent.RESUMED, j,
                                                                         note="published before the runner stopped"))
                 resumed.append(job.id)
             else:
                 self.queue.requeue(job.id, "interrupted: the runner stopped while this job ran; it will be redone",
-                                   record=lambda j: self.audit.job_event("interrupted", j))
+                                   record=lambda j: self.audit.job_event(AuditEvent.INTERRUPTED, j))
             remove_owned(job.options.out_dir, job_temp_owner(self.queue.token, job.id))
         return resumed
 
@@ -639,8 +690,8 @@ class QueueRun:
             pseudonym, reused = pipeline.choose_pseudonym(running.case_id, running.options, running.pseudonym)
         except EndoshareError as exc:     # the case is busy elsewhere, or a corrupt mapping file
             lock.release()
-            self._finish(running.id, "failed", error=str(exc), error_type=type(exc).__name__)
-            self.emit("job-failed", _Active(running, self._item(running, "", False), lock), error=str(exc))
+            self._finish(running.id, JobState.FAILED, error=str(exc), error_type=type(exc).__name__)
+            self.emit(QueueEventKind.FAILED, _Active(running, self._item(running, "", False), lock), error=str(exc))
             return
         try:
             running = self.queue.set_pseudonym(running.id, pseudonym)
@@ -653,8 +704,8 @@ class QueueRun:
         worker = self.executor.submit(item)
         self.queue.set_worker(running.id, worker)
         self.pending_count = self.queue.pending_count(self.selected)
-        self.audit.job_event("started", running, worker=worker)
-        self.emit("job-started", entry)
+        self.audit.job_event(AuditEvent.STARTED, running, worker=worker)
+        self.emit(QueueEventKind.STARTED, entry)
 
     def _item(self, job: Job, pseudonym: str, reused: bool) -> WorkItem:
         return WorkItem(job.id, job.attempts, job.folder, job.case_id, job.options, pseudonym, reused,
@@ -680,15 +731,16 @@ class QueueRun:
             if (outcome.cancelled and self.stopping and not entry.cancelling) or outcome.lost:
                 note = ("interrupted by the user; it will run again on the next 'queue run'" if not outcome.lost
                         else f"interrupted: {outcome.error}; it will run again on the next 'queue run'")
-                job = self.queue.requeue(item.job_id, note, record=lambda j: self.audit.job_event("interrupted", j))
-                self.results["interrupted"].append(item.job_id)
+                job = self.queue.requeue(item.job_id, note,
+                                         record=lambda j: self.audit.job_event(AuditEvent.INTERRUPTED, j))
+                self.interrupted.append(item.job_id)
                 if outcome.lost and not self.stopping:
                     self._stop_all()          # the executor is gone: nothing more can run on it
-                self.emit("job-interrupted", entry, error=job.error)
+                self.emit(QueueEventKind.INTERRUPTED, entry, error=job.error)
                 return
-            state = "cancelled" if outcome.cancelled else "failed"
+            state = JobState.CANCELLED if outcome.cancelled else JobState.FAILED
             self._finish(item.job_id, state, error=outcome.error, error_type=outcome.error_type)
-            self.emit(f"job-{state}", entry, error=outcome.error)
+            self.emit(FINISH_EVENTS[state], entry, error=outcome.error)
         finally:
             if item.job_id not in self.active:
                 entry.lock.release()
@@ -705,10 +757,10 @@ class QueueRun:
             return Outcome(item.job_id, item.attempt, error=f"publishing failed: {exc}",
                            error_type=type(exc).__name__)
         del self.active[item.job_id]
-        entry.phase, entry.fraction = "done", 1.0
-        self._finish(item.job_id, "done", output=result.output, report=result.report,
+        entry.phase, entry.fraction = Phase.DONE, 1.0
+        self._finish(item.job_id, JobState.DONE, output=result.output, report=result.report,
                      output_sha256=rendered.output_sha256)
-        self.emit("job-done", entry, output=str(result.output))
+        self.emit(QueueEventKind.DONE, entry, output=str(result.output))
         return outcome
 
 
@@ -765,15 +817,15 @@ def process_one(folder: Path, options: ProcessOptions, *, case_id: str | None = 
 
 def add_job(queue: JobQueue, folder: Path, options: ProcessOptions, case_id: str | None = None) -> Job:
     audit = AuditLog(queue.archive_dir)
-    return queue.add(folder, options, case_id, record=lambda j: audit.job_event("added", j))
+    return queue.add(folder, options, case_id, record=lambda j: audit.job_event(AuditEvent.ADDED, j))
 
 
 def cancel_job(queue: JobQueue, job_id: int) -> Job:
     audit = AuditLog(queue.archive_dir)
     return queue.request_cancel(job_id, record=lambda j: audit.job_event(
-        "cancel-requested" if j.state == "running" else "cancelled", j))
+        AuditEvent.CANCEL_REQUESTED if j.state == JobState.RUNNING else AuditEvent.CANCELLED, j))
 
 
 def retry_job(queue: JobQueue, job_id: int) -> Job:
     audit = AuditLog(queue.archive_dir)
-    return queue.retry(job_id, record=lambda j: audit.job_event("retry", j))
+    return queue.retry(job_id, record=lambda j: audit.job_event(AuditEvent.RETRY, j))

@@ -86,7 +86,7 @@ def find_removable(path: Path) -> tuple[Finding, ...]:
 
 
 def _nal_units(path: Path, codec: str) -> list[Finding]:
-    by_type: dict[tuple[str, int], list[bytes]] = {}
+    by_type: dict[tuple[str, int], list[str]] = {}
     counts: dict[tuple[str, int], int] = {}
 
     def add(where: str, unit: bytes) -> None:
@@ -99,7 +99,7 @@ def _nal_units(path: Path, codec: str) -> list[Finding]:
                 texts.append(preview)
 
     with open_input(path, {"ignore_editlist": "1"}) as container:
-        stream = next(s for s in container.streams if s.type == "video")
+        stream = container.streams.video[0]
         extradata = bytes(stream.codec_context.extradata or b"")
         for unit in disallowed_record_units(extradata, codec):
             add("record", unit)
@@ -118,7 +118,7 @@ def _mpeg2_user_data(path: Path) -> list[Finding]:
     count = captions = 0
     texts: list[str] = []
     with open_input(path) as container:
-        stream = next(s for s in container.streams if s.type == "video")
+        stream = container.streams.video[0]
         for packet in iter_video_packets(container, stream):
             data = bytes(packet)
             start = data.find(b"\x00\x00\x01\xb2")
@@ -147,7 +147,7 @@ def _subtitle_text(path: Path, index: int) -> list[Finding]:
     count = 0
     with open_input(path) as container:
         stream = container.streams[index]
-        codec = stream.codec_context.name if stream.codec_context else "unknown"
+        codec = stream.codec_context.name
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any
 
 import av
 import av.error
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import CancelledError, UnreadableMediaError
+from ..errors import UnreadableMediaError
+from ..types import Cancel, check_cancelled
 from .join import ClipPlan, JoinPlan, VideoFormat
 from .probe import open_input
-
-Cancel = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,25 @@ class TimelineFrame:
 def luma_plane(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     """The Y plane of a yuv420p frame as a (height, width) array (line padding removed)."""
     plane = frame.planes[0]
-    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     return rows[:, :plane.width]
+
+
+def uint8_array(array: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """``array`` itself, typed as 8-bit: what PyAV and OpenCV return for 8-bit pictures, whose typing says only
+    "some array".  Anything else is a programming error (a 10-bit picture would need a conversion)."""
+    if array.dtype != np.uint8:
+        raise TypeError(f"expected an 8-bit picture, got {array.dtype}")
+    return array
+
+
+def picture_array(frame: av.VideoFrame, width: int | None = None, height: int | None = None, *,
+                  format: str = "rgb24", interpolation: str | None = None) -> npt.NDArray[np.uint8]:
+    """The picture as a (height, width, 3) array in a packed 8-bit ``format`` ("rgb24", "bgr24"), scaled to
+    ``width`` x ``height`` when given (with FFmpeg's ``interpolation``, e.g. "AREA", else its default)."""
+    scaled = frame.reformat(width=width or frame.width, height=height or frame.height, format=format,
+                            interpolation=interpolation)
+    return np.asarray(scaled.to_ndarray(), dtype=np.uint8)
 
 
 def detail_energy(frame: av.VideoFrame) -> float:
@@ -93,6 +110,5 @@ def iter_timeline(plan: JoinPlan, cancel: Cancel | None = None) -> Iterator[Time
     """Every frame of the merged timeline, in order, in ``plan.target`` format."""
     for clip in plan.clips:
         for item in iter_clip_frames(clip, plan.target):
-            if cancel is not None and cancel():
-                raise CancelledError("Cancelled by the user; nothing was published.")
+            check_cancelled(cancel)
             yield item

@@ -7,9 +7,10 @@ we read them from the boxes directly to check that our outputs carry zero everyw
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 #: Boxes that only contain other boxes (we descend into them).
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"udta", b"dinf", b"mvex", b"moof", b"traf"}
@@ -70,7 +71,7 @@ def box_times(path: str | Path) -> list[BoxTime]:
     times = []
     with p.open("rb") as fh:
         total = p.stat().st_size
-        for kind, bpath, offset, size, header in _walk(fh, 0, total, ""):
+        for kind, bpath, offset, _size, header in _walk(fh, 0, total, ""):
             if kind not in _TIMED:
                 continue
             fh.seek(offset + header)
@@ -109,7 +110,7 @@ def video_sample_counts(path: str | Path) -> list[int]:
     handler: bytes | None = None
     count: int | None = None
     with p.open("rb") as fh:
-        for kind, bpath, offset, size, header in _walk(fh, 0, p.stat().st_size, ""):
+        for kind, bpath, offset, _size, header in _walk(fh, 0, p.stat().st_size, ""):
             if kind == b"trak":
                 if handler == b"vide" and count is not None:
                     counts.append(count)

@@ -8,11 +8,48 @@ picking source frames, so its count changes in a way we know exactly).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from fractions import Fraction
 
-from .probe import MediaInfo
 from .nal import record_hides_slices
+from .probe import MediaInfo
 from .scrub import SCRUBBABLE_CODECS
+
+
+class JoinDifference(StrEnum):
+    """Why a clip cannot be stream-copied into the merged timeline as it is."""
+
+    RESOLUTION = "resolution"
+    PIXEL_FORMAT = "pixel format"
+    FRAME_RATE = "frame rate"
+    CODEC = "codec"
+    #: Same codec, other SPS/PPS (or VPS) than the first clip's.
+    PARAMETER_SETS = "parameter sets"
+    #: Frames hidden by an MP4 edit list: copying them would carry frames nobody checked.
+    HIDDEN_FRAMES = "hidden frames"
+    #: Parameter sets that allow redundant slices or slice groups, which decoders skip.
+    HIDDEN_SLICES = "hidden slices"
+    #: The first clip's codec cannot be scrubbed of SEI in place: the whole case is re-encoded.
+    UNSCRUBBABLE_CODEC = "unscrubbable codec"
+
+    @property
+    def visible(self) -> bool:
+        """A difference a person sees when watching the clips (the others are technicalities)."""
+        return self in (JoinDifference.RESOLUTION, JoinDifference.PIXEL_FORMAT, JoinDifference.FRAME_RATE,
+                        JoinDifference.CODEC)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One reason for re-encoding: its kind, a sentence for people, and the clip (0-based) it is about."""
+
+    kind: JoinDifference
+    detail: str
+    #: None when it concerns the whole case.
+    clip: int | None = None
+
+    def __str__(self) -> str:
+        return self.detail if self.clip is None else f"clip {self.clip + 1}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -38,7 +75,7 @@ class ClipPlan:
     #: Frames this clip contributes to the merged timeline.
     timeline_frames: int
     #: Why this clip cannot be copied as it is (empty when it matches the target).
-    differences: tuple[str, ...]
+    differences: tuple[Mismatch, ...]
 
     def source_index(self, timeline_offset: int) -> int:
         """Source frame shown at ``timeline_offset`` frames into this clip (frame-rate resampling)."""
@@ -50,10 +87,18 @@ class ClipPlan:
 class JoinPlan:
     clips: tuple[ClipPlan, ...]
     target: VideoFormat
-    #: True when every clip can be stream-copied into one MP4 track.
-    copy_compatible: bool
-    #: Human-readable reasons why the clips are not copy-compatible (for the report).
-    reasons: tuple[str, ...]
+    #: Why the clips are not copy-compatible (empty when they are): the case's, then each clip's.
+    mismatches: tuple[Mismatch, ...]
+
+    @property
+    def copy_compatible(self) -> bool:
+        """True when every clip can be stream-copied into one MP4 track."""
+        return not self.mismatches
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The mismatches as sentences (for the report and error messages)."""
+        return tuple(str(m) for m in self.mismatches)
 
     @property
     def total_frames(self) -> int:
@@ -82,35 +127,39 @@ def plan_join(infos: list[MediaInfo]) -> JoinPlan:
     rate = first.frame_rate or Fraction(25)
     pix_fmt = "yuvj420p" if first.pix_fmt == "yuvj420p" else "yuv420p"
     target = VideoFormat(first.width - first.width % 2, first.height - first.height % 2, pix_fmt, rate)
-    reasons: list[str] = []
+    mismatches: list[Mismatch] = []
     clips: list[ClipPlan] = []
     start = 0
     for n, info in enumerate(infos):
         video = info.video
         source_rate = video.frame_rate or rate
-        diffs = []
+        diffs: list[tuple[JoinDifference, str]] = []
         if (video.width, video.height) != (target.width, target.height):
-            diffs.append(f"resolution {video.width}x{video.height} differs from {target.width}x{target.height}")
+            diffs.append((JoinDifference.RESOLUTION, f"resolution {video.width}x{video.height} differs from "
+                                                     f"{target.width}x{target.height}"))
         if video.pix_fmt != target.pix_fmt:
-            diffs.append(f"pixel format {video.pix_fmt} differs from {target.pix_fmt}")
+            diffs.append((JoinDifference.PIXEL_FORMAT, f"pixel format {video.pix_fmt} differs from {target.pix_fmt}"))
         if source_rate != target.frame_rate:
-            diffs.append(f"frame rate {source_rate} differs from {target.frame_rate}")
+            diffs.append((JoinDifference.FRAME_RATE, f"frame rate {source_rate} differs from {target.frame_rate}"))
         if video.codec != first.codec:
-            diffs.append(f"codec {video.codec} differs from {first.codec}")
+            diffs.append((JoinDifference.CODEC, f"codec {video.codec} differs from {first.codec}"))
         elif video.extradata != first.extradata:
-            diffs.append("codec parameter sets (SPS/PPS) differ from the first clip's")
+            diffs.append((JoinDifference.PARAMETER_SETS, "codec parameter sets (SPS/PPS) differ from the first clip's"))
         if video.hidden_packets:
-            diffs.append(f"{video.hidden_packets} frames hidden by an edit list (they must not be copied)")
+            diffs.append((JoinDifference.HIDDEN_FRAMES, f"{video.hidden_packets} frames hidden by an edit list (they "
+                                                        "must not be copied)"))
         if record_hides_slices(video.extradata, video.codec):
-            diffs.append("its parameter sets allow slices that decoders skip (redundant slices or slice "
-                         "groups): they must not be copied")
+            diffs.append((JoinDifference.HIDDEN_SLICES, "its parameter sets allow slices that decoders skip "
+                                                        "(redundant slices or slice groups): they must not be copied"))
         # Packets without a timestamp do not make a clip incompatible: the splicer rebuilds the times from
         # frame order when no picture is reordered, and refuses otherwise (render/smart.py).
         frames = video.frame_count or 0
         timeline = timeline_frames_for(frames, source_rate, target.frame_rate)
-        clips.append(ClipPlan(info, frames, source_rate, target.frame_rate, start, timeline, tuple(diffs)))
-        reasons.extend(f"clip {n + 1}: {d}" for d in diffs)
+        clip_mismatches = tuple(Mismatch(kind, detail, n) for kind, detail in diffs)
+        clips.append(ClipPlan(info, frames, source_rate, target.frame_rate, start, timeline, clip_mismatches))
+        mismatches.extend(clip_mismatches)
         start += timeline
     if first.codec not in SCRUBBABLE_CODECS:
-        reasons.insert(0, f"codec {first.codec} cannot be scrubbed of SEI in place; re-encoding")
-    return JoinPlan(tuple(clips), target, not reasons, tuple(reasons))
+        mismatches.insert(0, Mismatch(JoinDifference.UNSCRUBBABLE_CODEC,
+                                      f"codec {first.codec} cannot be scrubbed of SEI in place; re-encoding"))
+    return JoinPlan(tuple(clips), target, tuple(mismatches))

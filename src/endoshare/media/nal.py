@@ -10,8 +10,8 @@ verifier (:func:`disallowed_units`, :func:`record_units`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 H264_SEI = 6
 HEVC_PREFIX_SEI = 39
@@ -166,7 +166,7 @@ class AvcConfig:
     tail: bytes
 
     @classmethod
-    def parse(cls, data: bytes) -> "AvcConfig":
+    def parse(cls, data: bytes) -> AvcConfig:
         if len(data) < 7 or data[0] != 1:
             raise ValueError("not an avcC record")
         pos = 6
@@ -184,7 +184,7 @@ class AvcConfig:
             pos += 2 + size
         return cls(data[1], data[2], data[3], (data[4] & 0x03) + 1, tuple(sps), tuple(pps), bytes(data[pos:]))
 
-    def with_parameter_sets(self, sps: bytes, pps: bytes) -> "AvcConfig":
+    def with_parameter_sets(self, sps: bytes, pps: bytes) -> AvcConfig:
         return AvcConfig(self.profile, self.compatibility, self.level, self.length_size,
                          (*self.sps, sps), (*self.pps, pps), self.tail)
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import av
 import av.error
 
-from ..errors import (EmptyFileError, InputPermissionError, MissingInputError, NoVideoStreamError,
-                      UnreadableMediaError)
+from ..errors import EmptyFileError, InputPermissionError, MissingInputError, NoVideoStreamError, UnreadableMediaError
 from . import isobmff
 from .nal import SeiUserData, is_sei, nal_length_size, sei_user_data, split_nal_units
 
@@ -24,6 +24,10 @@ Tags = tuple[tuple[str, str], ...]
 
 def _tags(metadata: dict[str, str] | None) -> Tags:
     return tuple(sorted((str(k), str(v)) for k, v in (metadata or {}).items()))
+
+
+def _seconds(ticks: int | None, time_base: Fraction | None) -> float | None:
+    return float(ticks * time_base) if ticks is not None and time_base is not None else None
 
 
 def _fraction(value: Any) -> Fraction | None:
@@ -60,8 +64,9 @@ class StreamInfo:
 
 @dataclass(frozen=True)
 class ChapterInfo:
-    start_seconds: float
-    end_seconds: float
+    #: None when the container gives the chapter no time base (its tags are still reported).
+    start_seconds: float | None
+    end_seconds: float | None
     tags: Tags
 
 
@@ -94,7 +99,7 @@ class MediaInfo:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        def enc(value: Any) -> Any:
+        def enc(value: object) -> object:
             if isinstance(value, Fraction):
                 return f"{value.numerator}/{value.denominator}"
             if isinstance(value, Path):
@@ -112,7 +117,9 @@ class MediaInfo:
         data["chapters"] = [{**asdict(c), "tags": dict(c.tags)} for c in self.chapters]
         data["streams"] = [{**{k: v for k, v in asdict(s).items() if k != "extradata"}, "tags": dict(s.tags)}
                            for s in self.streams]
-        return enc(data)
+        encoded = enc(data)
+        assert isinstance(encoded, dict)
+        return encoded
 
 
 def check_readable(path: Path) -> None:
@@ -146,6 +153,14 @@ def open_input(path: Path, options: dict[str, str] | None = None) -> av.containe
         raise UnreadableMediaError(f"{path} cannot be opened ({exc}); {hint}.", path=path) from None
 
 
+def stream_time_base(stream: av.stream.Stream, path: Path) -> Fraction:
+    """The time base of a stream read from ``path`` (FFmpeg's demuxers always set one)."""
+    if stream.time_base is None:
+        raise UnreadableMediaError(f"{path}: stream {stream.index} has no time base, so its timestamps cannot "
+                                   "be read; the file is damaged or was written by a broken muxer.", path=path)
+    return Fraction(stream.time_base)
+
+
 def iter_video_packets(container: av.container.InputContainer,
                        stream: av.video.stream.VideoStream) -> Iterator[av.Packet]:
     """Real packets of ``stream`` (drops the empty flush packet the demuxer ends with)."""
@@ -166,8 +181,8 @@ def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaIn
         streams: list[StreamInfo] = []
         sei_found: dict[tuple[int, str, str], SeiUserData] = {}
         counts: dict[int, tuple[int, int, int]] = {}
-        video = next((s for s in container.streams if s.type == "video"
-                      and not (s.disposition & av.stream.Disposition.attached_pic)), None)
+        video = next((s for s in container.streams.video
+                      if not (s.disposition & av.stream.Disposition.attached_pic)), None)
         if scan_packets and video is not None:
             try:
                 counts[video.index] = _scan_video(container, video, sei_found)
@@ -187,18 +202,18 @@ def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaIn
                 codec_name = stream.codec_context.name if ctx is not None else None
             except (AttributeError, av.error.FFmpegError):
                 codec_name = None
+            video_ctx = stream.codec_context if isinstance(stream, av.VideoStream) and kind == "video" else None
             streams.append(StreamInfo(
                 index=stream.index,
                 kind=kind,
                 codec=codec_name or _codec_name(stream),
                 profile=getattr(stream, "profile", None) if kind in ("video", "audio") else None,
-                width=ctx.width if kind == "video" and ctx is not None else None,
-                height=ctx.height if kind == "video" and ctx is not None else None,
-                pix_fmt=(ctx.format.name if kind == "video" and ctx is not None and ctx.format else None),
+                width=video_ctx.width if video_ctx is not None else None,
+                height=video_ctx.height if video_ctx is not None else None,
+                pix_fmt=video_ctx.format.name if video_ctx is not None and video_ctx.format else None,
                 frame_rate=_frame_rate(stream) if kind == "video" else None,
                 time_base=_fraction(stream.time_base),
-                duration_seconds=(float(stream.duration * stream.time_base)
-                                  if stream.duration is not None and stream.time_base else None),
+                duration_seconds=_seconds(stream.duration, stream.time_base),
                 frame_count=shown,
                 hidden_packets=hidden,
                 untimed_packets=untimed,
@@ -206,7 +221,7 @@ def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaIn
                 extradata=bytes(ctx.extradata or b"") if ctx is not None and kind == "video" else b"",
             ))
         chapters = tuple(
-            ChapterInfo(float(ch["start"] * ch["time_base"]), float(ch["end"] * ch["time_base"]),
+            ChapterInfo(_seconds(ch["start"], ch["time_base"]), _seconds(ch["end"], ch["time_base"]),
                         _tags(ch.get("metadata")))
             for ch in container.chapters())
         duration = container.duration / 1_000_000 if container.duration is not None else None

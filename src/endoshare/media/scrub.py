@@ -11,7 +11,9 @@ a decoder would skip: filler, reserved and unspecified units.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 
@@ -35,6 +37,23 @@ def open_output(path: Path) -> av.container.OutputContainer:
                         options={"movflags": "+faststart", "fflags": "+bitexact", "write_tmcd": "0"})
     container.metadata.clear()
     return container
+
+
+def video_codec(name: str, mode: Literal["r", "w"]) -> av.VideoCodecContext:
+    """A stand-alone video decoder ("r") or encoder ("w") of codec ``name``."""
+    context = av.CodecContext.create(name, mode)
+    if not isinstance(context, av.VideoCodecContext):
+        raise ValueError(f"{name} is not a video codec")
+    return context
+
+
+def add_video_stream(container: av.container.OutputContainer, encoder: str, rate: Fraction,
+                     options: dict[str, str] | None = None) -> av.VideoStream:
+    """A new video stream of ``encoder`` (e.g. "libx264") in ``container``."""
+    stream = container.add_stream(encoder, rate=rate, options=options or {})
+    if not isinstance(stream, av.VideoStream):
+        raise ValueError(f"{encoder} is not a video encoder")
+    return stream
 
 
 class BitstreamScrubber:

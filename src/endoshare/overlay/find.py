@@ -29,25 +29,23 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Iterator
 
 import av
 import av.error
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import CancelledError, UnreadableMediaError
-from ..media.frames import normalise
+from ..errors import UnreadableMediaError
+from ..media.frames import normalise, picture_array, uint8_array
 from ..media.join import ClipPlan, JoinPlan
 from ..media.probe import open_input
+from ..types import Cancel, Progress, check_cancelled
 from .mask import yuv_planes
 from .regions import OverlayRegion, OverlaySet
 from .text import Box, TextDetector, classify, detector_size, only_device_settings
-
-Progress = Callable[[int, int], None]
-Cancel = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -137,15 +135,15 @@ def analysis_picture(frame: av.VideoFrame, factor: int) -> npt.NDArray[np.uint8]
     if frame.format.name not in ("yuv420p", "yuvj420p") or frame.width % 2 or frame.height % 2:
         frame = frame.reformat(width=frame.width // 2 * 2, height=frame.height // 2 * 2, format="yuv420p")
     height, width = frame.height, frame.width
-    y, u, v = yuv_planes(frame.to_ndarray(), width, height)
+    y, u, v = yuv_planes(uint8_array(frame.to_ndarray()), width, height)
     size = (max(1, width // factor), max(1, height // factor))
     planes = [y]
     for chroma in (u, v):
-        planes.append(chroma if size == (width // 2, height // 2) else
-                      cv2.resize(chroma, size, interpolation=cv2.INTER_AREA if factor > 2 else cv2.INTER_NEAREST))
+        planes.append(chroma if size == (width // 2, height // 2) else uint8_array(
+            cv2.resize(chroma, size, interpolation=cv2.INTER_AREA if factor > 2 else cv2.INTER_NEAREST)))
     if planes[0].shape[::-1] != size:
-        planes[0] = cv2.resize(planes[0], size, interpolation=cv2.INTER_AREA)
-    return cv2.merge(planes)
+        planes[0] = uint8_array(cv2.resize(planes[0], size, interpolation=cv2.INTER_AREA))
+    return uint8_array(cv2.merge(planes))
 
 
 #: Weight of a chroma step against a luma step (chroma spans about half the range for the same colours).
@@ -162,7 +160,8 @@ def edges(picture: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     if w > 1:
         g[:, :-1] = cv2.transform(cv2.absdiff(picture[:, 1:], picture[:, :-1]), _WEIGHTS).reshape(h, w - 1)
     if h > 1:
-        g[:-1, :] = cv2.add(g[:-1, :], cv2.transform(cv2.absdiff(picture[1:], picture[:-1]), _WEIGHTS).reshape(h - 1, w))
+        vertical = cv2.transform(cv2.absdiff(picture[1:], picture[:-1]), _WEIGHTS).reshape(h - 1, w)
+        g[:-1, :] = cv2.add(g[:-1, :], vertical)
     return g
 
 
@@ -175,7 +174,7 @@ def still_map(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], edges_a: npt.N
     eb = edges(b) if edges_b is None else edges_b
     channels = a.shape[2] if a.ndim == 3 else 1
     same = cv2.inRange(cv2.absdiff(a, b), (0,) * channels, (SAME,) * channels)     # 255 where every plane kept
-    return cv2.bitwise_and(cv2.compare(cv2.min(ea, eb), EDGE, cv2.CMP_GE), same) > 0
+    return (np.minimum(ea, eb) >= EDGE) & (same > 0)
 
 
 def still_blocks(still: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
@@ -183,7 +182,7 @@ def still_blocks(still: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     h, w = -(-still.shape[0] // BLOCK) * BLOCK, -(-still.shape[1] // BLOCK) * BLOCK
     padded = np.zeros((h, w), bool)
     padded[:still.shape[0], :still.shape[1]] = still
-    return padded.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).sum(axis=(1, 3)) >= BLOCK_EDGES
+    return np.asarray(padded.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).sum(axis=(1, 3)) >= BLOCK_EDGES, dtype=bool)
 
 
 def stroke_similarity(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic]) -> float:
@@ -193,7 +192,8 @@ def stroke_similarity(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic]) ->
         picture = image.astype(np.float32)
         picture = picture if picture.ndim == 3 else picture[:, :, None]
         weights = _WEIGHTS[0, :picture.shape[2]]
-        return ((np.abs(np.diff(picture, axis=1))[:-1] + np.abs(np.diff(picture, axis=0))[:, :-1]) * weights).sum(axis=2)
+        steps = np.abs(np.diff(picture, axis=1))[:-1] + np.abs(np.diff(picture, axis=0))[:, :-1]
+        return np.asarray((steps * weights).sum(axis=2), dtype=np.float32)
     sa, sb = strokes(a), strokes(b)
     norm = float(np.sqrt((sa * sa).sum() * (sb * sb).sum()))
     return float((sa * sb).sum()) / norm if norm > 0 else 1.0
@@ -353,7 +353,7 @@ class OverlayFinder:
         pictures: list[npt.NDArray[np.uint8]] = []
         previous_edges: npt.NDArray[np.uint8] | None = None
         read: npt.NDArray[np.bool_] | None = None     # blocks the detector has read
-        first: tuple[av.VideoFrame, npt.NDArray[np.bool_] | None] | None = None
+        first: tuple[av.VideoFrame, npt.NDArray[np.bool_]] | None = None
         before: npt.NDArray[np.bool_] | None = None   # the still blocks of the pair before
         for time, frame in self._probes(clip):
             times.append(time)
@@ -383,7 +383,7 @@ class OverlayFinder:
         # Regions are labelled from one reading each (recognition costs as much as detection).
         readings = self.detector.read_many([c.crop for c in clusters]) if clusters else []
         regions = []
-        for cluster, reading in zip(clusters, readings):
+        for cluster, reading in zip(clusters, readings, strict=True):
             if glyph_like(cluster.box, *reading):
                 standing: set[int] = set()
             else:
@@ -397,7 +397,8 @@ class OverlayFinder:
                 standing = {k for k in range(len(pictures) - 1)
                             if min(energy[k], energy[k + 1]) >= present
                             and box_similarity(pictures[k], pictures[k + 1], cluster.box, self.factor) >= needed
-                            and still_edge_share(pictures[k], pictures[k + 1], cluster.box, self.factor) >= needed_edges}
+                            and still_edge_share(pictures[k], pictures[k + 1], cluster.box,
+                                                 self.factor) >= needed_edges}
             regions.extend(self._regions(cluster, standing, times, clip, reading))
         return regions, times
 
@@ -436,8 +437,7 @@ class OverlayFinder:
             gap_ticks = int(Fraction(gap) / clip.source_rate / stream.time_base) if stream.time_base else 0
             single = len(chosen) == 1
             for position in chosen:
-                if self.cancel is not None and self.cancel():
-                    raise CancelledError("Cancelled by the user; nothing was published.")
+                check_cancelled(self.cancel)
                 frame, partner = self._decode_at(container, stream, key_pts[position], gap_ticks if single else 0, path)
                 if frame is not None:
                     yield clip.timeline_start + timeline_offset(clip, key_index[position]), normalise(frame, fmt)
@@ -476,7 +476,7 @@ class OverlayFinder:
         import cv2
 
         fmt = self.plan.target
-        bgr = frame.to_ndarray(format="bgr24")
+        bgr = picture_array(frame, format="bgr24")
         unit = BLOCK * self.factor
         rects = [(max(0, (bx0 - CONTEXT_X) * unit), max(0, (by0 - 1) * unit),
                   min(fmt.width, (bx1 + CONTEXT_X) * unit), min(fmt.height, (by1 + 1) * unit))
@@ -488,9 +488,9 @@ class OverlayFinder:
             crop = bgr[y0:y1, x0:x1]
             scale = min(1.0, self.options.detector_long_side / max(crop.shape[:2]))
             w, h = max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))
-            seen = crop if scale == 1.0 else cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
+            seen = crop if scale == 1.0 else uint8_array(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA))
             pw, ph = max(32, -(-w // 32) * 32), max(32, -(-h // 32) * 32)
-            seen = cv2.copyMakeBorder(seen, 0, ph - h, 0, pw - w, cv2.BORDER_REPLICATE)
+            seen = uint8_array(cv2.copyMakeBorder(seen, 0, ph - h, 0, pw - w, cv2.BORDER_REPLICATE))
             self.reads += 1
             self.read_pixels += pw * ph
             for found in self.detector.boxes(seen, (crop.shape[1] / w, crop.shape[0] / h)):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import av
 import numpy as np
 import numpy.typing as npt
 
+from ..media.frames import uint8_array
 from .text import Box
 
 #: Video black in limited range: Y=16, U=V=128.
@@ -35,7 +36,7 @@ def mask_frame(frame: av.VideoFrame, boxes: Iterable[Box]) -> av.VideoFrame:
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
     width, height = frame.width, frame.height
-    yuv = frame.to_ndarray()
+    yuv = uint8_array(frame.to_ndarray())
     y, u, v = yuv_planes(yuv, width, height)
     for box in boxes:
         x0, y0 = box.x0 // 2 * 2, box.y0 // 2 * 2

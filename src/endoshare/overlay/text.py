@@ -65,19 +65,19 @@ class Box:
     def area(self) -> int:
         return self.width * self.height
 
-    def intersection(self, other: "Box") -> int:
+    def intersection(self, other: Box) -> int:
         w = min(self.x1, other.x1) - max(self.x0, other.x0)
         h = min(self.y1, other.y1) - max(self.y0, other.y0)
         return max(0, w) * max(0, h)
 
-    def iou(self, other: "Box") -> float:
+    def iou(self, other: Box) -> float:
         inter = self.intersection(other)
         return inter / (self.area + other.area - inter)
 
-    def union(self, other: "Box") -> "Box":
+    def union(self, other: Box) -> Box:
         return Box(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1), max(self.y1, other.y1))
 
-    def grown(self, pixels: int, width: int, height: int, pixels_y: int | None = None) -> "Box":
+    def grown(self, pixels: int, width: int, height: int, pixels_y: int | None = None) -> Box:
         """Grown by ``pixels`` on the left and right (``pixels_y``, default the same, above and below),
         clipped to a ``width`` x ``height`` picture, on even pixels (so that a 4:2:0 chroma sample never
         straddles the edge of a mask)."""
@@ -92,7 +92,7 @@ class Box:
         return {"x": self.x0, "y": self.y0, "width": self.width, "height": self.height}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Box":
+    def from_json(cls, data: dict[str, Any]) -> Box:
         x, y = int(data["x"]), int(data["y"])
         return cls(x, y, x + int(data["width"]), y + int(data["height"]))
 
@@ -106,7 +106,7 @@ def model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _session(name: str) -> Any:
     """One onnxruntime session per model file for the whole process (sessions may run concurrently)."""
     import onnxruntime
@@ -164,7 +164,7 @@ class TextDetector:
 
         prob = self.probability(image)
         bitmap = (prob > PIXEL_THRESHOLD).astype(np.uint8)
-        bitmap = cv2.dilate(bitmap, np.ones((2, 2), np.uint8))
+        bitmap = np.asarray(cv2.dilate(bitmap, np.ones((2, 2), np.uint8)), dtype=np.uint8)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(bitmap, connectivity=8)
         found = []
         for label in range(1, count):
@@ -204,14 +204,15 @@ class TextDetector:
         widths = [max(16, min(3200, math.ceil(REC_HEIGHT * images[n].shape[1] / images[n].shape[0])))
                   for n in readable]
         batch = np.zeros((len(readable), 3, REC_HEIGHT, max(widths)), np.float32)
-        for row, (n, width) in enumerate(zip(readable, widths)):
-            crop = cv2.resize(np.ascontiguousarray(images[n]), (width, REC_HEIGHT), interpolation=cv2.INTER_LINEAR)
+        for row, (n, width) in enumerate(zip(readable, widths, strict=True)):
+            crop = np.asarray(cv2.resize(np.ascontiguousarray(images[n]), (width, REC_HEIGHT),
+                                         interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
             batch[row, :, :, :width] = _normalised(crop)[0]
         out = self._rec.run(None, {self._rec.get_inputs()[0].name: batch})[0]
         for row, n in enumerate(readable):
             indices, probs = out[row].argmax(axis=1), out[row].max(axis=1)
             text, confidences, previous = [], [], -1
-            for index, prob in zip(indices.tolist(), probs.tolist()):
+            for index, prob in zip(indices.tolist(), probs.tolist(), strict=True):
                 if index != previous and index != 0 and index < len(self._characters):
                     text.append(self._characters[index])
                     confidences.append(prob)
@@ -260,7 +261,8 @@ def only_device_settings(text: str, confidence: float, min_confidence: float = 0
     nothing left once device words, numbers and units are taken away."""
     if confidence < min_confidence or not _DEVICE_WORDS.search(text):
         return False
-    if _DATE.search(text) or _ID.search(text) and not re.fullmatch(r"[\d\s.,:%/x+\-]*", _ID.search(text)[0]):
+    identifier = _ID.search(text)
+    if _DATE.search(text) or identifier and not re.fullmatch(r"[\d\s.,:%/x+\-]*", identifier[0]):
         return False
     rest = _DEVICE_WORDS.sub(" ", text)
     return re.fullmatch(r"[\s\d.,:;%/°+\-x|=()\[\]]*", rest) is not None

@@ -5,22 +5,21 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
 import av.error
 import numpy as np
 
-from ..media.frames import luma_plane
-from ..media.probe import open_input
-from ..media.verify import CheckResult
+from ..media.frames import luma_plane, picture_array
+from ..media.probe import open_input, stream_time_base
 from ..render.common import Redaction, RenderResult
 from ..timeline import SegmentSet
+from ..types import Cancel
+from ..verify import CheckResult
 from .mask import FILL_Y
 from .regions import OverlaySet
 from .text import UNCLIP_RATIO, Box, TextDetector, detector_size
 
-Cancel = Callable[[], bool]
 #: Output frames checked per masked region (its first, middle and last frame), and per case at most.
 PER_REGION = 3
 MAX_FRAMES = 24
@@ -74,7 +73,7 @@ def _decode_frames(path: Path, wanted: list[int], rate: Fraction, cancel: Cancel
     with open_input(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        tb = stream.time_base
+        tb = stream_time_base(stream, path)
         first_pts = stream.start_time or 0
         for index in wanted:
             if index in found:
@@ -162,7 +161,7 @@ def verify_overlays(path: Path, overlays: OverlaySet, rendered: RenderResult, se
             if inner.size and (np.abs(inner - FILL_Y).mean() > 4 or np.percentile(np.abs(inner - FILL_Y), 99) > 24):
                 fill_problems.append(f"frame {output} region {box.to_json()}")
                 filled = False
-        picture = frame.reformat(width=det_w, height=det_h, format="bgr24", interpolation="AREA").to_ndarray()
+        picture = picture_array(frame, det_w, det_h, format="bgr24", interpolation="AREA")
         for found in detector.boxes(picture, (rendered.width / det_w, rendered.height / det_h)):
             if any(found.intersection(k) >= 0.5 * found.area for k in kept):
                 continue
@@ -170,7 +169,8 @@ def verify_overlays(path: Path, overlays: OverlaySet, rendered: RenderResult, se
             # mask: it is the detector taking a stack of black masks for a text block.  In a frame whose
             # masks are verified solid black, a box lying within them is the detector taking the black
             # fill itself for text (nothing is left inside); text sticking out of a mask reaches outside.
-            touching = [m for m in masked if found.intersection(m) >= 0.1 * found.area and found.height <= 1.5 * m.height]
+            touching = [m for m in masked
+                        if found.intersection(m) >= 0.1 * found.area and found.height <= 1.5 * m.height]
             if touching and (not filled or _share_outside(_kernel(found), masked) >= OUTSIDE_SHARE):
                 text_problems.append(f"frame {output} text at {found.to_json()}")
     checked = f"{len(frames)} output frames checked"

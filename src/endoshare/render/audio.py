@@ -8,26 +8,26 @@ the video is cut, and encoded again.  It is added to the rendered video by a rem
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
 
 import av
 import av.audio.fifo
 import numpy as np
 
-from ..errors import CancelledError
 from ..media.join import ClipPlan, JoinPlan
-from ..media.probe import iter_video_packets, open_input
+from ..media.probe import iter_video_packets, open_input, stream_time_base
 from ..media.scrub import open_output
 from ..timeline import SegmentSet
+from ..types import Cancel, check_cancelled
 from .common import Redaction
 
 AUDIO_RATE = 48000
 AUDIO_LAYOUT = "stereo"
 AUDIO_BITRATE = 128_000
-Cancel = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def _clip_samples(clip: ClipPlan, needed: int, cancel: Cancel | None) -> Iterato
             stream = next(s for s in container.streams.audio if s.index == audio.index)
             video = next(s for s in container.streams.video if s.index == clip.info.video.index)
             # Audio that starts after the first video frame is preceded by silence; earlier audio is dropped.
-            video_start = float((video.start_time or 0) * video.time_base)
-            audio_start = float((stream.start_time or 0) * stream.time_base)
+            video_start = float((video.start_time or 0) * stream_time_base(video, clip.info.path))
+            audio_start = float((stream.start_time or 0) * stream_time_base(stream, clip.info.path))
             skip = int(round((video_start - audio_start) * AUDIO_RATE))
             if skip < 0:
                 pad = min(-skip, needed)
@@ -66,8 +66,7 @@ def _clip_samples(clip: ClipPlan, needed: int, cancel: Cancel | None) -> Iterato
                 skip = 0
             resampler = av.AudioResampler(format="fltp", layout=AUDIO_LAYOUT, rate=AUDIO_RATE)
             for frame in container.decode(stream):
-                if cancel is not None and cancel():
-                    raise CancelledError("Cancelled by the user; nothing was published.")
+                check_cancelled(cancel)
                 for out in resampler.resample(frame):
                     block = out.to_ndarray().astype(np.float32, copy=False)
                     if skip:
@@ -98,7 +97,7 @@ def timeline_audio(plan: JoinPlan, segments: SegmentSet,
             end = cursor + block.shape[1]
             # Split the block at span edges so that every piece is wholly inside or outside a span.
             edges = sorted({cursor, end, *(e for span in spans for e in span if cursor < e < end)})
-            for a, b in zip(edges, edges[1:]):
+            for a, b in itertools.pairwise(edges):
                 inside = any(s <= a and b <= e for s, e in spans)
                 piece = block[:, a - cursor:b - cursor]
                 yield (np.zeros_like(piece) if inside else piece), inside

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .geometry import Geometry
 
 
-class Redaction(str, enum.Enum):
+class Redaction(enum.StrEnum):
     BLACK = "black"   # replace each out-of-body frame with video black
     BLUR = "blur"     # replace it with an unrecognisable blur of itself (colours only)
     CUT = "cut"       # drop it; the output is shorter
@@ -111,4 +111,4 @@ class RenderResult:
     #: was copied (or the renderer does not say), and the output is decoded in full.
     copied_runs: tuple[CopiedRun, ...] | None = None
     #: Pixel shape, colour description and rotation every decoded frame must show (None: not checked).
-    geometry: "Geometry | None" = None
+    geometry: Geometry | None = None

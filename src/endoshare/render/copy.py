@@ -7,23 +7,21 @@ parameter sets.  Only valid when ``JoinPlan.copy_compatible`` and nothing is red
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
-from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
 
 import av
 import av.error
 
-from ..errors import CancelledError, UnreadableMediaError
-from ..media.frames import Cancel
+from ..errors import UnreadableMediaError
 from ..media.join import JoinPlan
-from ..media.probe import iter_video_packets, open_input
+from ..media.probe import iter_video_packets, open_input, stream_time_base
 from ..media.scrub import BitstreamScrubber, open_output
+from ..types import Cancel, Progress, check_cancelled
 from .common import CopiedRun, RenderResult
 from .geometry import read_geometry
 
-Progress = Callable[[int, int], None]
 MP4_CODEC_TAGS = {"h264": "avc1", "hevc": "hvc1"}
 
 
@@ -51,15 +49,14 @@ def render_copy(plan: JoinPlan, out_path: Path, progress: Progress | None = None
         def rebased() -> Iterator[av.Packet]:
             """Every clip's packets in turn, moved to where the clip starts on the output."""
             done = 0
-            for clip, container in zip(plan.clips, inputs):
+            for clip, container in zip(plan.clips, inputs, strict=True):
                 first_output = done
                 stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
-                time_base = Fraction(stream.time_base)
+                time_base = stream_time_base(stream, clip.info.path)
                 # Where this clip starts on the output, in its own time base (exact when the rates agree).
                 shift = round(clip.timeline_start * frame_duration / time_base) - (stream.start_time or 0)
                 for packet in iter_video_packets(container, stream):
-                    if cancel is not None and cancel():
-                        raise CancelledError("Cancelled by the user; nothing was published.")
+                    check_cancelled(cancel)
                     if packet.pts is None:
                         raise UnreadableMediaError(
                             f"{clip.info.path} has a video packet without a timestamp; it cannot be joined "

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import av
 from av.video.frame import PictureType
 
-from ..media.frames import Cancel, iter_timeline
+from ..media.frames import iter_timeline
 from ..media.join import JoinPlan, VideoFormat
-from ..media.scrub import SCRUBBABLE_CODECS, BitstreamScrubber, open_output
+from ..media.scrub import SCRUBBABLE_CODECS, BitstreamScrubber, add_video_stream, open_output
 from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
+from ..types import Cancel, Progress
 from .common import EncodeSettings, Redaction, RenderResult
 from .geometry import RANGE_LIMITED, apply_geometry, read_geometry
 from .redact import Redactor
-
-Progress = Callable[[int, int], None]
 
 
 def output_format(plan: JoinPlan, settings: EncodeSettings) -> VideoFormat:
@@ -50,8 +48,7 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
 
     container = open_output(out_path)
     try:
-        stream = container.add_stream(settings.encoder, rate=out_fmt.frame_rate,
-                                      options=settings.encoder_options())
+        stream = add_video_stream(container, settings.encoder, out_fmt.frame_rate, settings.encoder_options())
         stream.width, stream.height, stream.pix_fmt = out_fmt.width, out_fmt.height, "yuv420p"
         stream.codec_context.time_base = 1 / out_fmt.frame_rate
         # The first clip's pixel shape, colour description, scan and display rotation; every frame was

@@ -29,32 +29,53 @@ per frame are spliced; anything else is rendered by the full re-encode (the repo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
 
 import av
 import av.error
 import numpy as np
 from av.video.frame import PictureType
 
-from ..errors import CancelledError, UnreadableMediaError
+from ..errors import UnreadableMediaError
 from ..media.join import ClipPlan, JoinPlan
-from ..media.nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS,
-                         HEVC_VPS, RECORD_TYPES, AvcConfig, allowed_unit, clean_avcc, clean_hvcc, h264_idr_pic_id, h264_slice_syntaxes,
-                         h264_slice_type, h264_sps_id, hvcc_for_inband_track, hvcc_parameter_sets, nal_length_size,
-                         nal_type, read_ue, scrub_access_unit, split_nal_units, to_length_prefixed, unit_allowed)
-from ..media.probe import iter_video_packets, open_input
-from ..media.scrub import open_output
+from ..media.nal import (
+    H264_IDR,
+    H264_PPS,
+    H264_SPS,
+    HEVC_IDR_TYPES,
+    HEVC_PPS,
+    HEVC_SPS,
+    HEVC_VPS,
+    RECORD_TYPES,
+    AvcConfig,
+    allowed_unit,
+    clean_avcc,
+    clean_hvcc,
+    h264_idr_pic_id,
+    h264_slice_syntaxes,
+    h264_slice_type,
+    h264_sps_id,
+    hvcc_for_inband_track,
+    hvcc_parameter_sets,
+    nal_length_size,
+    nal_type,
+    read_ue,
+    scrub_access_unit,
+    split_nal_units,
+    to_length_prefixed,
+    unit_allowed,
+)
+from ..media.probe import iter_video_packets, open_input, stream_time_base
+from ..media.scrub import open_output, video_codec
 from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
+from ..types import Cancel, Progress, check_cancelled
 from .common import X264_PRESETS, CopiedRun, EncodeSettings, Redaction, RenderResult
 from .geometry import Geometry, apply_geometry, read_geometry
 from .redact import Redactor
-
-Progress = Callable[[int, int], None]
-Cancel = Callable[[], bool]
 
 #: Quality of re-encoded groups: close to transparent, as they sit between copied ones.
 SPLICE_CRF = 16
@@ -159,14 +180,14 @@ def _clip_units(clip_number: int, clip: ClipPlan, length_size: int | None, codec
     parameter_sets: dict[tuple[int, int], bytes] = {}
     with open_input(clip.info.path) as container:
         stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
-        time_base = Fraction(stream.time_base)
+        time_base = stream_time_base(stream, clip.info.path)
         # The stream's own word (SPS) that no picture is shown before one decoded earlier.
         reorders = bool(stream.codec_context.has_b_frames)
         starts: list[int] = []
         pts: list[int | None] = []
         for number, packet in enumerate(iter_video_packets(container, stream)):
-            if cancel is not None and number % 256 == 0 and cancel():
-                raise CancelledError("Cancelled by the user; nothing was published.")
+            if number % 256 == 0:
+                check_cancelled(cancel)
             data = bytes(packet)
             # A B slice may be shown before a picture decoded earlier, whatever the SPS says.
             reorders = reorders or (codec == "h264" and _has_b_slice(data, length_size))
@@ -276,15 +297,15 @@ def plan_smart(plan: JoinPlan, segments: SegmentSet, cancel: Cancel | None = Non
     extradata, length_size, decoder_extradata = video.extradata, source_length_size or 4, b""
     if source_length_size is None:
         parameter_sets: dict[tuple[int, int], bytes] = {}
-        for unit in split_nal_units(video.extradata, None):
-            if nal_type(unit, plan.codec) in RECORD_TYPES[plan.codec]:
-                parameter_sets[_parameter_set_key(unit, plan.codec)] = unit
+        for nal in split_nal_units(video.extradata, None):
+            if nal_type(nal, plan.codec) in RECORD_TYPES[plan.codec]:
+                parameter_sets[_parameter_set_key(nal, plan.codec)] = nal
         for index in indexes:
-            for key, unit in index.parameter_sets.items():
-                if parameter_sets.setdefault(key, unit) != unit:
+            for key, nal in index.parameter_sets.items():
+                if parameter_sets.setdefault(key, nal) != nal:
                     raise NotSpliceable("the clips' parameter sets differ")
         extradata = (_annexb_record if plan.codec == "h264" else _annexb_hvcc)(parameter_sets)
-        decoder_extradata = b"".join(b"\0\0\0\1" + unit for unit in parameter_sets.values())
+        decoder_extradata = b"".join(b"\0\0\0\1" + nal for nal in parameter_sets.values())
     units = [unit for index in indexes for unit in index.units]
     time_bases = {index.time_base for index in indexes}
     if len(time_bases) != 1:
@@ -369,8 +390,8 @@ class _Splicer:
         """Length-prefixed NAL units to put before the first copied picture after a re-encoded group."""
         return b""
 
-    def _encoder(self) -> av.CodecContext:
-        encoder = av.CodecContext.create(self.encoder_name, "w")
+    def _encoder(self) -> av.VideoCodecContext:
+        encoder = video_codec(self.encoder_name, "w")
         target = self.plan.target
         encoder.width, encoder.height, encoder.pix_fmt = target.width, target.height, "yuv420p"
         encoder.time_base = 1 / target.frame_rate
@@ -490,7 +511,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     try:
         template = next(s for s in inputs[0].streams.video if s.index == plan.clips[0].info.video.index)
         with _SpliceWriter(out_path, template, smart, splicer, timeline) as writer:
-            for clip_number, (clip, container) in enumerate(zip(plan.clips, inputs)):
+            for clip_number, (clip, container) in enumerate(zip(plan.clips, inputs, strict=True)):
                 stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
                 for number, unit, packets in _groups(iter_video_packets(container, stream),
                                                      units_by_clip[clip_number], cancel):
@@ -508,7 +529,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                     if progress is not None:
                         progress(min(total, unit.first_frame + unit.packet_count), total)
             writer.finish()
-            written, runs = writer.written, tuple(writer.runs)
+            written, copied_runs = writer.written, tuple(writer.runs)
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
                                    path=plan.clips[0].info.path) from None
@@ -521,7 +542,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         method="smart-render" if smart.dirty else "stream-copy", codec=smart.codec, frame_count=written,
         frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
-        blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=runs, geometry=geometry,
+        blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=copied_runs, geometry=geometry,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures changed, {smart.reencoded_frames} of "
                f"{total} frames re-encoded ({sum(smart.prefixes)} unchanged frames at the start of changed groups "
                "copied); the rest stream-copied",
@@ -537,8 +558,7 @@ def _groups(packets: Iterator[av.Packet], units: list[tuple[int, Unit]],
     number, unit = next(pending)
     group: list[av.Packet] = []
     for packet_number, packet in enumerate(packets):
-        if cancel is not None and cancel():
-            raise CancelledError("Cancelled by the user; nothing was published.")
+        check_cancelled(cancel)
         if packet_number >= unit.first_packet + unit.packet_count:
             yield number, unit, group
             group = []
@@ -591,7 +611,7 @@ class _SpliceWriter:
         #: idr_pic_id its own must differ from too.
         self.held: _RedactedGroup | None = None
 
-    def __enter__(self) -> "_SpliceWriter":
+    def __enter__(self) -> _SpliceWriter:
         return self
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
@@ -811,7 +831,7 @@ def _runs(unit: Unit, copied: int, redacted: list[bool], redactor: Redactor) -> 
 
 def _decode_group(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan) -> list[av.VideoFrame]:
     """A dirty group's pictures in display order, decoded from its buffered packets."""
-    decoder = av.CodecContext.create(smart.codec, "r")
+    decoder = video_codec(smart.codec, "r")
     decoder.extradata = smart.decoder_extradata if smart.source_length_size is None else smart.extradata
     decoder.thread_type = "AUTO"             # both cores: the group is decoded whole, latency does not matter
     frames: list[av.VideoFrame] = []

@@ -10,17 +10,32 @@ as decoding the copied groups is argued in the README ("How much is decoded").
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 
-from ..render.common import CopiedRun, RenderResult
-from .nal import (H264_IDR, H264_PPS, H264_SPS, HEVC_IDR_TYPES, HEVC_PPS, HEVC_SPS, HEVC_VPS, RECORD_TYPES,
-                  AvcConfig, allowed_unit, hvcc_parameter_sets, nal_length_size, nal_type, read_ue, split_nal_units,
-                  unit_allowed)
-from .probe import iter_video_packets, open_input
+from .media.nal import (
+    H264_IDR,
+    H264_PPS,
+    H264_SPS,
+    HEVC_IDR_TYPES,
+    HEVC_PPS,
+    HEVC_SPS,
+    HEVC_VPS,
+    RECORD_TYPES,
+    AvcConfig,
+    allowed_unit,
+    hvcc_parameter_sets,
+    nal_length_size,
+    nal_type,
+    read_ue,
+    split_nal_units,
+    unit_allowed,
+)
+from .media.probe import iter_video_packets, open_input, stream_time_base
+from .render.common import CopiedRun, RenderResult
 
 
 def _vcl(unit: bytes, codec: str) -> bool:
@@ -94,7 +109,7 @@ class _SourceCursor:
             extradata = bytes(stream.codec_context.extradata or b"")
             self.length_size = nal_length_size(extradata, self.codec)
             self.parameter_sets = _parameter_sets(extradata, self.codec)
-            self.time_base = Fraction(stream.time_base)
+            self.time_base = stream_time_base(stream, run.source)
             self.reorders = bool(stream.codec_context.has_b_frames)
         while self.position < run.first_packet:
             next(self.packets)
@@ -197,14 +212,16 @@ class PacketIdentity:
 
     def _compare(self, number: int, run: CopiedRun, packet: av.Packet, data: bytes, length_size: int | None,
                  source: av.Packet) -> str | None:
-        if source.pts is None and not run.frame_order:
-            return "the source packet has no timestamp"
         if run.frame_order:
             ticks = 1 / (self.expected.frame_rate * self.cursor.time_base)
             source_time = run.pts_shift + (run.first_packet + number - run.first_output) * ticks
+        elif source.pts is None:
+            return "the source packet has no timestamp"
         else:
             source_time = Fraction(source.pts + run.pts_shift)
-        if Fraction(packet.pts) * self.time_base != source_time * self.cursor.time_base:
+        if packet.pts is None:
+            return "the output packet has no timestamp"
+        if packet.pts * self.time_base != source_time * self.cursor.time_base:
             return "shown at the wrong time"
         if bool(packet.is_keyframe) != bool(source.is_keyframe):
             return "keyframe flag differs"

@@ -1,20 +1,26 @@
 """Re-open a written output and prove it is safe to share, before it gets its final name.
 
-Checks (each reported by name in the audit report):
+It sits above :mod:`endoshare.render` (it checks a :class:`~endoshare.render.common.RenderResult`'s
+promises) and below :mod:`endoshare.pipeline`, which publishes nothing that failed a check.
+
+Checks (each reported by name in the audit report; :func:`verify_output` returns them in this order):
 - ``metadata_allow_list``: only technical container/stream tags, one video track (and audio only if
-  asked), no chapters, no subtitle/data/timecode/attachment streams, zero MP4 creation/modification times;
-- ``no_sei_user_data``: no SEI user-data payload in the bitstream;
+  asked), no chapters, no subtitle/data/timecode/attachment streams, zero MP4 creation/modification times,
+  and no SEI user-data payload in the bitstream (found by the packet scan below);
+- ``no_identifying_strings``: none of the case's identifiers nor an encoder/muxer signature in the bytes;
+- ``no_hidden_samples``: samples in the file (edit lists ignored) == frames displayed;
+- ``sample_framing`` (H.264/HEVC): every sample is length-prefixed NAL units (no Annex B start codes);
 - ``bitstream_allow_list``: every NAL unit of every sample (a sample hidden by an edit list fails
   ``no_hidden_samples``) is of an allowed type (:data:`endoshare.media.nal.ALLOWED_NAL_TYPES`) and the
   avcC/hvcC holds parameter sets only;
-- ``no_identifying_strings``: none of the case's identifiers nor an encoder/muxer signature in the bytes;
-- ``no_hidden_samples``: samples in the file (edit lists ignored) == frames displayed;
 - ``copied_packets`` (mode "changes"): every stream-copied packet is its source packet (see
-  :mod:`endoshare.media.packet_identity`), every other packet lies in a decoded range;
+  :mod:`endoshare.packet_identity`), every other packet lies in a decoded range;
 - ``decodes_cleanly``: every decoded packet (all of them in mode "full") decodes with no FFmpeg error;
 - ``frame_count`` / ``duration``: what the renderer promised;
 - ``redaction``: black frames are black (luma <= 20 everywhere), blurred frames carry little detail;
-- ``geometry``: decoded frames show the promised pixel shape, colour description and rotation.
+- ``geometry``: decoded frames show the promised pixel shape, colour description and rotation;
+- ``audio`` (only when audio is kept): one audio stream that decodes, lasts as long as the video and is
+  silent where the video is redacted.
 """
 
 from __future__ import annotations
@@ -24,22 +30,31 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
-import numpy as np
 import av.error
+import numpy as np
 
-from ..errors import CancelledError
-from ..render.common import RenderResult
-from .frames import detail_energy, luma_plane
-from . import isobmff
-from .nal import (ALLOWED_NAL_TYPES, SeiUserData, disallowed_record_units, disallowed_units, is_length_prefixed,
-                  is_sei, nal_length_size, nal_type, record_units, sei_user_data, split_nal_units)
+from .media import isobmff
+from .media.frames import detail_energy, luma_plane
+from .media.nal import (
+    ALLOWED_NAL_TYPES,
+    SeiUserData,
+    disallowed_record_units,
+    disallowed_units,
+    is_length_prefixed,
+    is_sei,
+    nal_length_size,
+    nal_type,
+    record_units,
+    sei_user_data,
+    split_nal_units,
+)
+from .media.probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe, stream_time_base
+from .media.scrub import ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS, GENERIC_HANDLER_NAMES
 from .packet_identity import PacketIdentity
-from .probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe
-from .scrub import (ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS,
-                    GENERIC_HANDLER_NAMES)
+from .render.common import RenderResult
+from .types import Cancel, Progress, check_cancelled
 
 BLACK_LUMA_MAX = 20
 #: FFmpeg's AVColorRange for limited ("tv", MPEG) range.
@@ -51,8 +66,6 @@ ENCODER_SIGNATURES = (rb"x264 - core", rb"x265 \(build", rb"Lavf\d\d\.", rb"Lavc
                       rb"HandBrake")
 #: Identifiers shorter than this are not searched for in the bytes: they would match compressed data by chance.
 MIN_SEARCHABLE_IDENTIFIER = 6
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,7 @@ DEFAULT_VERIFY_MODE = "changes"
 
 def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ...] = (),
                   keep_audio: bool = False, mode: str = DEFAULT_VERIFY_MODE, progress: Progress | None = None,
-                  cancel: Callable[[], bool] | None = None,
+                  cancel: Cancel | None = None,
                   sources: tuple[Path, ...] | None = None) -> tuple[CheckResult, ...]:
     """Run every check.  ``mode`` "full" decodes every frame; "changes" decodes only the frames the
     renderer changed (``expected.check_ranges``: re-encoded groups, the group before every splice and clip
@@ -85,6 +98,8 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
         raise ValueError(f"verify mode must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
     if expected.check_ranges is None or (mode == "changes" and expected.copied_runs is None):
         mode = "full"
+    # What to decode: every frame (None), or the changed ranges only.
+    ranges = None if mode == "full" else expected.check_ranges
     with open_input(path) as container:
         has_video = bool(container.streams.video)
     if not has_video:
@@ -97,7 +112,7 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
         _check_identifying_strings(path, identifiers),
         *sample_checks,
     ]
-    checks.extend(_check_decode(path, expected, mode, packets, progress, cancel))
+    checks.extend(_check_decode(path, expected, ranges, mode == "splices", packets, progress, cancel))
     if expected.audio_samples is not None:
         checks.append(_check_audio(path, expected))
     return tuple(checks)
@@ -192,14 +207,14 @@ class _PacketScan:
         self.packets = 0
         self.sei_user_data: tuple[SeiUserData, ...] = ()
 
-    def run(self, cancel: Callable[[], bool] | None) -> list[CheckResult]:
+    def run(self, cancel: Cancel | None) -> list[CheckResult]:
         sei: dict[tuple[int, str, str], SeiUserData] = {}
         with open_input(self.path) as container:
             stream = container.streams.video[0]
             codec = stream.codec_context.name
             extradata = bytes(stream.codec_context.extradata or b"")
             length_size = nal_length_size(extradata, codec)
-            identity = PacketIdentity(self.copied, codec, extradata, Fraction(stream.time_base), self.path,
+            identity = PacketIdentity(self.copied, codec, extradata, stream_time_base(stream, self.path), self.path,
                                       self.sources) if self.copied is not None else None
             shown = 0
             misframed = 0
@@ -207,8 +222,8 @@ class _PacketScan:
             outside: dict[int, int] = {}
             for number, packet in enumerate(iter_video_packets(container, stream)):
                 self.packets += 1
-                if cancel is not None and number % 256 == 0 and cancel():
-                    raise CancelledError("Cancelled by the user; nothing was published.")
+                if number % 256 == 0:
+                    check_cancelled(cancel)
                 shown += not packet.is_discard
                 data = bytes(packet)
                 if codec in ALLOWED_NAL_TYPES:
@@ -378,15 +393,12 @@ def _open_for_checking(container: av.container.InputContainer) -> av.video.strea
     return stream
 
 
-def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, progress: Progress | None,
-                  cancel: Callable[[], bool] | None) -> list[CheckResult]:
+def _check_decode(path: Path, expected: RenderResult, ranges: tuple[tuple[int, int], ...] | None, keyframes: bool,
+                  packets: int, progress: Progress | None,
+                  cancel: Cancel | None) -> list[CheckResult]:
     checker = _FrameChecker(expected)
     errors: list[str] = []
     count = 0
-
-    def poll() -> None:
-        if cancel is not None and cancel():
-            raise CancelledError("Cancelled by the user; nothing was published.")
 
     with open_input(path) as container:
         stream = _open_for_checking(container)
@@ -395,10 +407,10 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
         rate = expected.frame_rate
         # The pixel shape of a codec without one in its bitstream (AV1) is the container's.
         container_sar = stream.sample_aspect_ratio
-        if mode == "full":
+        if ranges is None:
             try:
                 for frame in container.decode(stream):
-                    poll()
+                    check_cancelled(cancel)
                     checker.check(count, frame, stream.codec_context.sample_aspect_ratio or container_sar)
                     count += 1
                     if progress is not None:
@@ -408,17 +420,20 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
             decoded = f"{count} frames decoded"
         else:
             count = packets
-            ranges = expected.check_ranges
+            time_base = stream_time_base(stream, path)
             work = sum(b - a for a, b in ranges) or 1
             done = 0
             for start, end in ranges:
                 # Seek to the keyframe at or before the range and decode up to its end.
-                container.seek(int(Fraction(start) / rate / stream.time_base), stream=stream, backward=True)
+                container.seek(int(Fraction(start) / rate / time_base), stream=stream, backward=True)
                 stream.codec_context.flush_buffers()
                 try:
                     for frame in container.decode(stream):
-                        poll()
-                        index = round(Fraction(frame.pts) * stream.time_base * rate)
+                        check_cancelled(cancel)
+                        if frame.pts is None:
+                            errors.append(f"in frames [{start}, {end}): a decoded frame carries no timestamp")
+                            break
+                        index = round(frame.pts * time_base * rate)
                         if index >= end:
                             break
                         if index >= start:
@@ -429,7 +444,7 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
                 except av.error.FFmpegError as exc:
                     errors.append(f"in frames [{start}, {end}): {exc}")
             decoded = f"{done} frames decoded in {len(ranges)} spliced or sampled ranges, {count} packets"
-        if mode == "splices":
+        if keyframes:
             # Every keyframe decodes: the copied groups' entry points and their parameter sets.
             with open_input(path) as keyframes_container:
                 key_stream = _open_for_checking(keyframes_container)
@@ -437,7 +452,7 @@ def _check_decode(path: Path, expected: RenderResult, mode: str, packets: int, p
                 keys = 0
                 try:
                     for _ in keyframes_container.decode(key_stream):
-                        poll()
+                        check_cancelled(cancel)
                         keys += 1
                 except av.error.FFmpegError as exc:
                     errors.append(f"keyframe {keys}: {exc}")
