@@ -859,7 +859,7 @@ def test_review_regions_added_moved_removed_reach_the_job(qtbot, reviewed_window
     region = added[0]
     assert (region.start_frame, region.end_frame) == (0, 80)
     assert all(abs(a - b) <= 1 for a, b in zip((region.box.x0, region.box.y0, region.box.x1, region.box.y1),
-                                               (20, 30, 80, 60))), region.box
+                                               (20, 30, 80, 60), strict=True)), region.box
     assert review.edited and review.selected_region == region and region in video.regions
     draft = json.loads(next((tmp_path / "archive" / "review-drafts").iterdir()).read_text())
     assert OverlaySet.from_json(draft["overlays"]) == review.overlays          # survives a crash

@@ -9,7 +9,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from overlay_media import STYLES, overlay_clip, patient_lines
 
 from endoshare.errors import OverlaysFileError
 from endoshare.jobs.queue import JobQueue
@@ -29,6 +28,7 @@ from endoshare.overlay.regions import (
 )
 from endoshare.overlay.text import Box
 from endoshare.pipeline import CaseRequest, ProcessOptions, overlays_path, process_case
+from overlay_media import STYLES, overlay_clip, patient_lines
 
 WIDTH, HEIGHT, FRAMES = 640, 360, 75
 

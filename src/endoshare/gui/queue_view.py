@@ -47,8 +47,8 @@ from ..jobs.runner import (
     run_queue,
     runner_alive,
 )
-from ..pipeline import Phase
 from ..overlay.regions import OverlaySet
+from ..pipeline import Phase
 from ..storage import private_dir, write_atomically
 from ..timeline import SegmentSet
 from .settings import GuiSettings, validate_settings
