@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -58,18 +59,25 @@ def test_plan_reencodes_only_the_groups_that_show_a_redacted_frame(case: Path) -
     assert smart.delay_ticks > 0            # the source has B-frames
 
 
-def assert_black_spans_and_copied_group(frames: list[av.VideoFrame], sources: list[np.ndarray]) -> None:
-    """200 frames: those in SPANS black, every other one shows its own index, and the one clean group
-    [50, 75) is bit-identical to the source (copied, not re-encoded)."""
-    redacted = SegmentSet.of(SPANS)
-    assert len(frames) == 200
+def assert_black_spans(frames: list[av.VideoFrame], spans: SegmentSet, total: int,
+                       sources: list[np.ndarray] | None = None,
+                       copied: Callable[[int], bool] = lambda i: False) -> None:
+    """``total`` frames: those in ``spans`` black, every other one shows its own index (barcode), and those
+    ``copied`` says are bit-identical to ``sources`` (copied, not re-encoded)."""
+    assert len(frames) == total
     for index, frame in enumerate(frames):
-        if redacted.contains(index):
+        if spans.contains(index):
             assert luma_max(frame) <= 20, index
         else:
             assert read_barcode(frame) == index
-        if 50 <= index < 75:
-            assert np.array_equal(frame.to_ndarray(), sources[index]), f"copied frame {index} changed"
+        if copied(index):
+            assert sources is not None and np.array_equal(frame.to_ndarray(), sources[index]), \
+                f"copied frame {index} changed"
+
+
+def assert_black_spans_and_copied_group(frames: list[av.VideoFrame], sources: list[np.ndarray]) -> None:
+    """200 frames, SPANS black, and the one clean group [50, 75) copied bit-identical."""
+    assert_black_spans(frames, SegmentSet.of(SPANS), 200, sources, lambda i: 50 <= i < 75)
 
 
 def test_black_is_frame_exact_and_copied_groups_are_bit_identical(tmp_path: Path, case: Path) -> None:
@@ -130,17 +138,9 @@ def test_hevc_is_spliced_not_reencoded(tmp_path: Path, container: str) -> None:
     assert report["output"]["codec"] == "hevc"
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     assert any(c["name"] == "copied_packets" for c in report["checks"])
-    redacted = SegmentSet.of(spans)
-    frames = decoded_frames(result.output)
-    assert len(frames) == 120
-    sources = source_frames(folder, f"clip*{suffix}")
-    for index, frame in enumerate(frames):
-        if redacted.contains(index):
-            assert luma_max(frame) <= 20, index
-        else:
-            assert read_barcode(frame) == index
-        if 85 <= index < 110:                     # a group copied right after a re-encoded one
-            assert np.array_equal(frame.to_ndarray(), sources[index])
+    # [85, 110) is a group copied right after a re-encoded one.
+    assert_black_spans(decoded_frames(result.output), SegmentSet.of(spans), 120,
+                       source_frames(folder, f"clip*{suffix}"), lambda i: 85 <= i < 110)
     proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-err_detect", "explode",
                            "-i", str(result.output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr == ""
@@ -332,18 +332,9 @@ def test_partly_redacted_groups_copy_their_unchanged_start(tmp_path: Path, case:
     assert report["output"]["method"] == "smart-render"
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     assert decoded == [100, 125]              # the group that ends out of body is not decoded
-    frames = decoded_frames(result.output)
-    sources = source_frames(case)
-    redacted = SegmentSet.of(spans)
-    assert len(frames) == 200
-    for index, frame in enumerate(frames):
-        if redacted.contains(index):
-            assert luma_max(frame) <= 20, index
-        else:
-            assert read_barcode(frame) == index
-    for start in (50, 100):
-        for index in range(start, start + smart_plan.prefix(by_start[start])):
-            assert np.array_equal(frames[index].to_ndarray(), sources[index]), f"copied frame {index} changed"
+    prefixes = [range(start, start + smart_plan.prefix(by_start[start])) for start in (50, 100)]
+    assert_black_spans(decoded_frames(result.output), SegmentSet.of(spans), 200, source_frames(case),
+                       lambda i: any(i in prefix for prefix in prefixes))
     proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-xerror", "-err_detect", "explode",
                            "-i", str(result.output), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr == ""
@@ -408,13 +399,7 @@ def test_missing_timestamps_are_rebuilt_from_frame_order_only_without_reordering
     assert result.method == "smart-render"
     checks = {c.name: (c.passed, c.detail) for c in verify_output(out, result, sources=(raw,))}
     assert all(passed for passed, _ in checks.values()), checks
-    frames = decoded_frames(out)
-    assert len(frames) == 100
-    for index, frame in enumerate(frames):
-        if spans.contains(index):
-            assert luma_max(frame) <= 20, index
-        else:
-            assert read_barcode(frame) == index
+    assert_black_spans(decoded_frames(out), spans, 100)
 
 
 def test_black_groups_reuse_one_black_encoding(tmp_path: Path, case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -434,12 +419,7 @@ def test_black_groups_reuse_one_black_encoding(tmp_path: Path, case: Path, monke
     result, report = process_spans(case, tmp_path, spans)
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     assert black_lengths == [25]
-    redacted = SegmentSet.of(spans)
-    for index, frame in enumerate(decoded_frames(result.output)):
-        if redacted.contains(index):
-            assert luma_max(frame) <= 20, index
-        else:
-            assert read_barcode(frame) == index
+    assert_black_spans(decoded_frames(result.output), SegmentSet.of(spans), 200)
 
 
 @pytest.mark.parametrize("span", [(26, 27), (28, 30), (31, 50), (37, 38), (44, 49), (48, 49), (49, 50), (25, 26)])
@@ -464,13 +444,5 @@ def test_a_span_anywhere_in_a_group_with_b_frames_is_frame_exact_and_verified(tm
     clips = tuple(sorted(case.glob("clip*.mp4")))
     checks = {c.name: (c.passed, c.detail) for c in verify_output(out, result, sources=clips)}
     assert all(passed for passed, _ in checks.values()), checks
-    frames = decoded_frames(out)
-    sources = source_frames(case)
-    assert len(frames) == 200
-    for index, frame in enumerate(frames):
-        if spans.contains(index):
-            assert luma_max(frame) <= 20, index
-        else:
-            assert read_barcode(frame) == index
-        if 25 <= index < 25 + prefix or 50 <= index < 75:
-            assert np.array_equal(frame.to_ndarray(), sources[index]), f"copied frame {index} changed"
+    assert_black_spans(decoded_frames(out), spans, 200, source_frames(case),
+                       lambda i: 25 <= i < 25 + prefix or 50 <= i < 75)

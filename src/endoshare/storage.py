@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 
-from .errors import DiskFullError, OutputError
+from .errors import DiskFullError, EndoshareError, OutputError
 
 TEMP_PREFIX = ".endoshare-"
 PRIVATE_FILE_MODE = 0o600
@@ -278,3 +280,16 @@ def remove_owned(directory: Path, owner_prefix: str) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def read_json_file(path: Path, what: str, *, error: type[EndoshareError], missing_fix: str, format_fix: str,
+                   missing_error: type[EndoshareError] | None = None) -> Any:
+    """The JSON content of a file the user gave (segments, overlay regions, truth labels).  A missing file
+    raises ``missing_error`` (default ``error``) and an unreadable one ``error``, each naming the file as
+    ``what`` and saying what to do (``missing_fix`` / ``format_fix``)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise (missing_error or error)(f"{what} {path} does not exist; {missing_fix}", path=path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{what} {path} is not readable JSON ({exc}); {format_fix}", path=path) from None

@@ -7,7 +7,6 @@ derived from an exact ``Fraction`` frame rate so that 30000/1001 never becomes 2
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SegmentsFileError
+from .storage import read_json_file
 
 
 @dataclass(frozen=True, order=True)
@@ -115,14 +115,9 @@ def load_segments_file(path: str | Path) -> SegmentSet:
     The output of ``endoshare detect --json`` for one input is accepted as is.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SegmentsFileError(f"Segments file {path} does not exist; check the path given to --segments.",
-                                path=path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegmentsFileError(f"Segments file {path} is not readable JSON ({exc}); write it as "
-                                '{"segments": [{"start_frame": 0, "end_frame": 25}]}.', path=path) from None
+    data = read_json_file(path, "Segments file", error=SegmentsFileError,
+                          missing_fix="check the path given to --segments.",
+                          format_fix='write it as {"segments": [{"start_frame": 0, "end_frame": 25}]}.')
     if isinstance(data, dict):
         data = data.get("segments")
     if not isinstance(data, list):

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InputError, MissingInputError
+from ..storage import read_json_file
 from ..timeline import SegmentSet, format_rate
 from .base import EXIT_THRESHOLD_ATTRIBUTE, Detector
 from .cues import CueSettings, scene_change_frames, suspicious_gops
@@ -227,13 +228,8 @@ def load_truth_labels(path: str | Path) -> tuple[str, ...]:
     """Read ``{"labels": ["inbody" | "oob" | "transition", ...]}``, one label per displayed frame."""
     path = Path(path)
     example = '{"labels": ["inbody", "inbody", "transition", "oob", ...]}'
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MissingInputError(f"Truth file {path} does not exist; check the path.", path=path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"Truth file {path} is not readable JSON ({exc}); write it as {example}.",
-                         path=path) from None
+    data = read_json_file(path, "Truth file", error=InputError, missing_error=MissingInputError,
+                          missing_fix="check the path.", format_fix=f"write it as {example}.")
     labels = data.get("labels") if isinstance(data, dict) else None
     if not isinstance(labels, list):
         raise InputError(f"Truth file {path} has no 'labels' list; write it as {example}.", path=path)

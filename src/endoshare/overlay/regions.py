@@ -6,13 +6,13 @@ a format, which is when fast mode can copy) and the span of timeline frames it i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import OverlaysFileError
+from ..storage import read_json_file
 from ..timeline import Segment, SegmentSet
 from .text import Box
 
@@ -154,14 +154,9 @@ def load_overlays_file(path: Path, width: int | None = None, height: int | None 
                        total_frames: int | None = None) -> OverlaySet:
     """Read an overlays file (:meth:`OverlaySet.to_json`); with the picture size and length given, every
     region must fit them.  Raises :class:`~endoshare.errors.OverlaysFileError` naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OverlaysFileError(f"Overlays file {path} does not exist; edit the regions in the review again.",
-                                path=path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OverlaysFileError(f"Overlays file {path} is not readable JSON ({exc}); edit the regions in the "
-                                "review again.", path=path) from None
+    data = read_json_file(path, "Overlays file", error=OverlaysFileError,
+                          missing_fix="edit the regions in the review again.",
+                          format_fix="edit the regions in the review again.")
     return overlays_from_json(data, path, width, height, total_frames)
 
 
