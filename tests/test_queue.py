@@ -264,18 +264,21 @@ def test_cli_add_run_status_retry_and_ctrl_c(tmp_path: Path) -> None:
                                "--workers", "1", "--progress", "json"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     assert runner.stdout is not None
+    # Ctrl-C as soon as the long job has started: this test reads the events through a pipe and may lag
+    # seconds behind the runner on a loaded machine; waiting for a render event once let the job finish
+    # before the signal was even sent (exit 0, nothing to interrupt).
     for line in runner.stdout:
         event = json.loads(line)
-        if event["event"] == "job-progress" and event["phase"] == "render":
+        if event["event"] == "job-started":
             runner.send_signal(signal.SIGINT)
             break
     rest = [json.loads(line) for line in runner.stdout.read().splitlines()]
-    # Seen once on a loaded machine: exit 0, the job done despite the Ctrl-C; the events and stderr say why.
     assert runner.wait(timeout=30) == 130, (rest, runner.stderr.read() if runner.stderr else "")
-    # Interrupted mid-render (a count, not a time bound: those flake under load).
+    # Interrupted before the render ended (a count, not a time bound: those flake under load).
     assert all(e["done"] < e["total"] for e in rest if e["event"] == "job-progress" and e["phase"] == "render"), rest
     assert rest[-1]["event"] == "job-interrupted"
-    assert leftovers(shared) == [] and not list(shared.glob("*.mp4"))
+    # Nothing left in the shared folder (the job may have been stopped before it made that folder).
+    assert not shared.exists() or (leftovers(shared) == [] and not list(shared.glob("*.mp4")))
     status = json.loads(run_cli("status", "--archive", archive, "--json").stdout)
     assert status["counts"]["pending"] == 2
 
