@@ -333,5 +333,10 @@ def test_queue_command_registers_under_the_endoshare_parser(tmp_path: Path) -> N
     assert args.func is queue_cli.run_run and args.cluster == "local:2" and args.workers is None
     with pytest.raises(SystemExit):
         parser.parse_args(["queue", "run", "--archive", str(tmp_path), "--workers", "2", "--cluster", "local:2"])
+    # A mistyped archive is an error naming it, not an empty queue, and leaves no folder behind.
     args = parser.parse_args(["queue", "status", "--archive", str(tmp_path / "new"), "--json"])
-    assert args.func(args) == 0 and (tmp_path / "new" / "queue.sqlite3").exists()
+    assert args.func(args) != 0 and not (tmp_path / "new").exists()
+    for command in (["run"], ["retry", "1"], ["cancel", "1"]):
+        result = run_cli(*command, "--archive", tmp_path / "typo")
+        assert result.returncode != 0 and f"no queue in {tmp_path / 'typo'}" in result.stderr, result.stderr
+        assert not (tmp_path / "typo").exists()

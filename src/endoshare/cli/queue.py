@@ -14,7 +14,15 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from ..errors import EndoshareError
-from ..jobs.queue import Job, JobNotFoundError, JobQueue, JobState, JobStateError, QueueBusyError
+from ..jobs.queue import (
+    QUEUE_FILE_NAME,
+    Job,
+    JobNotFoundError,
+    JobQueue,
+    JobState,
+    JobStateError,
+    QueueBusyError,
+)
 from ..jobs.runner import (
     Executor,
     LocalExecutor,
@@ -89,7 +97,13 @@ def _error(message: object) -> None:
     print(f"endoshare queue: {message}", file=sys.stderr)
 
 
-def _open(archive: Path) -> JobQueue | None:
+def _open(archive: Path, *, create: bool = False) -> JobQueue | None:
+    """The queue of ``archive``; only ``queue add`` makes a new one (a mistyped --archive must not look like
+    an empty queue, nor leave a new private folder behind)."""
+    if not create and not (archive / QUEUE_FILE_NAME).is_file():
+        _error(f"no queue in {archive}: check --archive (a queue is made by 'endoshare queue add CASE_DIR "
+               f"--archive {archive} ...')")
+        return None
     try:
         return JobQueue(archive)
     except EndoshareError as exc:
@@ -106,7 +120,7 @@ def run_add(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _error(exc)
         return ExitCode.USAGE
-    queue = _open(args.archive)
+    queue = _open(args.archive, create=True)
     if queue is None:
         return ExitCode.SOME_FAILED
     with queue:
