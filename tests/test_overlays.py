@@ -239,6 +239,21 @@ def test_banner_between_two_old_samples_is_found(tmp_path, detector):
     assert not overlays.boxes_at(2 * rate) and not overlays.boxes_at(58 * rate)
 
 
+def test_a_one_frame_clip_is_read_whole(tmp_path, detector):
+    """A clip of a single picture: nothing tells standing text from the scene, so all text it shows is read
+    and masked (from the one picture decoded for it)."""
+    from endoshare.sample import write_clip
+    from overlay_media import Line, draw, inbody
+
+    line = (Line("MUELLER, Hans  12.03.1961", "name", 0.05, 0.08),)
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", [draw(inbody(0, WIDTH, HEIGHT, 5, Fraction(25)), line, STYLES[0])],
+               gop=25, options={"crf": "20"})
+    overlays = find_overlays(plan_join(probe_case(discover_case(tmp_path / "case"))), detector=detector)
+    x0, y0, x1, y1 = text_boxes(line, STYLES[0], WIDTH, HEIGHT)["name"]
+    assert any(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1 for b in overlays.boxes_at(0)), overlays
+
+
 def test_banner_where_a_paused_scene_was_read_before(tmp_path, detector):
     """The scene pauses for the first 25 s (its tissue stands still and is read), then moves; a banner
     shows from 28 s to 56 s over that same tissue: it must be read afresh and masked."""

@@ -355,8 +355,10 @@ class OverlayFinder:
         read: npt.NDArray[np.bool_] | None = None     # blocks the detector has read
         first: tuple[av.VideoFrame, npt.NDArray[np.bool_]] | None = None
         before: npt.NDArray[np.bool_] | None = None   # the still blocks of the pair before
+        last: av.VideoFrame | None = None
         for time, frame in self._probes(clip):
             times.append(time)
+            last = frame
             picture = analysis_picture(frame, self.factor)
             picture_edges = edges(picture)
             pictures.append(picture)
@@ -375,9 +377,12 @@ class OverlayFinder:
             before, first = blocks, None
         if first is not None:           # one pair: read what it shows standing still
             self._look(first[0], first[1], None, 0, clusters)
-        elif len(pictures) == 1:        # one probe: nothing tells standing from moving; read it all
-            self._look(*self._only(clip), None, 0, clusters)
+        elif len(pictures) == 1 and last is not None:   # one probe: nothing tells standing from moving; read it all
+            everywhere = np.ones_like(still_blocks(still_map(pictures[0], pictures[0])))
+            self._look(last, everywhere, None, 0, clusters)
             pictures.append(pictures[0])
+        # Probe k's timeline frame (the one probe of a one-frame clip is also its own partner).
+        probe_times = times if len(times) == len(pictures) else [*times, times[0]]
         if not pictures:
             return [], times
         # Regions are labelled from one reading each (recognition costs as much as detection).
@@ -399,14 +404,8 @@ class OverlayFinder:
                             and box_similarity(pictures[k], pictures[k + 1], cluster.box, self.factor) >= needed
                             and still_edge_share(pictures[k], pictures[k + 1], cluster.box,
                                                  self.factor) >= needed_edges}
-            regions.extend(self._regions(cluster, standing, times, clip, reading))
+            regions.extend(self._regions(cluster, standing, probe_times, clip, reading))
         return regions, times
-
-    def _only(self, clip: ClipPlan) -> tuple[av.VideoFrame, npt.NDArray[np.bool_]]:
-        """The only picture of a one-frame clip, with every block marked still."""
-        _, frame = next(iter(self._probes(clip)))
-        picture = analysis_picture(frame, self.factor)
-        return frame, np.ones_like(still_blocks(still_map(picture, picture)))
 
     def _look(self, frame: av.VideoFrame, blocks: npt.NDArray[np.bool_], read: npt.NDArray[np.bool_] | None,
               pair: int, clusters: list[_Cluster]) -> npt.NDArray[np.bool_]:
