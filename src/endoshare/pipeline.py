@@ -421,7 +421,7 @@ def find_case_overlays(plan: JoinPlan, options: ProcessOptions, progress: Progre
         return load_overlays_file(options.overlays_file, target.width, target.height, plan.total_frames), \
             TextDetector()
     if not options.mask_overlays:
-        return OverlaySet(), None
+        return NO_OVERLAYS, None
     detector = TextDetector()
     overlay_options = OverlayOptions(keep_device_settings=options.keep_device_settings)
     return find_overlays(plan, overlay_options, progress, cancel, detector), detector
@@ -505,7 +505,7 @@ class RenderedCase:
     #: The detection result to archive for review, when a detector ran.
     detections: dict[str, Any] | None
     #: The overlay regions the output was masked with, archived privately for the review screen.
-    overlays: OverlaySet = OverlaySet()
+    overlays: OverlaySet = NO_OVERLAYS
 
 
 def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *, reused_pseudonym: bool = False,

@@ -293,9 +293,6 @@ def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Det
     #: Decoded frames left unscored for now, by frame index.
     held: dict[int, av.VideoFrame] = {}
 
-    def score_of(frame: int) -> float | None:
-        return known.get(frame)
-
     merged = 0
 
     def learn() -> None:
@@ -309,7 +306,7 @@ def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Det
         """Score the held frames whose neighbours disagree (or, at the end of a range, are unknown)."""
         learn()
         for fidx in sorted(held):
-            left, right = score_of(fidx - 1), score_of(fidx + 1)
+            left, right = known.get(fidx - 1), known.get(fidx + 1)
             if left is None or right is None:
                 if not final:
                     continue
