@@ -42,7 +42,14 @@ async ([data, seeks]) => {
   const brightness = [];
   for (const t of seeks) {
     video.currentTime = t;
-    await new Promise(resolve => video.addEventListener('seeked', resolve, {once: true}));
+    // 'seeked' can fire before the sought frame is composited (seen under load: the frame before it was
+    // drawn); a frame callback fires once a new frame is presented, and never when the seek lands on the
+    // frame already shown (2.0 and 2.02 s are both frame 50), hence the time limit.
+    await Promise.all([
+      new Promise(resolve => video.addEventListener('seeked', resolve, {once: true})),
+      Promise.race([new Promise(resolve => video.requestVideoFrameCallback(resolve)),
+                    new Promise(resolve => setTimeout(resolve, 3000))]),
+    ]);
     context.drawImage(video, 0, 0);
     const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
     let max = 0;
