@@ -53,7 +53,7 @@ from .media.nal import (
 from .media.probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe, stream_time_base
 from .media.scrub import ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS, GENERIC_HANDLER_NAMES
 from .packet_identity import PacketIdentity
-from .render.common import RenderResult
+from .render.common import RenderResult, RepeatedRun
 from .types import Cancel, Progress, check_cancelled
 
 BLACK_LUMA_MAX = 20
@@ -112,10 +112,22 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
         _check_identifying_strings(path, identifiers),
         *sample_checks,
     ]
-    checks.extend(_check_decode(path, expected, ranges, mode == "splices", packets, progress, cancel))
+    # Repeats of a re-encoded group proven by packet identity with a decoded instance are not decoded again.
+    if ranges is not None and scan.repeats:
+        ranges = _without(ranges, [(r.first_output, r.first_output + r.count) for r in scan.repeats])
+    checks.extend(_check_decode(path, expected, ranges, mode == "splices", packets, progress, cancel, scan.repeats))
     if expected.audio_samples is not None:
         checks.append(_check_audio(path, expected))
     return tuple(checks)
+
+
+def _without(ranges: tuple[tuple[int, int], ...], holes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """``ranges`` (sorted, disjoint [start, end) pairs) with the frames of ``holes`` taken out."""
+    kept = list(ranges)
+    for hole_start, hole_end in holes:
+        kept = [piece for start, end in kept
+                for piece in ((start, min(end, hole_start)), (max(start, hole_end), end)) if piece[0] < piece[1]]
+    return tuple(kept)
 
 
 def _check_metadata(path: Path, keep_audio: bool, sei: tuple[SeiUserData, ...]) -> CheckResult:
@@ -206,6 +218,8 @@ class _PacketScan:
         self.path, self.copied, self.sources = path, copied, sources
         self.packets = 0
         self.sei_user_data: tuple[SeiUserData, ...] = ()
+        #: Repeated groups proven by packet identity with a decoded instance (mode "changes").
+        self.repeats: tuple[RepeatedRun, ...] = ()
 
     def run(self, cancel: Cancel | None) -> list[CheckResult]:
         sei: dict[tuple[int, str, str], SeiUserData] = {}
@@ -256,6 +270,7 @@ class _PacketScan:
         results.append(_allow_list_result(codec, extradata, outside, shown))
         if identity is not None:
             results.append(CheckResult("copied_packets", *identity.result(shown)))
+            self.repeats = identity.proven_repeats
         return results
 
 
@@ -327,6 +342,8 @@ class _FrameChecker:
         self.bad_black: list[int] = []
         self.bad_blur: list[int] = []
         self.seen: set[int] = set()
+        #: Frames counted as seen because their repeat's reference frame was decoded (:meth:`inherit`).
+        self.inherited = 0
         self.geometry = expected.geometry
         #: Decoded frames whose pixel shape, colour description or rotation differ from the promised ones.
         self.bad_geometry: dict[str, int] = {}
@@ -363,8 +380,29 @@ class _FrameChecker:
         if self.bad_geometry:
             return CheckResult("geometry", False, "decoded frames differ from the source's " + ", ".join(
                 f"{name} ({count} frames)" for name, count in self.bad_geometry.items()))
-        return CheckResult("geometry", True, f"{len(self.seen)} decoded frames show the source's pixel shape, "
+        return CheckResult("geometry", True, f"{len(self.seen) - self.inherited} decoded frames show the source's pixel shape, "
                            f"colour description and rotation ({self.geometry.to_json()})")
+
+    def inherit(self, repeats: tuple[RepeatedRun, ...]) -> int:
+        """Frames of proven repeats take their decoded reference frame's result (the same bytes decode to the
+        same picture): a black one is checked when its reference is a checked black frame.  A blurred frame is
+        never inherited (its threshold is its own source's).  Returns the frames inherited."""
+        black = set(self.bad_black)
+        inherited = 0
+        for run in repeats:
+            for k in range(run.count):
+                frame, reference = run.first_output + k, run.reference + k
+                if reference not in self.seen or frame in self.blurred:
+                    continue
+                if frame in self.black:
+                    if reference not in self.black:
+                        continue                  # the reference was not checked for black
+                    if reference in black:
+                        self.bad_black.append(frame)
+                self.seen.add(frame)
+                inherited += 1
+        self.inherited += inherited
+        return inherited
 
     def result(self, cut_frames: int) -> CheckResult:
         problems = []
@@ -395,7 +433,9 @@ def _open_for_checking(container: av.container.InputContainer) -> av.video.strea
 
 def _check_decode(path: Path, expected: RenderResult, ranges: tuple[tuple[int, int], ...] | None, keyframes: bool,
                   packets: int, progress: Progress | None,
-                  cancel: Cancel | None) -> list[CheckResult]:
+                  cancel: Cancel | None, repeats: tuple[RepeatedRun, ...] = ()) -> list[CheckResult]:
+    """``repeats``: proven repeats of decoded groups, left out of ``ranges``; their frames take their
+    reference frames' results."""
     checker = _FrameChecker(expected)
     errors: list[str] = []
     count = 0
@@ -444,6 +484,9 @@ def _check_decode(path: Path, expected: RenderResult, ranges: tuple[tuple[int, i
                 except av.error.FFmpegError as exc:
                     errors.append(f"in frames [{start}, {end}): {exc}")
             decoded = f"{done} frames decoded in {len(ranges)} spliced or sampled ranges, {count} packets"
+            if repeats:
+                decoded += (f", {checker.inherit(repeats)} frames of {len(repeats)} repeated groups proven equal "
+                            "to decoded ones")
         if keyframes:
             # Every keyframe decodes: the copied groups' entry points and their parameter sets.
             with open_input(path) as keyframes_container:

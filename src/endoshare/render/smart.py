@@ -73,7 +73,7 @@ from ..media.scrub import open_output, video_codec
 from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
 from ..types import Cancel, Progress, check_cancelled
-from .common import X264_PRESETS, CopiedRun, EncodeSettings, Redaction, RenderResult
+from .common import X264_PRESETS, CopiedRun, EncodeSettings, Redaction, RenderResult, RepeatedRun
 from .geometry import Geometry, apply_geometry, read_geometry
 from .redact import Redactor
 
@@ -510,7 +510,10 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     inputs = [open_input(c.info.path) for c in plan.clips]
     try:
         template = next(s for s in inputs[0].streams.video if s.index == plan.clips[0].info.video.index)
-        with _SpliceWriter(out_path, template, smart, splicer, timeline) as writer:
+        uniform_length = max((len(frames) for n in smart.dirty
+                              for frames, uniform in _runs(smart.units[n], smart.prefix(n), redacted, redactor)
+                              if uniform), default=0)
+        with _SpliceWriter(out_path, template, smart, splicer, timeline, uniform_length) as writer:
             for clip_number, (clip, container) in enumerate(zip(plan.clips, inputs, strict=True)):
                 stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
                 for number, unit, packets in _groups(iter_video_packets(container, stream),
@@ -529,7 +532,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                     if progress is not None:
                         progress(min(total, unit.first_frame + unit.packet_count), total)
             writer.finish()
-            written, copied_runs = writer.written, tuple(writer.runs)
+            written, copied_runs, repeated_runs = writer.written, tuple(writer.runs), writer.repeated_runs()
     except av.error.FFmpegError as exc:
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
                                    path=plan.clips[0].info.path) from None
@@ -543,6 +546,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         frame_rate=plan.target.frame_rate,
         width=plan.target.width, height=plan.target.height, black_frames=tuple(redactor.black),
         blurred_frames=redactor.blurred, cut_frames=cut, copied_runs=copied_runs, geometry=geometry,
+        repeated_runs=repeated_runs,
         notes=(f"{len(smart.dirty)} of {len(smart.units)} groups of pictures changed, {smart.reencoded_frames} of "
                f"{total} frames re-encoded ({sum(smart.prefixes)} unchanged frames at the start of changed groups "
                "copied); the rest stream-copied",
@@ -581,8 +585,11 @@ class _SpliceWriter:
     """The output track: copied pictures rebased onto the output timeline, re-encoded groups spliced in."""
 
     def __init__(self, out_path: Path, template: av.video.stream.VideoStream, smart: SmartPlan,
-                 splicer: _Splicer, timeline: _OutputTimeline) -> None:
+                 splicer: _Splicer, timeline: _OutputTimeline, uniform_length: int = 0) -> None:
+        """``uniform_length``: the longest wholly black group of the render, the length of the one black
+        encoding (per idr_pic_id) that every black group is a prefix of."""
         self.smart, self.splicer, self.timeline = smart, splicer, timeline
+        self.uniform_length = uniform_length
         extradata = splicer.track_extradata()
         self.out = open_output(out_path)
         try:
@@ -600,8 +607,11 @@ class _SpliceWriter:
         self.inband_changed = False
         #: Runs of copied packets, for the verifier.
         self.runs: list[CopiedRun] = []
-        #: The longest black group encoded so far, by idr_pic_id: shorter black groups are its first pictures.
+        #: The black encoding, by idr_pic_id (made once, ``uniform_length`` long): black groups are its first
+        #: pictures.
         self.uniform_groups: dict[int, list[tuple[bytes, bool]]] = {}
+        #: Where each black encoding was written, by idr_pic_id: (first output packet, count) per group.
+        self.uniform_instances: dict[int, list[tuple[int, int]]] = {}
         #: H.264: the slice syntax of every PPS of the track, to read idr_pic_id (two IDR pictures in a
         #: row must differ in it); None for HEVC, which has no such number.
         self.idr_syntax = (h264_slice_syntaxes(*_avcc_sets(extradata)) if smart.codec == "h264" else None)
@@ -722,10 +732,13 @@ class _SpliceWriter:
             # picture refers only to earlier ones, so a prefix of a closed group is a closed group.
             encoded = self.uniform_groups.get(idr_pic_id, [])
             if len(encoded) < len(frames):
-                length = max(len(frames), 2 * len(encoded))
-                encoded = self._encode_checked([frames[0][1]] * length, idr_pic_id)
+                # Once per idr_pic_id when the render says how long its longest black group is (a longer
+                # encoding's first pictures need not equal a shorter one's: rate control looks ahead).
+                encoded = self._encode_checked([frames[0][1]] * max(len(frames), self.uniform_length), idr_pic_id)
                 self.uniform_groups[idr_pic_id] = encoded
+                self.uniform_instances[idr_pic_id] = []
             encoded = encoded[:len(frames)]
+            self.uniform_instances[idr_pic_id].append((self.written, len(frames)))
         else:
             encoded = self._encode_checked([f for _, f in frames], idr_pic_id)
         for n, (data, keyframe) in enumerate(encoded):
@@ -737,6 +750,15 @@ class _SpliceWriter:
         self.written += len(frames)
         self.inband_changed = True
 
+
+    def repeated_runs(self) -> tuple[RepeatedRun, ...]:
+        """Every black group but the longest of its encoding, as a repeat of that one (a prefix of it)."""
+        repeats: list[RepeatedRun] = []
+        for instances in self.uniform_instances.values():
+            reference = max(instances, key=lambda instance: instance[1])
+            repeats.extend(RepeatedRun(first, count, reference[0]) for first, count in instances
+                           if (first, count) != reference)
+        return tuple(sorted(repeats, key=lambda run: run.first_output))
 
     def _encode_checked(self, pictures: list[av.VideoFrame], idr_pic_id: int) -> list[tuple[bytes, bool]]:
         encoded = list(self.splicer.encode(pictures, idr_pic_id))
