@@ -162,7 +162,8 @@ def test_black_groups_are_decoded_once(blacked: tuple[Path, RenderResult]) -> No
     with av.open(str(out)) as container:
         packets = [bytes(p) for p in iter_video_packets(container, container.streams.video[0])]
     for run in result.repeated_runs:
-        assert packets[run.first_output:run.first_output + run.count] == packets[run.reference:run.reference + run.count]
+        repeat, reference = run.first_output, run.reference
+        assert packets[repeat:repeat + run.count] == packets[reference:reference + run.count]
     found = checks(out, result)
     assert all(passed for passed, _ in found.values()), found
     assert "56 repeat a decoded re-encoded group byte for byte" in found["copied_packets"][1]

@@ -380,8 +380,8 @@ class _FrameChecker:
         if self.bad_geometry:
             return CheckResult("geometry", False, "decoded frames differ from the source's " + ", ".join(
                 f"{name} ({count} frames)" for name, count in self.bad_geometry.items()))
-        return CheckResult("geometry", True, f"{len(self.seen) - self.inherited} decoded frames show the source's pixel shape, "
-                           f"colour description and rotation ({self.geometry.to_json()})")
+        return CheckResult("geometry", True, f"{len(self.seen) - self.inherited} decoded frames show the source's "
+                           f"pixel shape, colour description and rotation ({self.geometry.to_json()})")
 
     def inherit(self, repeats: tuple[RepeatedRun, ...]) -> int:
         """Frames of proven repeats take their decoded reference frame's result (the same bytes decode to the

@@ -77,11 +77,18 @@ from .common import X264_PRESETS, CopiedRun, EncodeSettings, Redaction, RenderRe
 from .geometry import Geometry, apply_geometry, read_geometry
 from .redact import Redactor
 
-#: Quality of re-encoded groups: close to transparent, as they sit between copied ones.
+#: Quality of re-encoded groups: close to transparent, as they sit between copied ones (x265, and x264
+#: before the preset below; see X264_SPLICE_CRF).
 SPLICE_CRF = 16
 #: Re-encoded groups use at most this slow a preset: at CRF 16 a slower one buys little for groups that
 #: mostly show black or blurred frames, and the re-encode is most of fast mode's render time.
 SPLICE_SLOWEST_PRESET = "veryfast"
+#: x264 re-encodes spliced groups with ``ultrafast`` at CRF 17: measured on 40-frame 1080p groups of two
+#: generated cases against their decoded source, the PSNR of ``veryfast`` at CRF 16 (49.40 against 49.45 dB,
+#: 49.11 against 48.96 dB) for 0.42 against 1.51 s and 0.49 against 1.80 s of CPU, in 1.7-1.8x the bytes
+#: (no CABAC, deblocking or psychovisual tuning; at this quality none is visible).
+X264_SPLICE_PRESET = "ultrafast"
+X264_SPLICE_CRF = 17
 
 
 class NotSpliceable(Exception):
@@ -371,6 +378,7 @@ class _Splicer:
         self.length_size = smart.length_size
         self.parameter_sets: tuple[bytes, ...] | None = None
         self.preset = min(settings.preset, SPLICE_SLOWEST_PRESET, key=X264_PRESETS.index)
+        self.crf = SPLICE_CRF
 
     def encoder_options(self, crf: int) -> dict[str, str]:
         raise NotImplementedError
@@ -399,7 +407,7 @@ class _Splicer:
         encoder.flags |= av.codec.context.Flags.global_header
         # The source's pixel shape, colour description and scan, in the re-encoded SPS's VUI.
         apply_geometry(encoder, self.geometry, self.codec)
-        encoder.options = self.encoder_options(self.settings.crf if self.settings.crf is not None else SPLICE_CRF)
+        encoder.options = self.encoder_options(self.settings.crf if self.settings.crf is not None else self.crf)
         encoder.open()
         units = [u for u in split_nal_units(bytes(encoder.extradata or b""), None)
                  if unit_allowed(u, self.codec, frozenset(self.parameter_set_types()))]
@@ -451,6 +459,7 @@ class _H264Splicer(_Splicer):
         self.config = AvcConfig.parse(clean_avcc(smart.extradata))
         used = {h264_sps_id(s) for s in self.config.sps}
         self.sps_id = next(i for i in range(32) if i not in used)
+        self.preset, self.crf = X264_SPLICE_PRESET, X264_SPLICE_CRF
 
     def encoder_options(self, crf: int) -> dict[str, str]:
         return {"crf": str(crf), "preset": self.preset,
