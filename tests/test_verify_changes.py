@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from endoshare.media.join import plan_join
@@ -208,3 +209,24 @@ def test_a_repeated_black_group_shown_out_of_order_fails(blacked: tuple[Path, Re
     rewrite(out, bad, lambda number, data, time: (data, times.get(number, time)))
     passed, detail = checks(bad, result)["copied_packets"]
     assert not passed and "not shown in decode order" in detail
+
+
+def test_identifying_strings_are_found_anywhere_in_the_file(tmp_path: Path) -> None:
+    from endoshare.verify import _check_identifying_strings
+
+    rng = np.random.default_rng(3)
+    data = bytearray(rng.integers(0, 256, 9 << 20, dtype=np.uint8).tobytes())
+    seam = 8 << 20                                   # where a chunked reader would cut the file
+    data[seam - 5:seam + 9] = b"PatientHuber42"
+    data[-12:] = b"..Lavf61.1.."
+    path = tmp_path / "leaky.bin"
+    path.write_bytes(bytes(data))
+    found = _check_identifying_strings(path, ("PatientHuber42", "other-name"))
+    assert not found.passed
+    assert found.detail.startswith("1 case identifier(s) and the encoder signature(s) ['Lavf61.']")
+    clean = tmp_path / "clean.bin"
+    clean.write_bytes(bytes(data[:seam - 5]))
+    assert _check_identifying_strings(clean, ("PatientHuber42",)).passed
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    assert _check_identifying_strings(empty, ("PatientHuber42",)).passed

@@ -174,6 +174,8 @@ class PacketIdentity:
         foreign = [r for r in expected.copied_runs if r.source.resolve() == output.resolve()
                    or (allowed is not None and r.source.resolve() not in allowed)]
         self.expected, self.codec, self.time_base = expected, codec, time_base
+        #: Output ticks to frame index (one product, not three per packet).
+        self.frames_per_tick = time_base * expected.frame_rate
         self.runs = sorted(expected.copied_runs, key=lambda r: r.first_output)
         self.run_index = -1
         self.run: CopiedRun | None = None
@@ -238,7 +240,7 @@ class PacketIdentity:
         if self.last_dts is not None and packet.dts <= self.last_dts or packet.dts > packet.pts:
             self.bad_dts += 1
         self.last_dts = packet.dts
-        index = round(Fraction(packet.pts) * self.time_base * self.expected.frame_rate)
+        index = round(packet.pts * self.frames_per_tick)
         if index in self.shown or not 0 <= index < self.expected.frame_count:
             self.duplicates += 1
         self.shown.add(index)
@@ -298,16 +300,19 @@ class PacketIdentity:
 
     def _compare(self, number: int, run: CopiedRun, packet: av.Packet, data: bytes, length_size: int | None,
                  source: av.Packet) -> str | None:
+        source_time: int | Fraction
         if run.frame_order:
             ticks = 1 / (self.expected.frame_rate * self.cursor.time_base)
             source_time = run.pts_shift + (run.first_packet + number - run.first_output) * ticks
         elif source.pts is None:
             return "the source packet has no timestamp"
         else:
-            source_time = Fraction(source.pts + run.pts_shift)
+            source_time = source.pts + run.pts_shift
         if packet.pts is None:
             return "the output packet has no timestamp"
-        if packet.pts * self.time_base != source_time * self.cursor.time_base:
+        # Exact: integer cross products (source_time is a Fraction only when timed by frame order).
+        mine, theirs = self.time_base, self.cursor.time_base
+        if packet.pts * mine.numerator * theirs.denominator != source_time * theirs.numerator * mine.denominator:
             return "shown at the wrong time"
         if bool(packet.is_keyframe) != bool(source.is_keyframe):
             return "keyframe flag differs"
