@@ -474,3 +474,26 @@ def test_reencoded_in_body_frames_keep_the_source_quality(tmp_path: Path) -> Non
     # Frames 33-49 are re-encoded from their own IDR picture (25-29 may be a copied prefix, 30-32 are black).
     psnr = [10 * np.log10(255 ** 2 / np.mean((out[n] - source[n]) ** 2)) for n in range(33, 50)]
     assert np.mean(psnr) > 39.5 and min(psnr) > 36, psnr
+
+
+def test_a_group_is_decoded_only_as_far_as_its_last_needed_picture(tmp_path: Path, case: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group [25, 50) shows in-body frames up to 39 and black from 40: its source pictures after 39 are not
+    needed, so decoding stops once frame 39 is out (the black run is made without them)."""
+    import endoshare.render.smart as smart
+
+    decoded: list[tuple[int, int]] = []
+    real = smart._decode_group
+
+    def recording(unit, packets, plan, clip, wanted=None):  # type: ignore[no-untyped-def]
+        pictures = real(unit, packets, plan, clip, wanted)
+        decoded.append((unit.first_frame, len(pictures)))
+        return pictures
+
+    monkeypatch.setattr(smart, "_decode_group", recording)
+    spans = [(40, 50), (60, 62)]
+    result, report = process_spans(case, tmp_path, spans)
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    # [50, 75): in-body frames after the span need the whole group.
+    assert decoded == [(25, 15), (50, 25)]
+    assert_black_spans(decoded_frames(result.output), SegmentSet.of(spans), 200)

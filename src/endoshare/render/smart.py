@@ -532,9 +532,12 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                         writer.copy(packet, clip_number, packet_number, unit, clip)
                     if number in smart.dirty:
                         runs = _runs(unit, copied, redacted, redactor)
-                        # The group is decoded only when a re-encoded frame needs its source picture.
-                        pictures = (_decode_group(unit, packets, smart, clip)
-                                    if any(not uniform for _, uniform in runs) else None)
+                        # The group is decoded only when a re-encoded frame needs its source picture, and only
+                        # as far as the last such picture.
+                        needed = [index for frames, uniform in runs if not uniform for index in frames
+                                  if not redactor.replaces_all([redacted[index]])]
+                        pictures = (_decode_group(unit, packets, smart, clip, needed[-1] - unit.first_frame + 1)
+                                    if needed else None)
                         for frames, uniform in runs:
                             writer.reencode(_redacted_run(frames, uniform, unit, pictures, redacted, redactor,
                                                           timeline))
@@ -860,15 +863,24 @@ def _runs(unit: Unit, copied: int, redacted: list[bool], redactor: Redactor) -> 
     return [(range(a, b), bool(uniform)) for a, b, uniform in merged]
 
 
-def _decode_group(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan) -> list[av.VideoFrame]:
-    """A dirty group's pictures in display order, decoded from its buffered packets."""
+def _decode_group(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan,
+                  wanted: int | None = None) -> list[av.VideoFrame]:
+    """A dirty group's pictures in display order, decoded from its buffered packets: all of them, or its
+    first ``wanted`` (decoding stops once they are out, each at its own presentation time; a clip whose
+    timestamps were rebuilt is decoded whole)."""
     decoder = video_codec(smart.codec, "r")
     decoder.extradata = smart.decoder_extradata if smart.source_length_size is None else smart.extradata
     decoder.thread_type = "AUTO"             # both cores: the group is decoded whole, latency does not matter
+    shown = sorted(p.pts for p in packets if p.pts is not None)
+    if unit.clip in smart.rebuilt_clips or len(shown) != len(packets):
+        wanted = None
     frames: list[av.VideoFrame] = []
-    for packet in packets:
+    for packet in [*packets, None]:
         frames.extend(decoder.decode(packet))
-    frames.extend(decoder.decode(None))
+        if wanted is not None and len(frames) >= wanted:
+            if [frame.pts for frame in frames[:wanted]] == shown[:wanted]:
+                return frames[:wanted]
+            wanted = None                    # not the pictures expected: decoded whole and checked below
     if len(frames) != unit.packet_count:
         raise UnreadableMediaError(f"{clip.info.path}: a group of pictures decoded to {len(frames)} frames "
                                    f"instead of {unit.packet_count}; run again with --mode advanced.",
@@ -883,7 +895,8 @@ def _redacted_run(frames: range, uniform: bool, unit: Unit, pictures: list[av.Vi
     kept = []
     for index in frames:
         out_index = timeline.index(index)
-        if uniform:
+        if uniform or redactor.replaces_all([redacted[index]]):
+            # Black or cut without looking at the source picture (which may not have been decoded).
             picture = redactor.replacement(out_index)
         else:
             assert pictures is not None
