@@ -230,3 +230,18 @@ def test_identifying_strings_are_found_anywhere_in_the_file(tmp_path: Path) -> N
     empty = tmp_path / "empty.bin"
     empty.write_bytes(b"")
     assert _check_identifying_strings(empty, ("PatientHuber42",)).passed
+
+
+
+def test_a_cancel_stops_the_verification(blacked: tuple[Path, RenderResult]) -> None:
+    from endoshare.errors import CancelledError
+
+    out, result = blacked
+    asked: list[int] = []
+
+    def cancel() -> bool:
+        asked.append(1)
+        return len(asked) > 3                # after some scanning
+
+    with pytest.raises(CancelledError):
+        verify_output(out, result, cancel=cancel)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -107,22 +108,25 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
         return (_check_metadata(path, keep_audio, probe(path).sei_user_data),
                 CheckResult("decodes_cleanly", False, "the output holds no video stream"))
     scan = _PacketScan(path, expected if mode == "changes" else None, sources)
-    sample_checks, packets = scan.run(cancel), scan.packets
-    checks = [
-        _check_metadata(path, keep_audio, scan.sei_user_data),
-        _check_identifying_strings(path, identifiers),
-        *sample_checks,
-    ]
-    # Repeats of a re-encoded group proven by packet identity with a decoded instance are not decoded again.
-    if ranges is not None and scan.repeats:
-        ranges = _without(ranges, [(r.first_output, r.first_output + r.count) for r in scan.repeats])
-    checks.extend(_check_decode(path, expected, ranges, mode == "splices", packets, progress, cancel, scan.repeats))
+    sample_checks = scan.run(cancel)
+    checks = [_check_metadata(path, keep_audio, scan.sei_user_data), _check_identifying_strings(path, identifiers),
+              *sample_checks]
+    decoding = _DecodeCheck(path, expected, progress, cancel)
+    if ranges is None:
+        decoding.decode_all()
+    else:
+        # Repeats of a re-encoded group proven by packet identity with a decoded instance are not decoded again.
+        decoding.decode_ranges(_without(ranges, [(r.first_output, r.first_output + r.count) for r in scan.repeats]))
+        if mode == "splices":
+            decoding.decode_keyframes()
+    checks.extend(decoding.results(scan.packets, scan.repeats))
     if expected.audio_samples is not None:
         checks.append(_check_audio(path, expected))
     return tuple(checks)
 
 
-def _without(ranges: tuple[tuple[int, int], ...], holes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+def _without(ranges: tuple[tuple[int, int], ...],
+             holes: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     """``ranges`` (sorted, disjoint [start, end) pairs) with the frames of ``holes`` taken out."""
     kept = list(ranges)
     for hole_start, hole_end in holes:
@@ -430,36 +434,45 @@ def _open_for_checking(container: av.container.InputContainer) -> av.video.strea
     return stream
 
 
-def _check_decode(path: Path, expected: RenderResult, ranges: tuple[tuple[int, int], ...] | None, keyframes: bool,
-                  packets: int, progress: Progress | None,
-                  cancel: Cancel | None, repeats: tuple[RepeatedRun, ...] = ()) -> list[CheckResult]:
-    """``repeats``: proven repeats of decoded groups, left out of ``ranges``; their frames take their
-    reference frames' results."""
-    checker = _FrameChecker(expected)
-    errors: list[str] = []
-    count = 0
+class _DecodeCheck:
+    """Decodes the output (all of it, or frame ranges) and checks every decoded frame; :meth:`results` gives
+    ``decodes_cleanly``, ``frame_count``, ``duration``, ``redaction`` and ``geometry``."""
 
-    with open_input(path) as container:
-        stream = _open_for_checking(container)
-        duration = (float(stream.duration * stream.time_base)
-                    if stream.duration is not None and stream.time_base else None)
-        rate = expected.frame_rate
-        # The pixel shape of a codec without one in its bitstream (AV1) is the container's.
-        container_sar = stream.sample_aspect_ratio
-        if ranges is None:
+    def __init__(self, path: Path, expected: RenderResult, progress: Progress | None, cancel: Cancel | None) -> None:
+        self.path, self.expected, self.progress, self.cancel = path, expected, progress, cancel
+        self.checker = _FrameChecker(expected)
+        self.errors: list[str] = []
+        #: Frames decoded (every frame when decoding all), ranges decoded, keyframes decoded (None: not asked).
+        self.decoded = 0
+        self.ranges = 0
+        self.keys: int | None = None
+        self.all = False
+        self.duration: float | None = None
+
+    def decode_all(self) -> None:
+        self.all = True
+        with open_input(self.path) as container:
+            stream = self._open(container)
+            sar = stream.sample_aspect_ratio
             try:
                 for frame in container.decode(stream):
-                    check_cancelled(cancel)
-                    checker.check(count, frame, stream.codec_context.sample_aspect_ratio or container_sar)
-                    count += 1
-                    if progress is not None:
-                        progress(min(count, expected.frame_count), expected.frame_count)
+                    check_cancelled(self.cancel)
+                    # The pixel shape of a codec without one in its bitstream (AV1) is the container's.
+                    self.checker.check(self.decoded, frame, stream.codec_context.sample_aspect_ratio or sar)
+                    self.decoded += 1
+                    if self.progress is not None:
+                        self.progress(min(self.decoded, self.expected.frame_count), self.expected.frame_count)
             except av.error.FFmpegError as exc:
-                errors.append(f"after frame {count}: {exc}")
-            decoded = f"{count} frames decoded"
-        else:
-            count = packets
-            time_base = stream_time_base(stream, path)
+                self.errors.append(f"after frame {self.decoded}: {exc}")
+
+    def decode_ranges(self, ranges: tuple[tuple[int, int], ...]) -> None:
+        """Decode output frames [start, end) of each range, from the keyframe at or before its start."""
+        self.ranges += len(ranges)
+        with open_input(self.path) as container:
+            stream = self._open(container)
+            sar = stream.sample_aspect_ratio
+            rate = self.expected.frame_rate
+            time_base = stream_time_base(stream, self.path)
             work = sum(b - a for a, b in ranges) or 1
             done = 0
             for start, end in ranges:
@@ -468,47 +481,69 @@ def _check_decode(path: Path, expected: RenderResult, ranges: tuple[tuple[int, i
                 stream.codec_context.flush_buffers()
                 try:
                     for frame in container.decode(stream):
-                        check_cancelled(cancel)
+                        check_cancelled(self.cancel)
                         if frame.pts is None:
-                            errors.append(f"in frames [{start}, {end}): a decoded frame carries no timestamp")
+                            self.errors.append(f"in frames [{start}, {end}): a decoded frame carries no timestamp")
                             break
                         index = round(frame.pts * time_base * rate)
                         if index >= end:
                             break
                         if index >= start:
-                            checker.check(index, frame, stream.codec_context.sample_aspect_ratio or container_sar)
+                            self.checker.check(index, frame, stream.codec_context.sample_aspect_ratio or sar)
                             done += 1
-                            if progress is not None:
-                                progress(min(done, work), work)
+                            if self.progress is not None:
+                                self.progress(min(done, work), work)
                 except av.error.FFmpegError as exc:
-                    errors.append(f"in frames [{start}, {end}): {exc}")
-            decoded = f"{done} frames decoded in {len(ranges)} spliced or sampled ranges, {count} packets"
+                    self.errors.append(f"in frames [{start}, {end}): {exc}")
+            self.decoded += done
+
+    def decode_keyframes(self) -> None:
+        """Every keyframe decodes: the copied groups' entry points and their parameter sets."""
+        with open_input(self.path) as container:
+            stream = self._open(container)
+            stream.codec_context.skip_frame = "NONKEY"
+            self.keys = 0
+            try:
+                for _ in container.decode(stream):
+                    check_cancelled(self.cancel)
+                    self.keys += 1
+            except av.error.FFmpegError as exc:
+                self.errors.append(f"keyframe {self.keys}: {exc}")
+
+    def _open(self, container: av.container.InputContainer) -> av.video.stream.VideoStream:
+        stream = _open_for_checking(container)
+        self.duration = (float(stream.duration * stream.time_base)
+                         if stream.duration is not None and stream.time_base else None)
+        return stream
+
+    def results(self, packets: int, repeats: tuple[RepeatedRun, ...] = ()) -> list[CheckResult]:
+        """The checks, once decoding is done.  ``packets``: the output's packet count (the frame count when not
+        every frame was decoded); ``repeats``: proven repeats of decoded groups, not decoded themselves (their
+        frames take their reference frames' results)."""
+        expected = self.expected
+        if self.all:
+            count = self.decoded
+            decoded = f"{count} frames decoded"
+        else:
+            count = packets
+            decoded = f"{self.decoded} frames decoded in {self.ranges} spliced or sampled ranges, {count} packets"
             if repeats:
-                decoded += (f", {checker.inherit(repeats)} frames of {len(repeats)} repeated groups proven equal "
-                            "to decoded ones")
-        if keyframes:
-            # Every keyframe decodes: the copied groups' entry points and their parameter sets.
-            with open_input(path) as keyframes_container:
-                key_stream = _open_for_checking(keyframes_container)
-                key_stream.codec_context.skip_frame = "NONKEY"
-                keys = 0
-                try:
-                    for _ in keyframes_container.decode(key_stream):
-                        check_cancelled(cancel)
-                        keys += 1
-                except av.error.FFmpegError as exc:
-                    errors.append(f"keyframe {keys}: {exc}")
-                decoded += f", {keys} keyframes decoded"
-    results = [CheckResult("decodes_cleanly", not errors,
-                           decoded + (f"; errors: {'; '.join(errors[:5])}" if errors else ""))]
-    results.append(CheckResult("frame_count", count == expected.frame_count,
-                               f"{count} frames in the file, {expected.frame_count} expected"))
-    expected_seconds = Fraction(expected.frame_count) / expected.frame_rate
-    tolerance = 1.5 / float(expected.frame_rate)
-    duration_ok = duration is not None and abs(duration - float(expected_seconds)) <= tolerance
-    results.append(CheckResult("duration", duration_ok,
-                               f"{duration if duration is not None else 'unknown'} s in the file, "
-                               f"{float(expected_seconds):.3f} s expected"))
-    results.append(checker.result(expected.cut_frames))
-    results.append(checker.geometry_result())
-    return results
+                decoded += (f", {self.checker.inherit(repeats)} frames of {len(repeats)} repeated groups proven "
+                            "equal to decoded ones")
+        if self.keys is not None:
+            decoded += f", {self.keys} keyframes decoded"
+        errors = self.errors
+        results = [CheckResult("decodes_cleanly", not errors,
+                               decoded + (f"; errors: {'; '.join(errors[:5])}" if errors else ""))]
+        results.append(CheckResult("frame_count", count == expected.frame_count,
+                                   f"{count} frames in the file, {expected.frame_count} expected"))
+        expected_seconds = Fraction(expected.frame_count) / expected.frame_rate
+        tolerance = 1.5 / float(expected.frame_rate)
+        duration = self.duration
+        duration_ok = duration is not None and abs(duration - float(expected_seconds)) <= tolerance
+        results.append(CheckResult("duration", duration_ok,
+                                   f"{duration if duration is not None else 'unknown'} s in the file, "
+                                   f"{float(expected_seconds):.3f} s expected"))
+        results.append(self.checker.result(expected.cut_frames))
+        results.append(self.checker.geometry_result())
+        return results
