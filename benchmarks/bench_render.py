@@ -274,8 +274,8 @@ def main() -> int:
                         help="skip advanced mode and the ffmpeg transcode (the slowest part)")
     parser.add_argument("--only", type=lambda text: set(text.split(",")), default=None,
                         help="run only these comma-separated steps (floor, spans-changes, spans-full, "
-                             "spans-no-overlays, ts, fast-end-to-end, baseline); the ratios that need a "
-                             "missing one are left out")
+                             "spans-no-overlays, ts, fast-end-to-end, baseline, advanced, ffmpeg); the ratios "
+                             "that need a missing one are left out")
     args = parser.parse_args()
 
     from endoshare.render.common import EncodeSettings
