@@ -272,6 +272,10 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the outputs (printed work folder)")
     parser.add_argument("--no-advanced", dest="advanced", action="store_false",
                         help="skip advanced mode and the ffmpeg transcode (the slowest part)")
+    parser.add_argument("--only", type=lambda text: set(text.split(",")), default=None,
+                        help="run only these comma-separated steps (floor, spans-changes, spans-full, "
+                             "spans-no-overlays, ts, fast-end-to-end, baseline, advanced, ffmpeg); the ratios "
+                             "that need a missing one are left out")
     args = parser.parse_args()
 
     from endoshare.render.common import EncodeSettings
@@ -302,6 +306,8 @@ def main() -> int:
     work_root = Path(tempfile.mkdtemp(prefix="endoshare-bench-render-", dir=args.cache))
 
     def step(name: str, work_fn):  # type: ignore[no-untyped-def]
+        if args.only is not None and name not in args.only:
+            return None
         work = work_root / name
         work.mkdir()
         try:
@@ -319,29 +325,32 @@ def main() -> int:
               + (f"; {'; '.join(measurement.notes)}" if measurement.notes else ""), flush=True)
         return outcome
 
-    step("floor", lambda w: run_floor(case, w))
+    floor = step("floor", lambda w: run_floor(case, w))
     fast: dict[str, Measurement] = {}
     default = "changes" if "changes" in help_text else None
     for choice in dict.fromkeys([default, "full"]):
-        measurement, _ = step(f"spans-{choice or 'default'}",
-                              lambda w, c=choice: run_fast(case, w, c, spans=True))
-        fast[f"true spans, verify {choice or 'default'}"] = measurement
+        outcome = step(f"spans-{choice or 'default'}", lambda w, c=choice: run_fast(case, w, c, spans=True))
+        if outcome is not None:
+            fast[f"true spans, verify {choice or 'default'}"] = outcome[0]
     # The same without the burned-in text finder (issue #13), which runs before rendering on every case:
     # what the render and its verification cost on their own.
-    measurement, _ = step("spans-no-overlays", lambda w: run_fast(case, w, default, spans=True, overlays=False))
-    fast[f"true spans, verify {default or 'default'}, no overlay finding"] = measurement
-    ts_folder = ts_case(case, work_root)
-    measurement, ts_report = step("ts", lambda w: run_fast(case, w, default, spans=True, folder=ts_folder,
+    outcome = step("spans-no-overlays", lambda w: run_fast(case, w, default, spans=True, overlays=False))
+    if outcome is not None:
+        fast[f"true spans, verify {default or 'default'}, no overlay finding"] = outcome[0]
+    ts_fast = ts_report = None
+    if args.only is None or "ts" in args.only:
+        ts_folder = ts_case(case, work_root)
+        ts_fast, ts_report = step("ts", lambda w: run_fast(case, w, default, spans=True, folder=ts_folder,
                                                            label=" MPEG-TS"))
-    ts_fast = measurement
-    measurement, report = step("fast-end-to-end", lambda w: run_fast(case, w, default))
-    fast[f"end to end, verify {default or 'default'}"] = measurement
-    print("    " + detection_summary(case, report), flush=True)
+    outcome = step("fast-end-to-end", lambda w: run_fast(case, w, default))
+    if outcome is not None:
+        fast[f"end to end, verify {default or 'default'}"] = outcome[0]
+        print("    " + detection_summary(case, outcome[1]), flush=True)
     baseline = step("baseline", lambda w: run_baseline(case, w))
-    floor = results[0]
     advanced = transcode = None
     if args.advanced:
-        advanced, _ = step("advanced", lambda w: run_advanced(case, w, crf, preset))
+        outcome = step("advanced", lambda w: run_advanced(case, w, crf, preset))
+        advanced = outcome[0] if outcome is not None else None
         transcode = step("ffmpeg", lambda w: run_ffmpeg_transcode(case, w, crf, preset))
     if not args.keep:
         shutil.rmtree(work_root, ignore_errors=True)
@@ -353,21 +362,24 @@ def main() -> int:
     ratios: dict[str, float] = {}
     print("\nratios (goal in brackets):")
     for key, m in fast.items():
-        ratios[f"baseline/fast[{key}]"] = baseline.seconds / m.seconds
-        ratios[f"fast[{key}]/floor"] = m.seconds / floor.seconds
-        ratios[f"cpu baseline/fast[{key}]"] = baseline.cpu_seconds / m.cpu_seconds
-        ratios[f"cpu fast[{key}]/floor"] = m.cpu_seconds / floor.cpu_seconds
         spans_given = key.startswith("true spans")
-        print(f"  fast [{key}] vs baseline: {baseline.seconds / m.seconds:.2f}x faster"
-              f"{'' if spans_given else ' (goal >= 5)'}; CPU time: {baseline.cpu_seconds / m.cpu_seconds:.2f}x")
-        print(f"  fast [{key}] vs floor: {m.seconds / floor.seconds:.2f}x the floor's time "
-              f"(goal <= {2 if spans_given else 3}); CPU time: {m.cpu_seconds / floor.cpu_seconds:.2f}x")
-    mp4 = fast[f"true spans, verify {default or 'default'}"]
-    ratios["ts/mp4"] = ts_fast.seconds / mp4.seconds
-    ratios["cpu ts/mp4"] = ts_fast.cpu_seconds / mp4.cpu_seconds
-    print(f"  MPEG-TS vs MP4 (same pictures, true spans): {ts_fast.seconds / mp4.seconds:.2f}x (goal <= 1.5); "
-          f"CPU time: {ts_fast.cpu_seconds / mp4.cpu_seconds:.2f}x; TS output method: "
-          f"{ts_report['output']['method']}")
+        if baseline is not None:
+            ratios[f"baseline/fast[{key}]"] = baseline.seconds / m.seconds
+            ratios[f"cpu baseline/fast[{key}]"] = baseline.cpu_seconds / m.cpu_seconds
+            print(f"  fast [{key}] vs baseline: {baseline.seconds / m.seconds:.2f}x faster"
+                  f"{'' if spans_given else ' (goal >= 5)'}; CPU time: {baseline.cpu_seconds / m.cpu_seconds:.2f}x")
+        if floor is not None:
+            ratios[f"fast[{key}]/floor"] = m.seconds / floor.seconds
+            ratios[f"cpu fast[{key}]/floor"] = m.cpu_seconds / floor.cpu_seconds
+            print(f"  fast [{key}] vs floor: {m.seconds / floor.seconds:.2f}x the floor's time "
+                  f"(goal <= {2 if spans_given else 3}); CPU time: {m.cpu_seconds / floor.cpu_seconds:.2f}x")
+    mp4 = fast.get(f"true spans, verify {default or 'default'}")
+    if ts_fast is not None and ts_report is not None and mp4 is not None:
+        ratios["ts/mp4"] = ts_fast.seconds / mp4.seconds
+        ratios["cpu ts/mp4"] = ts_fast.cpu_seconds / mp4.cpu_seconds
+        print(f"  MPEG-TS vs MP4 (same pictures, true spans): {ts_fast.seconds / mp4.seconds:.2f}x (goal <= 1.5); "
+              f"CPU time: {ts_fast.cpu_seconds / mp4.cpu_seconds:.2f}x; TS output method: "
+              f"{ts_report['output']['method']}")
     if advanced is not None and transcode is not None:
         ratios["advanced/ffmpeg"] = advanced.seconds / transcode.seconds
         ratios["cpu advanced/ffmpeg"] = advanced.cpu_seconds / transcode.cpu_seconds

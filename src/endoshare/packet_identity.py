@@ -1,16 +1,21 @@
 """The ``copied_packets`` check: stream-copied output packets proven equal to their source packets.
 
 A renderer that stream-copies reports :class:`~endoshare.render.common.CopiedRun` records (which output
-packets are which source packets).  :class:`PacketIdentity` is fed every output packet in decode order,
-re-reads the claimed source packets, and requires of each copied one the source's picture slices byte
-for byte (the source as the bitstream allow-list leaves it: units the scrubber drops are not expected);
-of every other packet, that it lies in a range the verifier decodes.  Why this proves as much
-as decoding the copied groups is argued in the README ("How much is decoded").
+packets are which source packets), and one that writes a re-encoded group more than once (the black
+groups) :class:`~endoshare.render.common.RepeatedRun` records (which output packets repeat which).
+:class:`PacketIdentity` is fed every output packet in decode order, re-reads the claimed source packets,
+and requires of each copied one the source's picture slices byte for byte (the source as the bitstream
+allow-list leaves it: units the scrubber drops are not expected); of a repeated one, that it equals its
+reference packet (see :class:`PacketIdentity`); of every other packet, that it lies in a range the
+verifier decodes.  Why this proves as much as decoding the copied and
+repeated groups is argued in the README ("How much is decoded").
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,7 +40,7 @@ from .media.nal import (
     unit_allowed,
 )
 from .media.probe import iter_video_packets, open_input, stream_time_base
-from .render.common import CopiedRun, RenderResult
+from .render.common import CopiedRun, RenderResult, RepeatedRun
 
 
 def _vcl(unit: bytes, codec: str) -> bool:
@@ -125,13 +130,42 @@ class _SourceCursor:
             self.container = None
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What the repeat proof keeps of one output packet."""
+
+    digest: bytes
+    keyframe: bool
+    #: Output frame it is shown at.
+    index: int
+    #: It holds an IDR slice.
+    idr: bool
+
+
+def _inside(first: int, count: int, ranges: tuple[tuple[int, int], ...]) -> bool:
+    """[first, first + count) lies within one of ``ranges``."""
+    return any(a <= first and first + count <= b for a, b in ranges)
+
+
+def _overlaps(first: int, count: int, runs: tuple[RepeatedRun, ...]) -> bool:
+    return any(first < r.first_output + r.count and r.first_output < first + count for r in runs)
+
+
 class PacketIdentity:
     """Proves the renderer's copied runs (``copied_packets``): each such output packet holds its source
     packet's picture slices byte for byte, in order, with nothing added but the source's own parameter sets
     and nothing dropped but units that carry no picture data; it is shown at the source's presentation time
     moved by the run's shift, keeps its keyframe flag, and each run starts with an IDR picture or continues
     the source right where the previous run stopped.  Every other packet must lie in a decoded range; every
-    output frame index is shown exactly once and decoding timestamps rise strictly."""
+    output frame index is shown exactly once and decoding timestamps rise strictly.
+
+    Repeated runs (H.264): each packet of a repeat equals its reference packet byte for byte (SHA-256) with
+    the same keyframe flag; both are shown in decode order (packet ``p`` at frame ``p``); the reference starts
+    with an IDR picture, lies in a decoded range and in no repeat; and no parameter set id of the track
+    means two things (record and in-band units alike), so both decode with the same parameter sets.  A proven
+    repeat (:attr:`proven_repeats`) need not be decoded: it decodes to its reference's pictures.  A claim whose
+    bytes or times differ fails the check; HEVC claims are not used (its in-band parameter sets reuse ids,
+    so the repeats are decoded like any re-encoded group)."""
 
     def __init__(self, expected: RenderResult, codec: str, extradata: bytes, time_base: Fraction, output: Path,
                  sources: tuple[Path, ...] | None) -> None:
@@ -140,6 +174,8 @@ class PacketIdentity:
         foreign = [r for r in expected.copied_runs if r.source.resolve() == output.resolve()
                    or (allowed is not None and r.source.resolve() not in allowed)]
         self.expected, self.codec, self.time_base = expected, codec, time_base
+        #: Output ticks to frame index (one product, not three per packet).
+        self.frames_per_tick = time_base * expected.frame_rate
         self.runs = sorted(expected.copied_runs, key=lambda r: r.first_output)
         self.run_index = -1
         self.run: CopiedRun | None = None
@@ -156,6 +192,17 @@ class PacketIdentity:
         self.bad_dts = 0
         self.undecoded = 0
         self.previous_run: CopiedRun | None = None
+        self.repeats = tuple(expected.repeated_runs) if codec == "h264" else ()
+        #: Packets a repeat proof reads (repeats and their references), and what it keeps of each.
+        self.watched = {first + k for r in self.repeats for first in (r.first_output, r.reference)
+                        for k in range(r.count)}
+        self.seen: dict[int, _Seen] = {}
+        #: Every parameter set of the track by (type, id): the record's and any sent in-band.
+        self.meanings: dict[tuple[int, int], set[bytes]] = {}
+        for unit in self.output_sets:
+            self.meanings.setdefault(_parameter_set_id(unit, codec), set()).add(unit)
+        #: Repeats proven by :meth:`result`.
+        self.proven_repeats: tuple[RepeatedRun, ...] = ()
 
     def _problem(self, text: str) -> None:
         if len(self.problems) < 5:
@@ -193,10 +240,12 @@ class PacketIdentity:
         if self.last_dts is not None and packet.dts <= self.last_dts or packet.dts > packet.pts:
             self.bad_dts += 1
         self.last_dts = packet.dts
-        index = round(Fraction(packet.pts) * self.time_base * self.expected.frame_rate)
+        index = round(packet.pts * self.frames_per_tick)
         if index in self.shown or not 0 <= index < self.expected.frame_count:
             self.duplicates += 1
         self.shown.add(index)
+        if self.codec == "h264" and self.repeats:
+            self._watch(number, packet, data, length_size, index)
         run = self._run_for(number)
         if run is None:
             if not any(a <= index < b for a, b in self.ranges):
@@ -210,18 +259,60 @@ class PacketIdentity:
         else:
             self.copied += 1
 
+    def _watch(self, number: int, packet: av.Packet, data: bytes, length_size: int | None, index: int) -> None:
+        """Keep what the repeat proof needs of this packet: its in-band parameter sets, and its digest when
+        a repeat or a reference holds it."""
+        units = list(split_nal_units(data, length_size))
+        for unit in units:
+            if _parameter_set_kind(unit, self.codec) is not None:
+                self.meanings.setdefault(_parameter_set_id(unit, self.codec), set()).add(unit)
+        if number in self.watched:
+            self.seen[number] = _Seen(hashlib.sha256(data).digest(), bool(packet.is_keyframe), index,
+                                      any(_starts_group(u, self.codec) for u in units))
+
+    def _prove_repeats(self, problems: list[str]) -> None:
+        """Check every repeat claim (see the class); the proven ones go to :attr:`proven_repeats`."""
+        if not self.repeats:
+            return
+        if any(len(units) > 1 for units in self.meanings.values()):
+            return                            # the same bytes may decode differently: decoded instead
+        wrong: list[str] = []
+        for run in self.repeats:
+            pairs = [(self.seen.get(run.first_output + k), self.seen.get(run.reference + k)) for k in range(run.count)]
+            if any(a is None or b is None for a, b in pairs):
+                wrong.append(f"packets {run.first_output}+{run.count} or their reference are missing")
+            elif any(a.digest != b.digest or a.keyframe != b.keyframe for a, b in pairs if a and b):
+                wrong.append(f"packets {run.first_output}+{run.count} differ from packets {run.reference}+")
+            elif any(a.index != run.first_output + k or b.index != run.reference + k
+                     for k, (a, b) in enumerate(pairs) if a and b):
+                wrong.append(f"packets {run.first_output}+{run.count} or their reference are not shown in decode "
+                             "order")
+            elif not (pairs[0][1] and pairs[0][1].idr):
+                wrong.append(f"the reference of packets {run.first_output}+{run.count} does not start with an "
+                             "IDR picture")
+            elif not _inside(run.reference, run.count, self.ranges) or _overlaps(run.reference, run.count,
+                                                                                  self.repeats):
+                wrong.append(f"the reference of packets {run.first_output}+{run.count} is not in a decoded range")
+        if wrong:
+            problems.append(f"{len(wrong)} of {len(self.repeats)} repeated groups are not proven: {wrong[0]}")
+        else:
+            self.proven_repeats = self.repeats
+
     def _compare(self, number: int, run: CopiedRun, packet: av.Packet, data: bytes, length_size: int | None,
                  source: av.Packet) -> str | None:
+        source_time: int | Fraction
         if run.frame_order:
             ticks = 1 / (self.expected.frame_rate * self.cursor.time_base)
             source_time = run.pts_shift + (run.first_packet + number - run.first_output) * ticks
         elif source.pts is None:
             return "the source packet has no timestamp"
         else:
-            source_time = Fraction(source.pts + run.pts_shift)
+            source_time = source.pts + run.pts_shift
         if packet.pts is None:
             return "the output packet has no timestamp"
-        if packet.pts * self.time_base != source_time * self.cursor.time_base:
+        # Exact: integer cross products (source_time is a Fraction only when timed by frame order).
+        mine, theirs = self.time_base, self.cursor.time_base
+        if packet.pts * mine.numerator * theirs.denominator != source_time * theirs.numerator * mine.denominator:
             return "shown at the wrong time"
         if bool(packet.is_keyframe) != bool(source.is_keyframe):
             return "keyframe flag differs"
@@ -277,7 +368,11 @@ class PacketIdentity:
             problems.append(f"{self.bad_dts} decoding timestamps do not rise or pass their presentation time")
         if not problems and self.copied != claimed:
             problems.append(f"only {self.copied} of {claimed} copied packets found")
+        self._prove_repeats(problems)
+        repeated = sum(r.count for r in self.proven_repeats)
         detail = "; ".join(problems) if problems else (
             f"{self.copied} of {packets} packets equal their scrubbed source packets (slices byte for byte, "
-            f"timestamps as planned); the other {packets - self.copied} lie in decoded ranges")
+            f"timestamps as planned)"
+            + (f"; {repeated} repeat a decoded re-encoded group byte for byte" if repeated else "")
+            + f"; the other {packets - self.copied - repeated} lie in decoded ranges")
         return not problems, detail

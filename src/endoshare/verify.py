@@ -25,8 +25,10 @@ Checks (each reported by name in the audit report; :func:`verify_output` returns
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -53,7 +55,7 @@ from .media.nal import (
 from .media.probe import MAX_SEI_RECORDS, iter_video_packets, open_input, probe, stream_time_base
 from .media.scrub import ALLOWED_CONTAINER_TAGS, ALLOWED_LANGUAGES, ALLOWED_STREAM_TAGS, GENERIC_HANDLER_NAMES
 from .packet_identity import PacketIdentity
-from .render.common import RenderResult
+from .render.common import RenderResult, RepeatedRun
 from .types import Cancel, Progress, check_cancelled
 
 BLACK_LUMA_MAX = 20
@@ -106,16 +108,31 @@ def verify_output(path: Path, expected: RenderResult, identifiers: tuple[str, ..
         return (_check_metadata(path, keep_audio, probe(path).sei_user_data),
                 CheckResult("decodes_cleanly", False, "the output holds no video stream"))
     scan = _PacketScan(path, expected if mode == "changes" else None, sources)
-    sample_checks, packets = scan.run(cancel), scan.packets
-    checks = [
-        _check_metadata(path, keep_audio, scan.sei_user_data),
-        _check_identifying_strings(path, identifiers),
-        *sample_checks,
-    ]
-    checks.extend(_check_decode(path, expected, ranges, mode == "splices", packets, progress, cancel))
+    sample_checks = scan.run(cancel)
+    checks = [_check_metadata(path, keep_audio, scan.sei_user_data), _check_identifying_strings(path, identifiers),
+              *sample_checks]
+    decoding = _DecodeCheck(path, expected, progress, cancel)
+    if ranges is None:
+        decoding.decode_all()
+    else:
+        # Repeats of a re-encoded group proven by packet identity with a decoded instance are not decoded again.
+        decoding.decode_ranges(_without(ranges, [(r.first_output, r.first_output + r.count) for r in scan.repeats]))
+        if mode == "splices":
+            decoding.decode_keyframes()
+    checks.extend(decoding.results(scan.packets, scan.repeats))
     if expected.audio_samples is not None:
         checks.append(_check_audio(path, expected))
     return tuple(checks)
+
+
+def _without(ranges: tuple[tuple[int, int], ...],
+             holes: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """``ranges`` (sorted, disjoint [start, end) pairs) with the frames of ``holes`` taken out."""
+    kept = list(ranges)
+    for hole_start, hole_end in holes:
+        kept = [piece for start, end in kept
+                for piece in ((start, min(end, hole_start)), (max(start, hole_end), end)) if piece[0] < piece[1]]
+    return tuple(kept)
 
 
 def _check_metadata(path: Path, keep_audio: bool, sei: tuple[SeiUserData, ...]) -> CheckResult:
@@ -159,14 +176,12 @@ def _check_identifying_strings(path: Path, identifiers: tuple[str, ...]) -> Chec
     encoded = {os.fsencode(i) for i in identifiers}
     needles = [re.escape(i) for i in sorted(encoded) if len(i) >= MIN_SEARCHABLE_IDENTIFIER]
     pattern = re.compile(b"|".join([*needles, *ENCODER_SIGNATURES]))
-    overlap = 256
     found: set[bytes] = set()
+    # One pass of the regex over the file mapped into memory: no chunk copies, no matches lost at their seams.
     with path.open("rb") as fh:
-        tail = b""
-        while chunk := fh.read(8 << 20):
-            window = tail + chunk
-            found.update(m.group(0) for m in pattern.finditer(window))
-            tail = window[-overlap:]
+        if os.fstat(fh.fileno()).st_size:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                found.update(m.group(0) for m in pattern.finditer(view))
     if found:
         signatures = sorted({m.decode("latin-1") for m in found
                              if any(re.fullmatch(sig, m) for sig in ENCODER_SIGNATURES)})
@@ -206,6 +221,8 @@ class _PacketScan:
         self.path, self.copied, self.sources = path, copied, sources
         self.packets = 0
         self.sei_user_data: tuple[SeiUserData, ...] = ()
+        #: Repeated groups proven by packet identity with a decoded instance (mode "changes").
+        self.repeats: tuple[RepeatedRun, ...] = ()
 
     def run(self, cancel: Cancel | None) -> list[CheckResult]:
         sei: dict[tuple[int, str, str], SeiUserData] = {}
@@ -256,6 +273,7 @@ class _PacketScan:
         results.append(_allow_list_result(codec, extradata, outside, shown))
         if identity is not None:
             results.append(CheckResult("copied_packets", *identity.result(shown)))
+            self.repeats = identity.proven_repeats
         return results
 
 
@@ -327,6 +345,8 @@ class _FrameChecker:
         self.bad_black: list[int] = []
         self.bad_blur: list[int] = []
         self.seen: set[int] = set()
+        #: Frames counted as seen because their repeat's reference frame was decoded (:meth:`inherit`).
+        self.inherited = 0
         self.geometry = expected.geometry
         #: Decoded frames whose pixel shape, colour description or rotation differ from the promised ones.
         self.bad_geometry: dict[str, int] = {}
@@ -363,8 +383,29 @@ class _FrameChecker:
         if self.bad_geometry:
             return CheckResult("geometry", False, "decoded frames differ from the source's " + ", ".join(
                 f"{name} ({count} frames)" for name, count in self.bad_geometry.items()))
-        return CheckResult("geometry", True, f"{len(self.seen)} decoded frames show the source's pixel shape, "
-                           f"colour description and rotation ({self.geometry.to_json()})")
+        return CheckResult("geometry", True, f"{len(self.seen) - self.inherited} decoded frames show the source's "
+                           f"pixel shape, colour description and rotation ({self.geometry.to_json()})")
+
+    def inherit(self, repeats: tuple[RepeatedRun, ...]) -> int:
+        """Frames of proven repeats take their decoded reference frame's result (the same bytes decode to the
+        same picture): a black one is checked when its reference is a checked black frame.  A blurred frame is
+        never inherited (its threshold is its own source's).  Returns the frames inherited."""
+        black = set(self.bad_black)
+        inherited = 0
+        for run in repeats:
+            for k in range(run.count):
+                frame, reference = run.first_output + k, run.reference + k
+                if reference not in self.seen or frame in self.blurred:
+                    continue
+                if frame in self.black:
+                    if reference not in self.black:
+                        continue                  # the reference was not checked for black
+                    if reference in black:
+                        self.bad_black.append(frame)
+                self.seen.add(frame)
+                inherited += 1
+        self.inherited += inherited
+        return inherited
 
     def result(self, cut_frames: int) -> CheckResult:
         problems = []
@@ -393,34 +434,45 @@ def _open_for_checking(container: av.container.InputContainer) -> av.video.strea
     return stream
 
 
-def _check_decode(path: Path, expected: RenderResult, ranges: tuple[tuple[int, int], ...] | None, keyframes: bool,
-                  packets: int, progress: Progress | None,
-                  cancel: Cancel | None) -> list[CheckResult]:
-    checker = _FrameChecker(expected)
-    errors: list[str] = []
-    count = 0
+class _DecodeCheck:
+    """Decodes the output (all of it, or frame ranges) and checks every decoded frame; :meth:`results` gives
+    ``decodes_cleanly``, ``frame_count``, ``duration``, ``redaction`` and ``geometry``."""
 
-    with open_input(path) as container:
-        stream = _open_for_checking(container)
-        duration = (float(stream.duration * stream.time_base)
-                    if stream.duration is not None and stream.time_base else None)
-        rate = expected.frame_rate
-        # The pixel shape of a codec without one in its bitstream (AV1) is the container's.
-        container_sar = stream.sample_aspect_ratio
-        if ranges is None:
+    def __init__(self, path: Path, expected: RenderResult, progress: Progress | None, cancel: Cancel | None) -> None:
+        self.path, self.expected, self.progress, self.cancel = path, expected, progress, cancel
+        self.checker = _FrameChecker(expected)
+        self.errors: list[str] = []
+        #: Frames decoded (every frame when decoding all), ranges decoded, keyframes decoded (None: not asked).
+        self.decoded = 0
+        self.ranges = 0
+        self.keys: int | None = None
+        self.all = False
+        self.duration: float | None = None
+
+    def decode_all(self) -> None:
+        self.all = True
+        with open_input(self.path) as container:
+            stream = self._open(container)
+            sar = stream.sample_aspect_ratio
             try:
                 for frame in container.decode(stream):
-                    check_cancelled(cancel)
-                    checker.check(count, frame, stream.codec_context.sample_aspect_ratio or container_sar)
-                    count += 1
-                    if progress is not None:
-                        progress(min(count, expected.frame_count), expected.frame_count)
+                    check_cancelled(self.cancel)
+                    # The pixel shape of a codec without one in its bitstream (AV1) is the container's.
+                    self.checker.check(self.decoded, frame, stream.codec_context.sample_aspect_ratio or sar)
+                    self.decoded += 1
+                    if self.progress is not None:
+                        self.progress(min(self.decoded, self.expected.frame_count), self.expected.frame_count)
             except av.error.FFmpegError as exc:
-                errors.append(f"after frame {count}: {exc}")
-            decoded = f"{count} frames decoded"
-        else:
-            count = packets
-            time_base = stream_time_base(stream, path)
+                self.errors.append(f"after frame {self.decoded}: {exc}")
+
+    def decode_ranges(self, ranges: tuple[tuple[int, int], ...]) -> None:
+        """Decode output frames [start, end) of each range, from the keyframe at or before its start."""
+        self.ranges += len(ranges)
+        with open_input(self.path) as container:
+            stream = self._open(container)
+            sar = stream.sample_aspect_ratio
+            rate = self.expected.frame_rate
+            time_base = stream_time_base(stream, self.path)
             work = sum(b - a for a, b in ranges) or 1
             done = 0
             for start, end in ranges:
@@ -429,44 +481,69 @@ def _check_decode(path: Path, expected: RenderResult, ranges: tuple[tuple[int, i
                 stream.codec_context.flush_buffers()
                 try:
                     for frame in container.decode(stream):
-                        check_cancelled(cancel)
+                        check_cancelled(self.cancel)
                         if frame.pts is None:
-                            errors.append(f"in frames [{start}, {end}): a decoded frame carries no timestamp")
+                            self.errors.append(f"in frames [{start}, {end}): a decoded frame carries no timestamp")
                             break
                         index = round(frame.pts * time_base * rate)
                         if index >= end:
                             break
                         if index >= start:
-                            checker.check(index, frame, stream.codec_context.sample_aspect_ratio or container_sar)
+                            self.checker.check(index, frame, stream.codec_context.sample_aspect_ratio or sar)
                             done += 1
-                            if progress is not None:
-                                progress(min(done, work), work)
+                            if self.progress is not None:
+                                self.progress(min(done, work), work)
                 except av.error.FFmpegError as exc:
-                    errors.append(f"in frames [{start}, {end}): {exc}")
-            decoded = f"{done} frames decoded in {len(ranges)} spliced or sampled ranges, {count} packets"
-        if keyframes:
-            # Every keyframe decodes: the copied groups' entry points and their parameter sets.
-            with open_input(path) as keyframes_container:
-                key_stream = _open_for_checking(keyframes_container)
-                key_stream.codec_context.skip_frame = "NONKEY"
-                keys = 0
-                try:
-                    for _ in keyframes_container.decode(key_stream):
-                        check_cancelled(cancel)
-                        keys += 1
-                except av.error.FFmpegError as exc:
-                    errors.append(f"keyframe {keys}: {exc}")
-                decoded += f", {keys} keyframes decoded"
-    results = [CheckResult("decodes_cleanly", not errors,
-                           decoded + (f"; errors: {'; '.join(errors[:5])}" if errors else ""))]
-    results.append(CheckResult("frame_count", count == expected.frame_count,
-                               f"{count} frames in the file, {expected.frame_count} expected"))
-    expected_seconds = Fraction(expected.frame_count) / expected.frame_rate
-    tolerance = 1.5 / float(expected.frame_rate)
-    duration_ok = duration is not None and abs(duration - float(expected_seconds)) <= tolerance
-    results.append(CheckResult("duration", duration_ok,
-                               f"{duration if duration is not None else 'unknown'} s in the file, "
-                               f"{float(expected_seconds):.3f} s expected"))
-    results.append(checker.result(expected.cut_frames))
-    results.append(checker.geometry_result())
-    return results
+                    self.errors.append(f"in frames [{start}, {end}): {exc}")
+            self.decoded += done
+
+    def decode_keyframes(self) -> None:
+        """Every keyframe decodes: the copied groups' entry points and their parameter sets."""
+        with open_input(self.path) as container:
+            stream = self._open(container)
+            stream.codec_context.skip_frame = "NONKEY"
+            self.keys = 0
+            try:
+                for _ in container.decode(stream):
+                    check_cancelled(self.cancel)
+                    self.keys += 1
+            except av.error.FFmpegError as exc:
+                self.errors.append(f"keyframe {self.keys}: {exc}")
+
+    def _open(self, container: av.container.InputContainer) -> av.video.stream.VideoStream:
+        stream = _open_for_checking(container)
+        self.duration = (float(stream.duration * stream.time_base)
+                         if stream.duration is not None and stream.time_base else None)
+        return stream
+
+    def results(self, packets: int, repeats: tuple[RepeatedRun, ...] = ()) -> list[CheckResult]:
+        """The checks, once decoding is done.  ``packets``: the output's packet count (the frame count when not
+        every frame was decoded); ``repeats``: proven repeats of decoded groups, not decoded themselves (their
+        frames take their reference frames' results)."""
+        expected = self.expected
+        if self.all:
+            count = self.decoded
+            decoded = f"{count} frames decoded"
+        else:
+            count = packets
+            decoded = f"{self.decoded} frames decoded in {self.ranges} spliced or sampled ranges, {count} packets"
+            if repeats:
+                decoded += (f", {self.checker.inherit(repeats)} frames of {len(repeats)} repeated groups proven "
+                            "equal to decoded ones")
+        if self.keys is not None:
+            decoded += f", {self.keys} keyframes decoded"
+        errors = self.errors
+        results = [CheckResult("decodes_cleanly", not errors,
+                               decoded + (f"; errors: {'; '.join(errors[:5])}" if errors else ""))]
+        results.append(CheckResult("frame_count", count == expected.frame_count,
+                                   f"{count} frames in the file, {expected.frame_count} expected"))
+        expected_seconds = Fraction(expected.frame_count) / expected.frame_rate
+        tolerance = 1.5 / float(expected.frame_rate)
+        duration = self.duration
+        duration_ok = duration is not None and abs(duration - float(expected_seconds)) <= tolerance
+        results.append(CheckResult("duration", duration_ok,
+                                   f"{duration if duration is not None else 'unknown'} s in the file, "
+                                   f"{float(expected_seconds):.3f} s expected"))
+        results.append(self.checker.result(expected.cut_frames))
+        results.append(self.checker.geometry_result())
+        return results

@@ -85,6 +85,19 @@ class CopiedRun:
 
 
 @dataclass(frozen=True)
+class RepeatedRun:
+    """Output packets ``[first_output, first_output + count)`` (decode order) repeat output packets
+    ``[reference, reference + count)`` byte for byte: a re-encoded group written once more (every wholly
+    black group is the first pictures of the case's one black encoding).  Both show their pictures in
+    decode order, packet ``p`` at output frame ``p``, so that a verifier which decodes the reference knows
+    the repeat's pictures too (see ``verify``: a repeat of a decoded group starting with an IDR picture)."""
+
+    first_output: int
+    count: int
+    reference: int
+
+
+@dataclass(frozen=True)
 class RenderResult:
     """What a renderer wrote and what the verifier must find in it."""
 
@@ -110,5 +123,8 @@ class RenderResult:
     #: What was stream-copied, for a "changes" verification to prove by packet identity.  None: nothing
     #: was copied (or the renderer does not say), and the output is decoded in full.
     copied_runs: tuple[CopiedRun, ...] | None = None
+    #: Re-encoded groups written more than once, for a "changes" verification to decode once and prove
+    #: the other instances by packet identity with the decoded one (their frames stay in ``check_ranges``).
+    repeated_runs: tuple[RepeatedRun, ...] = ()
     #: Pixel shape, colour description and rotation every decoded frame must show (None: not checked).
     geometry: Geometry | None = None
