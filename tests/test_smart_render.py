@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from endoshare.media.join import plan_join
+from endoshare.media.nal import AvcConfig, read_ue
 from endoshare.media.probe import probe
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
 from endoshare.render.common import Redaction
@@ -497,3 +498,28 @@ def test_a_group_is_decoded_only_as_far_as_its_last_needed_picture(tmp_path: Pat
     # [50, 75): in-body frames after the span need the whole group.
     assert decoded == [(25, 15), (50, 25)]
     assert_black_spans(decoded_frames(result.output), SegmentSet.of(spans), 200)
+
+
+def _x264_uses_cavlc(output: Path) -> bool:
+    """Whether a PPS of the output's avcC codes with CAVLC (x264 ``ultrafast``; the source and ``veryfast``
+    use CABAC): entropy_coding_mode_flag follows the PPS's two exp-Golomb ids."""
+    with av.open(str(output)) as container:
+        config = AvcConfig.parse(bytes(container.streams.video[0].codec_context.extradata or b""))
+    flags = []
+    for pps in config.pps:
+        _, bit = read_ue(pps[1:], 0)
+        _, bit = read_ue(pps[1:], bit)
+        flags.append(pps[1 + bit // 8] >> (7 - bit % 8) & 1)
+    return 0 in flags
+
+
+@pytest.mark.parametrize(("spans", "cavlc"), [([(40, 50)], True),
+                                              ([(n * 25 + 10, n * 25 + 12) for n in range(8)], False)])
+def test_splice_preset_follows_the_share_of_groups_reencoded(tmp_path: Path, case: Path,
+                                                            spans: list[tuple[int, int]], cavlc: bool) -> None:
+    """A few re-encoded groups among copied ones are encoded fast (ultrafast, CAVLC); when every group is
+    re-encoded (text masked throughout a case) size comes first (veryfast, CABAC)."""
+    result, report = process_spans(case, tmp_path, spans)
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert report["output"]["method"] == "smart-render"
+    assert _x264_uses_cavlc(result.output) is cavlc

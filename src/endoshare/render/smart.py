@@ -89,6 +89,10 @@ SPLICE_SLOWEST_PRESET = "veryfast"
 #: (no CABAC, deblocking or psychovisual tuning; at this quality none is visible).
 X264_SPLICE_PRESET = "ultrafast"
 X264_SPLICE_CRF = 17
+#: ... but only while at most this share of a case's groups is re-encoded.  When most are (burned-in text
+#: masked throughout a case) the output is mostly re-encoded pictures and its size comes first: then
+#: :data:`SPLICE_SLOWEST_PRESET` at :data:`SPLICE_CRF`.
+X264_SPLICE_FAST_SHARE = 0.5
 
 
 class NotSpliceable(Exception):
@@ -459,7 +463,8 @@ class _H264Splicer(_Splicer):
         self.config = AvcConfig.parse(clean_avcc(smart.extradata))
         used = {h264_sps_id(s) for s in self.config.sps}
         self.sps_id = next(i for i in range(32) if i not in used)
-        self.preset, self.crf = X264_SPLICE_PRESET, X264_SPLICE_CRF
+        if len(smart.dirty) <= X264_SPLICE_FAST_SHARE * len(smart.units):
+            self.preset, self.crf = X264_SPLICE_PRESET, X264_SPLICE_CRF
 
     def encoder_options(self, crf: int) -> dict[str, str]:
         return {"crf": str(crf), "preset": self.preset,
