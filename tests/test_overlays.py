@@ -19,7 +19,7 @@ from endoshare.cases import discover_case
 from endoshare.cli import main as cli_main
 from endoshare.jobs.queue import options_from_record, options_to_record
 from endoshare.media.join import plan_join
-from endoshare.overlay.find import OverlayOptions, choose_samples, find_overlays, stroke_similarity
+from endoshare.overlay.find import OverlayOptions, find_overlays, stroke_similarity
 from endoshare.overlay.mask import FILL_Y, mask_frame
 from endoshare.overlay.regions import OverlayRegion, OverlaySet
 from endoshare.overlay.text import Box, TextDetector, classify, model_dir, only_device_settings
@@ -394,15 +394,6 @@ def test_pictures_with_an_odd_number_of_chroma_rows():
     _, u, v = yuv_planes(out.to_ndarray(), 160, 90)
     assert (u[5:10, 5:15] == 128).all() and (v[5:10, 5:15] == 128).all() and u[20:].min() == 200
     assert analysis_picture(frame, 1).shape == (90, 160, 3)
-
-
-def test_sampling_reads_scene_cuts_and_the_grid():
-    keys = [0, 250, 500, 610, 750, 1000, 1250]     # 610: a keyframe out of cadence (scene cut)
-    chosen = choose_samples(keys, 1400, Fraction(25), OverlayOptions(interval_seconds=Fraction(20)))
-    assert [keys[i] for i in chosen] == [0, 500, 610, 750, 1000, 1250]
-    few = choose_samples(list(range(0, 10_000, 25)), 10_000, Fraction(25),
-                         OverlayOptions(interval_seconds=Fraction(1), max_samples_per_clip=5))
-    assert len(few) == 5 and few[0] == 0 and few[-1] == 399
 
 
 def test_stroke_similarity_tells_standing_from_moving_text():
