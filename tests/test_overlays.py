@@ -17,6 +17,7 @@ from conftest import DEV_DATA, picture_sources
 from endoshare import synthetic
 from endoshare.cases import discover_case
 from endoshare.cli import main as cli_main
+from endoshare.errors import CancelledError
 from endoshare.jobs.queue import options_from_record, options_to_record
 from endoshare.media.join import plan_join
 from endoshare.overlay.find import OverlayOptions, find_overlays, stroke_similarity
@@ -193,6 +194,17 @@ def test_check_fails_when_text_is_left_in_a_region(cases, detector):
     assert frames
     assert [c.passed for c in checks] == [False, False]
     assert "text found in a masked region" in checks[1].detail
+
+
+def test_check_stops_with_an_error_when_cancelled(cases, detector):
+    """Cancelling the output check raises CancelledError (it once stopped quietly with fewer frames checked)."""
+    case, _ = cases[2]
+    overlays = find_overlays(plan_join(probe_case(discover_case(case))), detector=detector)
+    assert overlays.masked
+    output = RenderResult("stream-copy", "h264", FRAMES, Fraction(25), WIDTH, HEIGHT)
+    with pytest.raises(CancelledError):
+        verify_overlays(case / "clip1.mp4", overlays, output, SegmentSet(), Redaction.BLACK, FRAMES,
+                        (WIDTH, HEIGHT, Fraction(25)), detector, cancel=lambda: True)
 
 
 def test_text_that_moves_with_the_scene_is_not_an_overlay(tmp_path, detector):

@@ -519,8 +519,8 @@ class OverlayFinder:
         #: Pictures the text detector read (whole or cropped) and their pixels, for the benchmark.
         self.reads = 0
         self.read_pixels = 0
-        #: Keyframes looked at (fed or read by the finder itself).
-        self.keyframes = 0
+        #: Keyframes the finder decoded itself (not fed by detection).
+        self.keyframes_read = 0
         self._results: dict[int, tuple[list[OverlayRegion], list[int]]] = {}
 
     def sink(self, clip: ClipPlan) -> ClipOverlays:
@@ -588,7 +588,7 @@ class OverlayFinder:
     def _feed(self, finder: ClipOverlays, frames: list[av.VideoFrame]) -> None:
         for frame in frames:
             if frame.pts is not None:
-                self.keyframes += 1
+                self.keyframes_read += 1
                 finder.keyframe(int(frame.pts), frame)
 
     def _frame_after(self, clip: ClipPlan, pts: int, gap: int) -> tuple[int, av.VideoFrame] | None:

@@ -14,7 +14,7 @@ from ..media.frames import luma_plane, picture_array
 from ..media.probe import open_input, stream_time_base
 from ..render.common import Redaction, RenderResult
 from ..timeline import SegmentSet
-from ..types import Cancel
+from ..types import Cancel, check_cancelled
 from ..verify import CheckResult
 from .mask import FILL_Y
 from .regions import OverlaySet
@@ -68,7 +68,8 @@ def _scaled(box: Box, sx: float, sy: float, width: int, height: int) -> Box:
 
 
 def _decode_frames(path: Path, wanted: list[int], rate: Fraction, cancel: Cancel | None) -> dict[int, av.VideoFrame]:
-    """Output frames by index (seek to the keyframe before each, decode forward)."""
+    """Output frames by index (seek to the keyframe before each, decode forward); ``CancelledError`` once
+    ``cancel`` says so."""
     found: dict[int, av.VideoFrame] = {}
     with open_input(path) as container:
         stream = container.streams.video[0]
@@ -78,8 +79,7 @@ def _decode_frames(path: Path, wanted: list[int], rate: Fraction, cancel: Cancel
         for index in wanted:
             if index in found:
                 continue
-            if cancel is not None and cancel():
-                break
+            check_cancelled(cancel)
             pts = first_pts + int(Fraction(index) / rate / tb)
             container.seek(pts, stream=stream, backward=True, any_frame=False)
             for frame in container.decode(stream):
