@@ -20,7 +20,7 @@ from endoshare.cli import main as cli_main
 from endoshare.errors import CancelledError
 from endoshare.jobs.queue import options_from_record, options_to_record
 from endoshare.media.join import plan_join
-from endoshare.overlay.find import OverlayOptions, find_overlays, stroke_similarity
+from endoshare.overlay.find import find_overlays, stroke_similarity
 from endoshare.overlay.mask import FILL_Y, mask_frame
 from endoshare.overlay.regions import OverlayRegion, OverlaySet
 from endoshare.overlay.text import Box, TextDetector, classify, model_dir, only_device_settings
