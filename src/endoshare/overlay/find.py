@@ -201,6 +201,22 @@ def still_blocks(still: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     return np.asarray(sums >= BLOCK_EDGES - 0.5, dtype=bool)
 
 
+def block_means(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """The mean of each :data:`BLOCK` x :data:`BLOCK` block of a one-plane picture (as :func:`still_blocks`)."""
+    import cv2
+
+    h, w = -(-image.shape[0] // BLOCK) * BLOCK, -(-image.shape[1] // BLOCK) * BLOCK
+    padded = np.zeros((h, w), np.float32)
+    padded[:image.shape[0], :image.shape[1]] = image
+    return np.asarray(cv2.resize(padded, (w // BLOCK, h // BLOCK), interpolation=cv2.INTER_AREA), dtype=np.float32)
+
+
+#: A block read before is read again when its mean edge strength (:func:`edges`) moved by more than this,
+#: or by more than this share of what it was (text appearing in a block adds dozens of strong edge pixels).
+REREAD_EDGES = 6.0
+REREAD_SHARE = 0.35
+
+
 def stroke_similarity(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic]) -> float:
     """How alike the strokes of two crops of one box are (analysis pictures, or grey): 1 for the same picture, near 0
     for unrelated ones; a burned-in overlay keeps its strokes while the scene behind it changes."""
@@ -295,8 +311,8 @@ def area_stands(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], area: tuple[
     """Whether a still area (a rectangle of ``blocks``, the pair's still blocks) is worth reading now.
 
     Either its strokes stand still as opaque burned-in text does (:data:`AREA_SIMILARITY` and
-    :data:`STILL_EDGES`) and it is at least as wide as tall and three blocks wide (a line of text: a
-    banner on two keyframes is read from its one pair), or they stand at least as half-transparent text
+    :data:`STILL_EDGES`) and it is :data:`MIN_AREA` blocks wide (a banner on two keyframes is read from
+    its one pair), or they stand at least as half-transparent text
     over moving tissue does (:data:`DOUBT_SIMILARITY`, :data:`STILL_EDGES_TEXT`) and most of its still
     blocks have stood for :data:`PERSIST_SECONDS` (``stood``: seconds each block has stood still).
     Measured on generated 1080p video with a keyframe every 2 s (similarity, still edge share): opaque
@@ -307,7 +323,7 @@ def area_stands(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], area: tuple[
     unit = BLOCK * factor
     box = Box(x0 * unit, y0 * unit, x1 * unit, y1 * unit)
     similarity, share = box_similarity(a, b, box, factor), still_edge_share(a, b, box, factor)
-    if similarity >= AREA_SIMILARITY and share >= STILL_EDGES and x1 - x0 >= max(MIN_AREA, y1 - y0):
+    if similarity >= AREA_SIMILARITY and share >= STILL_EDGES and x1 - x0 >= MIN_AREA:
         return True
     if similarity < DOUBT_SIMILARITY or share < STILL_EDGES_TEXT:
         return False
@@ -386,7 +402,8 @@ class ClipOverlays:
         self.last_still: npt.NDArray[np.int64] | None = None
         self.run_start: npt.NDArray[np.int64] | None = None
         self.forgotten = -1      # the latest pair that left the window
-        self.read: npt.NDArray[np.bool_] | None = None       # blocks the detector has read (and still standing)
+        self.read: npt.NDArray[np.bool_] | None = None       # blocks the detector has read
+        self.read_edges: npt.NDArray[np.float32] | None = None      # ... and their mean edge strength then
         self.clusters: list[_Cluster] = []
         self.first: av.VideoFrame | None = None   # kept while it is the only keyframe (a one-frame clip)
         #: The latest keyframe and the still blocks of the latest pair (what a clip of one pair reads at its end).
@@ -501,8 +518,16 @@ class ClipOverlays:
         """Read the still areas (``blocks``) of ``frame`` that hold blocks not read before and stand still as
         text does (:func:`area_stands`; ``stood``: seconds each block has stood still), or all of them
         (``every_area``)."""
-        # A block that stopped standing still is forgotten: what stands there next is read afresh.
-        read = np.zeros_like(blocks) if self.read is None else self.read & blocks
+        # A block read before is read again after a pair where it did not stand still and what it shows
+        # changed (its mean edge strength): what stands there next (a banner where tissue or the scope's
+        # rim stood) is read afresh, while the rim or a line that drops out of the still map for a pair,
+        # or text over moving tissue, is not.
+        strength = block_means(self.window[-1][1])
+        if self.read is None or self.read_edges is None:
+            self.read, self.read_edges = np.zeros_like(blocks), np.zeros(blocks.shape, np.float32)
+        unchanged = np.abs(strength - self.read_edges) <= np.maximum(REREAD_EDGES, REREAD_SHARE * self.read_edges)
+        self.read &= blocks | unchanged
+        read = self.read
         areas = areas_to_read(blocks, blocks & ~read)
         if not every_area:
             a, b = self._picture(pair), self._picture(pair + 1)
@@ -513,7 +538,9 @@ class ClipOverlays:
                 self._catch_up(cluster, pair)
                 cluster.found.add(pair)
             for bx0, by0, bx1, by1 in areas:
-                read[by0:by1, bx0:bx1] |= blocks[by0:by1, bx0:bx1]
+                taken = blocks[by0:by1, bx0:bx1]
+                read[by0:by1, bx0:bx1] |= taken
+                self.read_edges[by0:by1, bx0:bx1][taken] = strength[by0:by1, bx0:bx1][taken]
         self.read = read
 
     def scanned(self, frame_of: Callable[[int], int | None]) -> None:
