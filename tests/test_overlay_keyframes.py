@@ -145,3 +145,39 @@ def test_memory_does_not_grow_with_the_number_of_keyframes(tmp_path: Path, detec
     assert plan.total_frames == 400
     for kind, ink in text_boxes(lines, STYLES[0], WIDTH, HEIGHT).items():
         assert all(covers(overlays, k, ink) for k in range(400)), kind
+
+
+def test_text_read_late_is_masked_back_to_where_it_began(tmp_path: Path, detector: TextDetector) -> None:
+    """Half-transparent text over moving tissue is read only once it has stood for a while (8 s); with
+    one keyframe a second and 3 analysis pictures kept, the pairs before them are judged by the still
+    history of its blocks: it is masked from the clip's first frame."""
+    rate = 5
+    lines = patient_lines(seed=4, layout=0)
+    style = STYLES[5]           # DejaVu Sans Bold, half transparent
+
+    def frames():
+        for index in range(rate * 20):
+            yield draw(inbody(index * 12, WIDTH, HEIGHT, 13, Fraction(25)), lines, style)
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", frames(), rate=Fraction(rate), gop=rate, options={"crf": "20"})
+    plan = plan_join(probe_case(discover_case(tmp_path / "case")))
+    finder = OverlayFinder(plan, OverlayOptions(window=3), detector)
+    found_late: list[int] = []
+    clips = finder.sink
+
+    def watched(clip):  # type: ignore[no-untyped-def]
+        sink = clips(clip)
+        look = sink._look
+
+        def spy(frame, blocks, pair, stood, every_area=False):  # type: ignore[no-untyped-def]
+            before = len(sink.clusters)
+            look(frame, blocks, pair, stood, every_area)
+            found_late.extend([pair] * (len(sink.clusters) - before))
+        sink._look = spy  # type: ignore[method-assign]
+        return sink
+    finder.sink = watched  # type: ignore[method-assign]
+    overlays = finder.run()
+    assert max(found_late) >= 3, found_late     # some lines first read after the pictures then kept
+    for kind, ink in text_boxes(lines, style, WIDTH, HEIGHT).items():
+        assert all(covers(overlays, k, ink) for k in range(plan.total_frames)), (kind, overlays.masked)

@@ -642,7 +642,9 @@ class OverlayFinder:
     def sink(self, clip: ClipPlan) -> ClipOverlays:
         """A fresh finder for ``clip``'s keyframes, to be fed as they are decoded (what it was fed before is
         dropped: a scan that failed half-way is not mixed with the next)."""
-        position = next(n for n, c in enumerate(self.plan.clips) if c is clip)
+        position = next((n for n, c in enumerate(self.plan.clips) if c is clip), None)
+        if position is None:
+            position = self.plan.clips.index(clip)      # an equal description of one of the case's clips
         self._results.pop(position, None)
         return ClipOverlays(self, position)
 
