@@ -181,3 +181,30 @@ def test_text_read_late_is_masked_back_to_where_it_began(tmp_path: Path, detecto
     assert max(found_late) >= 3, found_late     # some lines first read after the pictures then kept
     for kind, ink in text_boxes(lines, style, WIDTH, HEIGHT).items():
         assert all(covers(overlays, k, ink) for k in range(plan.total_frames)), (kind, overlays.masked)
+
+
+def test_processing_a_case_reads_no_keyframe_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``process_case`` with the built-in detector hands its keyframes to the finder: the finder's own pass
+    never runs, and the overlays are masked as the report says; without a detector the own pass runs."""
+    import json
+
+    from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
+
+    case = banner_case(tmp_path / "case")
+    own_passes: list[str] = []
+    scan = OverlayFinder._scan
+
+    def counted(self, position, clip):  # type: ignore[no-untyped-def]
+        own_passes.append(clip.info.path.name)
+        return scan(self, position, clip)
+    monkeypatch.setattr(OverlayFinder, "_scan", counted)
+    reports = []
+    for detector in ("builtin", "none"):
+        options = ProcessOptions(out_dir=tmp_path / detector / "shared", archive_dir=tmp_path / detector / "archive",
+                                 detector=detector)
+        result = process_case(CaseRequest(case), options)
+        assert result.status == "ok", result.error
+        assert result.report is not None
+        reports.append(json.loads(result.report.read_text(encoding="utf-8"))["overlays"])
+    assert own_passes == ["clip.mp4"]           # only the run without a detector read the clip itself
+    assert reports[0]["regions"] == reports[1]["regions"] and reports[0]["masked_regions"] > 0

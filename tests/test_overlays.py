@@ -4,6 +4,7 @@ fast and advanced mode; device settings follow the setting; the in-body picture 
 from __future__ import annotations
 
 import json
+import math
 import socket
 from dataclasses import dataclass
 from fractions import Fraction
@@ -528,3 +529,18 @@ def test_text_box_counts_only_for_the_part_outside_the_masks() -> None:
     kernel = _kernel(Box(192, 50, 243, 86))       # the demo case: a black mask read as text
     assert kernel.x0 > 192 and kernel.x1 < 243 and kernel.y0 > 50 and kernel.y1 < 86
     assert _share_outside(kernel, [Box(196, 56, 238, 80)]) < OUTSIDE_SHARE
+
+
+@pytest.mark.parametrize("width, height", [(10, 10), (60, 20), (89, 19), (150, 12), (300, 30), (40, 6)])
+def test_text_kernel_is_recovered_from_the_grown_box(width: int, height: int) -> None:
+    """The detector grows each text kernel by w*h*1.6/(2(w+h)) on every side; the check shrinks the box back:
+    wide, flat boxes (a black mask's edge taken for a text line) too, where a fixed-point iteration
+    oscillated and gave back the whole grown box (a false "text left visible" on a correct output)."""
+    from endoshare.overlay.text import UNCLIP_RATIO
+    from endoshare.overlay.verify import _kernel
+    grow = width * height * UNCLIP_RATIO / (2 * (width + height))
+    found = Box(100 - math.floor(grow), 100 - math.floor(grow), 100 + width + math.ceil(grow),
+                100 + height + math.ceil(grow))
+    kernel = _kernel(found)
+    assert abs(kernel.x0 - 100) <= 1 and abs(kernel.y0 - 100) <= 1, (found, kernel)
+    assert abs(kernel.x1 - (100 + width)) <= 1 and abs(kernel.y1 - (100 + height)) <= 1, (found, kernel)
