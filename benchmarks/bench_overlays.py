@@ -10,12 +10,16 @@ Usage::
    pan, temporal noise, x264 ``veryfast`` CRF 22, one IDR every 2 s, scene-cut keyframes off) with a
    recorder overlay burned into every frame (name, date of birth, ID and device settings; the second
    clip in another layout and font).
-2. On that case: the out-of-body detector (``detect_case``) and the overlay finder
-   (``find_overlays``) are timed one after the other; the share printed is overlay time / detection
-   time.  The overlay regions found are checked against the planted text.
+2. On that case, timed one after the other: the out-of-body detector alone (``detect_case``, the
+   baseline); detection feeding its keyframes to the overlay finder (``keyframes=finder.sink``, then
+   ``finder.run()``, as ``endoshare process`` does): the overlay cost is the difference; and the finder
+   reading the keyframes itself (``--detector none``, ``--segments``).  The shares printed are overlay
+   time / detection time, by the clock and by CPU time (all threads; less sensitive to other processes).
+   The overlay regions found are checked against the planted text.
 3. Per style (fonts, sizes, colours, plates; 1080p, two layouts: the corners, and over the picture
    itself): on a one-second clip whose two keyframes show different in-body pictures, the planted lines
-   whose every ink pixel the finder masks over the whole clip, and the masks that touch no planted line.
+   whose every ink pixel the finder masks over the whole clip, and the masks that touch no planted line;
+   with the loop filter skipped (as detection decodes) and applied.
 """
 
 from __future__ import annotations
@@ -107,7 +111,8 @@ def covered(ink: tuple[int, int, int, int], regions: list) -> bool:
     return any(r.box.x0 <= x0 and r.box.y0 <= y0 and r.box.x1 >= x1 and r.box.y1 >= y1 for r in regions)
 
 
-def per_style(detector, cache: Path) -> list[tuple[str, int, int, int, float]]:  # type: ignore[no-untyped-def]
+def per_style(detector, cache: Path,  # type: ignore[no-untyped-def]
+              skip_loop_filter: bool = True) -> list[tuple[str, int, int, int, float]]:
     """(style, lines whose every ink pixel is masked over the whole clip, lines planted, masked regions
     touching no planted line, finder seconds per clip) at 1080p: for each style and two layouts (corners;
     over the picture itself) a one-second clip whose two keyframes show different in-body pictures."""
@@ -115,7 +120,7 @@ def per_style(detector, cache: Path) -> list[tuple[str, int, int, int, float]]: 
 
     from endoshare.cases import discover_case
     from endoshare.media.join import plan_join
-    from endoshare.overlay.find import find_overlays
+    from endoshare.overlay.find import OverlayOptions, find_overlays
     from endoshare.pipeline import probe_case
     from endoshare.sample import write_clip
     from overlay_media import inbody
@@ -136,7 +141,7 @@ def per_style(detector, cache: Path) -> list[tuple[str, int, int, int, float]]: 
                 write_clip(folder / "clip.mp4", (pictures[i >= 13] for i in range(26)), gop=25, options={"crf": "20"})
             plan = plan_join(probe_case(discover_case(folder)))
             started = time.perf_counter()
-            overlays = find_overlays(plan, detector=detector)
+            overlays = find_overlays(plan, OverlayOptions(skip_loop_filter=skip_loop_filter), detector=detector)
             seconds += time.perf_counter() - started
             masked = np.zeros((HEIGHT, WIDTH), bool)
             whole = [r for r in overlays.masked if r.start_frame == 0 and r.end_frame == plan.total_frames]
@@ -175,27 +180,51 @@ def main() -> int:
     folder, planted = make_overlay_case(args.minutes, args.cache)
     print(f"case {folder} ready in {time.monotonic() - started:.0f} s", flush=True)
     plan = plan_join(probe_case(discover_case(folder)))
+
+    def timed(work):  # type: ignore[no-untyped-def]
+        wall, cpu = time.monotonic(), time.process_time()
+        result = work()
+        return result, time.monotonic() - wall, time.process_time() - cpu
+
+    # The text models are loaded once per process (onnxruntime sessions are shared): not per case.
+    TextDetector().read(np.zeros((48, 96, 3), np.uint8))
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    started, cpu = time.monotonic(), time.process_time()
-    detect_case(plan, args.detector)
-    oob_seconds, oob_cpu = time.monotonic() - started, time.process_time() - cpu
-    detector = TextDetector()
-    started, cpu = time.monotonic(), time.process_time()
-    finder = OverlayFinder(plan, OverlayOptions(), detector)
-    overlays = finder.run()
-    text_seconds, text_cpu = time.monotonic() - started, time.process_time() - cpu
+    _, oob_seconds, oob_cpu = timed(lambda: detect_case(plan, args.detector))
+    per_keyframe = KeyframeClock()
+    finders = []
+
+    def detect_and_find():  # type: ignore[no-untyped-def]
+        # As the pipeline does for each case: a new text detector (its models loaded), fed by detection.
+        finders.append(OverlayFinder(plan, OverlayOptions(), TextDetector()))
+        detect_case(plan, args.detector, keyframes=lambda clip: per_keyframe.watch(finders[0].sink(clip)))
+        return finders[0].run()
+
+    def find_alone():  # type: ignore[no-untyped-def]
+        finders.append(OverlayFinder(plan, OverlayOptions(), TextDetector()))
+        return finders[1].run()
+    overlays, both_seconds, both_cpu = timed(detect_and_find)
+    own_overlays, own_seconds, own_cpu = timed(find_alone)
+    fed, own = finders
+    detector = fed.detector
     load_after = " ".join(f"{v:.1f}" for v in os.getloadavg())
     minutes = plan.total_frames / RATE / 60
-    print(f"{plan.total_frames} frames ({minutes:.1f} min) at {plan.target.width}x{plan.target.height}")
-    print(f"out-of-body detection ({args.detector}): {oob_seconds:.1f} s ({oob_cpu:.1f} s of CPU, all threads)")
+    text_seconds, text_cpu = both_seconds - oob_seconds, both_cpu - oob_cpu
+    print(f"{plan.total_frames} frames ({minutes:.1f} min) at {plan.target.width}x{plan.target.height}, "
+          f"{len(overlays.samples)} keyframes")
     print(f"load average before / after the timed part: {load} / {load_after}")
+    print(f"out-of-body detection ({args.detector}) alone: {oob_seconds:.2f} s ({oob_cpu:.2f} s of CPU, all threads)")
+    print(f"detection feeding the overlay finder, then its regions: {both_seconds:.2f} s ({both_cpu:.2f} s of CPU)")
     det_w, det_h = detector_size(plan.target.width, plan.target.height)
-    print(f"overlay finding: {text_seconds:.1f} s, {len(overlays.samples)} sampled keyframes, text detector run "
-          f"{finder.reads} times on {finder.read_pixels / 1e6:.2f} Mpixels "
-          f"(= {finder.read_pixels / (det_w * det_h):.1f} whole pictures at {det_w}x{det_h})")
-    print(f"overlay finding: {text_cpu:.1f} s of CPU (all threads)")
-    print(f"overlay / out-of-body detection time: {100 * text_seconds / oob_seconds:.0f} % (wall clock), "
-          f"{100 * text_cpu / oob_cpu:.0f} % (CPU time: less sensitive to other processes on the machine)")
+    print(f"  overlay finding: text detector run {fed.reads} times on {fed.read_pixels / 1e6:.2f} Mpixels "
+          f"(= {fed.read_pixels / (det_w * det_h):.1f} whole pictures at {det_w}x{det_h}); keyframes decoded "
+          f"by the finder: {fed.keyframes_read}")
+    print(f"  per keyframe fed (still map, measures, reads; wall clock): median {per_keyframe.median_ms:.1f} ms, "
+          f"mean {per_keyframe.mean_ms:.1f} ms, {per_keyframe.count} keyframes")
+    print(f"  overlay / out-of-body detection: {100 * text_seconds / oob_seconds:.0f} % (wall clock, difference), "
+          f"{100 * text_cpu / oob_cpu:.0f} % (CPU time, difference)")
+    print(f"finder reading its own keyframes (no detection): {own_seconds:.2f} s ({own_cpu:.2f} s of CPU) = "
+          f"{100 * own_seconds / oob_seconds:.0f} % / {100 * own_cpu / oob_cpu:.0f} % of detection; "
+          f"{own.keyframes_read} keyframes decoded; same regions as when fed: {own_overlays == overlays}")
     for clip in planted:
         first, last = clip["first_frame"], clip["first_frame"] + clip["frames"]
         regions = [r for r in overlays.masked if r.start_frame <= first and r.end_frame >= last]
@@ -210,11 +239,45 @@ def main() -> int:
           f"{sum(r.kind == 'transient' for r in overlays.regions)} transient (left visible)")
     if args.no_styles:
         return 0
-    print("\nper style at 1080p (2 layouts x 4 lines, one-second clips): style | lines masked over the whole clip "
-          "/ planted | masked regions on no planted line | finder s per clip")
-    for name, found, total, false, seconds in per_style(detector, args.cache):
-        print(f"  {name:34s} {found:2d}/{total:2d}  {false}  {seconds:.2f}")
+    for skip in (True, False):
+        print(f"\nper style at 1080p, loop filter {'skipped' if skip else 'applied'} (2 layouts x 4 lines, one-second "
+              "clips): style | lines masked over the whole clip / planted | masked regions on no planted line | "
+              "finder s per clip")
+        for name, found, total, false, seconds in per_style(detector, args.cache, skip):
+            print(f"  {name:34s} {found:2d}/{total:2d}  {false}  {seconds:.2f}")
     return 0
+
+
+class KeyframeClock:
+    """Wall-clock time of each keyframe handed to the finder (the work it adds to detection's pass)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def watch(self, sink):  # type: ignore[no-untyped-def]
+        clock = self
+
+        class Timed:
+            def keyframe(self, pts, frame):  # type: ignore[no-untyped-def]
+                started = time.perf_counter()
+                sink.keyframe(pts, frame)
+                clock.times.append(time.perf_counter() - started)
+
+            def scanned(self, frame_of):  # type: ignore[no-untyped-def]
+                sink.scanned(frame_of)
+        return Timed()
+
+    @property
+    def count(self) -> int:
+        return len(self.times)
+
+    @property
+    def median_ms(self) -> float:
+        return 1000 * float(np.median(self.times)) if self.times else 0.0
+
+    @property
+    def mean_ms(self) -> float:
+        return 1000 * float(np.mean(self.times)) if self.times else 0.0
 
 
 if __name__ == "__main__":

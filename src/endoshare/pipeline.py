@@ -38,7 +38,7 @@ from .errors import (
 from .identity import DETECTIONS_FOLDER, CaseLock, MappingRow, MappingStore, new_pseudonym
 from .media.join import JoinPlan, plan_join
 from .media.probe import MediaInfo, probe
-from .overlay.find import OverlayOptions, find_overlays
+from .overlay.find import OverlayFinder, OverlayOptions
 from .overlay.regions import OverlaySet, load_overlays_file
 from .overlay.text import TextDetector
 from .overlay.verify import verify_overlays
@@ -391,8 +391,11 @@ def probe_case(case: Case, progress: Progress | None = None) -> list[MediaInfo]:
 
 
 def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress: Progress,
-                  cancel: Cancel | None) -> tuple[SegmentSet, str, dict[str, Any] | None]:
-    """The spans to redact, where they came from, and the detection result (for the archive) if any."""
+                  cancel: Cancel | None, overlays: OverlayFinder | None = None
+                  ) -> tuple[SegmentSet, str, dict[str, Any] | None]:
+    """The spans to redact, where they came from, and the detection result (for the archive) if any.
+
+    When a detector runs, ``overlays`` is fed the keyframes it decodes (nothing is decoded twice)."""
     total = plan.total_frames
     if options.segments_file is not None:
         segments = load_segments_file(options.segments_file)
@@ -408,23 +411,32 @@ def find_segments(plan: JoinPlan, options: ProcessOptions, case: Case, progress:
     from .detect.run import DetectOptions
     from .detect.smooth import SmoothingOptions
     detect_options = DetectOptions(smoothing=SmoothingOptions(margin_seconds=options.margin_seconds))
-    result = detect_case(plan, options.detector, options.weights, detect_options, progress=progress, cancel=cancel)
+    result = detect_case(plan, options.detector, options.weights, detect_options, progress=progress, cancel=cancel,
+                         keyframes=None if overlays is None else overlays.sink)
     return result.segments, f"detector {options.detector}", result.to_json()
 
 
-def find_case_overlays(plan: JoinPlan, options: ProcessOptions, progress: Progress,
-                       cancel: Cancel | None) -> tuple[OverlaySet, TextDetector | None]:
+def overlay_finder(plan: JoinPlan, options: ProcessOptions, progress: Progress,
+                   cancel: Cancel | None) -> OverlayFinder | None:
+    """The burned-in text finder for the case (None when masking is off or an overlays file gives the regions)."""
+    if options.overlays_file is not None or not options.mask_overlays:
+        return None
+    return OverlayFinder(plan, OverlayOptions(keep_device_settings=options.keep_device_settings), TextDetector(),
+                         progress, cancel)
+
+
+def find_case_overlays(plan: JoinPlan, options: ProcessOptions, finder: OverlayFinder | None
+                       ) -> tuple[OverlaySet, TextDetector | None]:
     """The burned-in text regions to mask (none when masking is off; those of the overlays file when one is
-    given: the finder does not run), and the detector for the check."""
+    given: the finder does not run), and the detector for the check.  ``finder`` (:func:`overlay_finder`)
+    reads every clip that detection did not feed it in full."""
     if options.overlays_file is not None:
         target = plan.target
         return load_overlays_file(options.overlays_file, target.width, target.height, plan.total_frames), \
             TextDetector()
-    if not options.mask_overlays:
+    if finder is None:
         return NO_OVERLAYS, None
-    detector = TextDetector()
-    overlay_options = OverlayOptions(keep_device_settings=options.keep_device_settings)
-    return find_overlays(plan, overlay_options, progress, cancel, detector), detector
+    return finder.run(), finder.detector
 
 
 def check_out_dir(options: ProcessOptions) -> None:
@@ -534,10 +546,12 @@ def render_case(request: CaseRequest, options: ProcessOptions, pseudonym: str, *
     plan = plan_join(probe_case(case, tracker.phase(Phase.PROBE)))
     step(Phase.PROBE)
     check_out_dir(options)
-    segments, segment_source, detections = find_segments(plan, options, case, tracker.phase(Phase.DETECT), cancel)
+    finder = overlay_finder(plan, options, tracker.phase(Phase.OVERLAYS), cancel)
+    segments, segment_source, detections = find_segments(plan, options, case, tracker.phase(Phase.DETECT), cancel,
+                                                         finder)
     if detects:
         step(Phase.DETECT)
-    overlays, text_detector = find_case_overlays(plan, options, tracker.phase(Phase.OVERLAYS), cancel)
+    overlays, text_detector = find_case_overlays(plan, options, finder)
     if masking:
         step(Phase.OVERLAYS)
     temp = new_temp_file(options.out_dir, TEMP_SUFFIX, temp_owner)

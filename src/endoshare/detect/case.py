@@ -16,7 +16,7 @@ from ..timeline import SegmentSet, format_rate
 from ..types import Progress
 from .registry import create_detector
 from .run import DetectionResult, DetectOptions, detect_video
-from .sampling import DetectProgress
+from .sampling import DetectProgress, KeyframeSink
 from .smooth import smooth_scores
 
 
@@ -47,7 +47,10 @@ def timeline_span(clip: ClipPlan, start: int, end: int) -> tuple[int, int]:
 
 def detect_case(plan: JoinPlan, detector_name: str, weights: Path | None = None,
                 options: DetectOptions | None = None, progress: Progress | None = None,
-                cancel: Callable[[], bool] | None = None) -> CaseDetection:
+                cancel: Callable[[], bool] | None = None,
+                keyframes: Callable[[ClipPlan], KeyframeSink] | None = None) -> CaseDetection:
+    """Detect each clip of ``plan``; ``keyframes(clip)``, when given, gets that clip's decoded keyframes
+    (see :func:`~endoshare.detect.run.detect_video`)."""
     detector = create_detector(detector_name, weights)
     options = options or DetectOptions()
     total = plan.total_frames
@@ -61,7 +64,8 @@ def detect_case(plan: JoinPlan, detector_name: str, weights: Path | None = None,
                 share = min(1.0, event.done / event.total)
                 progress(clip.timeline_start + int(share * clip.timeline_frames), total)
 
-        result = detect_video(clip.info.path, detector, options, relay, cancel)
+        result = detect_video(clip.info.path, detector, options, relay, cancel,
+                              None if keyframes is None else keyframes(clip))
         results.append(result)
         # A source frame dropped by frame-rate conversion maps onto its nearest shown neighbour.
         mapped = np.array([min(timeline_span(clip, int(k), int(k) + 1)[0],

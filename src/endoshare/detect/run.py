@@ -35,6 +35,7 @@ from .cues import CueSettings, scene_change_frames, suspicious_gops
 from .sampling import (
     CancelCallback,
     CoarseScan,
+    KeyframeSink,
     ProgressCallback,
     PtsUnusableError,
     ReadSettings,
@@ -142,9 +143,12 @@ class DetectionResult:
 
 
 def detect_video(path: str | Path, detector: Detector, options: DetectOptions | None = None,
-                 progress: ProgressCallback | None = None, cancel: CancelCallback | None = None
-                 ) -> DetectionResult:
+                 progress: ProgressCallback | None = None, cancel: CancelCallback | None = None,
+                 keyframes: KeyframeSink | None = None) -> DetectionResult:
     """Out-of-body spans of the video at ``path``, frame-exact, with the smoothing margins applied.
+
+    ``keyframes`` gets the keyframes a coarse pass of keyframes decodes (see :func:`coarse_scan`); it is
+    told ``scanned`` only when that pass ran to the end.
 
     Raises the typed errors of :mod:`endoshare.errors`: ``MissingInputError``, ``EmptyFileError``,
     ``UnreadableMediaError``, ``NoVideoStreamError``, ``InputPermissionError``, ``CancelledError``.
@@ -167,7 +171,7 @@ def detect_video(path: str | Path, detector: Detector, options: DetectOptions | 
     detector.reset()
     if strategy == "coarse-to-fine":
         try:
-            return _coarse_to_fine(path, detector, options, progress, cancel, started)
+            return _coarse_to_fine(path, detector, options, progress, cancel, started, keyframes)
         except PtsUnusableError:
             # Without unique timestamps decoded frames cannot be matched to packets: count by decoding.
             detector.reset()
@@ -187,10 +191,11 @@ def detect_video(path: str | Path, detector: Detector, options: DetectOptions | 
 
 
 def _coarse_to_fine(path: Path, detector: Detector, options: DetectOptions, progress: ProgressCallback | None,
-                    cancel: CancelCallback | None, started: float) -> DetectionResult:
+                    cancel: CancelCallback | None, started: float, keyframes: KeyframeSink | None) -> DetectionResult:
     smoothing = options.smoothing
     assert smoothing.enter_threshold is not None and options.suspect_threshold is not None
-    coarse: CoarseScan = coarse_scan(path, detector, options.read, progress, cancel, options.coarse_frames)
+    coarse: CoarseScan = coarse_scan(path, detector, options.read, progress, cancel, options.coarse_frames,
+                                     keyframes)
     index_done = time.perf_counter()
     plan = suspicious_gops(coarse.index, coarse.key_frames, coarse.key_scores, smoothing.enter_threshold,
                            options.suspect_threshold, options.cues)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import av.error
@@ -192,6 +192,16 @@ class CoarseScan:
     frames_decoded: int
 
 
+class KeyframeSink(Protocol):
+    """Takes the keyframes the coarse pass decodes, as they are decoded (presentation order), then the
+    means to place them: another reader (the overlay finder) sees them without decoding them again."""
+
+    def keyframe(self, pts: int, frame: av.VideoFrame) -> None: ...
+
+    def scanned(self, frame_of: Callable[[int], int | None]) -> None:
+        """Every keyframe was given; ``frame_of`` maps a pts to its presentation index (None: not shown)."""
+
+
 #: What the coarse pass decodes: keyframes only (fastest, relies on packet-size cues between them), or
 #: every reference picture (a short excursion is seen directly, whatever the packet sizes say).
 COARSE_FRAMES = ("keyframes", "reference")
@@ -203,12 +213,17 @@ class PtsUnusableError(Exception):
 
 def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
                 progress: ProgressCallback | None = None, cancel: CancelCallback | None = None,
-                frames: str = "keyframes") -> CoarseScan:
+                frames: str = "keyframes", sink: KeyframeSink | None = None) -> CoarseScan:
     """Demux every packet of the video stream; decode and score the keyframes only, or (``frames=
-    "reference"``) every picture that others are predicted from (all but the disposable B-frames)."""
+    "reference"``) every picture that others are predicted from (all but the disposable B-frames).
+
+    With keyframes only, each decoded keyframe also goes to ``sink``, and ``sink.scanned`` is called once
+    the scan completed (not when it fails half-way).
+    """
     if frames not in COARSE_FRAMES:
         raise ValueError(f"coarse frames must be one of {', '.join(COARSE_FRAMES)}, got {frames!r}")
     every_reference = frames == "reference"
+    sink = None if every_reference else sink
     reader = _Reader(path, detector, settings, progress, cancel)
     pts_list: list[int] = []
     sizes: list[int] = []
@@ -234,6 +249,8 @@ def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
                     reader.frames_decoded += 1
                     if frame.pts is not None:
                         reader.add(int(frame.pts), frame)
+                        if sink is not None:
+                            sink.keyframe(int(frame.pts), frame)
             reader.report("index", len(pts_list), total, "packets")
             if len(pts_list) % PROGRESS_EVERY == 0:
                 reader.check_cancel()
@@ -241,11 +258,15 @@ def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
             reader.frames_decoded += 1
             if frame.pts is not None:
                 reader.add(int(frame.pts), frame)
+                if sink is not None:
+                    sink.keyframe(int(frame.pts), frame)
         reader.flush()
         reader.report("index", len(pts_list), len(pts_list), "packets", force=True)
     if len(set(pts_list)) != len(pts_list):
         raise PtsUnusableError(str(path))
     index = PacketIndex.from_decode_order(pts_list, sizes, keys)
+    if sink is not None:
+        sink.scanned(index.index_of_pts)
     # (not "frames": that is the str parameter saying what was decoded)
     scored_frames: list[int] = []
     scores: list[float] = []

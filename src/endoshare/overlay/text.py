@@ -120,6 +120,9 @@ def _session(name: str) -> Any:
     options.log_severity_level = 3
     options.intra_op_num_threads = 2
     options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: most runs are on small crops, and spinning burns the CPU that
+    # the decoder threads of out-of-body detection (running alongside) need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for a damaged file

@@ -14,7 +14,7 @@ from ..media.frames import luma_plane, picture_array
 from ..media.probe import open_input, stream_time_base
 from ..render.common import Redaction, RenderResult
 from ..timeline import SegmentSet
-from ..types import Cancel
+from ..types import Cancel, check_cancelled
 from ..verify import CheckResult
 from .mask import FILL_Y
 from .regions import OverlaySet
@@ -68,7 +68,8 @@ def _scaled(box: Box, sx: float, sy: float, width: int, height: int) -> Box:
 
 
 def _decode_frames(path: Path, wanted: list[int], rate: Fraction, cancel: Cancel | None) -> dict[int, av.VideoFrame]:
-    """Output frames by index (seek to the keyframe before each, decode forward)."""
+    """Output frames by index (seek to the keyframe before each, decode forward); ``CancelledError`` once
+    ``cancel`` says so."""
     found: dict[int, av.VideoFrame] = {}
     with open_input(path) as container:
         stream = container.streams.video[0]
@@ -78,8 +79,7 @@ def _decode_frames(path: Path, wanted: list[int], rate: Fraction, cancel: Cancel
         for index in wanted:
             if index in found:
                 continue
-            if cancel is not None and cancel():
-                break
+            check_cancelled(cancel)
             pts = first_pts + int(Fraction(index) / rate / tb)
             container.seek(pts, stream=stream, backward=True, any_frame=False)
             for frame in container.decode(stream):
@@ -99,14 +99,23 @@ OUTSIDE_SHARE = 0.2
 
 def _kernel(found: Box) -> Box:
     """The text kernel the detector grew ``found`` from (DB unclip: ``grow = w * h * ratio / (2 (w + h))``
-    on each side), found by fixed-point iteration: the pixels the detector actually took for text."""
-    grow = 0.0
-    for _ in range(20):
+    on each side of a ``w`` x ``h`` kernel): the pixels the detector actually took for text.
+
+    The grow is found by bisection: ``g - grow(W - 2g, H - 2g)`` rises from negative at ``g = 0`` to
+    positive where the kernel vanishes, so it has one root (a fixed-point iteration oscillates and gave up
+    on wide, flat boxes, leaving their whole grown box to count as text sticking out of a mask).
+    """
+    def excess(grow: float) -> float:
         w, h = found.width - 2 * grow, found.height - 2 * grow
-        if w <= 1 or h <= 1:
-            return found
-        grow = w * h * UNCLIP_RATIO / (2 * (w + h))
-    g = math.floor(grow)
+        return grow - w * h * UNCLIP_RATIO / (2 * (w + h))
+
+    low, high = 0.0, min(found.width, found.height) / 2
+    if high <= 0.5 or excess(high - 1e-6) <= 0:
+        return found
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if excess(middle) < 0 else (low, middle)
+    g = math.floor(low)
     if found.width - 2 * g < 1 or found.height - 2 * g < 1:
         return found
     return Box(found.x0 + g, found.y0 + g, found.x1 - g, found.y1 - g)
