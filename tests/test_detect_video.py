@@ -11,7 +11,7 @@ import argparse
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -143,14 +143,15 @@ def truth_labels() -> list[str]:
     return labels
 
 
-def encode_video(path: Path, scenes: Scenes, *, scenecut: bool, codec: str = "libx264") -> Path:
+def encode_video(path: Path, scenes: Scenes, *, scenecut: bool, codec: str = "libx264", x264_params: str = "") -> Path:
     if codec == "libx265":
         options = {"preset": "ultrafast",
                    "x265-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:log-level=error"}
     else:
         options = {"preset": "veryfast"}
-        if not scenecut:
-            options["x264-params"] = "scenecut=0"
+        params = [p for p in ("" if scenecut else "scenecut=0", x264_params) if p]
+        if params:
+            options["x264-params"] = ":".join(params)
     labels = truth_labels()
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=RATE, options=options)
@@ -290,6 +291,51 @@ def test_refine_scores_a_grid_and_bisects_boundaries(red_video: tuple[Path, bool
             ReadSettings(**{name: least - 1})
 
 
+@pytest.mark.parametrize("bframes", [2, 3])
+def test_skipped_frames_at_a_boundary_widen_it_by_at_most_refine_widening(red_scenes: Scenes, tmp_path: Path,
+                                                                          bframes: int) -> None:
+    """B-frames that no picture refers to are skipped at first.  A boundary found between two decoded
+    pictures is widened over the skipped frames between them only when there are at most
+    ``refine_widening`` of them (and one side is out of body); otherwise they are decoded and scored."""
+    path = encode_video(tmp_path / f"b{bframes}.mp4", red_scenes, scenecut=False,
+                        x264_params=f"bframes={bframes}:b-pyramid=none:b-adapt=0")
+    no_margin = SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0))
+    results = [detect_video(path, RedTissueDetector(),
+                            DetectOptions(smoothing=no_margin, read=ReadSettings(refine_widening=widening)))
+               for widening in range(bframes + 1)]
+    # Each boundary lies in a run of ``bframes`` skipped frames: too many to widen over, decoded.
+    assert all(result.segments == expected_segments(0) for result in results[:-1])
+    widened = results[-1]
+    assert_spans(widened.segments, 0, bframes)
+    assert widened.segments != expected_segments(0)   # the widening was used, and saved decoding
+    assert widened.stats.frames_decoded < results[-2].stats.frames_decoded
+
+
+def test_frames_asked_for_are_decoded_even_if_the_decoder_skips_them(
+        red_videos: Callable[[bool], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size-spike and boundary frames a refined range asks for are decoded by switching FFmpeg's
+    skip_frame per packet; a decoder that ignored the switch would still have them decoded (everything,
+    from the keyframe), never inferred."""
+    from endoshare.detect import sampling
+
+    path = red_videos(False)
+    no_margin = SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0))
+    normal = detect_video(path, RedTissueDetector(), DetectOptions(smoothing=no_margin, read=EXACT))
+    requests: list[int] = []
+    original = sampling._Refiner._decoded
+
+    def ignoring_requests(self: sampling._Refiner, first: int, end: int,
+                          also: set[int] | frozenset[int] | None) -> Iterator[tuple[int, av.VideoFrame]]:
+        requests.extend(also or ())
+        return original(self, first, end, frozenset() if also is not None else None)
+
+    monkeypatch.setattr(sampling._Refiner, "_decoded", ignoring_requests)
+    stubborn = detect_video(path, RedTissueDetector(), DetectOptions(smoothing=no_margin, read=EXACT))
+    assert requests, "nothing was asked for: the test would prove nothing"
+    assert stubborn.segments == normal.segments == expected_segments(0)
+    assert stubborn.stats.frames_decoded > normal.stats.frames_decoded
+
+
 def test_boundaries_are_exact_without_margin(red_video: tuple[Path, bool]) -> None:
     path, _ = red_video
     options = DetectOptions(smoothing=SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0)),
@@ -393,10 +439,19 @@ def detect_in_solid_clip(path: Path, labels: list[bool], gop: int) -> SegmentSet
 
 
 def test_every_frame_of_a_very_short_clip_is_looked_at(tmp_path: Path) -> None:
-    """A 5-frame clip whose middle three frames are out of body, its keyframe in body."""
-    labels = [False, True, True, True, False]
-    segments = detect_in_solid_clip(tmp_path / "five.mp4", labels, gop=50)
-    assert [segments.contains(i) for i in range(5)] == labels
+    """A 5-frame clip whose middle three frames are out of body, its keyframe in body; one whose middle frame
+    alone is; a 60-frame clip with one out-of-body frame, found without any size cue."""
+    for name, labels in (("five", [False, True, True, True, False]), ("one", [False, False, True, False, False])):
+        segments = detect_in_solid_clip(tmp_path / f"{name}.mp4", labels, gop=50)
+        assert [segments.contains(i) for i in range(5)] == labels
+    labels = [i == 37 for i in range(60)]
+    frames = [np.full((HEIGHT, WIDTH, 3), (40, 110, 170) if oob else (200, 60, 50), np.uint8) for oob in labels]
+    write_clip(tmp_path / "sixty.mp4", frames, gop=50, options={"x264-params": "scenecut=0"})
+    blind = CueSettings(spike_ratio=float("inf"), level_ratio=float("inf"))
+    result = detect_video(tmp_path / "sixty.mp4", RedTissueDetector(), DetectOptions(
+        smoothing=SmoothingOptions(margin_seconds=0, fill_gap_seconds=0), cues=blind))
+    assert result.segments == SegmentSet.of([(37, 38)])
+    assert result.stats.frames_scored == 60
 
 
 def test_one_out_of_body_keyframe_does_not_redact_a_long_gop(tmp_path: Path) -> None:
