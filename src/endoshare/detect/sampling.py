@@ -69,11 +69,12 @@ class ReadSettings:
     #: usual H.264 stream, about a third of its decoding) are decoded later only where a boundary needs them.
     refine_references_first: bool = True
     #: Coarse-to-fine refine: at least one decoded frame out of this many is scored (the grid), and every
-    #: size-spike frame; between two grid samples that disagree (or are uncertain) the frames are bisected
-    #: down to neighbouring decoded frames, so boundaries stay exact.  Frames between two samples that
-    #: agree take their side in the smoothing, as the frames of an unflagged GOP do: an excursion this
-    #: long or longer inside a refined GOP always holds a sample.
-    refine_step: int = 8
+    #: size-spike frame; between two grid samples that disagree (or are uncertain) the decoded frames are
+    #: bisected down to neighbours, so boundaries stay exact.  Frames between two samples that agree take
+    #: their side in the smoothing, as the frames of an unflagged GOP do: an excursion this long or longer
+    #: inside a refined GOP always holds a sample, whatever its packet sizes (shorter ones are found by the
+    #: size spike at their cut).  On the 1080p benchmark 8 would score 23 frames fewer of 191.
+    refine_step: int = 4
     #: Coarse-to-fine refine: a boundary found between two neighbouring decoded frames with at most this
     #: many skipped (non-reference) frames between them, one side out of body, is left there: the smoothing
     #: redacts those frames unseen (a privacy-safe widening of the span).  More frames, or no side out of
