@@ -311,6 +311,28 @@ def test_skipped_frames_at_a_boundary_widen_it_by_at_most_refine_widening(red_sc
     assert widened.stats.frames_decoded < results[-2].stats.frames_decoded
 
 
+@pytest.mark.parametrize("excursion", [(857, 861), (858, 862)])
+def test_sparse_reference_pictures_still_give_a_sample_every_refine_step(tmp_path: Path,
+                                                                       excursion: tuple[int, int]) -> None:
+    """Five B-frames in a row leave reference pictures 6 frames apart: a 4-frame excursion (refine_step)
+    between two of them, with no size cue, is still found, by decoding the skipped frames on the grid."""
+    labels = [False] * 1000
+    labels[excursion[0]:excursion[1]] = [True] * 4
+    labels[880:950] = [True] * 70        # the GOP 850-900 is refined: its keyframes disagree
+    noise = np.random.default_rng(1)
+    frames = [np.clip(np.full((HEIGHT, WIDTH, 3), (40, 110, 170) if oob else (200, 60, 50), np.int16)
+                      + noise.integers(-20, 21, (HEIGHT, WIDTH, 1)), 0, 255).astype(np.uint8) for oob in labels]
+    path = tmp_path / "b5.mp4"
+    write_clip(path, frames, gop=50, options={"x264-params": "scenecut=0:bframes=5:b-pyramid=none:b-adapt=0"})
+    blind = CueSettings(spike_ratio=float("inf"), level_ratio=float("inf"))
+    result = detect_video(path, RedTissueDetector(), DetectOptions(
+        smoothing=SmoothingOptions(margin_seconds=0, fill_gap_seconds=0), cues=blind))
+    first, second = result.segments
+    assert excursion[0] - WIDENING <= first.start_frame <= excursion[0]
+    assert excursion[1] <= first.end_frame <= excursion[1] + WIDENING
+    assert (second.start_frame, second.end_frame) == (880, 950)
+
+
 def test_frames_asked_for_are_decoded_even_if_the_decoder_skips_them(
         red_videos: Callable[[bool], Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """The size-spike and boundary frames a refined range asks for are decoded by switching FFmpeg's

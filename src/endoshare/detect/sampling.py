@@ -283,6 +283,8 @@ class ScoredFrames:
 #: Decoded frames of a range held unscored (full size) at most before the samples so far are settled: bounds
 #: memory (16 frames of 1080p yuv420p are about 50 MB).
 MAX_HELD_FRAMES = 16
+#: Rounds of exact decoding per range at most (each new sample's neighbouring gaps may need another).
+EXACT_ROUNDS = 4
 
 
 class _Range:
@@ -430,7 +432,7 @@ class _Refiner:
         last = rng.settled_upto if stopped else end
         rng.needed.update(f for f in self.always if start <= f < last and f not in rng.decoded_set)
         if rng.needed:
-            self._decode_exactly(sorted(rng.needed))
+            self._decode_exactly(rng, None if stopped else end)
         self.done += end - start
 
     def _take(self, rng: _Range, fidx: int, frame: av.VideoFrame) -> None:
@@ -494,6 +496,10 @@ class _Refiner:
             return
         if self._settled(left, right):
             rng.needed.update(f for f in range(left + 1, right) if f in self.always and f not in rng.decoded_set)
+            # Reference pictures further apart than the grid step (4+ B-frames in a row, or pictures coded
+            # as non-reference throughout): frames on the grid are decoded after all, so that an excursion
+            # of ``refine_step`` frames still holds a sample.
+            rng.needed.update(f for f in range(left + self.step, right, self.step) if f not in rng.decoded_set)
             return
         # Unsettled after bisection: nothing decoded lies between them.
         next_to_oob = max(self._value(left), self._value(right)) >= self.enter
@@ -524,24 +530,41 @@ class _Refiner:
             return latest >= inbody_from and self._value(latest) < self.suspect
         return False
 
-    def _decode_exactly(self, needed: list[int]) -> None:
-        """Decode and score frames the first pass skipped: reference pictures up to them and then them,
-        or, for any that did not come out so, every picture."""
-        remaining = set(needed)
-        for also in (set(remaining), None) if self.references_first else (None,):
+    def _decode_exactly(self, rng: _Range, right: int | None) -> None:
+        """Decode and score the frames the range still needs (see _check_gap): reference pictures up to them
+        and then them, or, for any that did not come out so, every picture.  A new sample can show a
+        boundary between skipped frames next to it: the gaps around new samples are checked in turn, for a
+        few rounds at most; ``right`` is the sample that closes the range (None when it stopped early)."""
+        for _ in range(EXACT_ROUNDS):
+            remaining = {f for f in rng.needed if f not in self.scores}
+            rng.needed.clear()
             if not remaining:
                 return
-            gop = int(np.searchsorted(self.keyframes, min(remaining), side="right")) - 1
-            first = int(self.keyframes[gop]) if gop >= 0 else 0
-            got: dict[int, av.VideoFrame] = {}
-            for fidx, frame in self._decoded(first, max(remaining) + 1, also):
-                if fidx in remaining:
-                    got[fidx] = frame
-                    remaining.discard(fidx)
-                    if not remaining:
-                        break
-            self._score(got)
-        # Frames that no decode yields (damaged) stay unsampled and are labelled by the smoothing.
+            new: set[int] = set()
+            for also in (set(remaining), None) if self.references_first else (None,):
+                if not remaining:
+                    break
+                gop = int(np.searchsorted(self.keyframes, min(remaining), side="right")) - 1
+                first = int(self.keyframes[gop]) if gop >= 0 else 0
+                got: dict[int, av.VideoFrame] = {}
+                for fidx, frame in self._decoded(first, max(remaining) + 1, also):
+                    if fidx in remaining:
+                        got[fidx] = frame
+                        remaining.discard(fidx)
+                        if not remaining:
+                            break
+                self._score(got)
+                new.update(got)
+            # Frames that no decode yields (damaged) stay unsampled and are labelled by the smoothing.
+            for fidx in new - rng.decoded_set:
+                bisect.insort(rng.decoded, fidx)
+                rng.decoded_set.add(fidx)
+            samples = [f for f in rng.decoded if f in self.scores]
+            if right is not None and right in self.scores:
+                samples.append(right)
+            for left, after in zip(samples, samples[1:], strict=False):
+                if left in new or after in new:
+                    self._check_gap(rng, left, after)
 
 
 def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Detector, settings: ReadSettings,
