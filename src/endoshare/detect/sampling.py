@@ -317,11 +317,12 @@ class _Refiner:
        them.  When one side is out of body and at most ``refine_widening`` frames lie between, they are left
        unscored: the smoothing redacts frames next to an out-of-body sample (a privacy-safe widening).
        Otherwise (more frames, or an uncertain side) they are decoded and scored after all (step 5).
-    5. **Exact pass**: seek back and decode just those frames (reference pictures up to them, then them).
+    5. **Exact pass**: seek back and decode just those frames (reference pictures up to them, then them),
+       and check the gaps next to the new samples in turn.
 
     A range ends early, when the plan allows it, at the first frame scoring ``>= enter`` from
-    :attr:`RefinePlan.stop_at_oob_from` or once the latest sample is below ``suspect`` after
-    :attr:`RefinePlan.stop_at_inbody_from` (the rest is settled by the samples around it).
+    :attr:`RefinePlan.stop_at_oob_from` or once the latest sample, at or after
+    :attr:`RefinePlan.stop_at_inbody_from`, is below ``suspect`` (the rest is settled by the samples around it).
     """
 
     def __init__(self, reader: _Reader, index: PacketIndex, container: av.container.InputContainer,
