@@ -333,6 +333,29 @@ def test_sparse_reference_pictures_still_give_a_sample_every_refine_step(tmp_pat
     assert (second.start_frame, second.end_frame) == (880, 950)
 
 
+def test_a_long_refined_range_holds_few_decoded_frames(red_videos: Callable[[bool], Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays bounded however long a run of refined GOPs is: decoded frames wait unscored (full size)
+    for at most MAX_HELD_FRAMES before the samples so far are settled."""
+    from endoshare.detect import sampling
+
+    most = 0
+    original = sampling._Refiner._take
+
+    def counting(self: sampling._Refiner, rng: sampling._Range, fidx: int, frame: av.VideoFrame) -> None:
+        nonlocal most
+        original(self, rng, fidx, frame)
+        most = max(most, len(rng.held))
+
+    monkeypatch.setattr(sampling._Refiner, "_take", counting)
+    every_gop = CueSettings(level_ratio=0.0)     # every GOP is a "level shift": refined, in long runs
+    result = detect_video(red_videos(False), RedTissueDetector(), DetectOptions(cues=every_gop))
+    # All but the two GOPs between out-of-body keyframes inside the stretch: 17 GOPs in the first run.
+    assert result.stats.gops_refined == result.stats.gops_total - 2 == FRAMES // GOP - 2
+    assert 0 < most <= sampling.MAX_HELD_FRAMES
+    assert_spans(result.segments, 5)
+
+
 def test_frames_asked_for_are_decoded_even_if_the_decoder_skips_them(
         red_videos: Callable[[bool], Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """The size-spike and boundary frames a refined range asks for are decoded by switching FFmpeg's
