@@ -16,6 +16,9 @@ Measured in the same run, alternating, best of ``--repeat``:
 (a) the floor: demux every packet and decode the keyframes alone (no conversion, no model) — no
     detector that looks at pictures can do less;
 (b) ``detect_video`` with the chosen detector (coarse-to-fine);
+(p) unless ``--no-previous``, the same detector through the previous sampling code (the packet index,
+    GOP plan and refinement of ``detect/sampling.py`` and ``detect/cues.py`` at ``PREVIOUS_COMMIT``,
+    loaded from git history and swapped into the same ``detect_video``);
 (c) unless ``--no-legacy``, the hand-made-features detector this project shipped before the learned one,
     loaded from git history (commit ``LEGACY_COMMIT``), through the same ``detect_video``;
 (d) unless ``--no-compare``, the chosen detector on every frame, to count frames it flags that
@@ -106,6 +109,10 @@ def generate(path: Path, seconds: int) -> None:
 
 LEGACY_COMMIT = "af6d041"
 LEGACY_FILES = ("src/endoshare/detect/builtin.py", "src/endoshare/detect/builtin_model.npz")
+#: The sampling code before refined ranges decoded reference pictures first (every frame of a refined range
+#: decoded, one in two scored).
+PREVIOUS_COMMIT = "46add4f"
+PREVIOUS_FILES = ("src/endoshare/detect/sampling.py", "src/endoshare/detect/cues.py")
 
 
 def decode_keyframes(path: Path) -> int:
@@ -145,6 +152,43 @@ def legacy_detector(workdir: Path):  # type: ignore[no-untyped-def]
     return module.BuiltinDetector(target / "builtin_model.npz")
 
 
+def previous_sampling(workdir: Path):  # type: ignore[no-untyped-def]
+    """The sampling functions of ``PREVIOUS_COMMIT`` (a package of their own, from git history)."""
+    import importlib
+    import subprocess
+
+    target = workdir / f"previous_sampling_{PREVIOUS_COMMIT}"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "__init__.py").write_text("", encoding="utf-8")
+    for name in PREVIOUS_FILES:
+        source = subprocess.run(["git", "-C", str(REPO), "show", f"{PREVIOUS_COMMIT}:{name}"], check=True,
+                                capture_output=True, text=True).stdout
+        # Package-relative imports of the rest of endoshare point at the installed package.
+        source = source.replace("from ..", "from endoshare.").replace("from .base import",
+                                                                       "from endoshare.detect.base import")
+        (target / Path(name).name).write_text(source, encoding="utf-8")
+    sys.path.insert(0, str(workdir))
+    try:
+        sampling = importlib.import_module(f"{target.name}.sampling")
+        cues = importlib.import_module(f"{target.name}.cues")
+    finally:
+        sys.path.remove(str(workdir))
+    return {"coarse_scan": sampling.coarse_scan, "score_ranges": sampling.score_ranges,
+            "suspicious_gops": cues.suspicious_gops, "scene_change_frames": cues.scene_change_frames}
+
+
+def with_functions(module, functions, work):  # type: ignore[no-untyped-def]
+    """Run ``work()`` with ``module``'s attributes replaced by ``functions``, then put them back."""
+    saved = {name: getattr(module, name) for name in functions}
+    for name, function in functions.items():
+        setattr(module, name, function)
+    try:
+        return work()
+    finally:
+        for name, function in saved.items():
+            setattr(module, name, function)
+
+
 def timed(work):  # type: ignore[no-untyped-def]
     """Run ``work()``; return its result, wall-clock seconds and CPU seconds (all threads of this process).
 
@@ -172,12 +216,15 @@ def main() -> int:
     parser.add_argument("--detector", default="builtin")
     parser.add_argument("--repeat", type=int, default=3,
                         help="run each contender this many times, alternating, and keep the best")
+    parser.add_argument("--no-previous", dest="previous", action="store_false",
+                        help="skip (p), the same detector through the previous sampling code from git history")
     parser.add_argument("--no-legacy", dest="legacy", action="store_false",
                         help="skip (c), the previous built-in detector from git history")
     parser.add_argument("--no-compare", dest="compare_sequential", action="store_false",
                         help="skip (d), the every-frame detection used to check that nothing is missed")
     args = parser.parse_args()
 
+    from endoshare.detect import run as detect_run
     from endoshare.detect.registry import create_detector
     from endoshare.detect.run import DetectOptions, detect_video
 
@@ -193,6 +240,9 @@ def main() -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f}; best of {args.repeat} run(s), contenders alternating")
 
     contenders = {"floor": None, "new": create_detector(args.detector)}
+    if args.previous:
+        contenders["previous"] = contenders["new"]
+        previous = previous_sampling(args.cache)
     if args.legacy:
         contenders["legacy"] = legacy_detector(args.cache)
     best: dict[str, tuple[float, float]] = {}
@@ -200,16 +250,23 @@ def main() -> int:
     for _ in range(args.repeat):
         for name, detector in contenders.items():
             if detector is None:
-                keyframes, wall, cpu = timed(lambda: decode_keyframes(video))
+                result, wall, cpu = timed(lambda: decode_keyframes(video))
+            elif name == "previous":
+                result, wall, cpu = timed(lambda d=detector: with_functions(
+                    detect_run, previous, lambda: detect_video(video, d, DetectOptions())))
             else:
-                results[name], wall, cpu = timed(lambda d=detector: detect_video(video, d, DetectOptions()))
+                result, wall, cpu = timed(lambda d=detector: detect_video(video, d, DetectOptions()))
             old = best.get(name, (float("inf"), float("inf")))
+            if wall < old[0]:
+                results[name] = result   # the per-phase times printed are those of the fastest run
             best[name] = (min(old[0], wall), min(old[1], cpu))
+    keyframes = results.pop("floor")
     floor_s, floor_cpu = best["floor"]
     print(f"(a) floor, keyframes only: {keyframes} keyframes in {floor_s:.2f} s = {duration / floor_s:.1f}x realtime "
           f"({floor_cpu:.2f} CPU-s)")
-    labels = {"new": f"(b) {args.detector}", "legacy": "(c) previous built-in (hand-made features)"}
-    for name in ("new", "legacy"):
+    labels = {"new": f"(b) {args.detector}", "previous": f"(p) {args.detector}, sampling of {PREVIOUS_COMMIT}",
+              "legacy": "(c) previous built-in (hand-made features)"}
+    for name in ("new", "previous", "legacy"):
         if name not in results:
             continue
         result, (wall, cpu) = results[name], best[name]
@@ -217,10 +274,14 @@ def main() -> int:
         print(f"{labels[name]}: {wall:.2f} s = {duration / wall:.1f}x realtime ({cpu:.2f} CPU-s; index+keyframes "
               f"{stats.seconds_index:.2f} s, refine {stats.seconds_refine:.2f} s); decoded {stats.frames_decoded}/"
               f"{result.frame_count} frames, {stats.gops_refined}/{stats.gops_total} GOPs refined, "  # type: ignore[attr-defined]
-              f"{stats.scene_changes} size spikes; {wall / floor_s:.2f}x the floor")
+              f"{stats.scene_changes} size spikes, {stats.frames_scored} frames scored; {wall / floor_s:.2f}x the "
+              f"floor ({cpu / floor_cpu:.2f}x in CPU-s)")
         print(f"    {accuracy(result, result.frame_count)}")  # type: ignore[attr-defined]
+    if "previous" in best:
+        print(f"ratio (p)/(b): {best['previous'][0] / best['new'][0]:.2f}x (wall), "
+              f"{best['previous'][1] / best['new'][1]:.2f}x (CPU)")
     if "legacy" in best:
-        print(f"ratio previous/new: {best['legacy'][0] / best['new'][0]:.2f}x (wall), "
+        print(f"ratio (c)/(b): {best['legacy'][0] / best['new'][0]:.2f}x (wall), "
               f"{best['legacy'][1] / best['new'][1]:.2f}x (CPU)")
 
     if args.compare_sequential:

@@ -11,7 +11,7 @@ import argparse
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -143,14 +143,15 @@ def truth_labels() -> list[str]:
     return labels
 
 
-def encode_video(path: Path, scenes: Scenes, *, scenecut: bool, codec: str = "libx264") -> Path:
+def encode_video(path: Path, scenes: Scenes, *, scenecut: bool, codec: str = "libx264", x264_params: str = "") -> Path:
     if codec == "libx265":
         options = {"preset": "ultrafast",
                    "x265-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:log-level=error"}
     else:
         options = {"preset": "veryfast"}
-        if not scenecut:
-            options["x264-params"] = "scenecut=0"
+        params = [p for p in ("" if scenecut else "scenecut=0", x264_params) if p]
+        if params:
+            options["x264-params"] = ":".join(params)
     labels = truth_labels()
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=RATE, options=options)
@@ -218,6 +219,20 @@ def expected_segments(margin: int, frame_count: int = FRAMES) -> SegmentSet:
     return SegmentSet.of((max(0, a - margin), min(frame_count, b + margin)) for a, b in (EXCURSION, STRETCH))
 
 
+#: Refined ranges decode reference pictures first: a boundary between two of them may be widened over the
+#: (at most ``refine_widening``) skipped frames between them.  With 0, every boundary is frame-exact.
+WIDENING = ReadSettings().refine_widening
+EXACT = ReadSettings(refine_widening=0)
+
+
+def assert_spans(segments: SegmentSet, margin: int, widening: int = WIDENING) -> None:
+    """The two truth spans with ``margin`` on each side, each side widened by at most ``widening`` frames."""
+    assert len(segments) == 2, segments
+    for found, expected in zip(segments, expected_segments(margin), strict=True):
+        assert expected.start_frame - widening <= found.start_frame <= expected.start_frame, (found, expected)
+        assert expected.end_frame <= found.end_frame <= expected.end_frame + widening, (found, expected)
+
+
 def inbody_kept_share(segments: SegmentSet) -> float:
     figures = evaluate_segments(segments, truth_labels(), FRAMES)
     assert figures.inbody_kept_fraction is not None
@@ -237,39 +252,139 @@ def test_coarse_to_fine_is_frame_exact_and_decodes_few_frames(red_video: tuple[P
     assert result.frame_rate == Fraction(RATE)
     margin = seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))
     assert margin == 5
-    assert result.segments == expected_segments(margin)
+    assert_spans(result.segments, margin)
+    assert detect_video(path, RedTissueDetector(), DetectOptions(read=EXACT)).segments == expected_segments(margin)
     assert inbody_kept_share(result.segments) >= 0.95
     assert result.stats.strategy == "coarse-to-fine"
     assert result.stats.frames_decoded <= FRAMES // 4, result.stats
     assert detector.frames_scored == result.stats.frames_scored < FRAMES // 4
-    # Refined GOPs end early once the rest is settled by the samples around it (see RefinePlan).
-    assert result.stats.frames_decoded < result.stats.keyframes + result.stats.gops_refined * GOP
+    # Refined GOPs end early once the rest is settled by the samples around it (see RefinePlan), and
+    # skip the frames no other picture refers to.
+    assert result.stats.frames_decoded < result.stats.keyframes + result.stats.gops_refined * GOP // 2
 
 
-def test_refine_scores_every_other_frame_and_fills_in_boundaries(red_video: tuple[Path, bool]) -> None:
-    """Scoring one refined frame in two (plus size spikes, plus every frame whose neighbours disagree)
-    gives exactly the spans of scoring them all, for fewer frames through the model."""
+def test_refine_scores_a_grid_and_bisects_boundaries(red_video: tuple[Path, bool]) -> None:
+    """Decoding the reference pictures first, scoring one frame in ``refine_step`` (plus size spikes) and
+    bisecting between samples that disagree gives exactly the spans of decoding and scoring every frame of
+    the refined ranges, for far fewer frames decoded and through the model."""
     path, _ = red_video
     exact = SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0))
     every = RedTissueDetector()
-    full = detect_video(path, every, DetectOptions(smoothing=exact, read=ReadSettings(refine_step=1)))
-    half_detector = RedTissueDetector()
-    half = detect_video(path, half_detector, DetectOptions(smoothing=exact))
-    assert half.options.read.refine_step == 2
-    assert half.segments == full.segments == expected_segments(0)
-    assert half.stats.frames_decoded == full.stats.frames_decoded
-    assert half_detector.frames_scored < 0.8 * every.frames_scored
+    everything = ReadSettings(refine_references_first=False, refine_step=1, refine_widening=0)
+    full = detect_video(path, every, DetectOptions(smoothing=exact, read=everything))
+    sparse_detector = RedTissueDetector()
+    sparse = detect_video(path, sparse_detector, DetectOptions(smoothing=exact, read=EXACT))
+    assert sparse.segments == full.segments == expected_segments(0)
+    assert sparse.stats.frames_decoded <= full.stats.frames_decoded
+    assert sparse_detector.frames_scored < 0.5 * every.frames_scored
     # The frames on both sides of every boundary were looked at, not inferred.
-    scored = set(half.sample_frames.tolist())
+    scored = set(sparse.sample_frames.tolist())
     for start, end in (EXCURSION, STRETCH):
         assert {start - 1, start, end - 1, end} <= scored
-    with pytest.raises(ValueError, match="refine_step"):
-        ReadSettings(refine_step=0)
+    # With the default widening, a boundary between two reference pictures leaves the skipped frames between
+    # them unscored, on the out-of-body side: never narrower, at most WIDENING frames wider.
+    widened = detect_video(path, RedTissueDetector(), DetectOptions(smoothing=exact))
+    assert_spans(widened.segments, 0)
+    assert widened.stats.frames_decoded < 0.7 * full.stats.frames_decoded
+    for name, least in (("refine_step", 1), ("refine_widening", 0)):
+        with pytest.raises(ValueError, match=name):
+            ReadSettings(**{name: least - 1})
+
+
+@pytest.mark.parametrize("bframes", [2, 3])
+def test_skipped_frames_at_a_boundary_widen_it_by_at_most_refine_widening(red_scenes: Scenes, tmp_path: Path,
+                                                                          bframes: int) -> None:
+    """B-frames that no picture refers to are skipped at first.  A boundary found between two decoded
+    pictures is widened over the skipped frames between them only when there are at most
+    ``refine_widening`` of them (and one side is out of body); otherwise they are decoded and scored."""
+    path = encode_video(tmp_path / f"b{bframes}.mp4", red_scenes, scenecut=False,
+                        x264_params=f"bframes={bframes}:b-pyramid=none:b-adapt=0")
+    no_margin = SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0))
+    results = [detect_video(path, RedTissueDetector(),
+                            DetectOptions(smoothing=no_margin, read=ReadSettings(refine_widening=widening)))
+               for widening in range(bframes + 1)]
+    # Each boundary lies in a run of ``bframes`` skipped frames: too many to widen over, decoded.
+    assert all(result.segments == expected_segments(0) for result in results[:-1])
+    widened = results[-1]
+    assert_spans(widened.segments, 0, bframes)
+    assert widened.segments != expected_segments(0)   # the widening was used, and saved decoding
+    assert widened.stats.frames_decoded < results[-2].stats.frames_decoded
+
+
+@pytest.mark.parametrize("excursion", [(857, 861), (858, 862)])
+def test_sparse_reference_pictures_still_give_a_sample_every_refine_step(tmp_path: Path,
+                                                                       excursion: tuple[int, int]) -> None:
+    """Five B-frames in a row leave reference pictures 6 frames apart: a 4-frame excursion (refine_step)
+    between two of them, with no size cue, is still found, by decoding the skipped frames on the grid."""
+    labels = [False] * 1000
+    labels[excursion[0]:excursion[1]] = [True] * 4
+    labels[880:950] = [True] * 70        # the GOP 850-900 is refined: its keyframes disagree
+    noise = np.random.default_rng(1)
+    frames = [np.clip(np.full((HEIGHT, WIDTH, 3), (40, 110, 170) if oob else (200, 60, 50), np.int16)
+                      + noise.integers(-20, 21, (HEIGHT, WIDTH, 1)), 0, 255).astype(np.uint8) for oob in labels]
+    path = tmp_path / "b5.mp4"
+    write_clip(path, frames, gop=50, options={"x264-params": "scenecut=0:bframes=5:b-pyramid=none:b-adapt=0"})
+    blind = CueSettings(spike_ratio=float("inf"), level_ratio=float("inf"))
+    result = detect_video(path, RedTissueDetector(), DetectOptions(
+        smoothing=SmoothingOptions(margin_seconds=0, fill_gap_seconds=0), cues=blind))
+    first, second = result.segments
+    assert excursion[0] - WIDENING <= first.start_frame <= excursion[0]
+    assert excursion[1] <= first.end_frame <= excursion[1] + WIDENING
+    assert (second.start_frame, second.end_frame) == (880, 950)
+
+
+def test_a_long_refined_range_holds_few_decoded_frames(red_videos: Callable[[bool], Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays bounded however long a run of refined GOPs is: decoded frames wait unscored (full size)
+    for at most MAX_HELD_FRAMES before the samples so far are settled."""
+    from endoshare.detect import sampling
+
+    most = 0
+    original = sampling._Refiner._take
+
+    def counting(self: sampling._Refiner, rng: sampling._Range, fidx: int, frame: av.VideoFrame) -> None:
+        nonlocal most
+        original(self, rng, fidx, frame)
+        most = max(most, len(rng.held))
+
+    monkeypatch.setattr(sampling._Refiner, "_take", counting)
+    every_gop = CueSettings(level_ratio=0.0)     # every GOP is a "level shift": refined, in long runs
+    result = detect_video(red_videos(False), RedTissueDetector(), DetectOptions(cues=every_gop))
+    # All but the two GOPs between out-of-body keyframes inside the stretch: 17 GOPs in the first run.
+    assert result.stats.gops_refined == result.stats.gops_total - 2 == FRAMES // GOP - 2
+    assert 0 < most <= sampling.MAX_HELD_FRAMES
+    assert_spans(result.segments, 5)
+
+
+def test_frames_asked_for_are_decoded_even_if_the_decoder_skips_them(
+        red_videos: Callable[[bool], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size-spike and boundary frames a refined range asks for are decoded by switching FFmpeg's
+    skip_frame per packet; a decoder that ignored the switch would still have them decoded (everything,
+    from the keyframe), never inferred."""
+    from endoshare.detect import sampling
+
+    path = red_videos(False)
+    no_margin = SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0))
+    normal = detect_video(path, RedTissueDetector(), DetectOptions(smoothing=no_margin, read=EXACT))
+    requests: list[int] = []
+    original = sampling._Refiner._decoded
+
+    def ignoring_requests(self: sampling._Refiner, first: int, end: int,
+                          also: set[int] | frozenset[int] | None) -> Iterator[tuple[int, av.VideoFrame]]:
+        requests.extend(also or ())
+        return original(self, first, end, frozenset() if also is not None else None)
+
+    monkeypatch.setattr(sampling._Refiner, "_decoded", ignoring_requests)
+    stubborn = detect_video(path, RedTissueDetector(), DetectOptions(smoothing=no_margin, read=EXACT))
+    assert requests, "nothing was asked for: the test would prove nothing"
+    assert stubborn.segments == normal.segments == expected_segments(0)
+    assert stubborn.stats.frames_decoded > normal.stats.frames_decoded
 
 
 def test_boundaries_are_exact_without_margin(red_video: tuple[Path, bool]) -> None:
     path, _ = red_video
-    options = DetectOptions(smoothing=SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0)))
+    options = DetectOptions(smoothing=SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0)),
+                            read=EXACT)
     result = detect_video(path, RedTissueDetector(), options)
     assert [(s.start_frame, s.end_frame) for s in result.segments] == [EXCURSION, STRETCH]
 
@@ -278,11 +393,12 @@ def test_hevc_excursion_between_keyframes_is_found(red_scenes: Scenes, tmp_path:
     """The compressed-domain cues only use packet sizes, flags and timestamps: HEVC works the same."""
     path = encode_video(tmp_path / "case-hevc.mp4", red_scenes, scenecut=False, codec="libx265")
     assert not any(EXCURSION[0] <= k < EXCURSION[1] for k in keyframe_indices(path))
-    options = DetectOptions(smoothing=SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0)))
-    result = detect_video(path, RedTissueDetector(), options)
+    no_margin = SmoothingOptions(margin_seconds=Fraction(0), fill_gap_seconds=Fraction(0))
+    result = detect_video(path, RedTissueDetector(), DetectOptions(smoothing=no_margin, read=EXACT))
     assert result.frame_count == FRAMES
     assert [(s.start_frame, s.end_frame) for s in result.segments] == [EXCURSION, STRETCH]
     assert result.stats.frames_decoded <= FRAMES // 4
+    assert_spans(detect_video(path, RedTissueDetector(), DetectOptions(smoothing=no_margin)).segments, 0)
 
 
 def test_without_size_cues_the_excursion_between_keyframes_would_be_missed(
@@ -309,10 +425,10 @@ def test_gop_plan_rules_on_a_synthetic_packet_index() -> None:
     assert plan.ranges == ((10, 30), (40, 50))
     assert plan.scene_changes == 1 and plan.gops_flagged == 3
     assert plan.stop_at_oob_from == (None, None)
-    assert plan.stop_at_inbody_from == (20, 45)
+    assert plan.stop_at_inbody_from == (21, 45) and not plan.every_frame
     both_oob = suspicious_gops(index, keys, np.array([0.9, 0.9, 0.9, 0.0, 0.0], np.float32), 0.5, 0.5, cues)
     assert both_oob.ranges == ((20, 30), (40, 50))  # GOPs 0 and 1 lie between out-of-body keyframes
-    assert both_oob.stop_at_oob_from[0] is None and both_oob.stop_at_inbody_from[0] == 20
+    assert both_oob.stop_at_oob_from[0] is None and both_oob.stop_at_inbody_from[0] == 21
     entering = suspicious_gops(index, keys, np.array([0.0, 0.0, 0.0, 0.9, 0.9], np.float32), 0.5, 0.5, cues)
     # The last GOP starts out of body but the end of the video is no out-of-body keyframe: it may come
     # back into the body before the end, so it is decoded (and may stop early only once back in body).
@@ -351,9 +467,11 @@ def test_gop_plan_decodes_long_out_of_body_gops_and_short_videos() -> None:
     trusted = suspicious_gops(index, keys, oob_middle, 0.5, 0.5, CueSettings(max_unrefined_oob_gop_frames=100))
     assert trusted.ranges == ((0, 100), (200, 300))
     short = PacketIndex.from_decode_order([0, 1, 2, 3, 4], [1000, 50, 50, 50, 50], [True] + [False] * 4)
-    # Five frames make no packet-size statistics: decoded in full even with an in-body keyframe.
-    assert suspicious_gops(short, np.array([0]), np.array([0.0], np.float32), 0.5, 0.5,
-                           CueSettings()).ranges == ((0, 5),)
+    # Five frames make no packet-size statistics: decoded and scored in full even with an in-body keyframe,
+    # and never stopped early on an in-body frame.
+    short_plan = suspicious_gops(short, np.array([0]), np.array([0.0], np.float32), 0.5, 0.5, CueSettings())
+    assert short_plan.ranges == ((0, 5),) and short_plan.every_frame
+    assert short_plan.stop_at_inbody_from == (None,)
 
 
 def detect_in_solid_clip(path: Path, labels: list[bool], gop: int) -> SegmentSet:
@@ -366,10 +484,19 @@ def detect_in_solid_clip(path: Path, labels: list[bool], gop: int) -> SegmentSet
 
 
 def test_every_frame_of_a_very_short_clip_is_looked_at(tmp_path: Path) -> None:
-    """A 5-frame clip whose middle three frames are out of body, its keyframe in body."""
-    labels = [False, True, True, True, False]
-    segments = detect_in_solid_clip(tmp_path / "five.mp4", labels, gop=50)
-    assert [segments.contains(i) for i in range(5)] == labels
+    """A 5-frame clip whose middle three frames are out of body, its keyframe in body; one whose middle frame
+    alone is; a 60-frame clip with one out-of-body frame, found without any size cue."""
+    for name, labels in (("five", [False, True, True, True, False]), ("one", [False, False, True, False, False])):
+        segments = detect_in_solid_clip(tmp_path / f"{name}.mp4", labels, gop=50)
+        assert [segments.contains(i) for i in range(5)] == labels
+    labels = [i == 37 for i in range(60)]
+    frames = [np.full((HEIGHT, WIDTH, 3), (40, 110, 170) if oob else (200, 60, 50), np.uint8) for oob in labels]
+    write_clip(tmp_path / "sixty.mp4", frames, gop=50, options={"x264-params": "scenecut=0"})
+    blind = CueSettings(spike_ratio=float("inf"), level_ratio=float("inf"))
+    result = detect_video(tmp_path / "sixty.mp4", RedTissueDetector(), DetectOptions(
+        smoothing=SmoothingOptions(margin_seconds=0, fill_gap_seconds=0), cues=blind))
+    assert result.segments == SegmentSet.of([(37, 38)])
+    assert result.stats.frames_scored == 60
 
 
 def test_one_out_of_body_keyframe_does_not_redact_a_long_gop(tmp_path: Path) -> None:
@@ -380,7 +507,7 @@ def test_one_out_of_body_keyframe_does_not_redact_a_long_gop(tmp_path: Path) -> 
 
 def test_sequential_strategy_agrees_and_decodes_everything(red_video: tuple[Path, bool]) -> None:
     path, _ = red_video
-    fast = detect_video(path, RedTissueDetector(), DetectOptions())
+    fast = detect_video(path, RedTissueDetector(), DetectOptions(read=EXACT))
     full = detect_video(path, RedTissueDetector(), DetectOptions(strategy="sequential"))
     assert full.segments == fast.segments
     assert full.stats.frames_decoded == full.frame_count == FRAMES
@@ -421,7 +548,7 @@ def test_edit_list_hidden_frames_are_not_counted(red_video: tuple[Path, bool], t
     with av.open(str(cut)) as container:
         hidden = sum(1 for p in container.demux(video=0) if p.size and p.is_discard)
     assert hidden > 0, "ffmpeg did not write an edit list; the test would prove nothing"
-    fast = detect_video(cut, RedTissueDetector())
+    fast = detect_video(cut, RedTissueDetector(), DetectOptions(read=EXACT))
     full = detect_video(cut, RedTissueDetector(), DetectOptions(strategy="sequential"))
     assert fast.frame_count == full.frame_count == count_by_full_decode(cut)
     assert fast.segments == full.segments and len(fast.segments) == 2
@@ -473,7 +600,8 @@ def test_result_json_shape(red_video: tuple[Path, bool]) -> None:
     data = json.loads(json.dumps(result.to_json()))
     assert data["input"] == str(path) and data["frame_count"] == FRAMES and data["frame_rate"] == "25/1"
     assert data["detector"] == "red-tissue-test"
-    assert data["segments"] == expected_segments(5).to_json()
+    assert SegmentSet.from_json(data["segments"]) == result.segments
+    assert_spans(result.segments, 5)
     assert "scores" not in data
     assert data["options"]["smoothing"]["margin_seconds"] == "1/5"
     assert data["stats"]["frames_decoded"] == result.stats.frames_decoded
@@ -553,21 +681,24 @@ def test_cli_detect_json_lines_and_failed_input(stand_in_registry: None, red_vid
     assert len(lines) == 2
     ok, failed = lines
     assert set(ok) >= {"input", "frame_count", "frame_rate", "detector", "segments", "scores"}
-    assert ok["segments"] == expected_segments(5).to_json()  # 0.2 s * 25 = 5 frames
+    api = detect_video(path, RedTissueDetector(),
+                       DetectOptions(smoothing=SmoothingOptions(margin_seconds=Fraction(1, 5))))
+    assert ok["segments"] == api.segments.to_json()
+    assert_spans(api.segments, 5)  # 0.2 s * 25 = 5 frames
     assert failed["input"] == str(missing) and "does not exist" in failed["error"]
     assert failed["error_type"] == "MissingInputError"
     # One line is a valid --segments file.
     from endoshare.timeline import load_segments_file
     seg_file = tmp_path / "segments.json"
     seg_file.write_text(out.splitlines()[0])
-    assert load_segments_file(seg_file) == expected_segments(5)
+    assert load_segments_file(seg_file) == api.segments
 
     code, _, err = cli(["detect", str(path), "--threshold", "0.3", "--exit-threshold", "0.6"])
     assert code == 2 and "exit_threshold" in err
 
     code, table, _ = cli(["detect", str(path)])
-    margin = seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))
-    assert code == 0 and f"{FRAMES} frames" in table and str(EXCURSION[0] - margin) in table
+    assert api.options.smoothing.margin_seconds == DEFAULT_MARGIN_SECONDS
+    assert code == 0 and f"{FRAMES} frames" in table and f" {next(iter(api.segments)).start_frame} " in table
 
 
 def test_cli_eval_video_figures(stand_in_registry: None, red_video: tuple[Path, bool], tmp_path: Path) -> None:
@@ -579,7 +710,7 @@ def test_cli_eval_video_figures(stand_in_registry: None, red_video: tuple[Path, 
     code, out, _ = cli(["eval-video", str(path), str(truth), "--json"])
     assert code == 0
     figures = json.loads(out)
-    redacted = np.array(expected_segments(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))).mask(FRAMES))
+    redacted = np.array(detect_video(path, RedTissueDetector()).segments.mask(FRAMES))
     lab = np.array(labels)
     assert figures["oob_recall"] == 1.0 and figures["missed_oob_frames"] == 0
     assert figures["n_transition"] == 2

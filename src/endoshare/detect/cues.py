@@ -171,14 +171,18 @@ class RefinePlan:
     #: None).  Decoding may stop at the first out-of-body frame found from there: every frame between it
     #: and that keyframe is redacted anyway, and the boundary it marks is already frame-exact.
     stop_at_oob_from: tuple[int | None, ...]
-    #: Per range: from which frame decoding may stop once the latest frame scored is clearly in body
-    #: (below the suspect threshold), when the keyframe after the range is in body or the video ends
-    #: there, and no size spike or level shift lies further on.  The frames skipped then sit between
-    #: two in-body samples with no compressed-domain cue, exactly like those of an unflagged GOP.
+    #: Per range: from which frame on (inclusive) decoding may stop once the latest frame scored is
+    #: clearly in body (below the suspect threshold), when the keyframe after the range is in body or the
+    #: video ends there, and no level shift lies in its last GOP: the GOP's last size spike (the cut itself
+    #: scored in body), or the frame after its keyframe when it has none.  The frames skipped then sit
+    #: between two in-body samples with no compressed-domain cue, exactly like those of an unflagged GOP.
     stop_at_inbody_from: tuple[int | None, ...]
     gops_total: int
     gops_flagged: int
     scene_changes: int
+    #: Every frame of every range must be decoded and scored: the video is too short for packet-size
+    #: statistics (``CueSettings.full_decode_below_frames``), so a short excursion could hide anywhere.
+    every_frame: bool = False
 
     @property
     def frames(self) -> int:
@@ -244,11 +248,11 @@ def suspicious_gops(index: PacketIndex, key_frames: npt.NDArray[np.int64], key_s
         # enough to be redacted whole anyway.
         oob_stop = start if right == "oob" and end - start <= long_oob_gop else None
         inbody_stop = None
-        if right in ("body", "end") and not level_gops[gop]:
+        if right in ("body", "end") and not level_gops[gop] and not decode_everything:
             # Past the last size spike of this GOP, an in-body frame followed by nothing but an in-body
             # keyframe (or the end) is the situation of an unflagged GOP: it is trusted the same way.
             spikes = changes[(changes >= start) & (changes < end)]
-            inbody_stop = int(spikes[-1]) if spikes.size else start
+            inbody_stop = int(spikes[-1]) if spikes.size else start + 1
         # A run of adjacent flagged GOPs is one range, decoded end to end; only its last GOP may stop early.
         # (Splitting runs so that every GOP stops early was tried and reverted: on a really encoded
         # video-level test video, a noisy recording whose cut into a 10-frame excursion left no size spike,
@@ -262,6 +266,7 @@ def suspicious_gops(index: PacketIndex, key_frames: npt.NDArray[np.int64], key_s
             inbody_stops.append(inbody_stop)
     return RefinePlan(ranges=tuple(ranges), stop_at_oob_from=tuple(oob_stops),
                       stop_at_inbody_from=tuple(inbody_stops), gops_total=n_gops,
-                      gops_flagged=int(flagged.sum()), scene_changes=int(changes.size))
+                      gops_flagged=int(flagged.sum()), scene_changes=int(changes.size),
+                      every_frame=decode_everything)
 
 

@@ -8,6 +8,7 @@ index through their ``pts``.  Which GOPs need every frame decoded is decided in 
 
 from __future__ import annotations
 
+import bisect
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,18 +64,28 @@ class ReadSettings:
     #: model's 128 pixels: built-in scores move by < 0.01 (tests/test_detect_video.py pins the tolerance).
     #: The sequential scan always decodes exactly, as a stateful detector was trained.
     skip_loop_filter: bool = True
-    #: Coarse-to-fine refine: score one decoded frame out of this many (counted from the GOP's start), and
-    #: every frame with a size spike.  A frame left out is scored after all unless both its neighbours are
-    #: clearly in body (below the suspect threshold) or both out of body (at or above the entry
-    #: threshold), so boundaries stay frame-exact; between two such neighbours it takes their side in the
-    #: smoothing (redacted between two out-of-body samples, in body between two in-body ones, as a frame
-    #: of an unflagged GOP is).  Decoding is unchanged: every frame of the range is still decoded.
-    refine_step: int = 2
+    #: Coarse-to-fine refine: decode the reference pictures of a refined range only (FFmpeg ``skip_frame =
+    #: NONREF``), plus its size-spike frames; the disposable B-frames between them (half the frames of a
+    #: usual H.264 stream, about a third of its decoding) are decoded later only where a boundary needs them.
+    refine_references_first: bool = True
+    #: Coarse-to-fine refine: at least one decoded frame out of this many is scored (the grid), and every
+    #: size-spike frame; between two grid samples that disagree (or are uncertain) the decoded frames are
+    #: bisected down to neighbours, so boundaries stay exact.  Frames between two samples that agree take
+    #: their side in the smoothing, as the frames of an unflagged GOP do: an excursion this long or longer
+    #: inside a refined GOP always holds a sample, whatever its packet sizes (shorter ones are found by the
+    #: size spike at their cut).  On the 1080p benchmark 8 would score 23 frames fewer of 191.
+    refine_step: int = 4
+    #: Coarse-to-fine refine: a boundary found between two neighbouring decoded frames with at most this
+    #: many skipped (non-reference) frames between them, one side out of body, is left there: the smoothing
+    #: redacts those frames unseen (a privacy-safe widening of the span).  More frames, or no side out of
+    #: body, and they are decoded and scored.  0: every boundary frame-exact.
+    refine_widening: int = 2
 
     def __post_init__(self) -> None:
-        step: object = self.refine_step          # as given, perhaps from JSON
-        if not isinstance(step, int) or step < 1:
-            raise ValueError(f"refine_step must be a whole number of frames >= 1, got {self.refine_step!r}")
+        for name, least in (("refine_step", 1), ("refine_widening", 0)):
+            value: object = getattr(self, name)          # as given, perhaps from JSON
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be a whole number of frames >= {least}, got {value!r}")
 
 
 def _decoder_options(settings: ReadSettings) -> dict[str, str]:
@@ -280,7 +291,7 @@ def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
 
 
 # --------------------------------------------------------------------------------------------------
-# Decoding frames in full
+# Refining the planned ranges
 
 
 @dataclass(frozen=True)
@@ -290,131 +301,314 @@ class ScoredFrames:
     frames_decoded: int
 
 
-#: Frames scored at a time while looking for the first out-of-body frame of a range's last GOP.
-STOP_CHECK_BATCH = 4
+#: Decoded frames of a range held unscored (full size) at most before the samples so far are settled: bounds
+#: memory (16 frames of 1080p yuv420p are about 50 MB).
+MAX_HELD_FRAMES = 16
+#: Rounds of exact decoding per range at most (each new sample's neighbouring gaps may need another).
+EXACT_ROUNDS = 4
+
+
+class _Range:
+    """What one planned range has decoded so far: frames in presentation order, and the unscored ones."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.decoded: list[int] = []          # ascending frame indices of every decoded frame of the range
+        self.decoded_set: set[int] = set()
+        self.held: dict[int, av.VideoFrame] = {}  # decoded, not scored, not yet settled
+        self.queued: set[int] = set()         # held frames chosen for the model at the next settling
+        self.last_chosen = start - 1          # the latest frame scored or chosen (grid anchor)
+        self.settled_upto = start             # samples before this are settled (bisected and gap-checked)
+        self.needed: set[int] = set()         # undecoded frames that must be decoded and scored after all
+
+
+class _Refiner:
+    """Scores the frames of the planned ranges that decide the spans, decoding and scoring as few as it can.
+
+    Per range (see ReadSettings for the knobs and docs/detection.md for the reasoning):
+
+    1. **Decode the reference pictures** (FFmpeg ``skip_frame = NONREF``; a size-spike frame is decoded
+       even if no other picture refers to it).  Disposable B-frames — half the frames of a usual H.264
+       stream, and a third of its decoding — are skipped: nothing else is predicted from them.
+    2. **Score a grid**: at least one decoded frame every ``refine_step`` frames, and every size spike.
+    3. **Bisect**: between two consecutive scored frames that disagree (or are uncertain), score the decoded
+       frame in the middle, until the two are neighbours among the decoded frames.  Between two samples that
+       agree (both clearly in body, or both out of body), the frames take their side, as in an unflagged GOP.
+    4. **Gaps**: a boundary between two neighbouring decoded frames may still hide skipped frames between
+       them.  When one side is out of body and at most ``refine_widening`` frames lie between, they are left
+       unscored: the smoothing redacts frames next to an out-of-body sample (a privacy-safe widening).
+       Otherwise (more frames, or an uncertain side) they are decoded and scored after all (step 5).
+    5. **Exact pass**: seek back and decode just those frames (reference pictures up to them, then them),
+       and check the gaps next to the new samples in turn.
+
+    A range ends early, when the plan allows it, at the first frame scoring ``>= enter`` from
+    :attr:`RefinePlan.stop_at_oob_from` or once the latest sample, at or after
+    :attr:`RefinePlan.stop_at_inbody_from`, is below ``suspect`` (the rest is settled by the samples around it).
+    """
+
+    def __init__(self, reader: _Reader, index: PacketIndex, container: av.container.InputContainer,
+                 stream: av.video.stream.VideoStream, enter: float, suspect: float, known: dict[int, float],
+                 always: frozenset[int], total: int, every_frame: bool) -> None:
+        self.reader, self.index, self.container, self.stream = reader, index, container, stream
+        settings = reader.settings
+        #: A plan that must look at every frame (a very short video): everything decoded, everything scored.
+        self.references_first = settings.refine_references_first and not every_frame
+        self.step = 1 if every_frame else settings.refine_step
+        self.widening = 0 if every_frame else settings.refine_widening
+        self.enter, self.suspect = enter, suspect
+        self.scores = dict(known)
+        self.always = always
+        self.keyframes = index.keyframe_indices
+        #: Position of each frame's packet in decode order.
+        self.decode_position = np.argsort(index.decode_order)
+        self.total = total
+        self.done = 0
+        self._merged = 0
+
+    # -- scores
+
+    def _value(self, frame: int) -> float:
+        score = self.scores[frame]
+        return 1.0 if score != score else score   # NaN: out of body, as the smoothing counts it
+
+    def _settled(self, left: int, right: int) -> bool:
+        """Both samples clearly in body, or both out of body: the frames between take their side."""
+        a, b = self._value(left), self._value(right)
+        return (a < self.suspect and b < self.suspect) or (a >= self.enter and b >= self.enter)
+
+    def _score(self, frames: dict[int, av.VideoFrame]) -> None:
+        for fidx in sorted(frames):
+            self.reader.add(fidx, frames[fidx])
+        self.reader.flush()
+        keys, values = self.reader.scored_keys, self.reader.scored_values
+        self.scores.update(zip(keys[self._merged:], values[self._merged:], strict=True))
+        self._merged = len(keys)
+
+    # -- decoding
+
+    def _decoded(self, first: int, end: int, also: set[int] | frozenset[int] | None
+                 ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Frames of ``[first, end)`` in the order the decoder outputs them (presentation order), decoding
+        from the keyframe at or before ``first``.  ``also`` None: every picture; otherwise reference
+        pictures only, plus the frames in ``also``."""
+        index, stream = self.index, self.stream
+        context = stream.codec_context
+        context.skip_frame = "NONE"
+        try:
+            self.container.seek(int(index.pts[first]), stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as exc:
+            raise _damaged(self.reader.path, exc) from None
+        # Once the last packet (in decode order) of a frame of the range is sent, the decoder is drained
+        # rather than fed the next GOP's keyframe: an open GOP's leading frames, shown before ``end`` but
+        # decoded after the next keyframe, are among those packets.
+        last_packet = int(self.decode_position[first:end].max()) if end > first else -1
+        keyframes_past_end = 0
+        for packet in _packets(self.container, stream, self.reader.path):
+            self.reader.check_cancel()
+            idx = index.index_of_pts(packet.pts)
+            if packet.is_keyframe and idx is not None and idx >= end:
+                keyframes_past_end += 1
+                if keyframes_past_end >= 2:
+                    return   # a damaged stream: two keyframes past the range nothing of it can follow
+            if also is not None:
+                # Set per packet: FFmpeg reads it when the packet is submitted (the caller checks that what
+                # it asked for came out, and decodes everything when it did not).
+                context.skip_frame = "NONE" if idx in also else "NONREF"
+            yield from self._output(_decode(packet, stream), first, end)
+            if idx is not None and int(self.decode_position[idx]) >= last_packet:
+                break
+        yield from self._output(_decode(None, stream), first, end)
+
+    def _output(self, frames: list[av.VideoFrame], first: int, end: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        for frame in frames:
+            self.reader.frames_decoded += 1
+            fidx = self.index.index_of_pts(frame.pts)
+            if fidx is not None and first <= fidx < end:
+                yield fidx, frame
+
+    # -- one range
+
+    def refine(self, start: int, end: int, oob_from: int | None, inbody_from: int | None) -> None:
+        rng = _Range(start, end)
+        zone = min((z for z in (oob_from, inbody_from) if z is not None), default=None)
+        also = self.always if self.references_first else None
+        stopped = False
+        for fidx, frame in self._decoded(start, end, also):
+            if fidx in rng.decoded_set:
+                continue
+            self._take(rng, fidx, frame)
+            self.reader.report("refine", self.done + fidx - start + 1, self.total, "frames")
+            if zone is not None and fidx >= zone and rng.queued:
+                self._settle(rng)
+                if self._may_stop(rng, oob_from, inbody_from):
+                    stopped = True
+                    break
+            elif len(rng.held) >= MAX_HELD_FRAMES:
+                self._settle(rng)
+        if not stopped:
+            if rng.held and rng.decoded[-1] in rng.held:
+                rng.queued.add(rng.decoded[-1])    # the last decoded frame closes the range's samples
+            self._settle(rng)
+            self._check_tail(rng)
+        # A size spike must be looked at even when its decoding was not granted as asked.
+        last = rng.settled_upto if stopped else end
+        rng.needed.update(f for f in self.always if start <= f < last and f not in rng.decoded_set)
+        if rng.needed:
+            self._decode_exactly(rng, None if stopped else end)
+        self.done += end - start
+
+    def _take(self, rng: _Range, fidx: int, frame: av.VideoFrame) -> None:
+        """Record a decoded frame; choose it (or the one decoded before it) for the grid when due."""
+        if rng.decoded and fidx < rng.decoded[-1]:
+            bisect.insort(rng.decoded, fidx)        # out of order (a damaged stream): kept, bisected, not gridded
+            rng.decoded_set.add(fidx)
+            if fidx not in self.scores:
+                rng.held[fidx] = frame
+            return
+        previous = rng.decoded[-1] if rng.decoded else None
+        rng.decoded.append(fidx)
+        rng.decoded_set.add(fidx)
+        step = self.step
+        if previous is not None and fidx - rng.last_chosen > step and previous > rng.last_chosen \
+                and previous in rng.held:
+            rng.queued.add(previous)                # the latest frame that keeps the grid within the step
+            rng.last_chosen = previous
+        if fidx in self.scores:                     # a keyframe the coarse pass scored: a free sample
+            rng.last_chosen = fidx
+            return
+        rng.held[fidx] = frame
+        if fidx - rng.last_chosen >= step or fidx in self.always:
+            rng.queued.add(fidx)
+            rng.last_chosen = fidx
+
+    def _samples(self, rng: _Range) -> list[int]:
+        """Scored decoded frames of the range from ``settled_upto`` on, ascending."""
+        lo = bisect.bisect_left(rng.decoded, rng.settled_upto)
+        return [f for f in rng.decoded[lo:] if f in self.scores]
+
+    def _settle(self, rng: _Range) -> None:
+        """Score the chosen frames, bisect every unsettled pair of samples, check the gaps between them."""
+        self._score({f: rng.held.pop(f) for f in sorted(rng.queued) if f in rng.held})
+        rng.queued.clear()
+        while True:
+            samples = self._samples(rng)
+            middles: dict[int, av.VideoFrame] = {}
+            for left, right in zip(samples, samples[1:], strict=False):
+                if self._settled(left, right):
+                    continue
+                between = [f for f in rng.held if left < f < right]
+                if between:
+                    middle = sorted(between)[len(between) // 2]
+                    middles[middle] = rng.held.pop(middle)
+            if not middles:
+                break
+            self._score(middles)
+        if not samples:
+            return
+        for left, right in zip(samples, samples[1:], strict=False):
+            self._check_gap(rng, left, right)
+        last = samples[-1]
+        for fidx in [f for f in rng.held if f < last]:
+            del rng.held[fidx]                      # settled: between two samples that agree
+        rng.settled_upto = last
+
+    def _check_gap(self, rng: _Range, left: int, right: int) -> None:
+        """Frames between two neighbouring samples that were not decoded: trusted, redacted unseen, or needed."""
+        if right - left <= 1:
+            return
+        if self._settled(left, right):
+            rng.needed.update(f for f in range(left + 1, right) if f in self.always and f not in rng.decoded_set)
+            # Reference pictures further apart than the grid step (4+ B-frames in a row, or pictures coded
+            # as non-reference throughout): frames on the grid are decoded after all, so that an excursion
+            # of ``refine_step`` frames still holds a sample.
+            rng.needed.update(f for f in range(left + self.step, right, self.step) if f not in rng.decoded_set)
+            return
+        # Unsettled after bisection: nothing decoded lies between them.
+        next_to_oob = max(self._value(left), self._value(right)) >= self.enter
+        if next_to_oob and right - left - 1 <= self.widening:
+            return   # next to an out-of-body sample: the smoothing redacts them (privacy-safe widening)
+        rng.needed.update(range(left + 1, right))
+
+    def _check_tail(self, rng: _Range) -> None:
+        """Frames after the range's last sample, up to the keyframe that ends it (or the end of the video)."""
+        if not rng.decoded or rng.settled_upto not in self.scores:
+            return
+        last = rng.settled_upto
+        if rng.end in self.scores:
+            self._check_gap(rng, last, rng.end)
+        elif rng.end - last > 1 and self._value(last) < self.enter:
+            # No sample after them (the video ends, or its keyframe could not be scored): look at them.
+            rng.needed.update(f for f in range(last + 1, rng.end) if f not in rng.decoded_set)
+
+    def _may_stop(self, rng: _Range, oob_from: int | None, inbody_from: int | None) -> bool:
+        """After settling: is the rest of the range decided by the samples around it?"""
+        samples = self._samples(rng)
+        if oob_from is not None:
+            lo = bisect.bisect_left(rng.decoded, oob_from)
+            if any(f in self.scores and self._value(f) >= self.enter for f in rng.decoded[lo:]):
+                return True
+        if inbody_from is not None and samples:
+            latest = samples[-1]
+            return latest >= inbody_from and self._value(latest) < self.suspect
+        return False
+
+    def _decode_exactly(self, rng: _Range, right: int | None) -> None:
+        """Decode and score the frames the range still needs (see _check_gap): reference pictures up to them
+        and then them, or, for any that did not come out so, every picture.  A new sample can show a
+        boundary between skipped frames next to it: the gaps around new samples are checked in turn, for a
+        few rounds at most; ``right`` is the sample that closes the range (None when it stopped early)."""
+        for _ in range(EXACT_ROUNDS):
+            remaining = {f for f in rng.needed if f not in self.scores}
+            rng.needed.clear()
+            if not remaining:
+                return
+            new: set[int] = set()
+            for also in (set(remaining), None) if self.references_first else (None,):
+                if not remaining:
+                    break
+                gop = int(np.searchsorted(self.keyframes, min(remaining), side="right")) - 1
+                first = int(self.keyframes[gop]) if gop >= 0 else 0
+                got: dict[int, av.VideoFrame] = {}
+                for fidx, frame in self._decoded(first, max(remaining) + 1, also):
+                    if fidx in remaining:
+                        got[fidx] = frame
+                        remaining.discard(fidx)
+                        if not remaining:
+                            break
+                self._score(got)
+                new.update(got)
+            # Frames that no decode yields (damaged) stay unsampled and are labelled by the smoothing.
+            for fidx in new - rng.decoded_set:
+                bisect.insort(rng.decoded, fidx)
+                rng.decoded_set.add(fidx)
+            samples = [f for f in rng.decoded if f in self.scores]
+            if right is not None and right in self.scores:
+                samples.append(right)
+            for left, after in zip(samples, samples[1:], strict=False):
+                if left in new or after in new:
+                    self._check_gap(rng, left, after)
 
 
 def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Detector, settings: ReadSettings,
                  enter_threshold: float, suspect_threshold: float, progress: ProgressCallback | None = None,
                  cancel: CancelCallback | None = None, known: dict[int, float] | None = None,
                  always: frozenset[int] = frozenset()) -> ScoredFrames:
-    """Decode every frame of each planned range (seeking to its keyframe) and score those not already
-    ``known`` (frame -> score, from the coarse pass): one out of ``settings.refine_step``, the frames in
-    ``always`` (size spikes), and each frame left out whose neighbours disagree (see ReadSettings).
-
-    A range ends early, when the plan allows it, at the first frame scoring ``>= enter_threshold``
-    (:attr:`RefinePlan.stop_at_oob_from`) or once the latest frame scored is below
-    ``suspect_threshold`` (:attr:`RefinePlan.stop_at_inbody_from`).
-    """
+    """Score the frames of each planned range that decide where spans begin and end (see :class:`_Refiner`);
+    ``known`` holds the scores of the coarse pass (frame -> score), ``always`` the frames that must be
+    scored if decoded (size spikes)."""
     reader = _Reader(path, detector, settings, progress, cancel)
-    total = plan.frames
-    done = 0
-    known = dict(known or {})
-    step = settings.refine_step
-    #: Decoded frames left unscored for now, by frame index.
-    held: dict[int, av.VideoFrame] = {}
-
-    merged = 0
-
-    def learn() -> None:
-        """Score what is queued and remember the scores."""
-        nonlocal merged
-        reader.flush()
-        known.update(zip(reader.scored_keys[merged:], reader.scored_values[merged:], strict=True))
-        merged = len(reader.scored_keys)
-
-    def settle_held(final: bool) -> None:
-        """Score the held frames whose neighbours disagree (or, at the end of a range, are unknown)."""
-        learn()
-        for fidx in sorted(held):
-            left, right = known.get(fidx - 1), known.get(fidx + 1)
-            if left is None or right is None:
-                if not final:
-                    continue
-                reader.add(fidx, held.pop(fidx))
-            elif (left < suspect_threshold and right < suspect_threshold) or (
-                    left >= enter_threshold and right >= enter_threshold):
-                del held[fidx]  # between two clearly in-body, or two out-of-body, samples: settled
-            else:
-                reader.add(fidx, held.pop(fidx))
-        learn()
-
-    def take(fidx: int, start: int, frame: av.VideoFrame) -> None:
-        if fidx in known:
-            return
-        if (fidx - start) % step == 0 or fidx in always:
-            reader.add(fidx, frame)
-        else:
-            held[fidx] = frame
     with open_input(path) as container:
         stream = _video_stream(container, path)
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.thread_count = settings.threads
         stream.codec_context.options = _decoder_options(settings)
+        refiner = _Refiner(reader, index, container, stream, enter_threshold, suspect_threshold, known or {},
+                           always, plan.frames, plan.every_frame)
         for (start, end), oob_from, inbody_from in zip(plan.ranges, plan.stop_at_oob_from,
                                                         plan.stop_at_inbody_from, strict=True):
-            wanted = end - start
-            seen: set[int] = set()
-            checked = len(reader.scored_values)
-            zone = min((z for z in (oob_from, inbody_from) if z is not None), default=None)
-
-            def may_stop(oob_from: int | None = oob_from, inbody_from: int | None = inbody_from) -> bool:
-                """Score what is queued; tell whether the rest of the range is settled without decoding."""
-                nonlocal checked
-                settle_held(final=False)
-                keys, values = reader.scored_keys[checked:], reader.scored_values[checked:]
-                checked = len(reader.scored_values)
-                if oob_from is not None and any(k >= oob_from and v >= enter_threshold
-                                                for k, v in zip(keys, values, strict=True)):
-                    return True
-                if inbody_from is not None and keys:
-                    latest = max(range(len(keys)), key=keys.__getitem__)
-                    return keys[latest] > inbody_from and values[latest] < suspect_threshold
-                return False
-            try:
-                container.seek(int(index.pts[start]), stream=stream, backward=True, any_frame=False)
-            except av.error.FFmpegError as exc:
-                raise _damaged(path, exc) from None
-            keyframes_past_end = 0
-            for packet in _packets(container, stream, path):
-                reader.check_cancel()
-                idx = index.index_of_pts(packet.pts)
-                if packet.is_keyframe and idx is not None and idx >= end:
-                    # Open-GOP leading frames shown before ``end`` are decoded after the next keyframe;
-                    # two keyframes past the range nothing of it can follow.
-                    keyframes_past_end += 1
-                    if keyframes_past_end >= 2:
-                        break
-                stop_now = False
-                for frame in _decode(packet, stream):
-                    reader.frames_decoded += 1
-                    fidx = index.index_of_pts(frame.pts)
-                    if fidx is None or not start <= fidx < end or fidx in seen:
-                        continue
-                    seen.add(fidx)
-                    done += 1
-                    take(fidx, start, frame)
-                    reader.report("refine", done, total, "frames")
-                    if (zone is not None and fidx >= zone and len(reader.pending) * step >= STOP_CHECK_BATCH
-                            and may_stop()):
-                        stop_now = True
-                if len(seen) >= wanted:
-                    break
-                if stop_now:
-                    # The frames left are settled by the samples around them (see RefinePlan).
-                    done += wanted - len(seen)
-                    break
-            else:
-                for frame in _decode(None, stream):
-                    reader.frames_decoded += 1
-                    fidx = index.index_of_pts(frame.pts)
-                    if fidx is not None and start <= fidx < end and fidx not in seen:
-                        seen.add(fidx)
-                        done += 1
-                        take(fidx, start, frame)
-            settle_held(final=True)  # whichever way the range ended: nothing stays held across ranges
+            refiner.refine(start, end, oob_from, inbody_from)
         reader.flush()
-        reader.report("refine", done, total, "frames", force=True)
+        reader.report("refine", refiner.done, plan.frames, "frames", force=True)
     return ScoredFrames(frames=np.asarray(reader.scored_keys, dtype=np.int64),
                         scores=np.asarray(reader.scored_values, dtype=np.float32),
                         frames_decoded=reader.frames_decoded)
