@@ -278,6 +278,8 @@ def main() -> None:
     parser.add_argument("--simulate", type=Path, default=None,
                         help="out-of-fold still scores (.npy from train_detector.py --report): grid without encoding")
     parser.add_argument("--confirm", type=str, default=None, help="JSON smoothing options to run for real")
+    parser.add_argument("--only", nargs="+", default=None, metavar="SOURCE",
+                        help="encoded videos: only the folds of these in-body sources (a few folds for a check)")
     parser.add_argument("--explain", type=str, default=None,
                         help="JSON smoothing options: where they lose in-body frames and miss out-of-body ones")
     args = parser.parse_args()
@@ -290,7 +292,7 @@ def main() -> None:
         runs = simulated_runs(rows, views, np.load(args.simulate), 6, train.SEED)
     else:
         runs = encoded_runs(rows, views, cached["features"], args)
-    if args.explain:
+    if args.explain and args.simulate is not None:
         report = breakdown(runs, SmoothingOptions.from_json(json.loads(args.explain)), rows)
         print(json.dumps(report, indent=1))
         return
@@ -320,6 +322,8 @@ def encoded_runs(rows: list[data.Row], views: train.Views, features: np.ndarray,
     rng = np.random.default_rng(train.SEED)
     runs = []
     for fold in folds_for(rows):
+        if args.only and fold.inbody_source not in args.only:
+            continue
         train_mask = views.trainable & (views.source != fold.inbody_source) & (views.source != fold.oob_source)
         head = train.fit_head(features, views, train_mask, args.c)
         detector = FoldDetector(session, args.size, head, 0.5)
