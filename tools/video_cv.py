@@ -1,6 +1,6 @@
 """Video-level cross-validation of the built-in detector and its smoothing (training-only tool).
 
-    python tools/video_cv.py --cache build/views128.npz --backbone build/lite0_128.onnx --out build/video-cv
+    python tools/video_cv.py --cache build/views.npz --backbone build/lite0_128.onnx --out build/video-cv --simulate
 
 A real excursion is a sequence, not a still: this builds test videos from the development stills as the
 held-out evaluation does — in-body stills of one source (video or patient), each held for a while, with
@@ -116,16 +116,28 @@ def folds_for(rows: list[data.Row]) -> list[Fold]:
     return folds
 
 
-def simulated_runs(rows: list[data.Row], views: train.Views, scores: np.ndarray, videos_per_fold: int,
+def fold_scores(rows: list[data.Row], views: train.Views, features: np.ndarray, c: float
+                ) -> dict[Fold, dict[int, float]]:
+    """For each fold, the scores of its two sources' stills (as recorded) by a head trained without
+    **either** source, as the held-out evaluation's videos are scored: table row -> score."""
+    scores: dict[Fold, dict[int, float]] = {}
+    for fold in folds_for(rows):
+        train_mask = views.trainable & (views.source != fold.inbody_source) & (views.source != fold.oob_source)
+        head = train.fit_head(features, views, train_mask, c)
+        test = views.plain & (views.row >= 0) & np.isin(views.source, [fold.inbody_source, fold.oob_source])
+        scores[fold] = {int(r): float(v) for r, v in zip(views.row[test], head.score(features[test]), strict=True)}
+    return scores
+
+
+def simulated_runs(rows: list[data.Row], scores: dict[Fold, dict[int, float]], videos_per_fold: int,
                    seed: int) -> list[dict[str, Any]]:
-    """The same sequences as :func:`make_video`, scored without encoding: each frame takes the out-of-fold
-    score of the still it shows (from ``train_detector.py --report``), so that a grid of smoothing settings
-    over every fold costs seconds.  without ``--simulate`` the videos are really encoded and decoded."""
-    plain = views.plain & (views.row >= 0) & ~np.isnan(scores)
-    score_of_row = {int(r): float(v) for r, v in zip(views.row[plain], scores[plain], strict=True)}
+    """The same sequences as :func:`make_video`, scored without encoding: each frame takes the score of the
+    still it shows by its fold's head (:func:`fold_scores`), so that a grid of smoothing settings over every
+    fold costs seconds.  Without ``--simulate`` the videos are really encoded and decoded."""
     rng = np.random.default_rng(seed)
     runs: list[dict[str, Any]] = []
     for fold in folds_for(rows):
+        score_of_row = scores[fold]
         inbody = [i for i, r in enumerate(rows)
                   if r.source == fold.inbody_source and r.target == 0 and i in score_of_row]
         oob = [i for i, r in enumerate(rows) if r.source == fold.oob_source and r.target == 1 and i in score_of_row]
@@ -135,7 +147,8 @@ def simulated_runs(rows: list[data.Row], views: train.Views, scores: np.ndarray,
             shown: list[int] = []
 
             def show(pool: list[int], label: str, hold: int, labels: list[str] = labels,
-                     values: list[float] = values, shown: list[int] = shown) -> None:
+                     values: list[float] = values, shown: list[int] = shown,
+                     score_of_row: dict[int, float] = score_of_row) -> None:
                 index = pool[int(rng.integers(len(pool)))]
                 labels.extend([label] * hold)
                 values.extend([score_of_row[index]] * hold)
@@ -275,12 +288,12 @@ def main() -> None:
     parser.add_argument("--c", type=float, default=0.1)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--videos-per-fold", type=int, default=1)
-    parser.add_argument("--simulate", type=Path, default=None,
-                        help="out-of-fold still scores (.npy from train_detector.py --report): grid without encoding")
+    parser.add_argument("--simulate", action="store_true",
+                        help="replay each fold's still scores instead of encoding videos: the grid in minutes")
     parser.add_argument("--confirm", type=str, default=None, help="JSON smoothing options to run for real")
     parser.add_argument("--only", nargs="+", default=None, metavar="SOURCE",
                         help="encoded videos: only the folds of these in-body sources (a few folds for a check)")
-    parser.add_argument("--explain", type=str, default=None,
+    parser.add_argument("--explain", type=str, nargs="+", default=None,
                         help="JSON smoothing options: where they lose in-body frames and miss out-of-body ones")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -288,19 +301,19 @@ def main() -> None:
     rows = data.read_rows(args.table)
     cached = np.load(args.cache, allow_pickle=False)
     views = train.Views(**{k: cached[k] for k in train.Views.__dataclass_fields__})
-    if args.simulate is not None:
-        runs = simulated_runs(rows, views, np.load(args.simulate), 6, train.SEED)
+    if args.simulate:
+        runs = simulated_runs(rows, fold_scores(rows, views, cached["features"], args.c), 6, train.SEED)
     else:
         runs = encoded_runs(rows, views, cached["features"], args)
-    if args.explain and args.simulate is not None:
-        report = breakdown(runs, SmoothingOptions.from_json(json.loads(args.explain)), rows)
-        print(json.dumps(report, indent=1))
+    if args.explain and args.simulate:
+        reports = [breakdown(runs, SmoothingOptions.from_json(json.loads(text)), rows) for text in args.explain]
+        print(json.dumps(reports, indent=1))
         return
     grid = grid_search(runs)
     (args.out / "grid.json").write_text(json.dumps(grid, indent=1))
     for g in grid[:25]:
         print(g)
-    if args.confirm and args.simulate is None:
+    if args.confirm and not args.simulate:
         smoothing = SmoothingOptions.from_json(json.loads(args.confirm))
         confirm = []
         for run in runs:

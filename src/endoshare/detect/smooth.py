@@ -22,7 +22,7 @@ the side of privacy:
    the detector clearly calls in body is not redacted for lying next to a span, while frames it hesitated
    on (the scope passing the trocar, motion blur: scores between the floor and the exit threshold) and
    unsampled frames are still covered.  In videos built from development stills a floor of a third of
-   the exit threshold kept 3 points more of the surgery and lost 0.2 points of out-of-body recall
+   the exit threshold kept 2.8 points more of the surgery and lost 0.24 points of out-of-body recall
    (docs/builtin-detector.md), which is why it is not the default.
 """
 
