@@ -316,8 +316,10 @@ def main() -> None:
     c, _, scores = best
     if args.report is not None and not args.skip_cv:
         np.save(args.report.with_suffix(".scores.npy"), scores)
-        figures = {"c": c, "size": args.size, "per_source": per_source_figures(scores, views, 0.5),
-                   "pooled": pooled_figures(scores, views, 0.5)}
+        # Figures at the entry threshold being shipped (0.5 when none is given yet).
+        at = args.threshold if args.threshold is not None else 0.5
+        figures = {"c": c, "size": args.size, "threshold": at, "per_source": per_source_figures(scores, views, at),
+                   "pooled": pooled_figures(scores, views, at)}
         args.report.write_text(json.dumps(figures, indent=2) + "\n")
     if args.output is not None:
         if args.threshold is None:
