@@ -257,10 +257,9 @@ def breakdown(runs: list[dict[str, Any]], smoothing: SmoothingOptions, rows: lis
         lost["margin_false"] += int((gone & ~core & ~near_true).sum())
         lost["tails"] += int((gone & true_core).sum())
         lost["false_spans"] += int((gone & core & ~true_core).sum())
-        for start, end in _runs_of(gone):
-            index = int(run["rows"][start])
-            key = f"{rows[index].source} ({rows[index].path.name})"
-            lost_by_still[key] = lost_by_still.get(key, 0) + end - start
+        for index, count in zip(*np.unique(run["rows"][gone], return_counts=True), strict=True):
+            key = f"{rows[int(index)].source} ({rows[int(index)].path.name})"
+            lost_by_still[key] = lost_by_still.get(key, 0) + int(count)
         miss = oob & ~full
         fold["missed"] += int(miss.sum())
         for start, end in _runs_of(miss):
