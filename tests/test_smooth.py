@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -79,6 +80,31 @@ def test_spans_are_clipped_to_the_video() -> None:
     options = SmoothingOptions(enter_threshold=0.5, exit_threshold=0.5, margin_seconds=Fraction(1, 2),
                                fill_gap_seconds=Fraction(0))
     assert spans(every_frame(scores, options)) == [(0, 16), (30, 45)]
+
+
+def test_margin_covers_uncertain_frames_and_stops_at_a_clearly_inbody_one() -> None:
+    options = SmoothingOptions(enter_threshold=0.5, exit_threshold=0.3, margin_seconds=Fraction(1, 5),
+                               fill_gap_seconds=Fraction(0), margin_floor=0.1)  # 5 frames
+    # An abrupt edge: the frames around the excursion are clearly in body, so no frame of them is taken.
+    abrupt = [0.01] * 20 + [0.9] * 10 + [0.01] * 20
+    assert spans(every_frame(abrupt, options)) == [(20, 30)]
+    # A gradual one: 0.2 and 0.15 (between the floor and the exit threshold) are covered, the margin stops
+    # at 0.05 before it; after the span the uncertain frames reach beyond the margin, which caps it.
+    gradual = [0.01] * 14 + [0.05, 0.2, 0.15] + [0.9] * 10 + [0.2] * 10 + [0.01] * 10
+    assert spans(every_frame(gradual, options)) == [(15, 32)]
+    # A margin of samples apart: unsampled frames are covered up to the first clearly in-body sample.
+    sparse = smooth_scores([0, 10, 20, 30, 40], [0.0, 0.0, 0.9, 0.0, 0.0], 50, RATE, options)
+    assert spans(sparse) == [(11, 30)]
+    # The default floor, 0, is the unconditional margin; a floor above the exit threshold acts as that.
+    unconditional = replace(options, margin_floor=0.0)
+    assert SmoothingOptions().margin_floor == 0.0
+    assert spans(every_frame(abrupt, unconditional)) == [(15, 35)]
+    assert replace(options, margin_floor=0.9).resolved(0.5).margin_floor == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="margin_floor"):
+        SmoothingOptions(margin_floor=1.5)
+    with pytest.raises(ValueError, match="margin_floor"):
+        SmoothingOptions(margin_floor=None)  # type: ignore[arg-type]
+    assert SmoothingOptions.from_json(options.resolved(0.5).to_json()).margin_floor == pytest.approx(0.1)
 
 
 def test_unsampled_frames_next_to_an_oob_sample_are_redacted() -> None:

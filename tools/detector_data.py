@@ -7,7 +7,8 @@
   ratios (stretched, letter- or pillar-boxed), zoomed views without a field stop, a circular or
   octagonal field stop where there was none, colour casts, brightness, blur, compression and
   recorder overlay text; :func:`recorder_screen` sets a picture into a recorder's screen (dark bands of
-  status text, opaque info panels, icons), for in-body and out-of-body pictures alike.
+  status text, opaque info panels, icons) and :func:`glare` blows out the light of a close-up, for
+  in-body and out-of-body pictures alike.
 * :func:`generated_scene` paints hard out-of-body pictures the development set lacks: drapes, gloves,
   ceiling lights, monitors, whiteboards, masked faces, no-signal screens and colour bars.
 
@@ -238,6 +239,38 @@ def low_resolution(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     small_width = int(rng.integers(40, 161))
     small = image.resize((small_width, max(8, round(height * small_width / width))), Image.Resampling.BILINEAR)
     return small.resize((width, height), Image.Resampling.BILINEAR)
+
+
+def glare(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Light blown out by the scope's own lamp: a close-up overexposed as a whole, one to three large soft
+    white patches (wet tissue or a metal instrument reflecting the lamp) and small specular highlights.
+    Applied to in-body and out-of-body pictures alike (``train_detector.build_glare_views``): a frame that is
+    mostly white glare is no evidence either way, the rest of the picture decides."""
+    width, height = image.size
+    pixels = np.asarray(image, dtype=np.float32)
+    if rng.random() < 0.4:
+        pixels = pixels * rng.uniform(1.3, 2.3)
+    mask = Image.new("L", image.size, 0)
+    draw = ImageDraw.Draw(mask)
+    for _ in range(int(rng.integers(1, 4))):
+        cx, cy = rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height
+        rx, ry = rng.uniform(0.04, 0.3) * width, rng.uniform(0.04, 0.35) * height
+        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=int(rng.integers(200, 256)))
+    layer = np.asarray(mask.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.02, 0.08) * width))),
+                       dtype=np.float32) / 255
+    spots = Image.new("L", image.size, 0)
+    draw = ImageDraw.Draw(spots)
+    for _ in range(int(rng.integers(0, 30))):
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.003, 0.015) * width
+        draw.ellipse((cx - r, cy - r * rng.uniform(0.4, 1.0), cx + r, cy + r), fill=255)
+    layer = np.maximum(layer, np.asarray(spots.filter(ImageFilter.GaussianBlur(1)), dtype=np.float32) / 255)
+    # Glare lies on the picture, never on the black around a field stop or in a letter box.
+    lit = Image.fromarray(((pixels.max(axis=2) > 24) * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2))
+    layer = layer * np.asarray(lit, dtype=np.float32) / 255
+    tint = np.asarray(rng.choice([[255, 255, 255], [255, 250, 235], [245, 255, 250], [255, 245, 220]]),
+                      dtype=np.float32)
+    pixels = pixels * (1 - layer[..., None]) + tint * layer[..., None]
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def augment(image: Image.Image, rng: np.random.Generator, blurred: bool = False) -> Image.Image:
