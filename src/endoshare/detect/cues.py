@@ -116,7 +116,7 @@ def scene_change_frames(index: PacketIndex, cues: CueSettings) -> npt.NDArray[np
     starts = gop_starts(index)
     gop_of_frame = np.searchsorted(starts, np.arange(index.frame_count), side="right") - 1
     key_size = index.size[starts]  # the first frame of each GOP (a keyframe unless the file starts oddly)
-    decode_to_frame = np.argsort(index.decode_order)  # frame index of the i-th packet in decode order
+    decode_to_frame = index.decode_order  # frame index of the i-th packet in decode order
     key_in_decode = index.keyframe[decode_to_frame]
     forward_in_decode = ~key_in_decode & ~index.reordered[decode_to_frame]
     # Encoders size the first forward-predicted pictures after a keyframe differently from the others
