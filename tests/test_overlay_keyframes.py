@@ -237,3 +237,38 @@ def test_a_line_found_does_not_make_the_tissue_beside_it_be_read(tmp_path: Path,
     assert finder.reads == 1, finder.reads
     ink = text_boxes(line, STYLES[0], WIDTH, HEIGHT)["id"]
     assert all(covers(overlays, index, ink) for index in range(40)), [r.to_json() for r in overlays.masked]
+
+
+def test_keyframes_are_taken_on_the_finders_thread(tmp_path: Path, detector: TextDetector,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Detection hands a keyframe over and goes on decoding while the finder works on it (on a thread of
+    its own, a few keyframes queued at most); what the work raised comes out when the clip is finished."""
+    import threading
+    import time
+
+    from endoshare.overlay import find
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", [np.zeros((HEIGHT, WIDTH, 3), np.uint8)] * 8, gop=1)
+    plan = plan_join(probe_case(discover_case(tmp_path / "case")))
+    release, seen = threading.Event(), []
+    real = find.analysis_picture
+
+    def slow(frame: av.VideoFrame, factor: int) -> np.ndarray:
+        seen.append(threading.current_thread() is not threading.main_thread())
+        release.wait(10)
+        if len(seen) == 3:
+            raise ValueError("broken picture")
+        return real(frame, factor)
+    monkeypatch.setattr(find, "analysis_picture", slow)
+    sink = OverlayFinder(plan, OverlayOptions(), detector).sink(plan.clips[0])
+    frame = av.VideoFrame.from_ndarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8), format="rgb24")
+    started = time.monotonic()
+    for k in range(find.QUEUED_KEYFRAMES):      # one being taken, the others queued
+        sink.keyframe(k, frame)
+    assert time.monotonic() - started < 5        # not held up by the work (it waits for ``release``)
+    release.set()
+    sink.keyframe(find.QUEUED_KEYFRAMES, frame)
+    with pytest.raises(ValueError, match="broken picture"):
+        sink.scanned(lambda pts: pts)
+    assert seen and all(seen)
