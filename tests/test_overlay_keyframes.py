@@ -242,7 +242,7 @@ def test_a_line_found_does_not_make_the_tissue_beside_it_be_read(tmp_path: Path,
 def test_keyframes_are_taken_on_the_finders_thread(tmp_path: Path, detector: TextDetector,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Detection hands a keyframe over and goes on decoding while the finder works on it (on a thread of
-    its own, a few keyframes queued at most); what the work raised comes out when the clip is finished."""
+    its own, a few keyframes queued at most); what the work raised comes out with the case's regions."""
     import threading
     import time
 
@@ -261,7 +261,8 @@ def test_keyframes_are_taken_on_the_finders_thread(tmp_path: Path, detector: Tex
             raise ValueError("broken picture")
         return real(frame, factor)
     monkeypatch.setattr(find, "analysis_picture", slow)
-    sink = OverlayFinder(plan, OverlayOptions(), detector).sink(plan.clips[0])
+    finder = OverlayFinder(plan, OverlayOptions(), detector)
+    sink = finder.sink(plan.clips[0])
     frame = av.VideoFrame.from_ndarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8), format="rgb24")
     started = time.monotonic()
     for k in range(find.QUEUED_KEYFRAMES):      # one being taken, the others queued
@@ -269,6 +270,7 @@ def test_keyframes_are_taken_on_the_finders_thread(tmp_path: Path, detector: Tex
     assert time.monotonic() - started < 5        # not held up by the work (it waits for ``release``)
     release.set()
     sink.keyframe(find.QUEUED_KEYFRAMES, frame)
+    sink.scanned(lambda pts: pts)
     with pytest.raises(ValueError, match="broken picture"):
-        sink.scanned(lambda pts: pts)
+        finder.run()
     assert seen and all(seen)

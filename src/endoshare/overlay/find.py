@@ -617,9 +617,13 @@ class ClipOverlays:
 
     def scanned(self, frame_of: Callable[[int], int | None]) -> None:
         """The clip is read: turn what was seen into regions (``frame_of``: source pts -> source frame
-        index).  A clip of a single keyframe is left unfinished: :meth:`OverlayFinder.run` reads it again
-        with a partner picture."""
-        self.settle()
+        index), on the finder's thread too (recognition runs while detection goes on; :meth:`OverlayFinder.run`
+        waits for it).  A clip of a single keyframe is left unfinished: :meth:`OverlayFinder.run` reads it
+        again with a partner picture."""
+        self.finder.finishing.append(self.finder.worker.submit(self._scanned, frame_of))
+
+    def _scanned(self, frame_of: Callable[[int], int | None]) -> None:
+        self.settle()       # every keyframe is taken (this thread took them): raises what their work raised
         if self.count > 1 or not self.keys:
             self.finish(frame_of)
 
@@ -706,6 +710,8 @@ class OverlayFinder:
         self.keyframes_read = 0
         #: The thread that takes the keyframes (one, so that they are taken in order); it ends with the finder.
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay-finder")
+        #: The clips fed in full whose regions are being made on that thread (see :meth:`ClipOverlays.scanned`).
+        self.finishing: list[Future[None]] = []
         self._results: dict[int, tuple[list[OverlayRegion], list[int]]] = {}
 
     def sink(self, clip: ClipPlan) -> ClipOverlays:
@@ -722,6 +728,8 @@ class OverlayFinder:
 
     def run(self) -> OverlaySet:
         """The regions of every clip: those fed in full, and each other clip read here."""
+        while self.finishing:
+            self.finishing.pop(0).result()
         regions: list[OverlayRegion] = []
         samples: list[int] = []
         for position, clip in enumerate(self.plan.clips):
