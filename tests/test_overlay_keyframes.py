@@ -274,3 +274,25 @@ def test_keyframes_are_taken_on_the_finders_thread(tmp_path: Path, detector: Tex
     with pytest.raises(ValueError, match="broken picture"):
         finder.run()
     assert seen and all(seen)
+
+
+def test_a_finder_replaced_while_its_work_is_queued_is_dropped(tmp_path: Path, detector: TextDetector) -> None:
+    """A clip's scan finished, its regions still to be made on the finder's thread, when a new scan of the
+    clip began and stopped half-way: the clip is read again, not given the replaced finder's regions."""
+    import threading
+
+    plan = plan_join(probe_case(discover_case(banner_case(tmp_path / "case"))))
+    finder = OverlayFinder(plan, OverlayOptions(), detector)
+    first = finder.sink(plan.clips[0])
+    with av.open(str(plan.clips[0].info.path)) as container:
+        frames = [frame for frame in container.decode(video=0) if frame.key_frame]
+    for frame in frames:
+        first.keyframe(int(frame.pts or 0), frame)
+    release = threading.Event()
+    finder.worker.submit(release.wait, 10)          # the thread busy: the first scan's regions wait
+    first.scanned(lambda pts: pts)
+    finder.sink(plan.clips[0]).keyframe(int(frames[0].pts or 0), frames[0])    # a new scan, stopped half-way
+    release.set()
+    overlays = finder.run()
+    assert finder.keyframes_read == len(frames) == 6
+    assert overlays == find_overlays(plan, detector=detector)

@@ -372,7 +372,8 @@ def area_stands(a: Analysis, b: Analysis, area: tuple[int, int, int, int], facto
     return opaque and similarity >= AREA_SIMILARITY or persists and similarity >= DOUBT_SIMILARITY
 
 
-#: Keyframes a :class:`ClipOverlays` holds for its thread before the caller waits (three 1080p frames: 9 MB).
+#: Keyframes a :class:`ClipOverlays` holds for its thread (the one being taken included) before the caller
+#: waits: two 1080p frames, 6 MB.
 QUEUED_KEYFRAMES = 2
 #: A box measured as not even loosely standing (:data:`DOUBT_SIMILARITY`, :data:`STILL_EDGES_TEXT`) in this
 #: many pairs running is no longer measured until the detector finds it again (its text went away; what
@@ -429,9 +430,10 @@ class ClipOverlays:
     order, then :meth:`scanned` once the clip is read (a :class:`~endoshare.detect.sampling.KeyframeSink`).
     """
 
-    def __init__(self, finder: OverlayFinder, position: int) -> None:
+    def __init__(self, finder: OverlayFinder, position: int, number: int) -> None:
         self.finder = finder
         self.position = position
+        self.number = number
         self.clip = finder.plan.clips[position]
         self.factor = finder.factor
         #: Source pts of every keyframe taken, in order (8 bytes each).
@@ -638,7 +640,7 @@ class ClipOverlays:
             # One picture: nothing tells standing from moving; read it all (it is its own partner).
             self._take(self.keys[0] + 1, self.first, everywhere=True)
             del self.keys[-1]
-        self.finder.finished(self.position, *self._regions(frame_of))
+        self.finder.finished(self, *self._regions(frame_of))
         self.done = True
 
     def _regions(self, frame_of: Callable[[int], int | None]) -> tuple[list[OverlayRegion], list[int]]:
@@ -713,6 +715,9 @@ class OverlayFinder:
         #: The clips fed in full whose regions are being made on that thread (see :meth:`ClipOverlays.scanned`).
         self.finishing: list[Future[None]] = []
         self._results: dict[int, tuple[list[OverlayRegion], list[int]]] = {}
+        #: The number of each clip's latest finder (:meth:`sink`; the finders are numbered 1, 2, ...).
+        self._latest: dict[int, int] = {}
+        self._fed = 0
 
     def sink(self, clip: ClipPlan) -> ClipOverlays:
         """A fresh finder for ``clip``'s keyframes, to be fed as they are decoded (what it was fed before is
@@ -721,10 +726,14 @@ class OverlayFinder:
         if position is None:
             position = self.plan.clips.index(clip)      # an equal description of one of the case's clips
         self._results.pop(position, None)
-        return ClipOverlays(self, position)
+        self._fed += 1
+        self._latest[position] = self._fed
+        return ClipOverlays(self, position, self._fed)
 
-    def finished(self, position: int, regions: list[OverlayRegion], samples: list[int]) -> None:
-        self._results[position] = (regions, samples)
+    def finished(self, clip: ClipOverlays, regions: list[OverlayRegion], samples: list[int]) -> None:
+        # Only the clip's latest finder counts: one replaced while its work was still queued is dropped.
+        if self._latest.get(clip.position, clip.number) == clip.number:
+            self._results[clip.position] = (regions, samples)
 
     def run(self) -> OverlaySet:
         """The regions of every clip: those fed in full, and each other clip read here."""
