@@ -10,8 +10,9 @@ Usage::
    pan, temporal noise, x264 ``veryfast`` CRF 22, one IDR every 2 s, scene-cut keyframes off) with a
    recorder overlay burned into every frame (name, date of birth, ID and device settings; the second
    clip in another layout and font).
-2. On that case, timed one after the other: the out-of-body detector alone (``detect_case``, the
-   baseline); detection feeding its keyframes to the overlay finder (``keyframes=finder.sink``, then
+2. On that case, after one untimed detection, timed one after the other (``--repeat`` times, the median
+   share given): the out-of-body detector alone (``detect_case``, the baseline); detection feeding its
+   keyframes to the overlay finder (``keyframes=finder.sink``, then
    ``finder.run()``, as ``endoshare process`` does): the overlay cost is the difference; and the finder
    reading the keyframes itself (``--detector none``, ``--segments``).  The shares printed are overlay
    time / detection time, by the clock and by CPU time (all threads; less sensitive to other processes).
@@ -167,6 +168,7 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--detector", default="builtin", help="out-of-body detector to compare with")
     parser.add_argument("--no-styles", action="store_true", help="skip the per-style measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of detection alone and fed (median share)")
     args = parser.parse_args()
 
     from endoshare.cases import discover_case
@@ -186,44 +188,54 @@ def main() -> int:
         result = work()
         return result, time.monotonic() - wall, time.process_time() - cpu
 
-    # The text models are loaded once per process (onnxruntime sessions are shared): not per case.
+    # The text models are loaded once per process (onnxruntime sessions are shared): not per case.  One
+    # untimed detection first: the first pass of a process pays one-off costs (its model, the file cache).
     TextDetector().read(np.zeros((48, 96, 3), np.uint8))
+    detect_case(plan, args.detector)
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    _, oob_seconds, oob_cpu = timed(lambda: detect_case(plan, args.detector))
     per_keyframe = KeyframeClock()
-    finders = []
+    fed: list[OverlayFinder] = []
 
     def detect_and_find():  # type: ignore[no-untyped-def]
         # As the pipeline does for each case: a new text detector (its models loaded), fed by detection.
-        finders.append(OverlayFinder(plan, OverlayOptions(), TextDetector()))
-        detect_case(plan, args.detector, keyframes=lambda clip: per_keyframe.watch(finders[0].sink(clip)))
-        return finders[0].run()
+        fed.append(OverlayFinder(plan, OverlayOptions(), TextDetector()))
+        detect_case(plan, args.detector, keyframes=lambda clip: per_keyframe.watch(fed[-1].sink(clip)))
+        return fed[-1].run()
 
-    def find_alone():  # type: ignore[no-untyped-def]
-        finders.append(OverlayFinder(plan, OverlayOptions(), TextDetector()))
-        return finders[1].run()
-    overlays, both_seconds, both_cpu = timed(detect_and_find)
-    own_overlays, own_seconds, own_cpu = timed(find_alone)
-    fed, own = finders
-    detector = fed.detector
+    # Alone and fed, one after the other, ``--repeat`` times: the other processes on the machine come and go,
+    # so each share compares two neighbouring runs, and the median share is given.
+    alone_runs, both_runs = [], []
+    for _ in range(args.repeat):
+        alone_runs.append(timed(lambda: detect_case(plan, args.detector))[1:])
+        overlays, *both = timed(detect_and_find)
+        both_runs.append(tuple(both))
+    own = OverlayFinder(plan, OverlayOptions(), TextDetector())
+    own_overlays, own_seconds, own_cpu = timed(own.run)
+    finder = fed[-1]
+    detector = finder.detector
     load_after = " ".join(f"{v:.1f}" for v in os.getloadavg())
     minutes = plan.total_frames / RATE / 60
-    text_seconds, text_cpu = both_seconds - oob_seconds, both_cpu - oob_cpu
+    oob_seconds, oob_cpu = (float(np.median([run[k] for run in alone_runs])) for k in (0, 1))
+    shares = [((bw - aw) / aw, (bc - ac) / ac) for (aw, ac), (bw, bc) in zip(alone_runs, both_runs, strict=True)]
     print(f"{plan.total_frames} frames ({minutes:.1f} min) at {plan.target.width}x{plan.target.height}, "
           f"{len(overlays.samples)} keyframes")
     print(f"load average before / after the timed part: {load} / {load_after}")
-    print(f"out-of-body detection ({args.detector}) alone: {oob_seconds:.2f} s ({oob_cpu:.2f} s of CPU, all threads)")
-    print(f"detection feeding the overlay finder, then its regions: {both_seconds:.2f} s ({both_cpu:.2f} s of CPU)")
+    for n, ((aw, ac), (bw, bc), (sw, sc)) in enumerate(zip(alone_runs, both_runs, shares, strict=True)):
+        print(f"run {n + 1}: out-of-body detection ({args.detector}) alone {aw:.2f} s ({ac:.2f} s of CPU, "
+              "all threads); "
+              f"detection feeding the overlay finder, then its regions {bw:.2f} s ({bc:.2f} s of CPU): "
+              f"overlay / detection {100 * sw:.0f} % wall, {100 * sc:.0f} % CPU")
     det_w, det_h = detector_size(plan.target.width, plan.target.height)
-    print(f"  overlay finding: text detector run {fed.reads} times on {fed.read_pixels / 1e6:.2f} Mpixels "
-          f"(= {fed.read_pixels / (det_w * det_h):.1f} whole pictures at {det_w}x{det_h}); keyframes decoded "
-          f"by the finder: {fed.keyframes_read}")
+    print(f"  overlay finding: text detector run {finder.reads} times on {finder.read_pixels / 1e6:.2f} Mpixels "
+          f"(= {finder.read_pixels / (det_w * det_h):.1f} whole pictures at {det_w}x{det_h}); keyframes decoded "
+          f"by the finder: {finder.keyframes_read}")
     print(f"  per keyframe fed (still map, measures, reads; wall clock): median {per_keyframe.median_ms:.1f} ms, "
           f"mean {per_keyframe.mean_ms:.1f} ms, {per_keyframe.count} keyframes")
-    print(f"  overlay / out-of-body detection: {100 * text_seconds / oob_seconds:.0f} % (wall clock, difference), "
-          f"{100 * text_cpu / oob_cpu:.0f} % (CPU time, difference)")
+    print(f"  overlay / out-of-body detection, median of {args.repeat} runs: "
+          f"{100 * float(np.median([w for w, _ in shares])):.0f} % (wall clock, difference), "
+          f"{100 * float(np.median([c for _, c in shares])):.0f} % (CPU time, difference)")
     print(f"finder reading its own keyframes (no detection): {own_seconds:.2f} s ({own_cpu:.2f} s of CPU) = "
-          f"{100 * own_seconds / oob_seconds:.0f} % / {100 * own_cpu / oob_cpu:.0f} % of detection; "
+          f"{100 * own_seconds / oob_seconds:.0f} % / {100 * own_cpu / oob_cpu:.0f} % of detection (median run); "
           f"{own.keyframes_read} keyframes decoded; same regions as when fed: {own_overlays == overlays}")
     for clip in planted:
         first, last = clip["first_frame"], clip["first_frame"] + clip["frames"]

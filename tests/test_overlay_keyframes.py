@@ -208,3 +208,91 @@ def test_processing_a_case_reads_no_keyframe_twice(tmp_path: Path, monkeypatch: 
         reports.append(json.loads(result.report.read_text(encoding="utf-8"))["overlays"])
     assert own_passes == ["clip.mp4"]           # only the run without a detector read the clip itself
     assert reports[0]["regions"] == reports[1]["regions"] and reports[0]["masked_regions"] > 0
+
+
+def test_a_line_found_does_not_make_the_tissue_beside_it_be_read(tmp_path: Path, detector: TextDetector) -> None:
+    """A line burned in next to the scope's rim while the scene pans back and forth: near each turn the rim
+    and tissue barely move and join the line's still area.  The line, read once, must not vouch for them
+    (the finder read that area again at every turn: 7 reads here, 85 % of the text detector's pixels on
+    the benchmark case); the line is still masked over the whole clip."""
+    from endoshare.synthetic import inbody_frame
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", [np.zeros((HEIGHT, WIDTH, 3), np.uint8)] * 40, gop=1)
+    plan = plan_join(probe_case(discover_case(tmp_path / "case")))
+    scene = inbody_frame(np.random.default_rng(3), 2 * WIDTH, 2 * HEIGHT, 0.0).astype(np.float32)
+    y, x = np.mgrid[0:2 * HEIGHT, 0:2 * WIDTH]
+    scene[(x - WIDTH) ** 2 + (y - HEIGHT) ** 2 > (0.8 * HEIGHT) ** 2] = 0        # the scope's rim
+    line = (Line("ID 13687617", "id", 0.6, 0.03),)
+    noise = np.random.default_rng(4)
+    finder = OverlayFinder(plan, OverlayOptions(), detector)
+    sink = finder.sink(plan.clips[0])
+    for k in range(40):
+        pan, top = abs(k * 30 % 400 - 200), HEIGHT // 2 - 40 + (k % 3) * 2
+        crop = scene[top:top + HEIGHT, 100 + pan:100 + pan + WIDTH]
+        picture = draw(np.clip(crop + noise.normal(0, 3, crop.shape), 0, 255).astype(np.uint8), line, STYLES[0])
+        sink.keyframe(k, av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24"))
+    sink.scanned(lambda pts: pts)
+    overlays = finder.run()
+    assert finder.reads == 1, finder.reads
+    ink = text_boxes(line, STYLES[0], WIDTH, HEIGHT)["id"]
+    assert all(covers(overlays, index, ink) for index in range(40)), [r.to_json() for r in overlays.masked]
+
+
+def test_keyframes_are_taken_on_the_finders_thread(tmp_path: Path, detector: TextDetector,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Detection hands a keyframe over and goes on decoding while the finder works on it (on a thread of
+    its own, a few keyframes queued at most); what the work raised comes out with the case's regions."""
+    import threading
+    import time
+
+    from endoshare.overlay import find
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", [np.zeros((HEIGHT, WIDTH, 3), np.uint8)] * 8, gop=1)
+    plan = plan_join(probe_case(discover_case(tmp_path / "case")))
+    release, seen = threading.Event(), []
+    real = find.analysis_picture
+
+    def slow(frame: av.VideoFrame, factor: int) -> np.ndarray:
+        seen.append(threading.current_thread() is not threading.main_thread())
+        release.wait(10)
+        if len(seen) == 3:
+            raise ValueError("broken picture")
+        return real(frame, factor)
+    monkeypatch.setattr(find, "analysis_picture", slow)
+    finder = OverlayFinder(plan, OverlayOptions(), detector)
+    sink = finder.sink(plan.clips[0])
+    frame = av.VideoFrame.from_ndarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8), format="rgb24")
+    started = time.monotonic()
+    for k in range(find.QUEUED_KEYFRAMES):      # one being taken, the others queued
+        sink.keyframe(k, frame)
+    assert time.monotonic() - started < 5        # not held up by the work (it waits for ``release``)
+    release.set()
+    sink.keyframe(find.QUEUED_KEYFRAMES, frame)
+    sink.scanned(lambda pts: pts)
+    with pytest.raises(ValueError, match="broken picture"):
+        finder.run()
+    assert seen and all(seen)
+
+
+def test_a_finder_replaced_while_its_work_is_queued_is_dropped(tmp_path: Path, detector: TextDetector) -> None:
+    """A clip's scan finished, its regions still to be made on the finder's thread, when a new scan of the
+    clip began and stopped half-way: the clip is read again, not given the replaced finder's regions."""
+    import threading
+
+    plan = plan_join(probe_case(discover_case(banner_case(tmp_path / "case"))))
+    finder = OverlayFinder(plan, OverlayOptions(), detector)
+    first = finder.sink(plan.clips[0])
+    with av.open(str(plan.clips[0].info.path)) as container:
+        frames = [frame for frame in container.decode(video=0) if frame.key_frame]
+    for frame in frames:
+        first.keyframe(int(frame.pts or 0), frame)
+    release = threading.Event()
+    finder.worker.submit(release.wait, 10)          # the thread busy: the first scan's regions wait
+    first.scanned(lambda pts: pts)
+    finder.sink(plan.clips[0]).keyframe(int(frames[0].pts or 0), frames[0])    # a new scan, stopped half-way
+    release.set()
+    overlays = finder.run()
+    assert finder.keyframes_read == len(frames) == 6
+    assert overlays == find_overlays(plan, detector=detector)

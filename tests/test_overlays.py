@@ -348,7 +348,7 @@ def test_still_map_keeps_standing_strokes_only():
     # A pattern shifted by its own period (the test suite's barcode clips: a checkerboard whose colours
     # swap) keeps every edge in place while every pixel changes: its strokes correlate, but it does not
     # stand still.
-    from endoshare.overlay.find import STILL_EDGES, box_similarity, still_edge_share
+    from endoshare.overlay.find import STILL_EDGES, Analysis, box_similarity, still_edge_share
     cells = (np.indices((36, 64)).sum(axis=0) % 2).astype(bool)
     board = np.where(np.kron(cells, np.ones((10, 10), bool))[:, :, None], (200, 60, 60), (60, 60, 200))
 
@@ -356,7 +356,7 @@ def test_still_map_keeps_standing_strokes_only():
         rgb = np.ascontiguousarray(np.roll(board, 10 if swap else 0, axis=1).astype(np.uint8))
         return analysis_picture(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p"), 1)
 
-    a, b = board_picture(False), board_picture(True)
+    a, b = Analysis.of(board_picture(False)), Analysis.of(board_picture(True))
     box = Box(0, 0, 640, 40)
     assert box_similarity(a, b, box, 1) > 0.9
     assert still_edge_share(a, b, box, 1) < STILL_EDGES <= still_edge_share(a, a, box, 1)
@@ -379,6 +379,39 @@ def test_detector_runs_without_network(monkeypatch):
     assert installed, record
     listed = installed[0].read_text(encoding="utf-8")
     assert "rapidocr/models/PP-OCRv6_det_small.onnx" in listed and "rapidocr/models/PP-OCRv6_rec_small.onnx" in listed
+
+
+def test_lines_are_recognised_in_runs_of_about_one_width(detector):
+    """A short line is not padded to the width of a long one (the recogniser's cost grows with the padded
+    width): crops are recognised in runs of similar widths, each read as it would be alone."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    def line(text: str) -> np.ndarray:
+        image = Image.new("RGB", (12 * len(text) + 16, 32), (20, 20, 20))
+        ImageDraw.Draw(image).text((8, 4), text, fill=(255, 255, 255), font=ImageFont.load_default(20))
+        return np.asarray(image)[:, :, ::-1].copy()
+
+    crops = [line("ID 4417"), line("SCHNEIDER, Johanna  DOB 15.04.1953"), line("ID 4418")]
+    detector.read(crops[0])         # the recogniser loaded
+    widths = []
+    real = detector._rec
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def run(self, outputs, feeds):
+            widths.append(next(iter(feeds.values())).shape[::3])
+            return real.run(outputs, feeds)
+    detector._rec = Counting()
+    try:
+        together = detector.read_many(crops)
+    finally:
+        detector._rec = real
+    (alone, long_width), (pair, short_width) = sorted(widths)       # (crops in the run, padded width)
+    assert (alone, pair) == (1, 2) and short_width < long_width / 2, widths
+    assert [text for text, _ in together] == [detector.read(crop)[0] for crop in crops]
+    assert together[0][0] == "ID 4417" and together[2][0] == "ID 4418"
 
 
 def test_regions_round_trip_and_mask_geometry():

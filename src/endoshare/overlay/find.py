@@ -7,7 +7,9 @@ decodes every keyframe anyway and hands each one over as it is decoded
 (:class:`~endoshare.detect.sampling.KeyframeSink`), so nothing is decoded twice; otherwise
 (:meth:`OverlayFinder.run`) each clip is read once from start to end, keyframes only (the decoder
 skips every other picture and the loop filter, as detection's coarse pass does; no seeking, so an
-MPEG-TS file costs what an MP4 does).  Both paths give the same regions for the same keyframes.
+MPEG-TS file costs what an MP4 does).  Both paths give the same regions for the same keyframes.  The
+keyframes are taken on the finder's own thread (:meth:`ClipOverlays.keyframe`), so the decoder goes on
+with the next one meanwhile.
 
 Each keyframe is compared with the one before (a "pair"): the pixels that are an edge in both pictures
 and did not change are the **still map** of the pair.  While the scene moves, the still map holds the
@@ -41,6 +43,7 @@ import math
 from array import array
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -224,9 +227,11 @@ REREAD_EDGES = 6.0
 REREAD_SHARE = 0.35
 
 
-def stroke_similarity(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic]) -> float:
+def stroke_similarity(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic],
+                      where: npt.NDArray[np.bool_] | None = None) -> float:
     """How alike the strokes of two crops of one box are (analysis pictures, or grey): 1 for the same picture, near 0
-    for unrelated ones; a burned-in overlay keeps its strokes while the scene behind it changes."""
+    for unrelated ones; a burned-in overlay keeps its strokes while the scene behind it changes.  ``where``
+    (a pixel mask of the crops) leaves the strokes elsewhere out."""
     import cv2
 
     def strokes(image: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
@@ -237,7 +242,8 @@ def stroke_similarity(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic]) ->
             return np.zeros(0, np.float32)
         steps = (cv2.absdiff(picture[:-1, 1:], picture[:-1, :-1]) + cv2.absdiff(picture[1:, :-1], picture[:-1, :-1]))
         steps = steps.reshape(h - 1, w - 1, channels)
-        return np.asarray(cv2.transform(steps, _WEIGHTS[:, :channels]), dtype=np.float32).ravel()
+        values = np.asarray(cv2.transform(steps, _WEIGHTS[:, :channels]), dtype=np.float32)
+        return (values if where is None else values * where[:h - 1, :w - 1]).ravel()
     sa, sb = strokes(a), strokes(b)
     norm = float(np.sqrt(float(sa @ sa) * float(sb @ sb)))
     return float(sa @ sb) / norm if norm > 0 else 1.0
@@ -255,29 +261,51 @@ def glyph_like(box: Box, text: str, confidence: float) -> bool:
     return box.width < GLYPH_ASPECT * box.height and sum(c.isalnum() for c in text) < 2
 
 
-def box_energy(picture: npt.NDArray[np.uint8], box: Box, factor: int) -> float:
+@dataclass(frozen=True)
+class Analysis:
+    """A keyframe's analysis picture and its :func:`edges`, computed once: every box measured on it (a
+    dozen per keyframe) takes its edges from here."""
+
+    picture: npt.NDArray[np.uint8]
+    edges: npt.NDArray[np.uint8]
+
+    @classmethod
+    def of(cls, picture: npt.NDArray[np.uint8]) -> Analysis:
+        return cls(picture, edges(picture))
+
+
+def box_energy(analysis: Analysis, box: Box, factor: int) -> float:
     """Mean stroke strength (:func:`edges`) inside ``box`` (picture pixels) of an analysis picture."""
-    y0, y1 = box.y0 // factor, max(box.y0 // factor + 2, -(-box.y1 // factor))
-    x0, x1 = box.x0 // factor, max(box.x0 // factor + 2, -(-box.x1 // factor))
-    return float(edges(np.ascontiguousarray(picture[y0:y1, x0:x1])).mean())
+    rows, cols = _crop(box, factor)
+    return float(analysis.edges[rows, cols].mean())
 
 
-def still_edge_share(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], box: Box, factor: int) -> float:
+def _crop(box: Box, factor: int) -> tuple[slice, slice]:
+    """The rows and columns of an analysis picture that ``box`` (picture pixels) covers (at least 2 x 2)."""
+    y0, x0 = box.y0 // factor, box.x0 // factor
+    return slice(y0, max(y0 + 2, -(-box.y1 // factor))), slice(x0, max(x0 + 2, -(-box.x1 // factor)))
+
+
+def still_edge_share(a: Analysis, b: Analysis, box: Box, factor: int,
+                     where: npt.NDArray[np.bool_] | None = None) -> float:
     """Share of the edge pixels of ``box`` (an edge in either analysis picture) that are still: edges
-    alone can stay where they are while the picture changes (a pattern shifted by its own period)."""
-    y0, y1 = box.y0 // factor, max(box.y0 // factor + 2, -(-box.y1 // factor))
-    x0, x1 = box.x0 // factor, max(box.x0 // factor + 2, -(-box.x1 // factor))
-    crop_a, crop_b = np.ascontiguousarray(a[y0:y1, x0:x1]), np.ascontiguousarray(b[y0:y1, x0:x1])
-    edge_a, edge_b = edges(crop_a), edges(crop_b)
-    any_edge = int(((edge_a >= EDGE) | (edge_b >= EDGE)).sum())
-    return float(still_map(crop_a, crop_b, edge_a, edge_b).sum()) / any_edge if any_edge else 1.0
+    alone can stay where they are while the picture changes (a pattern shifted by its own period).
+    ``where`` (a pixel mask of the box's crop) leaves the pixels elsewhere out."""
+    rows, cols = _crop(box, factor)
+    edge_a, edge_b = a.edges[rows, cols], b.edges[rows, cols]
+    edge = (edge_a >= EDGE) | (edge_b >= EDGE)
+    still = still_map(a.picture[rows, cols], b.picture[rows, cols], edge_a, edge_b)
+    if where is not None:
+        edge, still = edge & where, still & where
+    any_edge = int(edge.sum())
+    return float(still.sum()) / any_edge if any_edge else 1.0
 
 
-def box_similarity(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], box: Box, factor: int) -> float:
+def box_similarity(a: Analysis, b: Analysis, box: Box, factor: int,
+                   where: npt.NDArray[np.bool_] | None = None) -> float:
     """:func:`stroke_similarity` of ``box`` (picture pixels) between two analysis pictures."""
-    y0, y1 = box.y0 // factor, max(box.y0 // factor + 2, -(-box.y1 // factor))
-    x0, x1 = box.x0 // factor, max(box.x0 // factor + 2, -(-box.x1 // factor))
-    return stroke_similarity(a[y0:y1, x0:x1], b[y0:y1, x0:x1])
+    rows, cols = _crop(box, factor)
+    return stroke_similarity(a.picture[rows, cols], b.picture[rows, cols], where)
 
 
 def areas_to_read(blocks: npt.NDArray[np.bool_], fresh: npt.NDArray[np.bool_]) -> list[tuple[int, int, int, int]]:
@@ -313,8 +341,8 @@ AREA_SIMILARITY = 0.95
 PERSIST_SECONDS = 8.0
 
 
-def area_stands(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], area: tuple[int, int, int, int], factor: int,
-                blocks: npt.NDArray[np.bool_], stood: npt.NDArray[np.float64]) -> bool:
+def area_stands(a: Analysis, b: Analysis, area: tuple[int, int, int, int], factor: int,
+                blocks: npt.NDArray[np.bool_], stood: npt.NDArray[np.float64], unread: npt.NDArray[np.bool_]) -> bool:
     """Whether a still area (a rectangle of ``blocks``, the pair's still blocks) is worth reading now.
 
     Either its strokes stand still as opaque burned-in text does (:data:`AREA_SIMILARITY` and
@@ -324,20 +352,29 @@ def area_stands(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], area: tuple[
     blocks have stood for :data:`PERSIST_SECONDS` (``stood``: seconds each block has stood still).
     Measured on generated 1080p video with a keyframe every 2 s (similarity, still edge share): opaque
     overlays 0.97-1.00 and 0.41-0.99; tissue that happens to leave blocks in the still map 0.23-0.94 and
-    0.02-0.66.
+    0.02-0.66.  Only the ``unread`` blocks are measured: a line read before, standing inside the area,
+    would vouch for the tissue around it (an overlay next to the scope's rim made the rim be read again
+    whenever the rim held still, 85 % of the detector's pixels on the benchmark case).
     """
     x0, y0, x1, y1 = area
     unit = BLOCK * factor
     box = Box(x0 * unit, y0 * unit, x1 * unit, y1 * unit)
-    similarity, share = box_similarity(a, b, box, factor), still_edge_share(a, b, box, factor)
-    if similarity >= AREA_SIMILARITY and share >= STILL_EDGES and x1 - x0 >= MIN_AREA:
-        return True
-    if similarity < DOUBT_SIMILARITY or share < STILL_EDGES_TEXT:
-        return False
+    rows, cols = _crop(box, factor)
+    where = np.repeat(np.repeat(unread[y0:y1, x0:x1], BLOCK, axis=0), BLOCK, axis=1)
+    where = where[:min(rows.stop, a.picture.shape[0]) - rows.start, :min(cols.stop, a.picture.shape[1]) - cols.start]
     still = blocks[y0:y1, x0:x1]
-    return int((still & (stood[y0:y1, x0:x1] >= PERSIST_SECONDS)).sum()) >= 0.5 * int(still.sum())
+    persists = int((still & (stood[y0:y1, x0:x1] >= PERSIST_SECONDS)).sum()) >= 0.5 * int(still.sum())
+    share = still_edge_share(a, b, box, factor, where)
+    opaque = share >= STILL_EDGES and x1 - x0 >= MIN_AREA
+    if share < STILL_EDGES_TEXT or not (opaque or persists):
+        return False        # decided without the strokes' similarity (the costly measure on a large area)
+    similarity = box_similarity(a, b, box, factor, where)
+    return opaque and similarity >= AREA_SIMILARITY or persists and similarity >= DOUBT_SIMILARITY
 
 
+#: Keyframes a :class:`ClipOverlays` holds for its thread (the one being taken included) before the caller
+#: waits: two 1080p frames, 6 MB.
+QUEUED_KEYFRAMES = 2
 #: A box measured as not even loosely standing (:data:`DOUBT_SIMILARITY`, :data:`STILL_EDGES_TEXT`) in this
 #: many pairs running is no longer measured until the detector finds it again (its text went away; what
 #: stands there next is read afresh): a clip full of passing false boxes costs no more per keyframe.
@@ -393,15 +430,16 @@ class ClipOverlays:
     order, then :meth:`scanned` once the clip is read (a :class:`~endoshare.detect.sampling.KeyframeSink`).
     """
 
-    def __init__(self, finder: OverlayFinder, position: int) -> None:
+    def __init__(self, finder: OverlayFinder, position: int, number: int) -> None:
         self.finder = finder
         self.position = position
+        self.number = number
         self.clip = finder.plan.clips[position]
         self.factor = finder.factor
         #: Source pts of every keyframe taken, in order (8 bytes each).
         self.keys = array("q")
         #: The latest analysis pictures and their edges: keyframe ``count - len(window) + i`` at ``i``.
-        self.window: deque[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] = deque(maxlen=finder.options.window)
+        self.window: deque[Analysis] = deque(maxlen=finder.options.window)
         #: The still blocks of the pairs within the window (pair ``count - 1 - len(pairs) + i`` at ``i``).
         self.pairs: deque[npt.NDArray[np.bool_]] = deque()
         #: Still history of the pairs that left the window, per block: the last pair it was still in, and
@@ -420,30 +458,44 @@ class ClipOverlays:
         time_base = self.clip.info.video.time_base
         self.time_base = float(time_base) if time_base else None
         self.done = False
+        #: The keyframes handed to the finder's thread and not yet taken (see :meth:`keyframe`).
+        self.pending: deque[Future[None]] = deque()
+        self.last_pts: int | None = None
 
     @property
     def count(self) -> int:
         return len(self.keys)
 
     def keyframe(self, pts: int, frame: av.VideoFrame) -> None:
-        """Take the next keyframe (source ``pts``; any pixel format and size: it is brought to the case's)."""
-        if self.keys and pts <= self.keys[-1]:
+        """Take the next keyframe (source ``pts``; any pixel format and size: it is brought to the case's).
+
+        The work is done on the finder's own thread, while the caller decodes the next keyframe (the text
+        detector and OpenCV release the GIL): the caller waits only when :data:`QUEUED_KEYFRAMES` are
+        still to be taken, and :meth:`settle` waits for them all (and raises what the work raised)."""
+        if self.last_pts is not None and pts <= self.last_pts:
             return          # not after the one before: a repeated timestamp, nothing new to see
-        self._take(pts, normalise(frame, self.finder.plan.target))
+        self.last_pts = pts
+        self.pending.append(self.finder.worker.submit(self._take, pts, normalise(frame, self.finder.plan.target)))
+        while len(self.pending) > QUEUED_KEYFRAMES:
+            self.pending.popleft().result()
+
+    def settle(self) -> None:
+        """Wait until every keyframe given is taken."""
+        while self.pending:
+            self.pending.popleft().result()
 
     def _take(self, pts: int, frame: av.VideoFrame, everywhere: bool = False) -> None:
-        picture = analysis_picture(frame, self.factor)
-        picture_edges = edges(picture)
+        analysis = Analysis.of(analysis_picture(frame, self.factor))
         probe = self.count
         self.keys.append(pts)
         previous = self.window[-1] if self.window else None
-        self.window.append((picture, picture_edges))
+        self.window.append(analysis)
         if previous is None:
             self.first = frame
             return
         self.first = None
         pair = probe - 1
-        blocks = still_blocks(still_map(previous[0], picture, previous[1], picture_edges))
+        blocks = still_blocks(still_map(previous.picture, analysis.picture, previous.edges, analysis.edges))
         if everywhere:
             blocks = np.ones_like(blocks)
         self.pairs.append(blocks)
@@ -479,9 +531,9 @@ class ClipOverlays:
         self.run_start[broken] = self.forgotten
         self.last_still[blocks] = self.forgotten
 
-    def _picture(self, probe: int) -> npt.NDArray[np.uint8] | None:
+    def _picture(self, probe: int) -> Analysis | None:
         first = self.count - len(self.window)
-        return self.window[probe - first][0] if first <= probe < self.count else None
+        return self.window[probe - first] if first <= probe < self.count else None
 
     def _measure(self, cluster: _Cluster, pair: int) -> None:
         """What pair ``pair`` (both its pictures kept) shows in ``cluster``'s box."""
@@ -529,17 +581,18 @@ class ClipOverlays:
         # changed (its mean edge strength): what stands there next (a banner where tissue or the scope's
         # rim stood) is read afresh, while the rim or a line that drops out of the still map for a pair,
         # or text over moving tissue, is not.
-        strength = block_means(self.window[-1][1])
+        strength = block_means(self.window[-1].edges)
         if self.read is None or self.read_edges is None:
             self.read, self.read_edges = np.zeros_like(blocks), np.zeros(blocks.shape, np.float32)
         unchanged = np.abs(strength - self.read_edges) <= np.maximum(REREAD_EDGES, REREAD_SHARE * self.read_edges)
         self.read &= blocks | unchanged
         read = self.read
-        areas = areas_to_read(blocks, blocks & ~read)
+        unexplained = ~read & ~self._standing_text(blocks.shape, pair)
+        areas = areas_to_read(blocks, blocks & unexplained)
         if not every_area:
             a, b = self._picture(pair), self._picture(pair + 1)
             assert a is not None and b is not None
-            areas = [area for area in areas if area_stands(a, b, area, self.factor, blocks, stood)]
+            areas = [area for area in areas if area_stands(a, b, area, self.factor, blocks, stood, unexplained)]
         if areas:
             for cluster in self.finder.detect(frame, areas, self.clusters):
                 self._catch_up(cluster, pair)
@@ -550,15 +603,35 @@ class ClipOverlays:
                 self.read_edges[by0:by1, bx0:bx1][taken] = strength[by0:by1, bx0:bx1][taken]
         self.read = read
 
+    def _standing_text(self, shape: tuple[int, ...], pair: int) -> npt.NDArray[np.bool_]:
+        """The blocks under the text boxes found before that stand still in ``pair`` as burned-in text does
+        (:data:`STILL_SIMILARITY`, :data:`STILL_EDGES`): their text is known and measured pair by pair, so
+        what is left of it in the still map (a line's ends, the blocks of its gaps) is nothing new to read.
+        A box found on tissue does not stand still, so what appears there later is read afresh."""
+        known = np.zeros(shape, bool)
+        unit = BLOCK * self.factor
+        for cluster in self.clusters:
+            if (cluster.measured(cluster.similarity, pair) >= STILL_SIMILARITY
+                    and cluster.measured(cluster.still_share, pair) >= STILL_EDGES):      # NaN: never
+                box = cluster.box
+                known[box.y0 // unit:-(-box.y1 // unit), box.x0 // unit:-(-box.x1 // unit)] = True
+        return known
+
     def scanned(self, frame_of: Callable[[int], int | None]) -> None:
         """The clip is read: turn what was seen into regions (``frame_of``: source pts -> source frame
-        index).  A clip of a single keyframe is left unfinished: :meth:`OverlayFinder.run` reads it again
-        with a partner picture."""
+        index), on the finder's thread too (recognition runs while detection goes on; :meth:`OverlayFinder.run`
+        waits for it).  A clip of a single keyframe is left unfinished: :meth:`OverlayFinder.run` reads it
+        again with a partner picture."""
+        self.finder.finishing.append(self.finder.worker.submit(self._scanned, frame_of))
+
+    def _scanned(self, frame_of: Callable[[int], int | None]) -> None:
+        self.settle()       # every keyframe is taken (this thread took them): raises what their work raised
         if self.count > 1 or not self.keys:
             self.finish(frame_of)
 
     def finish(self, frame_of: Callable[[int], int | None]) -> None:
         """Turn what was seen into regions, whatever the number of keyframes."""
+        self.settle()
         if self.count == 2 and self.last is not None:
             # One pair: nothing confirms or refutes it; read every still area it shows.
             frame, blocks = self.last
@@ -567,7 +640,7 @@ class ClipOverlays:
             # One picture: nothing tells standing from moving; read it all (it is its own partner).
             self._take(self.keys[0] + 1, self.first, everywhere=True)
             del self.keys[-1]
-        self.finder.finished(self.position, *self._regions(frame_of))
+        self.finder.finished(self, *self._regions(frame_of))
         self.done = True
 
     def _regions(self, frame_of: Callable[[int], int | None]) -> tuple[list[OverlayRegion], list[int]]:
@@ -637,7 +710,14 @@ class OverlayFinder:
         self.read_pixels = 0
         #: Keyframes the finder decoded itself (not fed by detection).
         self.keyframes_read = 0
+        #: The thread that takes the keyframes (one, so that they are taken in order); it ends with the finder.
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay-finder")
+        #: The clips fed in full whose regions are being made on that thread (see :meth:`ClipOverlays.scanned`).
+        self.finishing: list[Future[None]] = []
         self._results: dict[int, tuple[list[OverlayRegion], list[int]]] = {}
+        #: The number of each clip's latest finder (:meth:`sink`; the finders are numbered 1, 2, ...).
+        self._latest: dict[int, int] = {}
+        self._fed = 0
 
     def sink(self, clip: ClipPlan) -> ClipOverlays:
         """A fresh finder for ``clip``'s keyframes, to be fed as they are decoded (what it was fed before is
@@ -646,13 +726,19 @@ class OverlayFinder:
         if position is None:
             position = self.plan.clips.index(clip)      # an equal description of one of the case's clips
         self._results.pop(position, None)
-        return ClipOverlays(self, position)
+        self._fed += 1
+        self._latest[position] = self._fed
+        return ClipOverlays(self, position, self._fed)
 
-    def finished(self, position: int, regions: list[OverlayRegion], samples: list[int]) -> None:
-        self._results[position] = (regions, samples)
+    def finished(self, clip: ClipOverlays, regions: list[OverlayRegion], samples: list[int]) -> None:
+        # Only the clip's latest finder counts: one replaced while its work was still queued is dropped.
+        if self._latest.get(clip.position, clip.number) == clip.number:
+            self._results[clip.position] = (regions, samples)
 
     def run(self) -> OverlaySet:
         """The regions of every clip: those fed in full, and each other clip read here."""
+        while self.finishing:
+            self.finishing.pop(0).result()
         regions: list[OverlayRegion] = []
         samples: list[int] = []
         for position, clip in enumerate(self.plan.clips):
@@ -695,6 +781,7 @@ class OverlayFinder:
         def frame_of(pts: int) -> int:
             return bisect.bisect_left(pts_all, pts)
 
+        finder.settle()
         if finder.count == 1 and finder.first is not None and clip.source_frames > 1:
             # One keyframe: compare it with the frame ``still_seconds`` later.
             gap = max(1, round(self.options.still_seconds * clip.source_rate))

@@ -36,6 +36,9 @@ BOX_THRESHOLD = 0.5
 #: DB predicts shrunk text kernels; a box is grown back by area * ratio / perimeter on each side.
 UNCLIP_RATIO = 1.6
 REC_HEIGHT = 48
+#: Crops recognised in one run are at most this much wider than the narrowest of them (see
+#: :meth:`TextDetector.read_many`).
+RUN_WIDTH_SPREAD = 1.25
 
 BGRImage = npt.NDArray[np.uint8]
 
@@ -191,28 +194,39 @@ class TextDetector:
         return self.read_many([image])[0]
 
     def read_many(self, images: list[BGRImage]) -> list[tuple[str, float]]:
-        """:meth:`read` for several crops in one run of the network (each padded on the right to the
-        widest, as PP-OCR batches them)."""
-        import cv2
-
+        """:meth:`read` for several crops, in runs of the network over crops of about the same width (each
+        padded on the right to the widest of its run, as PP-OCR batches them): the network's cost grows
+        with the padded width, and a short line batched with a long one cost as much as the long one."""
         with self._lock:
             if self._rec is None:
                 self._rec = _session(REC_MODEL)
                 meta = self._rec.get_modelmeta().custom_metadata_map
                 self._characters = ["", *meta["character"].splitlines(), " "]
         results: list[tuple[str, float]] = [("", 0.0)] * len(images)
-        readable = [n for n, image in enumerate(images) if min(image.shape[:2]) >= 2]
-        if not readable:
-            return results
-        widths = [max(16, min(3200, math.ceil(REC_HEIGHT * images[n].shape[1] / images[n].shape[0])))
-                  for n in readable]
-        batch = np.zeros((len(readable), 3, REC_HEIGHT, max(widths)), np.float32)
-        for row, (n, width) in enumerate(zip(readable, widths, strict=True)):
-            crop = np.asarray(cv2.resize(np.ascontiguousarray(images[n]), (width, REC_HEIGHT),
+        widths = {n: max(16, min(3200, math.ceil(REC_HEIGHT * image.shape[1] / image.shape[0])))
+                  for n, image in enumerate(images) if min(image.shape[:2]) >= 2}
+        batch: list[int] = []
+        for n in sorted(widths, key=widths.__getitem__):
+            if batch and widths[n] > RUN_WIDTH_SPREAD * widths[batch[0]]:
+                self._recognise(images, batch, widths, results)
+                batch = []
+            batch.append(n)
+        if batch:
+            self._recognise(images, batch, widths, results)
+        return results
+
+    def _recognise(self, images: list[BGRImage], batch: list[int], widths: dict[int, int],
+                   results: list[tuple[str, float]]) -> None:
+        """One run of the recogniser over ``images[n]`` for each ``n`` in ``batch``, into ``results[n]``."""
+        import cv2
+
+        rows = np.zeros((len(batch), 3, REC_HEIGHT, max(widths[n] for n in batch)), np.float32)
+        for row, n in enumerate(batch):
+            crop = np.asarray(cv2.resize(np.ascontiguousarray(images[n]), (widths[n], REC_HEIGHT),
                                          interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
-            batch[row, :, :, :width] = _normalised(crop)[0]
-        out = self._rec.run(None, {self._rec.get_inputs()[0].name: batch})[0]
-        for row, n in enumerate(readable):
+            rows[row, :, :, :widths[n]] = _normalised(crop)[0]
+        out = self._rec.run(None, {self._rec.get_inputs()[0].name: rows})[0]
+        for row, n in enumerate(batch):
             indices, probs = out[row].argmax(axis=1), out[row].max(axis=1)
             text, confidences, previous = [], [], -1
             for index, prob in zip(indices.tolist(), probs.tolist(), strict=True):
@@ -221,7 +235,6 @@ class TextDetector:
                     confidences.append(prob)
                 previous = index
             results[n] = ("".join(text).strip(), float(np.mean(confidences)) if confidences else 0.0)
-        return results
 
 
 _DEVICE_WORDS = re.compile(
