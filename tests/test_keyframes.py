@@ -132,3 +132,12 @@ def test_detection_coarse_pass_is_cancelled_mid_way(tmp_path: Path) -> None:
         coarse_scan(path, BuiltinDetector(), ReadSettings(), cancel=cancel)
     full = coarse_scan(path, BuiltinDetector(), ReadSettings())
     assert len(full.key_frames) == 8 and len(asked) < full.index.frame_count // 64 + 1
+
+
+def test_detection_scores_every_keyframe_of_an_open_gop_clip(tmp_path: Path) -> None:
+    """One decoder fed the keyframes alone scored 3 of these 8 (0, 25 and 50), and the finder fed by it saw
+    them last first."""
+    path = tmp_path / "open-gop.mp4"
+    ffmpeg(*SOURCE, "-pix_fmt", "yuv420p", *VARIANTS["open-gop.mp4"], path)
+    scan = coarse_scan(path, BuiltinDetector(), ReadSettings())
+    assert scan.key_frames.tolist() == list(range(0, 200, 25))

@@ -55,7 +55,8 @@ class ReadSettings:
     #: so the stills figures carry over.  AREA is ~0.4 ms per 1080p frame cheaper but shifts built-in
     #: scores by up to 0.04 (one decision flip in ~150 development stills).
     interpolation: str = "BILINEAR"
-    #: Decoder threads (0 = FFmpeg decides; a frame-threaded decoder keeps both cores busy).
+    #: Decoder threads of the refinement, sequential and ``coarse_frames="reference"`` passes (0 = FFmpeg
+    #: decides; a frame-threaded decoder keeps both cores busy).  The keyframe pass has a decoder per core.
     threads: int = 0
     #: swscale threads for the shrink: one, because the output is tiny and the decoder threads already
     #: use the cores (slice threads here cost ~15 % more CPU and 2-3x the wall time per frame).

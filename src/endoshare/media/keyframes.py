@@ -1,20 +1,22 @@
-"""A video's keyframes decoded on every core, handed over in the order one decoder would give them.
+"""A video's keyframes decoded on every core, each as if the video started there, in decode order.
 
 Detection's coarse pass and the overlay finder's own pass read a clip from start to end and decode only
-its keyframes.  At 1080p that decoding is most of their cost, and one H.264 decoder cannot spread it: a
-recorder's single-slice pictures give slice threads nothing to share, and frame threads wait on each
-other even for pictures that reference none.  Keyframes are independently decodable, so each one here
-goes to whichever of several decoders is free, in worker threads (PyAV releases the GIL while FFmpeg
-demuxes, decodes and scales), while the caller's thread demuxes and uses the pictures already decoded.
-
-Each decoder is drained and reset after every keyframe, so a packet's pictures are known to be all of
-its pictures once its decoder returns, and they are handed over in packet (decode) order: the pictures,
-their pts and their order are those of a single decoder fed the same packets with ``skip_frame =
-NONKEY`` (``tests/test_keyframes.py`` compares them on closed and open GOPs, MPEG-TS and HEVC).  At most
+its keyframes: this is the one place that does it for both.  Each keyframe packet goes to a decoder of
+its own, opened for that packet alone and drained after it (about 0.1 ms to open; no measurable CPU
+against one decoder kept open), so that a keyframe gives the picture a seek to it would give, whatever
+came before.  One decoder fed the keyframes alone does not: on an open-GOP H.264 clip (non-IDR keyframes
+with recovery points) it gave 3 of 8 keyframes, last first, as if the skipped pictures between them were
+missing references.  The decoders run in worker threads (PyAV releases the GIL while FFmpeg demuxes,
+decodes and scales), one per core, while the caller's thread demuxes and uses the pictures already
+decoded; the pictures are handed over in packet order (presentation order for keyframes), and at most
 :data:`AHEAD` keyframes per decoder are decoded ahead of the caller, which bounds memory.
 
-With ``every_reference`` every packet goes to one decoder instead, in order (the reference pictures
-between keyframes depend on each other, so they cannot be shared out).
+Speed: the single decoder this replaced was frame-threaded, and FFmpeg's frame threads do decode
+independent keyframes side by side (1080p H.264, 43 keyframes: 0.86 s on one thread, 0.48 s with frame
+threads, 0.52 s here, best of 6 at load 4), so this is no faster; see docs/benchmarks.md.
+
+With ``every_reference`` every packet goes to one frame-threaded decoder instead, in order (the
+reference pictures between keyframes depend on each other).
 """
 
 from __future__ import annotations
@@ -170,9 +172,8 @@ class _DecoderSettings:
     """What FFmpeg set up the stream's decoder with (from the container), to open a fresh one per keyframe.
 
     Fresh, not one decoder per thread drained and reset after each keyframe: FFmpeg's HEVC decoder gives
-    wrong pictures after a few resets (``avcodec_flush_buffers``; seen with FFmpeg in PyAV 18), and a
-    decoder costs about 0.1 ms to open.  Only the settings a decoder reads from its context are copied:
-    the bitstream states the rest.
+    wrong pictures after a few resets (``avcodec_flush_buffers``, seen with PyAV 18's FFmpeg on x265 open
+    GOPs).  Only the settings a decoder reads from its context are copied: the bitstream states the rest.
     """
 
     codec: str
