@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import pytest
 
+from endoshare.cases import discover_case
 from endoshare.detect.builtin import BuiltinDetector
 from endoshare.detect.sampling import ReadSettings, coarse_scan
 from endoshare.errors import CancelledError
 from endoshare.media import keyframes
+from endoshare.media.join import plan_join
 from endoshare.media.keyframes import AHEAD, KeyframeReader
+from endoshare.overlay.find import OverlayFinder, OverlayOptions
+from endoshare.pipeline import probe_case
+from endoshare.sample import write_clip
 from media import ffmpeg
+from overlay_media import STYLES, Line, draw, inbody, text_boxes
 
 SOURCE = ("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=8,"
           "hue=H=2*PI*t/3")   # the colours turn, so no two keyframes are alike
@@ -141,3 +148,25 @@ def test_detection_scores_every_keyframe_of_an_open_gop_clip(tmp_path: Path) -> 
     ffmpeg(*SOURCE, "-pix_fmt", "yuv420p", *VARIANTS["open-gop.mp4"], path)
     scan = coarse_scan(path, BuiltinDetector(), ReadSettings())
     assert scan.key_frames.tolist() == list(range(0, 200, 25))
+
+
+def test_a_banner_in_an_open_gop_clip_is_masked(tmp_path: Path) -> None:
+    """The overlay finder's own pass on an open-GOP H.264 clip: with one decoder fed the keyframes alone it
+    read 3 of the 6 keyframes, out of order, and left this patient ID unmasked on all 40 frames."""
+    width, height, rate = 640, 360, 10
+    banner = (Line("PID 40417731  NAKAMURA", "id", 0.3, 0.45),)
+
+    def frames():  # type: ignore[no-untyped-def]
+        for index in range(12 * rate):
+            picture = inbody(index * 3, width, height, 5, Fraction(25))
+            yield draw(picture, banner, STYLES[0]) if 44 <= index < 84 else picture
+
+    (tmp_path / "case").mkdir()
+    write_clip(tmp_path / "case" / "clip.mp4", frames(), rate=Fraction(rate), gop=2 * rate,
+               options={"crf": "20", "bf": "2", "x264-params": "open-gop=1"})
+    finder = OverlayFinder(plan_join(probe_case(discover_case(tmp_path / "case"))), OverlayOptions())
+    overlays = finder.run()
+    assert finder.keyframes_read == 6 and overlays.samples == (0, 20, 40, 60, 80, 100)
+    x0, y0, x1, y1 = text_boxes(banner, STYLES[0], width, height)["id"]
+    for index in range(44, 84):
+        assert any(b.x0 <= x0 and b.y0 <= y0 and b.x1 >= x1 and b.y1 >= y1 for b in overlays.boxes_at(index)), index
