@@ -1,15 +1,14 @@
 """A video's keyframes decoded on every core, each as if the video started there, in decode order.
 
-Detection's coarse pass and the overlay finder's own pass read a clip from start to end and decode only
-its keyframes: this is the one place that does it for both.  Each keyframe packet goes to a decoder of
-its own, opened for that packet alone and drained after it (about 0.1 ms to open; with the threads, 5-8 %
-more CPU than one decoder kept open), so that a keyframe gives the picture a seek to it would give, whatever
-came before.  One decoder fed the keyframes alone does not: on an open-GOP H.264 clip (non-IDR keyframes
-with recovery points) it gave 3 of 8 keyframes, last first, as if the skipped pictures between them were
-missing references.  The decoders run in worker threads (PyAV releases the GIL while FFmpeg demuxes,
-decodes and scales), one per core, while the caller's thread demuxes and uses the pictures already
-decoded; the pictures are handed over in packet order (presentation order for keyframes), and at most
-:data:`AHEAD` keyframes per decoder are decoded ahead of the caller, which bounds memory.
+Detection's coarse pass and the overlay finder's own pass read a clip from start to end and decode only its
+keyframes: this is the one place that does it for both.  Each keyframe packet goes to a decoder of its own,
+fresh or reset (:data:`RESETTABLE`), and is drained after it, so that a keyframe gives the picture a seek to
+it would give, whatever came before.  One decoder fed the keyframes alone does not: on an open-GOP H.264
+clip (non-IDR keyframes with recovery points) it gave 3 of 8 keyframes, last first, as if the skipped
+pictures between them were missing references.  The decoders run in worker threads (PyAV releases the GIL
+while FFmpeg demuxes, decodes and scales), one per core, while the caller's thread demuxes and uses the
+pictures already decoded; the pictures are handed over in packet order (presentation order for keyframes),
+and at most :data:`AHEAD` keyframes per decoder are decoded ahead of the caller, which bounds memory.
 
 Speed: the single decoder this replaced was frame-threaded, and FFmpeg's frame threads do decode
 independent keyframes side by side (1080p H.264, 43 keyframes: 0.86 s on one thread, 0.48 s with frame
@@ -22,6 +21,7 @@ reference pictures between keyframes depend on each other).
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,6 +40,12 @@ from .probe import open_input
 AHEAD = 2
 
 PacketCallback = Callable[[av.Packet], None]
+
+#: Decoders that, reset after a keyframe (``avcodec_flush_buffers``), give the next keyframe exactly as a fresh
+#: one does (``tests/test_keyframes.py``): each worker keeps one, which saves most of the 5-8 % of CPU a fresh
+#: decoder per keyframe costs (its picture buffers and tables are allocated anew).  Not HEVC: FFmpeg's HEVC decoder
+#: gives wrong pictures from the third keyframe on after resets (x265 open GOPs, PyAV 18).
+RESETTABLE = frozenset({"h264", "mpeg2video"})
 
 
 def default_decoders() -> int:
@@ -144,10 +150,15 @@ class KeyframeReader:
         template = self.stream.codec_context
         settings = _DecoderSettings.of(template, self.options)
 
+        kept = threading.local()        # each worker's decoder, for the codecs that may be reset
+
         def decode(packet: av.Packet) -> list[av.VideoFrame]:
-            context = settings.decoder()
+            context = getattr(kept, "context", None) or settings.decoder()
             frames = _decode(context, packet, self.path)
             frames.extend(_decode(context, None, self.path))        # drain: every picture of this packet
+            if settings.codec in RESETTABLE:
+                context.flush_buffers()
+                kept.context = context
             return frames
 
         pending: deque[Future[list[av.VideoFrame]]] = deque()
@@ -169,11 +180,9 @@ class KeyframeReader:
 
 @dataclass(frozen=True)
 class _DecoderSettings:
-    """What FFmpeg set up the stream's decoder with (from the container), to open a fresh one per keyframe.
+    """What FFmpeg set up the stream's decoder with (from the container), to open fresh ones like it.
 
-    Fresh, not one decoder per thread drained and reset after each keyframe: FFmpeg's HEVC decoder gives
-    wrong pictures after a few resets (``avcodec_flush_buffers``, seen with PyAV 18's FFmpeg on x265 open
-    GOPs).  Only the settings a decoder reads from its context are copied: the bitstream states the rest.
+    Only the settings a decoder reads from its context are copied: the bitstream states the rest.
     """
 
     codec: str
