@@ -10,9 +10,9 @@ while FFmpeg demuxes, decodes and scales), one per core, while the caller's thre
 pictures already decoded; the pictures are handed over in packet order (presentation order for keyframes),
 and at most :data:`AHEAD` keyframes per decoder are decoded ahead of the caller, which bounds memory.
 
-Speed: the single decoder this replaced was frame-threaded, and FFmpeg's frame threads do decode
-independent keyframes side by side (1080p H.264, 43 keyframes: 0.86 s on one thread, 0.48 s with frame
-threads, 0.52 s here, best of 6 at load 4), so this is no faster; see docs/benchmarks.md.
+Speed: the single decoder this replaced was frame-threaded, and FFmpeg's frame threads already decode
+independent keyframes side by side: on 106 keyframes of 1080p H.264 (quiet machine) one thread took 2.15 s,
+frame threads 1.22 s, this 1.13-1.16 s for 1-3 % more CPU (``benchmarks/bench_keyframes.py``).
 
 With ``every_reference`` every packet goes to one frame-threaded decoder instead, in order (the
 reference pictures between keyframes depend on each other).
