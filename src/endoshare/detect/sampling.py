@@ -21,7 +21,8 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import CancelledError, NoVideoStreamError, UnreadableMediaError
+from ..errors import CancelledError, UnreadableMediaError
+from ..media.keyframes import KeyframeReader, damaged, video_stream
 from ..media.probe import open_input
 from .base import SHRINK_HOOK, Detector
 from .cues import PacketIndex, RefinePlan
@@ -54,7 +55,8 @@ class ReadSettings:
     #: so the stills figures carry over.  AREA is ~0.4 ms per 1080p frame cheaper but shifts built-in
     #: scores by up to 0.04 (one decision flip in ~150 development stills).
     interpolation: str = "BILINEAR"
-    #: Decoder threads (0 = FFmpeg decides; a frame-threaded decoder keeps both cores busy).
+    #: Decoder threads of the refinement, sequential and ``coarse_frames="reference"`` passes (0 = FFmpeg
+    #: decides; a frame-threaded decoder keeps both cores busy).  The keyframe pass has a decoder per core.
     threads: int = 0
     #: swscale threads for the shrink: one, because the output is tiny and the decoder threads already
     #: use the cores (slice threads here cost ~15 % more CPU and 2-3x the wall time per frame).
@@ -151,25 +153,12 @@ class _Reader:
         self._batch_keys.clear()
 
 
-def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    raise NoVideoStreamError(f"{path} has no video stream (audio-only?); give the video recording instead.",
-                             path=path)
-
-
 def _frame_rate(stream: av.video.stream.VideoStream, path: Path) -> Fraction:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
             return Fraction(rate)
     raise UnreadableMediaError(f"{path} does not state a frame rate, so margins in seconds cannot be turned "
                                "into frames; remux it (e.g. ffmpeg -i IN -c copy -r 25 OUT.mp4).", path=path)
-
-
-def _damaged(path: Path, exc: Exception) -> UnreadableMediaError:
-    return UnreadableMediaError(f"{path} is damaged ({exc}); check that it plays, copy it again from the "
-                                "recorder, or remove it from the case.", path=path)
 
 
 def _packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
@@ -180,7 +169,7 @@ def _packets(container: av.container.InputContainer, stream: av.video.stream.Vid
                 continue  # the empty flush packet the demuxer ends with
             yield packet
     except av.error.FFmpegError as exc:
-        raise _damaged(path, exc) from None
+        raise damaged(path, exc) from None
 
 
 def _decode(packet: av.Packet | None, stream: av.video.stream.VideoStream) -> list[av.VideoFrame]:
@@ -222,11 +211,34 @@ class PtsUnusableError(Exception):
     """The packets lack unique timestamps; frame indices must come from a sequential decode."""
 
 
+class _PacketLog:
+    """What the coarse pass keeps of every displayed packet (decode order), with progress and cancel checks."""
+
+    def __init__(self, reader: _Reader, total: int | None) -> None:
+        self.reader = reader
+        self.total = total
+        self.pts: list[int] = []
+        self.sizes: list[int] = []
+        self.keys: list[bool] = []
+
+    def __call__(self, packet: av.Packet) -> None:
+        if packet.pts is None:
+            raise PtsUnusableError(str(self.reader.path))
+        self.pts.append(int(packet.pts))
+        self.sizes.append(int(packet.size))
+        self.keys.append(bool(packet.is_keyframe))
+        done = len(self.pts)
+        self.reader.report("index", done, self.total, "packets")
+        if done % PROGRESS_EVERY == 0:
+            self.reader.check_cancel()
+
+
 def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
                 progress: ProgressCallback | None = None, cancel: CancelCallback | None = None,
                 frames: str = "keyframes", sink: KeyframeSink | None = None) -> CoarseScan:
-    """Demux every packet of the video stream; decode and score the keyframes only, or (``frames=
-    "reference"``) every picture that others are predicted from (all but the disposable B-frames).
+    """Demux every packet of the video stream; decode and score the keyframes only (on every core, see
+    :mod:`~endoshare.media.keyframes`), or (``frames="reference"``) every picture that others are predicted
+    from (all but the disposable B-frames).
 
     With keyframes only, each decoded keyframe also goes to ``sink``, and ``sink.scanned`` is called once
     the scan completed (not when it fails half-way).
@@ -236,46 +248,20 @@ def coarse_scan(path: Path, detector: Detector, settings: ReadSettings,
     every_reference = frames == "reference"
     sink = None if every_reference else sink
     reader = _Reader(path, detector, settings, progress, cancel)
-    pts_list: list[int] = []
-    sizes: list[int] = []
-    keys: list[bool] = []
-    with open_input(path) as container:
-        stream = _video_stream(container, path)
-        rate = _frame_rate(stream, path)
-        total = int(stream.frames) if stream.frames else None
-        stream.codec_context.skip_frame = "NONREF" if every_reference else "NONKEY"
-        stream.codec_context.thread_type = "AUTO"
-        stream.codec_context.thread_count = settings.threads
-        stream.codec_context.options = _decoder_options(settings)
-        for packet in _packets(container, stream, path):
-            if packet.is_discard:
-                continue  # hidden by an edit list: never displayed, so not a frame of the timeline
-            if packet.pts is None:
-                raise PtsUnusableError(str(path))
-            pts_list.append(int(packet.pts))
-            sizes.append(int(packet.size))
-            keys.append(bool(packet.is_keyframe))
-            if packet.is_keyframe or every_reference:
-                for frame in _decode(packet, stream):
-                    reader.frames_decoded += 1
-                    if frame.pts is not None:
-                        reader.add(int(frame.pts), frame)
-                        if sink is not None:
-                            sink.keyframe(int(frame.pts), frame)
-            reader.report("index", len(pts_list), total, "packets")
-            if len(pts_list) % PROGRESS_EVERY == 0:
-                reader.check_cancel()
-        for frame in _decode(None, stream):
-            reader.frames_decoded += 1
-            if frame.pts is not None:
-                reader.add(int(frame.pts), frame)
-                if sink is not None:
-                    sink.keyframe(int(frame.pts), frame)
+    with KeyframeReader(path, skip_loop_filter=settings.skip_loop_filter, every_reference=every_reference,
+                        threads=settings.threads) as pictures:
+        rate = _frame_rate(pictures.stream, path)
+        log = pictures.on_packet = _PacketLog(reader, int(pictures.stream.frames) or None)
+        for pts, frame in pictures:
+            reader.add(pts, frame)
+            if sink is not None:
+                sink.keyframe(pts, frame)
         reader.flush()
-        reader.report("index", len(pts_list), len(pts_list), "packets", force=True)
-    if len(set(pts_list)) != len(pts_list):
+        reader.frames_decoded = pictures.frames_decoded
+        reader.report("index", len(log.pts), len(log.pts), "packets", force=True)
+    if len(set(log.pts)) != len(log.pts):
         raise PtsUnusableError(str(path))
-    index = PacketIndex.from_decode_order(pts_list, sizes, keys)
+    index = PacketIndex.from_decode_order(log.pts, log.sizes, log.keys)
     if sink is not None:
         sink.scanned(index.index_of_pts)
     # (not "frames": that is the str parameter saying what was decoded)
@@ -397,7 +383,7 @@ class _Refiner:
         try:
             self.container.seek(int(index.pts[first]), stream=stream, backward=True, any_frame=False)
         except av.error.FFmpegError as exc:
-            raise _damaged(self.reader.path, exc) from None
+            raise damaged(self.reader.path, exc) from None
         # Once the last packet (in decode order) of a frame of the range is sent, the decoder is drained
         # rather than fed the next GOP's keyframe: an open GOP's leading frames, shown before ``end`` but
         # decoded after the next keyframe, are among those packets.
@@ -598,7 +584,7 @@ def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Det
     scored if decoded (size spikes)."""
     reader = _Reader(path, detector, settings, progress, cancel)
     with open_input(path) as container:
-        stream = _video_stream(container, path)
+        stream = video_stream(container, path)
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.thread_count = settings.threads
         stream.codec_context.options = _decoder_options(settings)
@@ -636,7 +622,7 @@ def score_sequential(path: Path, detector: Detector, settings: ReadSettings, ste
     reader = _Reader(path, detector, settings, progress, cancel)
     count = 0
     with open_input(path) as container:
-        stream = _video_stream(container, path)
+        stream = video_stream(container, path)
         rate = _frame_rate(stream, path)
         total = int(stream.frames) if stream.frames else None
         stream.codec_context.thread_type = "AUTO"

@@ -55,6 +55,7 @@ import numpy.typing as npt
 from ..errors import UnreadableMediaError
 from ..media.frames import normalise, picture_array, uint8_array
 from ..media.join import ClipPlan, JoinPlan
+from ..media.keyframes import KeyframeReader
 from ..media.probe import open_input
 from ..types import Cancel, Progress, check_cancelled
 from .mask import yuv_planes
@@ -752,30 +753,20 @@ class OverlayFinder:
         return OverlaySet.of(regions, samples)
 
     def _scan(self, position: int, clip: ClipPlan) -> None:
-        """Read ``clip`` from start to end, decoding its keyframes only (no seeking), into a finder."""
-        path = clip.info.path
+        """Read ``clip`` from start to end, decoding its keyframes only (no seeking, every core), into a finder."""
         finder = self.sink(clip)
         pts_all: list[int] = []
-        with open_input(path) as container:
-            stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
-            context = stream.codec_context
-            context.skip_frame = "NONKEY"
-            context.thread_type = "AUTO"
-            if self.options.skip_loop_filter:
-                context.options = {"skip_loop_filter": "all"}
-            try:
-                for packet in container.demux(stream):
-                    if packet.is_discard or (packet.size == 0 and packet.dts is None):
-                        continue        # hidden by an edit list, or the demuxer's empty flush packet
-                    if packet.pts is not None:
-                        pts_all.append(int(packet.pts))
-                    if packet.is_keyframe:
-                        check_cancelled(self.cancel)
-                        self._feed(finder, _decoded(stream, packet))
-                self._feed(finder, _decoded(stream, None))
-            except av.error.FFmpegError as exc:
-                raise UnreadableMediaError(f"{path} cannot be read to the end ({exc}); the recording is damaged: "
-                                           "copy it again or remove it from the case.", path=str(path)) from None
+
+        def packet_seen(packet: av.Packet) -> None:
+            if packet.pts is not None:
+                pts_all.append(int(packet.pts))
+
+        with KeyframeReader(clip.info.path, stream_index=clip.info.video.index, on_packet=packet_seen,
+                            skip_loop_filter=self.options.skip_loop_filter) as keyframes:
+            for pts, frame in keyframes:
+                check_cancelled(self.cancel)
+                self.keyframes_read += 1
+                finder.keyframe(pts, frame)
         pts_all.sort()
 
         def frame_of(pts: int) -> int:
@@ -789,12 +780,6 @@ class OverlayFinder:
             if partner is not None:
                 finder.keyframe(*partner)
         finder.finish(frame_of)
-
-    def _feed(self, finder: ClipOverlays, frames: list[av.VideoFrame]) -> None:
-        for frame in frames:
-            if frame.pts is not None:
-                self.keyframes_read += 1
-                finder.keyframe(int(frame.pts), frame)
 
     def _frame_after(self, clip: ClipPlan, pts: int, gap: int) -> tuple[int, av.VideoFrame] | None:
         """The first decoded frame ``gap`` source frames after ``pts`` (or the last one), and its pts."""
@@ -887,13 +872,6 @@ class OverlayFinder:
             regions.append(OverlayRegion(box, start, end, "overlay", labels, masked=not keep,
                                          seen_at=tuple(times[p] for p in range(first, last + 1))))
         return regions
-
-
-def _decoded(stream: av.video.stream.VideoStream, packet: av.Packet | None) -> list[av.VideoFrame]:
-    try:
-        return list(stream.codec_context.decode(packet))
-    except av.error.InvalidDataError:
-        return []       # a corrupt packet yields no picture; the keyframes around it are still read
 
 
 def find_overlays(plan: JoinPlan, options: OverlayOptions = OverlayOptions(), progress: Progress | None = None,
