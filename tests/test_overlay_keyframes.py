@@ -274,6 +274,8 @@ def test_keyframes_are_taken_on_the_finders_thread(tmp_path: Path, detector: Tex
     with pytest.raises(ValueError, match="broken picture"):
         finder.run()
     assert seen and all(seen)
+    with pytest.raises(RuntimeError, match="shutdown"):     # run() ended the finder's thread, even on error
+        finder.worker.submit(print)
 
 
 def test_a_finder_replaced_while_its_work_is_queued_is_dropped(tmp_path: Path, detector: TextDetector) -> None:
@@ -294,5 +296,7 @@ def test_a_finder_replaced_while_its_work_is_queued_is_dropped(tmp_path: Path, d
     finder.sink(plan.clips[0]).keyframe(int(frames[0].pts or 0), frames[0])    # a new scan, stopped half-way
     release.set()
     overlays = finder.run()
+    with pytest.raises(RuntimeError, match="shutdown"):     # the finder's thread ended with run()
+        finder.worker.submit(print)
     assert finder.keyframes_read == len(frames) == 6
     assert overlays == find_overlays(plan, detector=detector)

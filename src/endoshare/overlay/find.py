@@ -711,7 +711,7 @@ class OverlayFinder:
         self.read_pixels = 0
         #: Keyframes the finder decoded itself (not fed by detection).
         self.keyframes_read = 0
-        #: The thread that takes the keyframes (one, so that they are taken in order); it ends with the finder.
+        #: The thread that takes the keyframes (one, so that they are taken in order); :meth:`run` ends it.
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay-finder")
         #: The clips fed in full whose regions are being made on that thread (see :meth:`ClipOverlays.scanned`).
         self.finishing: list[Future[None]] = []
@@ -737,20 +737,24 @@ class OverlayFinder:
             self._results[clip.position] = (regions, samples)
 
     def run(self) -> OverlaySet:
-        """The regions of every clip: those fed in full, and each other clip read here."""
-        while self.finishing:
-            self.finishing.pop(0).result()
-        regions: list[OverlayRegion] = []
-        samples: list[int] = []
-        for position, clip in enumerate(self.plan.clips):
-            if position not in self._results:
-                self._scan(position, clip)
-            clip_regions, clip_samples = self._results[position]
-            regions.extend(clip_regions)
-            samples.extend(clip_samples)
-            if self.progress is not None:
-                self.progress(position + 1, len(self.plan.clips))
-        return OverlaySet.of(regions, samples)
+        """The regions of every clip: those fed in full, and each other clip read here.  The finder's
+        thread ends here, whatever happens (a queue or the desktop app runs many cases in one process)."""
+        try:
+            while self.finishing:
+                self.finishing.pop(0).result()
+            regions: list[OverlayRegion] = []
+            samples: list[int] = []
+            for position, clip in enumerate(self.plan.clips):
+                if position not in self._results:
+                    self._scan(position, clip)
+                clip_regions, clip_samples = self._results[position]
+                regions.extend(clip_regions)
+                samples.extend(clip_samples)
+                if self.progress is not None:
+                    self.progress(position + 1, len(self.plan.clips))
+            return OverlaySet.of(regions, samples)
+        finally:
+            self.worker.shutdown(wait=True, cancel_futures=True)
 
     def _scan(self, position: int, clip: ClipPlan) -> None:
         """Read ``clip`` from start to end, decoding its keyframes only (no seeking, every core), into a finder."""
