@@ -604,6 +604,34 @@ def test_unusable_margins_are_refused(tmp_path: Path) -> None:
     assert loaded.mask_overlays is True and loaded.mode == "advanced"
 
 
+def test_settings_of_the_earlier_layout_are_carried_over(tmp_path: Path) -> None:
+    """A settings file written before the choices were one key per option keeps its choices (it used to
+    fall back to the defaults once); a damaged one still falls back, and today's keys win."""
+    store = QSettings(str(tmp_path / "old.ini"), QSettings.Format.IniFormat)
+    earlier = {"folders/archive": str(tmp_path / "archive"), "folders/shared": str(tmp_path / "shared"),
+               "render/mode": "advanced", "render/redaction": "blur", "render/codec": "hevc", "render/crf": "30",
+               "render/preset": "slow", "render/height": "", "detector/name": "none", "detector/weights": "",
+               "detector/margin_seconds": "3/10", "render/keep_audio": "true", "render/mask_overlays": "false",
+               "render/keep_device_settings": "true", "run/workers": "2", "review/required": "false"}
+    for key, value in earlier.items():
+        store.setValue(key, value)
+    loaded = load_settings(store)
+    options = loaded.options
+    assert (options.mode, options.redaction.value, options.detector) == ("advanced", "blur", "none")
+    assert (options.encode.codec, options.encode.crf, options.encode.preset, options.encode.height) == (
+        "hevc", 30, "slow", None)
+    assert options.margin_seconds == Fraction(3, 10) and options.weights is None
+    assert options.keep_audio and not options.mask_overlays and options.keep_device_settings
+    assert loaded.workers == 2 and not loaded.require_review
+    store.setValue("render/mask_overlays", "maybe")        # damaged: the safe default (masking) again
+    store.setValue("render/crf", "99")                     # out of range: the codec's default
+    assert load_settings(store).options.mask_overlays is True
+    assert load_settings(store).options.encode.crf is None
+    save_settings(store, loaded)                            # saved in today's layout, which wins from then on
+    store.setValue("render/mode", "fast")
+    assert load_settings(store).options == options
+
+
 def test_keep_audio_reaches_the_output(qtbot, make_window, tmp_path: Path) -> None:
     folder = tmp_path / "audio-case"
     folder.mkdir()

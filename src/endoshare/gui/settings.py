@@ -171,16 +171,49 @@ def _optional_int(text: str) -> int | None:
     return int(text) if text.strip().lstrip("-").isdigit() else None
 
 
+#: Where settings files written before the choices were one group per ProcessOptions field (Endoshare 0.x up
+#: to the engineering gate) kept the choices that existed then: (field, key, nested EncodeSettings field).
+_EARLIER_KEYS = (("mode", "render/mode", None), ("redaction", "render/redaction", None),
+                 ("detector", "detector/name", None), ("weights", "detector/weights", None),
+                 ("margin_seconds", "detector/margin_seconds", None), ("keep_audio", "render/keep_audio", None),
+                 ("mask_overlays", "render/mask_overlays", None),
+                 ("keep_device_settings", "render/keep_device_settings", None),
+                 ("encode", "render/codec", "codec"), ("encode", "render/crf", "crf"),
+                 ("encode", "render/preset", "preset"), ("encode", "render/height", "height"))
+
+
+def _earlier_choices(store: QSettings, base: dict[str, Any]) -> dict[str, Any]:
+    """The choices a settings file of the earlier layout holds, in record form (read only where a choice
+    has no key of its own yet; the next save writes them in today's layout)."""
+    found: dict[str, Any] = {}
+    for name, key, part in _EARLIER_KEYS:
+        raw = store.value(key)
+        if raw is None:
+            continue
+        text = str(raw)
+        value: Any = text
+        if isinstance(base[name], bool):
+            value = {"true": True, "false": False}.get(text.lower(), text)
+        elif name == "weights" or part in ("crf", "height"):
+            value = None if text == "" else (_optional_int(text) if part else text)
+        if part is None:
+            found[name] = value
+        else:
+            found[name] = {**found.get(name, base[name]), part: value}
+    return found
+
+
 def _stored_choices(store: QSettings, base: ProcessOptions) -> dict[str, Any]:
     """The stored processing choices; each one missing or unusable (damaged, unknown, refused by
     ProcessOptions) is left at its default.  Anything but an explicit "mask overlays: false" thus masks."""
     record = base.to_record()
+    earlier = _earlier_choices(store, record)
     for name in sorted(set(record) - NOT_SETTINGS):
         raw = store.value(f"{CHOICES_GROUP}/{name}")
-        if raw is None:
+        if raw is None and name not in earlier:
             continue
         try:
-            value = json.loads(str(raw))
+            value = json.loads(str(raw)) if raw is not None else earlier[name]
             ProcessOptions.from_record({**record, name: value})
         except (ValueError, TypeError):
             continue
