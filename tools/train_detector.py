@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
+from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -109,32 +111,39 @@ def build_views(rows: list[data.Row], size: int, views_per_row: int, generated: 
     return concat_views(*parts)
 
 
+def transformed_views(rows: list[data.Row], size: int, views_per_row: int, rng: np.random.Generator,
+                      transform: Callable[[Image.Image, np.random.Generator], Image.Image], scenes: int = 0) -> Views:
+    """Every trainable frame, in body or out of body, ``views_per_row`` times augmented and then passed
+    through ``transform``; then ``scenes`` generated out-of-body scenes the same way (drawn from ``rng`` in
+    this order, so that a pass gives the same views from the same seed)."""
+    inputs, target, source, label, row_index = [], [], [], [], []
+
+    def add(picture: Image.Image, value: int, row_source: str, row_label: str, index: int) -> None:
+        inputs.append(data.to_model_input(transform(data.augment(picture, rng), rng), size))
+        target.append(value)
+        source.append(row_source)
+        label.append(row_label)
+        row_index.append(index)
+
+    for index, row in enumerate(rows):
+        if row.trainable and row.target is not None:
+            picture = data.load_picture(row)
+            for _ in range(views_per_row):
+                add(picture, row.target, row.source, row.label, index)
+    for _ in range(scenes):
+        kind, picture = data.generated_scene(rng)
+        add(picture, 1, f"generated/{kind}", f"generated:{kind}", -1)
+    n = len(inputs)
+    return Views(np.stack(inputs), np.asarray(target, dtype=np.int64), np.asarray(source), np.asarray(label),
+                 np.ones(n, dtype=bool), np.asarray([r < 0 for r in row_index], dtype=bool), np.asarray(row_index))
+
+
 def build_screen_views(rows: list[data.Row], size: int, views_per_row: int, generated: int, seed: int) -> Views:
     """The third pass (a seed of its own, so the passes before stay as they were): every trainable frame,
     in body or out of body, and generated scenes, set into a recorder's screen (``data.recorder_screen``:
     dark bands of status text, opaque info panels, icons).  Without it, a colonoscope's recording with a
     teal info box scored like a room (holohub, leave-one-source-out)."""
-    rng = np.random.default_rng(seed)
-    inputs, target, source, label, row_index = [], [], [], [], []
-    for index, row in enumerate(rows):
-        if row.trainable and row.target is not None:
-            picture = data.load_picture(row)
-            for _ in range(views_per_row):
-                inputs.append(data.to_model_input(data.recorder_screen(data.augment(picture, rng), rng), size))
-                target.append(row.target)
-                source.append(row.source)
-                label.append(row.label)
-                row_index.append(index)
-    for _ in range(generated):
-        kind, picture = data.generated_scene(rng)
-        inputs.append(data.to_model_input(data.recorder_screen(data.augment(picture, rng), rng), size))
-        target.append(1)
-        source.append(f"generated/{kind}")
-        label.append(f"generated:{kind}")
-        row_index.append(-1)
-    n = len(inputs)
-    return Views(np.stack(inputs), np.asarray(target, dtype=np.int64), np.asarray(source), np.asarray(label),
-                 np.ones(n, dtype=bool), np.asarray([r < 0 for r in row_index]), np.asarray(row_index))
+    return transformed_views(rows, size, views_per_row, np.random.default_rng(seed), data.recorder_screen, generated)
 
 
 def build_glare_views(rows: list[data.Row], size: int, views_per_row: int, seed: int) -> Views:
@@ -143,20 +152,7 @@ def build_glare_views(rows: list[data.Row], size: int, views_per_row: int, seed:
     overexposed close-up, large soft white patches, specular highlights).  Without it, glare close-ups
     inside the patient scored like a room (egoodman92/00008, Cholec80 with a shining instrument: the
     largest false spans of the video-level simulation)."""
-    rng = np.random.default_rng(seed)
-    inputs, target, source, label, row_index = [], [], [], [], []
-    for index, row in enumerate(rows):
-        if row.trainable and row.target is not None:
-            picture = data.load_picture(row)
-            for _ in range(views_per_row):
-                inputs.append(data.to_model_input(data.glare(data.augment(picture, rng), rng), size))
-                target.append(row.target)
-                source.append(row.source)
-                label.append(row.label)
-                row_index.append(index)
-    n = len(inputs)
-    return Views(np.stack(inputs), np.asarray(target, dtype=np.int64), np.asarray(source), np.asarray(label),
-                 np.ones(n, dtype=bool), np.zeros(n, dtype=bool), np.asarray(row_index))
+    return transformed_views(rows, size, views_per_row, np.random.default_rng(seed), data.glare)
 
 
 def concat_views(*parts: Views) -> Views:
