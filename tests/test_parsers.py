@@ -121,6 +121,29 @@ def test_sei_user_data_is_read_unescaped() -> None:
     assert nal.sei_user_data(bytes([0x06, 5]), "h264") == []
 
 
+def test_an_h264_recovery_point_is_kept_rebuilt_and_nothing_else_of_its_sei() -> None:
+    """An open-GOP I picture is a place to start decoding only through its recovery point message (FFmpeg's
+    MP4 muxer lists it as a sync sample only then): that message is kept, rewritten from its four fields,
+    and every other message of the unit is dropped."""
+    user = bytes([nal.SEI_USER_DATA_UNREGISTERED, 22]) + bytes(16) + b"J\x00\x00\x03\x01ne"  # 22 once unescaped
+    recovery = bytes([nal.SEI_RECOVERY_POINT, 1, 0xC4])       # recovery_frame_cnt 0, exact match
+    unit = b"\x06" + user[:2] + user[2:] + recovery + b"\x80"
+    canonical = b"\x06\x06\x01\xc4\x80"
+    assert nal.allowed_unit(unit, "h264") == canonical
+    assert nal.allowed_unit(canonical, "h264") == canonical
+    assert nal.scrub_access_unit(nal.to_length_prefixed([unit, b"\x25\x88"], 4), "h264", 4) == \
+        nal.to_length_prefixed([canonical, b"\x25\x88"], 4)
+    assert nal.disallowed_units(nal.to_length_prefixed([unit, canonical], 4), "h264", 4) == [unit]
+    # recovery_frame_cnt 300 (Exp-Golomb over two bytes) with broken_link set: the same bits come back.
+    wide = b"\x06\x06\x03\x00\x96\xa4\x80"
+    assert nal.h264_recovery_point_sei(wide) == wide
+    # No recovery point, a message cut short, or a count no stream uses: the unit goes.
+    assert nal.allowed_unit(b"\x06" + user + b"\x80", "h264") is None
+    assert nal.allowed_unit(bytes([0x06, nal.SEI_RECOVERY_POINT, 2, 0xC4]), "h264") is None
+    assert nal.allowed_unit(b"\x06\x06\x05\x00\x00\x00\x00\x01\x80", "h264") is None
+    assert nal.allowed_unit(b"\x86\x06\x01\xc4\x80", "h264") is None      # forbidden bit set
+
+
 # --------------------------------------------------------------------------------------------------
 # Decoder configuration records
 

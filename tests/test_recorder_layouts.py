@@ -10,8 +10,10 @@ import av
 import pytest
 
 from endoshare.cases import discover_case
+from endoshare.detect.run import detect_video
 from endoshare.pipeline import CaseRequest, ProcessOptions, probe_case, process_case
-from media import ffmpeg
+from media import ffmpeg, process_spans
+from test_detect_video import RedTissueDetector
 
 #: How a recorder writes each container (FFmpeg arguments after the test pattern input).
 FORMATS = {
@@ -65,3 +67,40 @@ def test_each_recorder_format_is_processed(tmp_path: Path, suffix: str) -> None:
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     with av.open(str(result.output)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 50
+
+
+@pytest.mark.parametrize("suffix", sorted(FORMATS))
+def test_detection_reads_each_recorder_formats_frame_rate(tmp_path: Path, suffix: str) -> None:
+    """One second out of body (black), then three in body (red): the span ends one second in, plus the
+    0.2 s margin.  FFmpeg's DV demuxer reports 60000 fps; detection once took it, and its margin and gap
+    filling in seconds then covered the whole clip."""
+    path = tmp_path / f"clip{suffix}"
+    size = "720x576" if suffix in (".dv", ".mxf") else "320x240"
+    ffmpeg("-f", "lavfi", "-i", f"color=c=black:s={size}:r=25:d=1", "-f", "lavfi", "-i",
+           f"color=c=red:s={size}:r=25:d=3", "-filter_complex", "[0][1]concat=n=2:v=1[v]", "-map", "[v]",
+           *[a for a in FORMATS[suffix] if a not in ("-s", "320x240", "720x576")], path)
+    result = detect_video(path, RedTissueDetector())
+    assert result.frame_rate == 25
+    [span] = result.segments
+    assert span.start_frame == 0 and 30 <= span.end_frame <= 32, (suffix, result.segments)
+
+
+@pytest.mark.parametrize("spans", [(), ((30, 40),)])
+def test_an_open_gop_recording_is_copied_with_its_keyframes(tmp_path: Path, spans: tuple[tuple[int, int], ...]) -> None:
+    """Open GOPs (camcorders, broadcast encoders): non-IDR I pictures marked as keyframes by their recovery
+    point.  Fast mode used to drop that SEI with the others, the MP4 muxer then no longer listed those
+    pictures as sync samples, and the copied-packet check failed the case."""
+    clip = tmp_path / "case" / "clip.mp4"
+    clip.parent.mkdir()
+    ffmpeg("-f", "lavfi", "-i", "testsrc=rate=25:duration=4:size=320x240", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-x264-params", "open_gop=1:keyint=25:min-keyint=25:scenecut=0", "-bf", "3", clip)
+    with av.open(str(clip)) as container:
+        source_keys = sum(p.is_keyframe for p in container.demux(video=0) if p.size)
+    assert source_keys == 4
+    result, report = process_spans(clip.parent, tmp_path, spans)
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    with av.open(str(result.output)) as container:
+        output_keys = sum(p.is_keyframe for p in container.demux(video=0) if p.size)
+    assert report["output"]["method"] != "re-encode"
+    if not spans:
+        assert output_keys == source_keys

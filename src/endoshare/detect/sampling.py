@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from ..errors import CancelledError, UnreadableMediaError
 from ..media.keyframes import KeyframeReader, damaged, video_stream
-from ..media.probe import open_input
+from ..media.probe import open_input, stream_frame_rate
 from .base import SHRINK_HOOK, Detector
 from .cues import PacketIndex, RefinePlan
 
@@ -154,9 +154,9 @@ class _Reader:
 
 
 def _frame_rate(stream: av.video.stream.VideoStream, path: Path) -> Fraction:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            return Fraction(rate)
+    rate = stream_frame_rate(stream)
+    if rate is not None:
+        return rate
     raise UnreadableMediaError(f"{path} does not state a frame rate, so margins in seconds cannot be turned "
                                "into frames; remux it (e.g. ffmpeg -i IN -c copy -r 25 OUT.mp4).", path=path)
 
@@ -380,16 +380,12 @@ class _Refiner:
         index, stream = self.index, self.stream
         context = stream.codec_context
         context.skip_frame = "NONE"
-        try:
-            self.container.seek(int(index.pts[first]), stream=stream, backward=True, any_frame=False)
-        except av.error.FFmpegError as exc:
-            raise damaged(self.reader.path, exc) from None
         # Once the last packet (in decode order) of a frame of the range is sent, the decoder is drained
         # rather than fed the next GOP's keyframe: an open GOP's leading frames, shown before ``end`` but
         # decoded after the next keyframe, are among those packets.
         last_packet = int(self.decode_position[first:end].max()) if end > first else -1
         keyframes_past_end = 0
-        for packet in _packets(self.container, stream, self.reader.path):
+        for packet in self._packets_from_keyframe(first):
             self.reader.check_cancel()
             idx = index.index_of_pts(packet.pts)
             if packet.is_keyframe and idx is not None and idx >= end:
@@ -404,6 +400,46 @@ class _Refiner:
             if idx is not None and int(self.decode_position[idx]) >= last_packet:
                 break
         yield from self._output(_decode(None, stream), first, end)
+
+    def _packets_from_keyframe(self, first: int) -> Iterator[av.Packet]:
+        """The packets from the keyframe at or before frame ``first`` on, in decode order.
+
+        A seek asks for that keyframe, but demuxers that seek by byte position and timestamps (MPEG-TS and
+        MPEG-PS) can land just after it, and a decoder given no keyframe outputs nothing: the range would
+        then be redacted unseen.  So the packets before the keyframe are skipped, and a seek that landed past
+        it is retried from the keyframe before, then from the start of the file."""
+        position = int(np.searchsorted(self.keyframes, first, side="right")) - 1
+        if position < 0:
+            targets: list[int | None] = [None]      # no keyframe before ``first``: from the start of the file
+            key = None
+        else:
+            key = int(self.keyframes[position])
+            targets = [int(self.index.pts[key])]
+            if position > 0:
+                targets.append(int(self.index.pts[self.keyframes[position - 1]]))
+            targets.append(None)
+        for target in targets:
+            try:
+                if target is None:
+                    self.container.seek(0, backward=True, any_frame=False)
+                else:
+                    self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+            except av.error.FFmpegError as exc:
+                raise damaged(self.reader.path, exc) from None
+            packets = _packets(self.container, self.stream, self.reader.path)
+            if key is None:
+                yield from packets
+                return
+            for packet in packets:
+                idx = self.index.index_of_pts(packet.pts)
+                if idx == key:
+                    yield packet
+                    yield from packets
+                    return
+                if idx is not None and self.decode_position[idx] > self.decode_position[key]:
+                    break                   # landed past the keyframe: seek again, earlier
+            else:
+                return                      # the keyframe never came (a damaged file): nothing to decode
 
     def _output(self, frames: list[av.VideoFrame], first: int, end: int) -> Iterator[tuple[int, av.VideoFrame]]:
         for frame in frames:

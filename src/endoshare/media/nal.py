@@ -2,7 +2,8 @@
 
 Only the NAL unit types a decoder needs to rebuild the pictures pass into a shared output
 (:data:`ALLOWED_NAL_TYPES`); everything else is dropped, whatever it is: SEI (H.264 type 6, HEVC 39/40,
-where recorders write user data and closed captions), filler, access unit delimiters, reserved and
+where recorders write user data and closed captions; an H.264 recovery point alone is rewritten from its
+fields, :func:`h264_recovery_point_sei`), filler, access unit delimiters, reserved and
 unspecified types, and units a plain decoder skips (SVC/MVC extensions, HEVC layers above 0).  The same
 definition is used by the scrubber (:func:`scrub_access_unit`, :func:`clean_record`) and by the
 verifier (:func:`disallowed_units`, :func:`record_units`).
@@ -121,6 +122,61 @@ def sei_user_data(unit: bytes, codec: str) -> list[SeiUserData]:
         elif payload_type == SEI_USER_DATA_REGISTERED:
             found.append(SeiUserData(payload_type, "", _printable(payload), size))
     return found
+
+
+SEI_RECOVERY_POINT = 6
+
+
+def _sei_messages(unit: bytes, codec: str) -> Iterator[tuple[int, bytes]]:
+    """(payload type, payload) of each message in one SEI NAL unit, up to the first truncated one."""
+    body = _unescape(unit[1 if codec == "h264" else 2:])
+    pos = 0
+    while pos < len(body) and body[pos:] != b"\x80":
+        payload_type = _sei_number(body, pos)
+        size = _sei_number(body, payload_type[1]) if payload_type is not None else None
+        if payload_type is None or size is None or size[1] + size[0] > len(body):
+            return
+        yield payload_type[0], body[size[1]:size[1] + size[0]]
+        pos = size[1] + size[0]
+
+
+def _escape(rbsp: bytes) -> bytes:
+    """Emulation prevention: a 3 after every two zero bytes followed by a byte of 0 to 3."""
+    out, zeros = bytearray(), 0
+    for byte in rbsp:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def h264_recovery_point_sei(unit: bytes) -> bytes | None:
+    """An H.264 SEI unit rebuilt with nothing but its recovery point message, or None when it has none
+    (or it cannot be read).
+
+    The recovery point is what marks an open-GOP I picture as a place to start decoding: without it
+    FFmpeg's MP4 muxer no longer lists the picture as a sync sample, and players cannot seek to it.  Its
+    four fields are numbers and flags, rewritten here from their values (never copied), so the message
+    can carry nothing else; every other SEI message (user data, captions, timecodes) is dropped."""
+    try:
+        payload = next((p for t, p in _sei_messages(unit, "h264") if t == SEI_RECOVERY_POINT), None)
+        if payload is None:
+            return None
+        frame_count, bit = read_ue(payload, 0)
+        flags = payload[bit // 8] << 8 | (payload[bit // 8 + 1] if bit // 8 + 1 < len(payload) else 0)
+        tail = flags >> (12 - bit % 8) & 0x0F           # exact_match, broken_link, changing_slice_group_idc
+    except (ValueError, IndexError):
+        return None
+    if frame_count > 65535:
+        return None
+    # recovery_frame_cnt as Exp-Golomb, the four bits, then the payload's byte alignment (a one, zeros).
+    code = frame_count + 1
+    bits = "0" * (code.bit_length() - 1) + format(code, "b") + format(tail, "04b")
+    bits += "1" + "0" * (-(len(bits) + 1) % 8)
+    body = int(bits, 2).to_bytes(len(bits) // 8, "big")
+    return bytes([H264_SEI]) + _escape(bytes([SEI_RECOVERY_POINT, len(body)]) + body + b"\x80")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,6 +338,8 @@ def unit_allowed(unit: bytes, codec: str, types: frozenset[int] | None = None) -
 
 def allowed_unit(unit: bytes, codec: str) -> bytes | None:
     """``unit`` as it may appear in a shared output, or None when it must be dropped."""
+    if codec == "h264" and len(unit) > 1 and unit[0] & 0x9F == H264_SEI:
+        return h264_recovery_point_sei(unit)
     if not unit_allowed(unit, codec):
         return None
     kind = nal_type(unit, codec)

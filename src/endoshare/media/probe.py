@@ -211,7 +211,7 @@ def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaIn
                 width=video_ctx.width if video_ctx is not None else None,
                 height=video_ctx.height if video_ctx is not None else None,
                 pix_fmt=video_ctx.format.name if video_ctx is not None and video_ctx.format else None,
-                frame_rate=_frame_rate(stream) if kind == "video" else None,
+                frame_rate=stream_frame_rate(stream) if kind == "video" else None,
                 time_base=_fraction(stream.time_base),
                 duration_seconds=_seconds(stream.duration, stream.time_base),
                 frame_count=shown,
@@ -240,13 +240,14 @@ def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaIn
     return info
 
 
-def _frame_rate(stream: Any) -> Fraction | None:
-    """The average frame rate, unless it is more than twice the demuxer's guess from the codec (FFmpeg's
-    DV demuxer reports one frame per time-base tick: 60000 fps).  A guess above the average is normal
-    (interlaced streams report their field rate) and is not used."""
+def stream_frame_rate(stream: Any) -> Fraction | None:
+    """A video stream's frame rate, read here only (probing and detection both): the average rate, unless
+    it is more than twice the demuxer's guess from the codec (FFmpeg's DV demuxer reports one frame per
+    time-base tick: 60000 fps, which made a 0.2 s detection margin cover a whole clip).  A guess above the
+    average is normal (interlaced streams report their field rate) and is not used."""
     average, guessed = _fraction(stream.average_rate), _fraction(stream.guessed_rate)
     if average is None or (guessed is not None and average > guessed * 2):
-        return guessed
+        return guessed or _fraction(stream.base_rate)
     return average
 
 
