@@ -83,7 +83,7 @@ def test_the_pictures_pts_and_order_of_a_full_decode(clip: Path) -> None:
 def test_keyframes_are_decoded_two_at_a_time_in_worker_threads(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     both = threading.Barrier(2, timeout=30)       # passed only when two decodings run at the same time
     threads = set()
-    decode = keyframes._decode
+    decode = keyframes.decode_packet
 
     def meeting(context: av.video.codeccontext.VideoCodecContext, packet: av.Packet | None,
                 path: Path) -> list[av.VideoFrame]:
@@ -92,7 +92,7 @@ def test_keyframes_are_decoded_two_at_a_time_in_worker_threads(clip: Path, monke
             both.wait()
         return decode(context, packet, path)
 
-    monkeypatch.setattr(keyframes, "_decode", meeting)
+    monkeypatch.setattr(keyframes, "decode_packet", meeting)
     with KeyframeReader(clip, decoders=2) as reader:
         assert len(list(reader)) >= 3
     assert len(threads) == 2 and threading.current_thread().name not in threads

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import CancelledError, UnreadableMediaError
-from ..media.keyframes import KeyframeReader, damaged, video_stream
+from ..media.keyframes import KeyframeReader, damaged, decode_packet, video_stream
 from ..media.probe import open_input, stream_frame_rate
 from .base import SHRINK_HOOK, Detector
 from .cues import PacketIndex, RefinePlan
@@ -170,15 +170,6 @@ def _packets(container: av.container.InputContainer, stream: av.video.stream.Vid
             yield packet
     except av.error.FFmpegError as exc:
         raise damaged(path, exc) from None
-
-
-def _decode(packet: av.Packet | None, stream: av.video.stream.VideoStream) -> list[av.VideoFrame]:
-    try:
-        return list(stream.codec_context.decode(packet))
-    except av.error.InvalidDataError:
-        # A corrupt packet yields no frame; the frames around it are still scored, and the frame it
-        # should have given stays unsampled (labelled conservatively by the smoothing).
-        return []
 
 
 @dataclass(frozen=True)
@@ -396,10 +387,10 @@ class _Refiner:
                 # Set per packet: FFmpeg reads it when the packet is submitted (the caller checks that what
                 # it asked for came out, and decodes everything when it did not).
                 context.skip_frame = "NONE" if idx in also else "NONREF"
-            yield from self._output(_decode(packet, stream), first, end)
+            yield from self._output(decode_packet(stream.codec_context, packet, self.reader.path), first, end)
             if idx is not None and int(self.decode_position[idx]) >= last_packet:
                 break
-        yield from self._output(_decode(None, stream), first, end)
+        yield from self._output(decode_packet(stream.codec_context, None, self.reader.path), first, end)
 
     def _packets_from_keyframe(self, first: int) -> Iterator[av.Packet]:
         """The packets from the keyframe at or before frame ``first`` on, in decode order.
@@ -674,8 +665,8 @@ def score_sequential(path: Path, detector: Detector, settings: ReadSettings, ste
 
         for packet in _packets(container, stream, path):
             reader.check_cancel()
-            take(_decode(packet, stream))
-        take(_decode(None, stream))
+            take(decode_packet(stream.codec_context, packet, path))
+        take(decode_packet(stream.codec_context, None, path))
         reader.frames_decoded = count
         reader.flush()
         reader.report("sequential", count, count, "frames", force=True)

@@ -143,8 +143,8 @@ class KeyframeReader:
         context.thread_count = self.threads
         context.options = self.options
         for packet in self._packets():
-            yield from self._pictures(_decode(context, packet, self.path))
-        yield from self._pictures(_decode(context, None, self.path))
+            yield from self._pictures(decode_packet(context, packet, self.path))
+        yield from self._pictures(decode_packet(context, None, self.path))
 
     def _shared_out(self) -> Generator[tuple[int, av.VideoFrame], None, None]:
         template = self.stream.codec_context
@@ -154,8 +154,8 @@ class KeyframeReader:
 
         def decode(packet: av.Packet) -> list[av.VideoFrame]:
             context = getattr(kept, "context", None) or settings.decoder()
-            frames = _decode(context, packet, self.path)
-            frames.extend(_decode(context, None, self.path))        # drain: every picture of this packet
+            frames = decode_packet(context, packet, self.path)
+            frames.extend(decode_packet(context, None, self.path))        # drain: every picture of this packet
             if settings.codec in RESETTABLE:
                 context.flush_buffers()
                 kept.context = context
@@ -228,12 +228,14 @@ class _DecoderSettings:
         return context
 
 
-def _decode(context: av.video.codeccontext.VideoCodecContext, packet: av.Packet | None,
-            path: Path) -> list[av.VideoFrame]:
+def decode_packet(context: av.video.codeccontext.VideoCodecContext, packet: av.Packet | None,
+                  path: Path) -> list[av.VideoFrame]:
+    """The pictures ``packet`` gives (None: drain the decoder).  A corrupt packet gives none and the pictures
+    around it are still decoded (a frame it should have given stays unsampled, which the smoothing labels
+    conservatively); any other decoding error names the file."""
     try:
         return list(context.decode(packet))
     except av.error.InvalidDataError:
-        # A corrupt packet gives no picture; the keyframes around it are still decoded.
         return []
     except av.error.FFmpegError as exc:
         raise damaged(path, exc) from None

@@ -100,23 +100,28 @@ def _sei_number(body: bytes, pos: int) -> tuple[int, int] | None:
     return value + body[pos], pos + 1
 
 
-def sei_user_data(unit: bytes, codec: str) -> list[SeiUserData]:
-    """User-data payloads in one SEI NAL unit (other SEI payload types are skipped)."""
-    header = 1 if codec == "h264" else 2
-    body = _unescape(unit[header:])
-    found: list[SeiUserData] = []
+def _sei_messages(unit: bytes, codec: str) -> Iterator[tuple[int, int, bytes]]:
+    """(payload type, stated payload size, payload) of each message in one SEI NAL unit, unescaped; the
+    last payload may be shorter than stated (a cut message), and a message cut in its header ends the list."""
+    body = _unescape(unit[1 if codec == "h264" else 2:])
     pos = 0
-    while pos < len(body) and body[pos:] not in (b"\x80", b""):
+    while pos < len(body) and body[pos:] != b"\x80":
         header_fields = _sei_number(body, pos)
         if header_fields is None:
-            break
+            return
         payload_type, pos = header_fields
         header_fields = _sei_number(body, pos)
         if header_fields is None:
-            break
+            return
         size, pos = header_fields
-        payload = body[pos:pos + size]
+        yield payload_type, size, body[pos:pos + size]
         pos += size
+
+
+def sei_user_data(unit: bytes, codec: str) -> list[SeiUserData]:
+    """User-data payloads in one SEI NAL unit (other SEI payload types are skipped)."""
+    found: list[SeiUserData] = []
+    for payload_type, size, payload in _sei_messages(unit, codec):
         if payload_type == SEI_USER_DATA_UNREGISTERED:
             found.append(SeiUserData(payload_type, payload[:16].hex(), _printable(payload[16:]), size))
         elif payload_type == SEI_USER_DATA_REGISTERED:
@@ -125,19 +130,6 @@ def sei_user_data(unit: bytes, codec: str) -> list[SeiUserData]:
 
 
 SEI_RECOVERY_POINT = 6
-
-
-def _sei_messages(unit: bytes, codec: str) -> Iterator[tuple[int, bytes]]:
-    """(payload type, payload) of each message in one SEI NAL unit, up to the first truncated one."""
-    body = _unescape(unit[1 if codec == "h264" else 2:])
-    pos = 0
-    while pos < len(body) and body[pos:] != b"\x80":
-        payload_type = _sei_number(body, pos)
-        size = _sei_number(body, payload_type[1]) if payload_type is not None else None
-        if payload_type is None or size is None or size[1] + size[0] > len(body):
-            return
-        yield payload_type[0], body[size[1]:size[1] + size[0]]
-        pos = size[1] + size[0]
 
 
 def _escape(rbsp: bytes) -> bytes:
@@ -161,7 +153,8 @@ def h264_recovery_point_sei(unit: bytes) -> bytes | None:
     four fields are numbers and flags, rewritten here from their values (never copied), so the message
     can carry nothing else; every other SEI message (user data, captions, timecodes) is dropped."""
     try:
-        payload = next((p for t, p in _sei_messages(unit, "h264") if t == SEI_RECOVERY_POINT), None)
+        payload = next((p for t, size, p in _sei_messages(unit, "h264")
+                        if t == SEI_RECOVERY_POINT and len(p) == size), None)
         if payload is None:
             return None
         frame_count, bit = read_ue(payload, 0)
