@@ -251,7 +251,7 @@ def test_coarse_to_fine_is_frame_exact_and_decodes_few_frames(red_video: tuple[P
     assert result.frame_count == count_by_full_decode(path) == FRAMES
     assert result.frame_rate == Fraction(RATE)
     margin = seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))
-    assert margin == 5
+    assert margin == 4
     assert_spans(result.segments, margin)
     assert detect_video(path, RedTissueDetector(), DetectOptions(read=EXACT)).segments == expected_segments(margin)
     assert inbody_kept_share(result.segments) >= 0.95
@@ -353,7 +353,7 @@ def test_a_long_refined_range_holds_few_decoded_frames(red_videos: Callable[[boo
     # All but the two GOPs between out-of-body keyframes inside the stretch: 17 GOPs in the first run.
     assert result.stats.gops_refined == result.stats.gops_total - 2 == FRAMES // GOP - 2
     assert 0 < most <= sampling.MAX_HELD_FRAMES
-    assert_spans(result.segments, 5)
+    assert_spans(result.segments, int(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))))
 
 
 def test_frames_asked_for_are_decoded_even_if_the_decoder_skips_them(
@@ -601,9 +601,9 @@ def test_result_json_shape(red_video: tuple[Path, bool]) -> None:
     assert data["input"] == str(path) and data["frame_count"] == FRAMES and data["frame_rate"] == "25/1"
     assert data["detector"] == "red-tissue-test"
     assert SegmentSet.from_json(data["segments"]) == result.segments
-    assert_spans(result.segments, 5)
+    assert_spans(result.segments, int(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))))
     assert "scores" not in data
-    assert data["options"]["smoothing"]["margin_seconds"] == "1/5"
+    assert Fraction(data["options"]["smoothing"]["margin_seconds"]) == DEFAULT_MARGIN_SECONDS
     assert data["stats"]["frames_decoded"] == result.stats.frames_decoded
     with_scores = result.to_json(scores=True)["scores"]
     assert len(with_scores["frames"]) == len(with_scores["scores"]) == result.stats.frames_scored
@@ -697,8 +697,9 @@ def test_cli_detect_json_lines_and_failed_input(stand_in_registry: None, red_vid
     assert code == 2 and "exit_threshold" in err
 
     code, table, _ = cli(["detect", str(path)])
-    assert api.options.smoothing.margin_seconds == DEFAULT_MARGIN_SECONDS
-    assert code == 0 and f"{FRAMES} frames" in table and f" {next(iter(api.segments)).start_frame} " in table
+    by_default = detect_video(path, RedTissueDetector(), DetectOptions())
+    assert by_default.options.smoothing.margin_seconds == DEFAULT_MARGIN_SECONDS
+    assert code == 0 and f"{FRAMES} frames" in table and f" {next(iter(by_default.segments)).start_frame} " in table
 
 
 def test_cli_eval_video_figures(stand_in_registry: None, red_video: tuple[Path, bool], tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -11,7 +12,9 @@ import pytest
 
 from endoshare.cases import discover_case
 from endoshare.detect.run import detect_video
+from endoshare.detect.smooth import DEFAULT_MARGIN_SECONDS
 from endoshare.pipeline import CaseRequest, ProcessOptions, probe_case, process_case
+from endoshare.timeline import seconds_to_frames
 from media import ffmpeg, process_spans
 from test_detect_video import RedTissueDetector
 
@@ -72,7 +75,7 @@ def test_each_recorder_format_is_processed(tmp_path: Path, suffix: str) -> None:
 @pytest.mark.parametrize("suffix", sorted(FORMATS))
 def test_detection_reads_each_recorder_formats_frame_rate(tmp_path: Path, suffix: str) -> None:
     """One second out of body (black), then three in body (red): the span ends one second in, plus the
-    0.2 s margin.  FFmpeg's DV demuxer reports 60000 fps; detection once took it, and its margin and gap
+    default margin.  FFmpeg's DV demuxer reports 60000 fps; detection once took it, and its margin and gap
     filling in seconds then covered the whole clip."""
     path = tmp_path / f"clip{suffix}"
     size = "720x576" if suffix in (".dv", ".mxf") else "320x240"
@@ -82,7 +85,8 @@ def test_detection_reads_each_recorder_formats_frame_rate(tmp_path: Path, suffix
     result = detect_video(path, RedTissueDetector())
     assert result.frame_rate == 25
     [span] = result.segments
-    assert span.start_frame == 0 and 30 <= span.end_frame <= 32, (suffix, result.segments)
+    end = 25 + seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(25))
+    assert span.start_frame == 0 and end <= span.end_frame <= end + 2, (suffix, result.segments)
 
 
 @pytest.mark.parametrize("spans", [(), ((30, 40),)])

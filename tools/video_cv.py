@@ -177,7 +177,7 @@ def grid_search(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     settings = []
     for enter, exit_, margin in itertools.product([0.05, 0.08, 0.12, 0.2, 0.3, 0.5],
                                                   [0.003, 0.005, 0.01, 0.02, 0.03, 0.05],
-                                                  ["0", "1/25", "2/25", "1/10", "1/5", "2/5"]):
+                                                  ["0", "1/25", "2/25", "3/25", "4/25", "1/5", "2/5"]):
         if exit_ <= enter:
             for floor in [0.0] if margin == "0" else [0.0, exit_ / 3]:
                 settings.append(SmoothingOptions(enter_threshold=enter, exit_threshold=exit_,
@@ -284,6 +284,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, required=True, help="views + features from train_detector.py")
     parser.add_argument("--backbone", type=Path, required=True)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--zoom-share", type=float, default=train.ZOOM_SHARE)
     parser.add_argument("--c", type=float, default=0.1)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--videos-per-fold", type=int, default=1)
@@ -298,12 +299,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     rows = data.read_rows(args.table)
-    cached = np.load(args.cache, allow_pickle=False)
-    views = train.Views(**{k: cached[k] for k in train.Views.__dataclass_fields__})
+    views, features = train.load_cache(args.cache)
     if args.simulate:
-        runs = simulated_runs(rows, fold_scores(rows, views, cached["features"], args.c), 6, train.SEED)
+        runs = simulated_runs(rows, fold_scores(rows, views, features, args.c), 6, train.SEED)
     else:
-        runs = encoded_runs(rows, views, cached["features"], args)
+        runs = encoded_runs(rows, views, features, args)
     if args.explain and args.simulate:
         reports = [breakdown(runs, SmoothingOptions.from_json(json.loads(text)), rows) for text in args.explain]
         print(json.dumps(reports, indent=1))
@@ -330,7 +330,10 @@ def encoded_runs(rows: list[data.Row], views: train.Views, features: np.ndarray,
     """Encode one video per fold and score every frame with a head trained without either source."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(args.backbone), options, providers=["CPUExecutionProvider"])
+    backbone = train.two_view_backbone(args.backbone, args.zoom_share)
+    if train.backbone_width(backbone) != features.shape[1]:
+        raise SystemExit(f"{args.cache} holds features of another backbone: run train_detector.py with it first")
+    session = ort.InferenceSession(backbone.SerializeToString(), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(train.SEED)
     runs = []
     for fold in folds_for(rows):
