@@ -25,6 +25,7 @@ What it does (fixed seeds: the same table gives the same model file):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -166,13 +167,16 @@ def concat_views(*parts: Views) -> Views:
 ZOOM_SHARE = 0.625
 
 
-def load_cache(path: Path) -> tuple[Views, np.ndarray]:
+def features_origin(backbone: Path, zoom_share: float) -> str:
+    """What cached features were computed with: the backbone file's digest and the zoomed view's share."""
+    return f"{hashlib.sha256(backbone.read_bytes()).hexdigest()[:16]} zoom {zoom_share:g}"
+
+
+def load_cache(path: Path) -> tuple[Views, np.ndarray, str]:
+    """The cached views, their features and :func:`features_origin` of those ("" in a cache older than it)."""
     cached = np.load(path, allow_pickle=False)
-    return Views(**{k: cached[k] for k in Views.__dataclass_fields__}), cached["features"]
-
-
-def backbone_width(backbone: onnx.ModelProto) -> int:
-    return int(backbone.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
+    origin = str(cached["features_origin"]) if "features_origin" in cached.files else ""
+    return Views(**{k: cached[k] for k in Views.__dataclass_fields__}), cached["features"], origin
 
 
 def two_view_backbone(backbone: Path, zoom_share: float) -> onnx.ModelProto:
@@ -359,16 +363,19 @@ def main() -> None:
     started = time.perf_counter()
     rows = data.read_rows(args.table)
     backbone = two_view_backbone(args.backbone, args.zoom_share)
-    views, features = load_cache(args.cache) if args.cache is not None and args.cache.exists() else (None, None)
+    origin = features_origin(args.backbone, args.zoom_share)
+    views, features, cached_origin = (load_cache(args.cache) if args.cache is not None and args.cache.exists()
+                                      else (None, None, ""))
     if views is None:
         views = build_views(rows, args.size, args.views, args.generated, SEED,
                             screen_views_per_row=args.screen_views, glare_views_per_row=args.glare_views)
         print(f"{len(views.target)} views built in {time.perf_counter() - started:.0f} s", flush=True)
-    if features is None or features.shape[1] != backbone_width(backbone):
+    if features is None or cached_origin != origin:
         # A new cache, or views cached with another backbone's features: the views are drawn once.
         features = backbone_features(backbone, views.inputs)
         if args.cache is not None:
-            np.savez(args.cache, features=features, **{k: getattr(views, k) for k in Views.__dataclass_fields__})
+            np.savez(args.cache, features=features, features_origin=np.asarray(origin),
+                     **{k: getattr(views, k) for k in Views.__dataclass_fields__})
     print(f"features ready after {time.perf_counter() - started:.0f} s", flush=True)
 
     best = (args.c[0], {}, np.full(len(views.target), np.nan)) if args.skip_cv else None

@@ -299,7 +299,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     rows = data.read_rows(args.table)
-    views, features = train.load_cache(args.cache)
+    views, features, origin = train.load_cache(args.cache)
+    if origin != train.features_origin(args.backbone, args.zoom_share):
+        raise SystemExit(f"{args.cache} holds features of another backbone or zoom: run train_detector.py with "
+                         f"--backbone {args.backbone} --zoom-share {args.zoom_share:g} first")
     if args.simulate:
         runs = simulated_runs(rows, fold_scores(rows, views, features, args.c), 6, train.SEED)
     else:
@@ -331,8 +334,6 @@ def encoded_runs(rows: list[data.Row], views: train.Views, features: np.ndarray,
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     backbone = train.two_view_backbone(args.backbone, args.zoom_share)
-    if train.backbone_width(backbone) != features.shape[1]:
-        raise SystemExit(f"{args.cache} holds features of another backbone: run train_detector.py with it first")
     session = ort.InferenceSession(backbone.SerializeToString(), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(train.SEED)
     runs = []
