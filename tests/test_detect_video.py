@@ -48,6 +48,8 @@ FRAMES = 1500
 EXCURSION = (620, 630)
 #: A long out-of-body stretch entering between keyframes 850/900 and leaving between 1000/1050.
 STRETCH = (880, 1010)
+#: The default safety margin (smooth.DEFAULT_MARGIN_SECONDS) in frames of these videos.
+DEFAULT_MARGIN_FRAMES = int(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE)))
 #: In-body scene cuts (the camera moves to another view) — ordinary content changes, not out of body.
 INBODY_CUTS = (300, 1200)
 #: Pixels of panning: scenes are loaded this much larger than the video.
@@ -250,7 +252,7 @@ def test_coarse_to_fine_is_frame_exact_and_decodes_few_frames(red_video: tuple[P
     result = detect_video(path, detector, DetectOptions())
     assert result.frame_count == count_by_full_decode(path) == FRAMES
     assert result.frame_rate == Fraction(RATE)
-    margin = seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))
+    margin = DEFAULT_MARGIN_FRAMES
     assert margin == 4
     assert_spans(result.segments, margin)
     assert detect_video(path, RedTissueDetector(), DetectOptions(read=EXACT)).segments == expected_segments(margin)
@@ -353,7 +355,7 @@ def test_a_long_refined_range_holds_few_decoded_frames(red_videos: Callable[[boo
     # All but the two GOPs between out-of-body keyframes inside the stretch: 17 GOPs in the first run.
     assert result.stats.gops_refined == result.stats.gops_total - 2 == FRAMES // GOP - 2
     assert 0 < most <= sampling.MAX_HELD_FRAMES
-    assert_spans(result.segments, int(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))))
+    assert_spans(result.segments, DEFAULT_MARGIN_FRAMES)
 
 
 def test_frames_asked_for_are_decoded_even_if_the_decoder_skips_them(
@@ -520,7 +522,7 @@ def test_stateful_detector_is_fed_every_frame_in_order(red_video: tuple[Path, bo
     result = detect_video(path, detector, DetectOptions())
     assert result.stats.strategy == "sequential" and detector.resets == 1
     assert len(detector.seen) == FRAMES
-    assert result.segments == expected_segments(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE)))
+    assert result.segments == expected_segments(DEFAULT_MARGIN_FRAMES)
     # Frame order: the fed sequence equals a plain decode of the video resized the same way.
     with av.open(str(path)) as container:
         reference = [float(f.to_ndarray(width=64, height=36, format="rgb24",
@@ -566,7 +568,7 @@ def test_stream_without_timestamps_falls_back_to_sequential(red_video: tuple[Pat
     result = detect_video(raw, RedTissueDetector())
     assert result.stats.strategy == "sequential"
     assert result.frame_count == FRAMES
-    assert result.segments == expected_segments(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE)))
+    assert result.segments == expected_segments(DEFAULT_MARGIN_FRAMES)
 
 
 def test_progress_is_measured_and_cancel_stops(red_video: tuple[Path, bool]) -> None:
@@ -601,7 +603,7 @@ def test_result_json_shape(red_video: tuple[Path, bool]) -> None:
     assert data["input"] == str(path) and data["frame_count"] == FRAMES and data["frame_rate"] == "25/1"
     assert data["detector"] == "red-tissue-test"
     assert SegmentSet.from_json(data["segments"]) == result.segments
-    assert_spans(result.segments, int(seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))))
+    assert_spans(result.segments, DEFAULT_MARGIN_FRAMES)
     assert "scores" not in data
     assert Fraction(data["options"]["smoothing"]["margin_seconds"]) == DEFAULT_MARGIN_SECONDS
     assert data["stats"]["frames_decoded"] == result.stats.frames_decoded
@@ -762,7 +764,7 @@ def test_builtin_detector_on_assembled_video(builtin_detector: Detector, source:
     path = encode_video(tmp_path / "builtin.mp4", scenes, scenecut=False)
     result = detect_video(path, builtin_detector, DetectOptions())
     assert result.frame_count == FRAMES
-    margin = seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(RATE))
+    margin = DEFAULT_MARGIN_FRAMES
     for start, end in (EXCURSION, STRETCH):
         assert all(result.segments.contains(i) for i in range(max(0, start - margin), min(FRAMES, end + margin)))
     assert inbody_kept_share(result.segments) >= 0.95

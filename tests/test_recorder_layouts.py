@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -12,11 +11,9 @@ import pytest
 
 from endoshare.cases import discover_case
 from endoshare.detect.run import detect_video
-from endoshare.detect.smooth import DEFAULT_MARGIN_SECONDS
 from endoshare.pipeline import CaseRequest, ProcessOptions, probe_case, process_case
-from endoshare.timeline import seconds_to_frames
 from media import ffmpeg, process_spans
-from test_detect_video import RedTissueDetector
+from test_detect_video import DEFAULT_MARGIN_FRAMES, RedTissueDetector
 
 #: How a recorder writes each container (FFmpeg arguments after the test pattern input).
 FORMATS = {
@@ -85,7 +82,7 @@ def test_detection_reads_each_recorder_formats_frame_rate(tmp_path: Path, suffix
     result = detect_video(path, RedTissueDetector())
     assert result.frame_rate == 25
     [span] = result.segments
-    end = 25 + seconds_to_frames(DEFAULT_MARGIN_SECONDS, Fraction(25))
+    end = 25 + DEFAULT_MARGIN_FRAMES
     assert span.start_frame == 0 and end <= span.end_frame <= end + 2, (suffix, result.segments)
 
 
