@@ -194,9 +194,9 @@ def test_processing_a_case_reads_no_keyframe_twice(tmp_path: Path, monkeypatch: 
     own_passes: list[str] = []
     scan = OverlayFinder._scan
 
-    def counted(self, position, clip):  # type: ignore[no-untyped-def]
+    def counted(self, clip):  # type: ignore[no-untyped-def]
         own_passes.append(clip.info.path.name)
-        return scan(self, position, clip)
+        return scan(self, clip)
     monkeypatch.setattr(OverlayFinder, "_scan", counted)
     reports = []
     for detector in ("builtin", "none"):

@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import CancelledError, UnreadableMediaError
-from ..media.keyframes import KeyframeReader, damaged, decode_packet, video_stream
-from ..media.probe import open_input, stream_frame_rate
+from ..media.keyframes import KeyframeReader, damaged, decode_packet, decoder_options, video_stream
+from ..media.probe import iter_video_packets, open_input, stream_frame_rate
 from .base import SHRINK_HOOK, Detector
 from .cues import PacketIndex, RefinePlan
 
@@ -88,10 +88,6 @@ class ReadSettings:
             value: object = getattr(self, name)          # as given, perhaps from JSON
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be a whole number of frames >= {least}, got {value!r}")
-
-
-def _decoder_options(settings: ReadSettings) -> dict[str, str]:
-    return {"skip_loop_filter": "all"} if settings.skip_loop_filter else {}
 
 
 class _Reader:
@@ -164,10 +160,7 @@ def _frame_rate(stream: av.video.stream.VideoStream, path: Path) -> Fraction:
 def _packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
              path: Path) -> Iterator[av.Packet]:
     try:
-        for packet in container.demux(stream):
-            if packet.size == 0 and packet.dts is None:
-                continue  # the empty flush packet the demuxer ends with
-            yield packet
+        yield from iter_video_packets(container, stream)
     except av.error.FFmpegError as exc:
         raise damaged(path, exc) from None
 
@@ -614,7 +607,7 @@ def score_ranges(path: Path, index: PacketIndex, plan: RefinePlan, detector: Det
         stream = video_stream(container, path)
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.thread_count = settings.threads
-        stream.codec_context.options = _decoder_options(settings)
+        stream.codec_context.options = decoder_options(settings.skip_loop_filter)
         refiner = _Refiner(reader, index, container, stream, enter_threshold, suspect_threshold, known or {},
                            always, plan.frames, plan.every_frame)
         for (start, end), oob_from, inbody_from in zip(plan.ranges, plan.stop_at_oob_from,

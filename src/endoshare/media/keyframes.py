@@ -33,7 +33,7 @@ import av
 import av.error
 
 from ..errors import NoVideoStreamError, UnreadableMediaError
-from .probe import open_input
+from .probe import iter_video_packets, open_input
 
 #: Keyframes decoded ahead of the caller, per decoder: enough to keep every decoder busy while the caller
 #: works on one picture, few enough that memory stays small (a 1080p picture is about 3 MB).
@@ -66,6 +66,12 @@ def video_stream(container: av.container.InputContainer, path: Path,
                              path=path)
 
 
+def decoder_options(skip_loop_filter: bool) -> dict[str, str]:
+    """FFmpeg decoder options of the detection and overlay passes: skipping the loop filter saves decoding
+    time and changes pictures too little for a detector to tell."""
+    return {"skip_loop_filter": "all"} if skip_loop_filter else {}
+
+
 def damaged(path: Path, exc: Exception) -> UnreadableMediaError:
     return UnreadableMediaError(f"{path} cannot be read to the end ({exc}); the recording is damaged: check that "
                                 "it plays, copy it again from the recorder, or remove it from the case.", path=path)
@@ -90,7 +96,7 @@ class KeyframeReader:
         for the single decoder of ``every_reference`` (0: FFmpeg decides)."""
         self.path = path
         self.on_packet = on_packet
-        self.options = {"skip_loop_filter": "all"} if skip_loop_filter else {}
+        self.options = decoder_options(skip_loop_filter)
         self.decoders = default_decoders() if decoders is None else decoders
         if self.decoders < 1:
             raise ValueError(f"at least one keyframe decoder is needed, got {decoders}")
@@ -121,9 +127,9 @@ class KeyframeReader:
 
     def _packets(self) -> Iterator[av.Packet]:
         try:
-            for packet in self._container.demux(self.stream):
-                if packet.is_discard or (packet.size == 0 and packet.dts is None):
-                    continue        # hidden by an edit list (not a frame of the timeline), or the final flush packet
+            for packet in iter_video_packets(self._container, self.stream):
+                if packet.is_discard:
+                    continue        # hidden by an edit list: not a frame of the timeline
                 if self.on_packet is not None:
                     self.on_packet(packet)
                 yield packet

@@ -746,7 +746,7 @@ class OverlayFinder:
             samples: list[int] = []
             for position, clip in enumerate(self.plan.clips):
                 if position not in self._results:
-                    self._scan(position, clip)
+                    self._scan(clip)
                 clip_regions, clip_samples = self._results[position]
                 regions.extend(clip_regions)
                 samples.extend(clip_samples)
@@ -756,7 +756,7 @@ class OverlayFinder:
         finally:
             self.worker.shutdown(wait=True, cancel_futures=True)
 
-    def _scan(self, position: int, clip: ClipPlan) -> None:
+    def _scan(self, clip: ClipPlan) -> None:
         """Read ``clip`` from start to end, decoding its keyframes only (no seeking, every core), into a finder."""
         finder = self.sink(clip)
         pts_all: list[int] = []
