@@ -21,7 +21,7 @@ from endoshare.render.common import Redaction
 from endoshare.render.smart import plan_smart
 from endoshare.sample import write_clip
 from endoshare.timeline import SegmentSet
-from media import barcode_clip, decoded_frames, luma_max, process_spans, read_barcode
+from media import barcode_clip, decoded_frames, ffmpeg, luma_max, process_spans, read_barcode
 
 GOP = 25
 # First frame; inside one GOP (shorter than a GOP); across the clip boundary at 100; two adjacent
@@ -523,3 +523,28 @@ def test_splice_preset_follows_the_share_of_groups_reencoded(tmp_path: Path, cas
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     assert report["output"]["method"] == "smart-render"
     assert _x264_uses_cavlc(result.output) is cavlc
+
+
+@pytest.fixture(scope="module")
+def noisy_case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Detailed pictures with film grain, as a real scope gives, in groups with B-frames (pyramid): coding
+    a black frame from one of them leaves residue above black, as clean generated pictures do not."""
+    folder = tmp_path_factory.mktemp("noisy") / "case"
+    folder.mkdir()
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25,noise=alls=12:allf=t,format=yuv420p", "-t", "4",
+           "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "50", "-keyint_min", "50",
+           "-sc_threshold", "0", folder / "clip.mp4")
+    return folder
+
+
+@pytest.mark.parametrize("start", range(51, 59))
+def test_black_after_a_reencoded_picture_of_the_surgery_is_black(tmp_path: Path, noisy_case: Path,
+                                                                   start: int) -> None:
+    """A span starting anywhere in a mini-GOP (B-frames): the in-body pictures re-encoded before it are
+    never coded together with its black frames (a black frame coded from a noisy picture kept pixels
+    above black, and the verifier then refused the output)."""
+    result, report = process_spans(noisy_case, tmp_path, [(start, start + 10)], mask_overlays=False)
+    assert report["output"]["method"] == "smart-render"
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    frames = decoded_frames(result.output)
+    assert [i for i, f in enumerate(frames) if luma_max(f) <= 20] == list(range(start, start + 10))

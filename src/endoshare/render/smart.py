@@ -840,7 +840,7 @@ class _RedactedGroup:
     uniform: bool = False
 
 
-#: Re-encoded groups inside a dirty unit are at least this long (a shorter run joins its neighbour): a
+#: A run of re-encoded frames shorter than this joins the run before it when it may (see :func:`_runs`): a
 #: one-frame group is all IDR picture.
 MIN_RUN = 2
 
@@ -850,7 +850,11 @@ def _runs(unit: Unit, copied: int, redacted: list[bool], redactor: Redactor) -> 
     into: (frames, uniform).  A uniform run is wholly blacked out or cut (its pictures need no source);
     the others need the decoded group.  Each run becomes its own closed group starting with an IDR
     picture, so a black stretch is encoded once per length and in-body frames after it are re-encoded
-    from their own IDR picture."""
+    from their own IDR picture.
+
+    A short run joins the run before it only when it needs its source (in-body frames coded from black are
+    fine): a black frame is never coded from a picture of the surgery, whose residue the encoder can leave
+    in it (a few pixels above black after a detailed, noisy picture), failing the redaction check."""
     first = unit.first_frame + copied
     runs: list[list[int]] = []                     # [start, stop, uniform]
     for index in range(first, unit.frame_range.stop):
@@ -861,8 +865,8 @@ def _runs(unit: Unit, copied: int, redacted: list[bool], redactor: Redactor) -> 
             runs.append([index, index + 1, uniform])
     merged: list[list[int]] = []
     for run in runs:
-        if merged and (merged[-1][1] - merged[-1][0] < MIN_RUN or run[1] - run[0] < MIN_RUN):
-            merged[-1] = [merged[-1][0], run[1], merged[-1][2] and run[2]]
+        if merged and not run[2] and min(merged[-1][1] - merged[-1][0], run[1] - run[0]) < MIN_RUN:
+            merged[-1] = [merged[-1][0], run[1], 0]
         else:
             merged.append(run)
     return [(range(a, b), bool(uniform)) for a, b, uniform in merged]
