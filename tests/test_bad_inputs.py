@@ -65,7 +65,7 @@ def audio_only(tmp_path: Path) -> bytes:
     ("zero_bytes", errors.EmptyFileError, "is empty"),
     ("not_video", errors.UnreadableMediaError, "cannot be opened"),
     ("truncated", errors.UnreadableMediaError, "no 'moov' index"),
-    ("index_cut", errors.UnreadableMediaError, "truncated or damaged"),
+    ("index_cut", errors.UnreadableMediaError, "truncated"),
     ("still_image", errors.NoVideoStreamError, "is a still image"),
     ("audio_only", errors.NoVideoStreamError, "no video stream"),
     ("missing_folder", errors.MissingInputError, "does not exist"),
@@ -88,6 +88,23 @@ def test_each_bad_input_has_a_typed_error_naming_the_file(tmp_path: Path, kind: 
     assert words in message
     assert str(folder) in message
     assert not (tmp_path / "shared").exists() or not any((tmp_path / "shared").iterdir())
+
+
+@pytest.mark.parametrize("keep", ["half", "all but the last bytes"])
+def test_a_recording_cut_short_after_its_index_is_refused_by_name(tmp_path: Path, keep: str) -> None:
+    """An MP4 written index first (faststart), then cut off: the index still lists every picture. Fast mode
+    used to copy what was there and fail verification with a message naming no file."""
+    whole = barcode_clip(tmp_path / "whole.mp4", range(40))
+    ffmpeg("-i", whole, "-c", "copy", "-movflags", "+faststart", tmp_path / "faststart.mp4")
+    data = (tmp_path / "faststart.mp4").read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")
+    folder = case_with(tmp_path, "case", {"VID1.mp4": None,
+                                          "VID2.mp4": data[:len(data) // 2 if keep == "half" else -10]})
+    with pytest.raises(errors.UnreadableMediaError) as caught:
+        process_case(CaseRequest(folder), options(tmp_path))
+    message = str(caught.value)
+    assert str(folder / "VID2.mp4") in message and "truncated" in message and "copy it again" in message
+    assert "index lists 40 pictures" in message
 
 
 def test_batch_goes_on_after_failures_and_hostile_names_work(tmp_path: Path) -> None:

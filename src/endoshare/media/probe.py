@@ -180,7 +180,7 @@ def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaIn
     with open_input(path) as container:
         streams: list[StreamInfo] = []
         sei_found: dict[tuple[int, str, str], SeiUserData] = {}
-        counts: dict[int, tuple[int, int, int]] = {}
+        counts: dict[int, tuple[int, int, int, bool]] = {}
         video = next((s for s in container.streams.video
                       if not (s.disposition & av.stream.Disposition.attached_pic)), None)
         if scan_packets and video is not None:
@@ -189,12 +189,13 @@ def probe(path: str | os.PathLike[str], *, scan_packets: bool = True) -> MediaIn
             except av.error.FFmpegError as exc:
                 raise UnreadableMediaError(f"{path} is damaged ({exc}); copy it again from the recorder or "
                                            "remove it from the case folder.", path=path) from None
+            _check_complete(path, video, counts[video.index])
         for stream in container.streams:
             ctx = stream.codec_context if stream.type in ("video", "audio", "subtitle") else None
             kind = stream.type
             if kind == "video" and stream.disposition & av.stream.Disposition.attached_pic:
                 kind = "attachment"
-            shown, hidden, untimed = counts.get(stream.index, (None, 0, 0))
+            shown, hidden, untimed, _ = counts.get(stream.index, (None, 0, 0, False))
             if shown is None and kind == "video" and stream.frames:
                 shown = int(stream.frames)
             codec_name = None
@@ -258,15 +259,33 @@ def _codec_name(stream: Any) -> str:
         return "unknown"
 
 
+def _check_complete(path: Path, stream: av.video.stream.VideoStream, counts: tuple[int, int, int, bool]) -> None:
+    """A recording whose index lists more pictures than the file holds, or whose last picture is cut short
+    (an MP4 written with its index first, then cut off by a power failure or an interrupted copy)."""
+    shown, hidden, _, last_cut_short = counts
+    listed = int(stream.frames or 0)
+    if shown + hidden < listed or last_cut_short:
+        held = shown + hidden - int(last_cut_short)
+        raise UnreadableMediaError(
+            f"{path} is truncated: its index lists {listed or shown + hidden} pictures but only {held} are "
+            "complete in the file (the end of the recording is missing, e.g. after a power cut or an "
+            "interrupted copy); copy it again from the recorder, or repair it with a tool such as untrunc.",
+            path=path)
+
+
 def _scan_video(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                sei_found: dict[tuple[int, str, str], SeiUserData]) -> tuple[int, int, int]:
+                sei_found: dict[tuple[int, str, str], SeiUserData]) -> tuple[int, int, int, bool]:
+    """Pictures shown, hidden by an edit list and without a timestamp, and whether the last one is cut short
+    (an ISO BMFF sample whose bytes end before the file does)."""
     codec = stream.codec_context.name
     parse_sei = codec in ("h264", "hevc")
     length_size = nal_length_size(bytes(stream.codec_context.extradata or b""), codec) if parse_sei else None
     if parse_sei and stream.codec_context.extradata:
         _collect_sei(bytes(stream.codec_context.extradata), codec, None, sei_found)
     shown = hidden = untimed = 0
+    last: av.Packet | None = None
     for packet in iter_video_packets(container, stream):
+        last = packet
         if packet.pts is None:
             untimed += 1
         if packet.is_discard:
@@ -275,7 +294,10 @@ def _scan_video(container: av.container.InputContainer, stream: av.video.stream.
             shown += 1
         if parse_sei and len(sei_found) < MAX_SEI_RECORDS:
             _collect_sei(bytes(packet), codec, length_size, sei_found)
-    return shown, hidden, untimed
+    # Other demuxers flag damaged packets anywhere (an MPEG-TS continuity error); only an indexed sample that
+    # the file ends inside is certain to be a truncation.
+    cut_short = last is not None and last.is_corrupt and container.format.name.startswith("mov,mp4")
+    return shown, hidden, untimed, cut_short
 
 
 def _collect_sei(data: bytes, codec: str, length_size: int | None,
