@@ -7,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from endoshare.pipeline import CaseRequest, ProcessOptions, process_case
@@ -108,3 +109,24 @@ def test_a_full_range_recording_is_spliced_and_keeps_its_range(tmp_path: Path) -
     # A picture of the re-encoded group keeps the source's sample values (not squeezed into 16-235).
     assert abs(int(frames[26].to_ndarray()[:240].max()) - int(source[26][:240].max())) <= 8
     assert all((frames[i].to_ndarray() == source[i]).all() for i in range(50, 100))   # copied groups
+
+
+def test_a_full_range_recording_re_encoded_in_advanced_mode_is_converted_to_the_range_it_declares(
+        tmp_path: Path) -> None:
+    """Advanced mode writes limited range: a full-range source's samples must be converted, not copied into
+    an output that players then show with crushed blacks and clipped whites."""
+    case = tmp_path / "case"
+    case.mkdir()
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2", "-vf", "setparams=range=pc",
+           "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuvj420p", "-color_range", "pc", case / "clip.mp4")
+    with av.open(str(case / "clip.mp4")) as container:
+        source = next(container.decode(video=0))
+    assert source.format.name == "yuvj420p" and int(source.to_ndarray()[:240].max()) > 245
+    result, report = process_spans(case, tmp_path, [(30, 35)], mode="advanced")
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    with av.open(str(result.output)) as container:
+        first = next(container.decode(video=0))
+    assert first.color_range in (0, 1)                      # limited range (unspecified means limited)
+    luma = first.to_ndarray()[:240]
+    # testsrc's white and black bars at 235 and 16 (the encoder rings a little at their edges).
+    assert 230 <= np.percentile(luma, 99) <= 237 and 15 <= np.percentile(luma, 1) <= 20

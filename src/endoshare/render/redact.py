@@ -19,6 +19,7 @@ from ..overlay.mask import mask_frame
 from ..overlay.regions import OverlaySet
 from ..overlay.text import Box
 from .common import Redaction
+from .geometry import RANGE_FULL
 
 
 class Redactor:
@@ -53,10 +54,15 @@ class Redactor:
               timeline_index: int) -> av.VideoFrame | None:
         """The picture to write at ``out_index`` for timeline frame ``timeline_index`` (yuv420p in
         ``fmt``'s size), or None if cut."""
-        if frame.format.name != "yuv420p" or frame.width != self.fmt.width or frame.height != self.fmt.height:
-            full = self.keep_range and frame.format.name == "yuvj420p"
+        # A full-range source (yuvj420p, or yuv420p flagged full) keeps its sample values when asked to, and
+        # is otherwise converted to the limited range that the output then declares.
+        full = frame.format.name == "yuvj420p" or frame.color_range == RANGE_FULL
+        converts_range = full and not self.keep_range
+        if (converts_range or frame.format.name != "yuv420p" or frame.width != self.fmt.width
+                or frame.height != self.fmt.height):
             frame = frame.reformat(width=self.fmt.width, height=self.fmt.height, format="yuv420p",
-                                   src_color_range="JPEG" if full else None, dst_color_range="JPEG" if full else None)
+                                   src_color_range="JPEG" if full else None,
+                                   dst_color_range=("MPEG" if converts_range else "JPEG") if full else None)
         # A redacted frame is black, cut, or blurred past reading (1/32 of its size): no mask needed.
         boxes = self.boxes(timeline_index) if not redacted else ()
         if boxes:
