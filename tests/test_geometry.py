@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -41,6 +44,14 @@ def pictures(path: Path) -> Counter[tuple[object, ...]]:
     return seen
 
 
+def field_orders(path: Path) -> Counter[str]:
+    """How many pictures FFmpeg shows as top field first (T), bottom first (B) or progressive (P): PyAV does
+    not read a frame's field order."""
+    shown = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path), "-vf", "showinfo",
+                            "-f", "null", "-"], capture_output=True, text=True, check=True, timeout=120).stderr
+    return Counter(re.findall(r" i:([TBP]) ", shown))
+
+
 @pytest.mark.parametrize("mode", ["fast", "advanced"])
 def test_rotation_pixel_shape_colour_and_scan_are_kept(tmp_path: Path, case: Path, mode: str) -> None:
     source = pictures(case / "clip.mp4")
@@ -48,11 +59,14 @@ def test_rotation_pixel_shape_colour_and_scan_are_kept(tmp_path: Path, case: Pat
     sar, primaries, trc, space, color_range, interlaced, rotation = next(iter(source))
     assert (sar, primaries, trc, space, color_range, interlaced, abs(rotation)) == \
         (Fraction(64, 45), 1, 1, 1, 1, True, 90)
+    assert field_orders(case / "clip.mp4") == Counter({"T": 100})
     result, report = process_spans(case, tmp_path, SPANS, mode=mode)
     assert report["output"]["method"] == ("smart-render" if mode == "fast" else "re-encode")
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     # Every output picture, copied or re-encoded (black ones included), has the source's geometry and scan.
     assert pictures(result.output) == Counter({next(iter(source)): 100})
+    # ... and its field order (black pictures came out bottom field first).
+    assert field_orders(result.output) == Counter({"T": 100})
 
 
 def test_pal_mpeg2_keeps_its_4_3_pixel_shape_when_re_encoded(tmp_path: Path) -> None:

@@ -53,13 +53,26 @@ def detail_energy(frame: av.VideoFrame) -> float:
     return float(np.abs(np.diff(y, axis=1)).mean() + np.abs(np.diff(y, axis=0)).mean())
 
 
+#: Video black in limited range, per yuv420p plane.
+BLACK_YUV = (16, 128, 128)
+
+
 def black_frame(fmt: VideoFormat) -> av.VideoFrame:
     """Video black (Y=16, U=V=128 in limited range)."""
     height, width = fmt.height, fmt.width
     yuv = np.empty((height * 3 // 2, width), np.uint8)
-    yuv[:height] = 16
-    yuv[height:] = 128
+    yuv[:height] = BLACK_YUV[0]
+    yuv[height:] = BLACK_YUV[1]
     return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+
+
+def painted_black(frame: av.VideoFrame) -> av.VideoFrame:
+    """A decoded yuv420p ``frame`` painted video black in place.  It keeps its frame flags (interlaced, field
+    order), which PyAV cannot set on a new frame and which encoders read per picture."""
+    frame.make_writable()
+    for plane, value in zip(frame.planes, BLACK_YUV, strict=True):
+        np.frombuffer(memoryview(plane), np.uint8)[:] = value
+    return frame
 
 
 def blurred_frame(frame: av.VideoFrame, fmt: VideoFormat) -> av.VideoFrame:

@@ -14,7 +14,8 @@ from fractions import Fraction
 import av
 import av.error
 
-from ..media.join import JoinPlan
+from ..media.frames import painted_black
+from ..media.join import JoinPlan, VideoFormat
 from ..media.probe import open_input
 
 #: FFmpeg's AVFieldOrder: 1 progressive, 2 top field first, 3 bottom first, 4/5 mixed (top/bottom coded first).
@@ -87,3 +88,22 @@ def apply_geometry(context: av.video.codeccontext.VideoCodecContext, geometry: G
     if geometry.interlaced and codec == "h264":
         context.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
         context.field_order = 2 if geometry.top_field_first else 3
+
+
+def scan_black_picture(plan: JoinPlan, fmt: VideoFormat, geometry: Geometry | None) -> av.VideoFrame | None:
+    """For an interlaced source, video black that says so: encoders (x264) take each picture's field order
+    from its frame flags, and a new frame has none (black pictures came out bottom field first between
+    top-field-first ones).  Black is painted over the first decoded picture, which has them.  None for a
+    progressive source, or when that picture is not yuv420p at ``fmt``'s size (plain black then serves)."""
+    if geometry is None or not geometry.interlaced:
+        return None
+    info = plan.clips[0].info
+    with open_input(info.path) as container:
+        stream = next(s for s in container.streams.video if s.index == info.video.index)
+        try:
+            frame = next(container.decode(stream), None)
+        except av.error.FFmpegError:
+            return None
+    if frame is None or frame.format.name != "yuv420p" or (frame.width, frame.height) != (fmt.width, fmt.height):
+        return None
+    return painted_black(frame)

@@ -26,8 +26,10 @@ class Redactor:
     """Applies one redaction to frames of one format and remembers what it did, by output index."""
 
     def __init__(self, redaction: Redaction, fmt: VideoFormat, keep_range: bool = False,
-                 overlays: OverlaySet | None = None, source: VideoFormat | None = None) -> None:
-        """``overlays`` are in ``source`` pixels (the merged timeline's; ``fmt``'s when not given)."""
+                 overlays: OverlaySet | None = None, source: VideoFormat | None = None,
+                 black: av.VideoFrame | None = None) -> None:
+        """``overlays`` are in ``source`` pixels (the merged timeline's; ``fmt``'s when not given); ``black``:
+        the black picture to use (one with the source's scan flags, :func:`.geometry.scan_black_picture`)."""
         self.redaction = redaction
         self.fmt = fmt
         #: Keep a full-range (yuvj420p) source's sample values instead of converting them to limited range
@@ -38,7 +40,7 @@ class Redactor:
         self.scale = (fmt.width / source.width, fmt.height / source.height)
         self.black: list[int] = []
         self.blurred: dict[int, float] = {}
-        self._black_picture: av.VideoFrame | None = None
+        self._black_picture = black
         #: Output frames that had burned-in text regions filled.
         self.masked = 0
 

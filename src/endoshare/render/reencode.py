@@ -15,7 +15,7 @@ from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
 from ..types import Cancel, Progress
 from .common import EncodeSettings, Redaction, RenderResult
-from .geometry import RANGE_LIMITED, apply_geometry, read_geometry
+from .geometry import RANGE_LIMITED, apply_geometry, read_geometry, scan_black_picture
 from .redact import Redactor
 
 
@@ -44,16 +44,17 @@ def render_reencode(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, 
     step = plan.target.frame_rate / out_fmt.frame_rate      # timeline frames per output frame
     expected = max(0, -((-kept_count * out_fmt.frame_rate.numerator * plan.target.frame_rate.denominator)
                         // (out_fmt.frame_rate.denominator * plan.target.frame_rate.numerator)))
-    redactor = Redactor(redaction, out_fmt, overlays=overlays, source=plan.target)
+    # The first clip's pixel shape, colour description, scan and display rotation; every frame is
+    # normalised to limited-range yuv420p, so that is the range the output declares.
+    geometry = read_geometry(plan)
+    redactor = Redactor(redaction, out_fmt, overlays=overlays, source=plan.target,
+                        black=scan_black_picture(plan, out_fmt, geometry))
 
     container = open_output(out_path)
     try:
         stream = add_video_stream(container, settings.encoder, out_fmt.frame_rate, settings.encoder_options())
         stream.width, stream.height, stream.pix_fmt = out_fmt.width, out_fmt.height, "yuv420p"
         stream.codec_context.time_base = 1 / out_fmt.frame_rate
-        # The first clip's pixel shape, colour description, scan and display rotation; every frame was
-        # normalised to limited-range yuv420p, so that is the range the output declares.
-        geometry = read_geometry(plan)
         apply_geometry(stream.codec_context, geometry, settings.codec, color_range=RANGE_LIMITED)
         if geometry is not None and geometry.rotation:
             stream.set_display_rotation(geometry.rotation)

@@ -74,7 +74,7 @@ from ..overlay.regions import OverlaySet
 from ..timeline import SegmentSet
 from ..types import Cancel, Progress, check_cancelled
 from .common import X264_PRESETS, CopiedRun, EncodeSettings, Redaction, RenderResult, RepeatedRun
-from .geometry import Geometry, apply_geometry, read_geometry
+from .geometry import Geometry, apply_geometry, read_geometry, scan_black_picture
 from .redact import Redactor
 
 #: Quality of re-encoded groups: close to transparent, as they sit between copied ones (x265, and x264
@@ -517,7 +517,8 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     splicer = (_H264Splicer if smart.codec == "h264" else _HevcSplicer)(plan, smart, settings, geometry)
     timeline = _OutputTimeline(redacted if redaction is Redaction.CUT else None)
     # Re-encoded pictures keep the source's sample values (a full-range source stays full range).
-    redactor = Redactor(redaction, plan.target, keep_range=True, overlays=overlays)
+    redactor = Redactor(redaction, plan.target, keep_range=True, overlays=overlays,
+                        black=scan_black_picture(plan, plan.target, geometry))
     units_by_clip: dict[int, list[tuple[int, Unit]]] = {}
     for number, unit in enumerate(smart.units):
         units_by_clip.setdefault(unit.clip, []).append((number, unit))
