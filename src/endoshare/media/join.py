@@ -29,7 +29,7 @@ class JoinDifference(StrEnum):
     HIDDEN_FRAMES = "hidden frames"
     #: Parameter sets that allow redundant slices or slice groups, which decoders skip.
     HIDDEN_SLICES = "hidden slices"
-    #: The first clip's codec cannot be scrubbed of SEI in place: the whole case is re-encoded.
+    #: The first clip's codec is not one whose metadata units fast mode can remove: the whole case is re-encoded.
     UNSCRUBBABLE_CODEC = "unscrubbable codec"
 
     @property
@@ -161,5 +161,6 @@ def plan_join(infos: list[MediaInfo]) -> JoinPlan:
         start += timeline
     if first.codec not in SCRUBBABLE_CODECS:
         mismatches.insert(0, Mismatch(JoinDifference.UNSCRUBBABLE_CODEC,
-                                      f"codec {first.codec} cannot be scrubbed of SEI in place; re-encoding"))
+                                      "fast mode copies H.264 and HEVC only (their metadata units can be "
+                                      f"removed without decoding); {first.codec} is re-encoded"))
     return JoinPlan(tuple(clips), target, tuple(mismatches))
