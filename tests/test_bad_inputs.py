@@ -107,6 +107,21 @@ def test_a_recording_cut_short_after_its_index_is_refused_by_name(tmp_path: Path
     assert "index lists 40 pictures" in message
 
 
+def test_a_case_folder_named_in_bytes_that_are_not_utf8_is_processed(tmp_path: Path) -> None:
+    """The mapping file, reports, queue and audit log hold text: the case ID shows the name's stray byte as
+    \\xff, and the queue keeps the folder's bytes exactly (it used to crash on them)."""
+    from endoshare.identity import MappingStore
+    from endoshare.jobs import process_one
+    from endoshare.jobs.audit import AuditLog
+
+    folder = case_with(tmp_path, os.fsdecode(b"PAT7793\xffcase"), {"clip1.mp4": None})
+    job = process_one(folder, options(tmp_path))
+    assert job.state == "done", job.error
+    assert job.case_id == "PAT7793\\xffcase" and job.folder == folder.absolute()
+    assert [r["folder"] for r in AuditLog(tmp_path / "archive").records()][-1] == str(folder.absolute())
+    assert MappingStore(tmp_path / "archive").lookup("PAT7793\\xffcase") == job.pseudonym
+
+
 def test_batch_goes_on_after_failures_and_hostile_names_work(tmp_path: Path) -> None:
     hostile = case_with(tmp_path, "-rf 'quoted' \"double\" Ünïcødé ✓", {
         "-leading dash.mp4": None, "with 'quote' and space.mp4": None, "naïve ✓ clip.MP4": None})

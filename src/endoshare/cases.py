@@ -80,10 +80,17 @@ def discover_case(folder: str | os.PathLike[str], case_id: str | None = None) ->
             mtime = 0.0
         return (clip_order(folder, path), mtime, path.name)
 
+    return Case(case_id_for(folder, case_id), folder, tuple(sorted(clips, key=order)))
+
+
+def case_id_for(folder: Path, case_id: str | None = None) -> str:
+    """``case_id``, or by default the folder's name, as text that can go into the mapping file and reports:
+    a name that is not UTF-8 on disk (Python keeps those bytes as surrogates) has them written as ``\\xff``."""
     resolved_id = case_id if case_id is not None else folder.resolve().name
+    resolved_id = os.fsencode(resolved_id).decode("utf-8", "backslashreplace")
     if not resolved_id.strip():
         raise NoVideoFilesError(f"Case folder {folder} gives an empty case ID; pass --case-id.", path=folder)
-    return Case(resolved_id, folder, tuple(sorted(clips, key=order)))
+    return resolved_id
 
 
 def check_recording(info: MediaInfo) -> None:

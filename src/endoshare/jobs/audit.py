@@ -57,7 +57,11 @@ class AuditLog:
 
     def append(self, event: AuditEvent, **fields: Any) -> None:
         record = {"time_utc": utc_now(), "user": self.user, "host": self.host, "event": event, **fields}
-        data = (json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+        try:
+            data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        except UnicodeEncodeError:
+            # A path whose name is not UTF-8 on disk (kept as surrogates): JSON's escapes keep it exactly.
+            data = (json.dumps(record) + "\n").encode("ascii")
         try:
             append_private(self.path, data)   # never half a line
         except OSError as exc:

@@ -34,6 +34,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from ..cases import case_id_for
 from ..errors import DiskFullError, EndoshareError
 from ..pipeline import Phase, ProcessOptions
 from ..storage import full_folder_error, make_private, open_private, private_dir
@@ -120,6 +121,20 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _stored_path(path: Path) -> str | bytes:
+    """A path as SQLite keeps it: text, or its bytes on disk when its name is not UTF-8 (SQLite text must be)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text)
+    return text
+
+
+def _read_path(value: str | bytes) -> Path:
+    return Path(os.fsdecode(value))
+
+
 def options_to_record(options: ProcessOptions) -> dict[str, Any]:
     """Every field of ``options``, paths included: :meth:`ProcessOptions.to_record`."""
     return options.to_record()
@@ -157,7 +172,7 @@ class Job:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
-        return cls(id=row["id"], folder=Path(row["folder"]), case_id=row["case_id"],
+        return cls(id=row["id"], folder=_read_path(row["folder"]), case_id=row["case_id"],
                    options=options_from_record(json.loads(row["options"])), state=JobState(row["state"]),
                    attempts=row["attempts"], pseudonym=row["pseudonym"],
                    output=Path(row["output"]) if row["output"] else None,
@@ -322,11 +337,11 @@ class JobQueue:
     def add(self, folder: Path, options: ProcessOptions, case_id: str | None = None,
             record: Recorder | None = None) -> Job:
         folder = Path(folder).absolute()
-        resolved_id = case_id if case_id is not None else folder.resolve().name
+        resolved_id = case_id_for(folder, case_id)
         with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO jobs (folder, case_id, options, state, created_utc) VALUES (?, ?, ?, 'pending', ?)",
-                (str(folder), resolved_id, json.dumps(options_to_record(options)), utc_now()))
+                (_stored_path(folder), resolved_id, json.dumps(options_to_record(options)), utc_now()))
             assert cursor.lastrowid is not None
             self._recorded(db, cursor.lastrowid, record)
         return self.get(cursor.lastrowid)
