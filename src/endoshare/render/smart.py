@@ -29,6 +29,8 @@ per frame are spliced; anything else is rendered by the full re-encode (the repo
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -522,7 +524,12 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
     units_by_clip: dict[int, list[tuple[int, Unit]]] = {}
     for number, unit in enumerate(smart.units):
         units_by_clip.setdefault(unit.clip, []).append((number, unit))
+    # The group is decoded only when a re-encoded frame needs its source picture, and only as far as the
+    # last such picture.
+    wanted = {n: count for n in sorted(smart.dirty)
+              if (count := _pictures_needed(smart.units[n], smart.prefix(n), redacted, redactor))}
     inputs = [open_input(c.info.path) for c in plan.clips]
+    decoder = _GroupDecoder(plan, smart, units_by_clip, wanted, cancel)
     try:
         template = next(s for s in inputs[0].streams.video if s.index == plan.clips[0].info.video.index)
         uniform_length = max((len(frames) for n in smart.dirty
@@ -538,12 +545,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
                         writer.copy(packet, clip_number, packet_number, unit, clip)
                     if number in smart.dirty:
                         runs = _runs(unit, copied, redacted, redactor)
-                        # The group is decoded only when a re-encoded frame needs its source picture, and only
-                        # as far as the last such picture.
-                        needed = [index for frames, uniform in runs if not uniform for index in frames
-                                  if not redactor.replaces_all([redacted[index]])]
-                        pictures = (_decode_group(unit, packets, smart, clip, needed[-1] - unit.first_frame + 1)
-                                    if needed else None)
+                        pictures = decoder.take(number) if number in wanted else None
                         for frames, uniform in runs:
                             writer.reencode(_redacted_run(frames, uniform, unit, pictures, redacted, redactor,
                                                           timeline))
@@ -555,6 +557,7 @@ def render_smart(plan: JoinPlan, segments: SegmentSet, redaction: Redaction, set
         raise UnreadableMediaError(f"Fast rendering failed ({exc}); run again with --mode advanced.",
                                    path=plan.clips[0].info.path) from None
     finally:
+        decoder.close()
         for container in inputs:
             container.close()
     cut = int(sum(redacted)) if redaction is Redaction.CUT else 0
@@ -871,6 +874,75 @@ def _runs(unit: Unit, copied: int, redacted: list[bool], redactor: Redactor) -> 
         else:
             merged.append(run)
     return [(range(a, b), bool(uniform)) for a, b, uniform in merged]
+
+
+def _pictures_needed(unit: Unit, copied: int, redacted: list[bool], redactor: Redactor) -> int:
+    """How many of a dirty unit's first pictures (display order) its re-encoded frames need decoded (0: none,
+    every re-encoded frame is black or cut)."""
+    needed = [index for frames, uniform in _runs(unit, copied, redacted, redactor) if not uniform
+              for index in frames if not redactor.replaces_all([redacted[index]])]
+    return needed[-1] - unit.first_frame + 1 if needed else 0
+
+
+class _GroupDecoder:
+    """Decodes the dirty groups whose source pictures the render needs on a thread of its own, the next one
+    while the render copies packets and encodes the one before (FFmpeg and x264 leave the GIL, so both cores
+    work).  Each clip with such a group is demuxed once more, in order, without seeking.  At most one decoded
+    group waits for the render, so memory holds at most two decoded groups."""
+
+    def __init__(self, plan: JoinPlan, smart: SmartPlan, units_by_clip: dict[int, list[tuple[int, Unit]]],
+                 wanted: dict[int, int], cancel: Cancel | None) -> None:
+        """``wanted``: unit number -> how many of its first pictures to decode."""
+        self._ready: queue.Queue[tuple[int, list[av.VideoFrame] | BaseException]] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(plan, smart, units_by_clip, wanted, cancel),
+                                        name="group-decoder", daemon=True)
+        if wanted:
+            self._thread.start()
+
+    def _run(self, plan: JoinPlan, smart: SmartPlan, units_by_clip: dict[int, list[tuple[int, Unit]]],
+             wanted: dict[int, int], cancel: Cancel | None) -> None:
+        try:
+            for clip_number, clip in enumerate(plan.clips):
+                units = units_by_clip[clip_number]
+                last = max((n for n, _ in units if n in wanted), default=None)
+                if last is None:
+                    continue
+                with open_input(clip.info.path) as container:
+                    stream = next(s for s in container.streams.video if s.index == clip.info.video.index)
+                    for number, unit, packets in _groups(iter_video_packets(container, stream), units, cancel):
+                        if number in wanted:
+                            if not self._hand_over(number, _decode_group(unit, packets, smart, clip, wanted[number])):
+                                return
+                        if number == last or self._stop.is_set():
+                            break
+        except BaseException as exc:     # raised in the render's thread when it asks for the group
+            self._hand_over(-1, exc)
+
+    def _hand_over(self, number: int, pictures: list[av.VideoFrame] | BaseException) -> bool:
+        """Queue a decoded group for the render; False when the render stopped."""
+        while not self._stop.is_set():
+            try:
+                self._ready.put((number, pictures), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def take(self, number: int) -> list[av.VideoFrame]:
+        """The decoded pictures of unit ``number`` (the groups are taken in order), or what decoding raised."""
+        got, pictures = self._ready.get()
+        if isinstance(pictures, BaseException):
+            raise pictures
+        if got != number:
+            raise AssertionError(f"the group decoder gave unit {got} where the render wanted {number}")
+        return pictures
+
+    def close(self) -> None:
+        """Stop the thread (after the render, or when it failed) and wait for it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def _decode_group(unit: Unit, packets: list[av.Packet], smart: SmartPlan, clip: ClipPlan,
